@@ -1,0 +1,1 @@
+//! HTTP API (axum). See ARCHITECTURE.md; built by issues #4 and #5.

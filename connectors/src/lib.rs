@@ -1,0 +1,1 @@
+//! Channel and lookup connectors. See ARCHITECTURE.md; built by issues #4 and #7.

@@ -1,0 +1,1 @@
+//! Domain model, pipeline, store. See ARCHITECTURE.md; built by issue #3.

@@ -1,0 +1,547 @@
+//! The intent classifier, trained at load time from each intent's examples and keywords.
+//!
+//! Text is normalised for the way Pakistani customers write (Roman Urdu spelling variants,
+//! Urdu script, Urdu digits, emoji, stretched letters), turned into word and character n-gram
+//! features weighted by TF-IDF, and compared with every example (nearest neighbours) and with
+//! each intent's centroid. The raw score is calibrated into a confidence with a logistic curve
+//! fitted on the pack's own examples, leave-one-out, so `settings.intent_threshold` means
+//! roughly "how sure must the bot be". Everything is deterministic: features are numbered in
+//! the order the pack defines them and no hash map is ever iterated.
+
+use std::collections::HashMap;
+
+use unicode_normalization::UnicodeNormalization;
+
+/// The intent reported when no intent reaches the threshold.
+pub const UNKNOWN: &str = "unknown";
+
+/// Normalises a customer message for classification.
+pub fn normalize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last: Option<char> = None;
+    for c in text.nfkc() {
+        let c = fold_char(c);
+        let Some(c) = c else { continue };
+        let c = if c.is_alphanumeric() { c } else { ' ' };
+        for lc in c.to_lowercase() {
+            // Stretched letters ("plzzz", "kahaan", "nahiii") fold to one; digits too, so a
+            // number becomes one short token.
+            if Some(lc) == last && lc != ' ' {
+                continue;
+            }
+            if lc.is_ascii_digit() && last.is_some_and(|l| l.is_ascii_digit()) {
+                continue;
+            }
+            let lc = if lc.is_ascii_digit() { '0' } else { lc };
+            if lc == ' ' && (last == Some(' ') || last.is_none()) {
+                last = Some(' ');
+                continue;
+            }
+            out.push(lc);
+            last = Some(lc);
+        }
+    }
+    let trimmed = out.trim_end();
+    let mut words: Vec<&str> = Vec::new();
+    for w in trimmed.split(' ') {
+        words.push(fold_word(w));
+    }
+    words.join(" ")
+}
+
+/// Maps Urdu/Arabic letter and digit variants to one form; drops diacritics and tatweel.
+fn fold_char(c: char) -> Option<char> {
+    Some(match c {
+        '\u{0660}'..='\u{0669}' => char::from(b'0' + (c as u32 - 0x0660) as u8),
+        '\u{06F0}'..='\u{06F9}' => char::from(b'0' + (c as u32 - 0x06F0) as u8),
+        '\u{064A}' | '\u{0649}' => '\u{06CC}', // Arabic yeh, alef maksura → Farsi yeh
+        '\u{0643}' => '\u{06A9}',              // Arabic kaf → keheh
+        '\u{0647}' | '\u{06C3}' | '\u{0629}' => '\u{06C1}', // heh, teh marbuta → heh goal
+        '\u{0623}' | '\u{0625}' | '\u{0622}' => '\u{0627}', // alef with hamza/madda → alef
+        '\u{06D3}' => '\u{06D2}',
+        '\u{064B}'..='\u{065F}' | '\u{0670}' | '\u{06D6}'..='\u{06ED}' | '\u{0640}' => return None,
+        '\u{200C}' | '\u{200D}' | '\u{FE0F}' => return None,
+        _ => c,
+    })
+}
+
+/// Common chat spellings folded to one form (after stretched letters were folded).
+fn fold_word(w: &str) -> &str {
+    match w {
+        "hy" | "he" | "hay" | "hae" | "hain" | "hen" => "hai",
+        "ni" | "nai" | "nahin" | "nhi" | "nae" | "nhe" | "nahe" | "nahein" => "nahi",
+        "mujhy" | "mujhay" | "muje" | "mje" | "mjhe" => "mujhe",
+        "kr" | "kar" | "ker" => "kar",
+        "krna" | "karna" | "kerna" => "karna",
+        "krdo" | "kardo" | "kr do" => "kardo",
+        "plz" | "pls" | "plis" | "plx" | "pleas" => "please",
+        "u" => "you",
+        "ur" => "your",
+        "r" => "are",
+        "y" => "why",
+        "k" | "ok" | "okay" | "oky" | "okey" => "ok",
+        "thx" | "thnx" | "thanks" | "thank" => "thanks",
+        "kaha" | "kahn" | "kidhar" | "kider" => "kahan",
+        "kb" => "kab",
+        "kia" | "kya" => "kya",
+        "ap" => "aap",
+        "mera" | "mra" | "meraa" => "mera",
+        "hoga" | "hogaa" | "hogi" => "hoga",
+        "abi" | "abhe" => "abhi",
+        "tak" | "tk" => "tak",
+        "bhai" | "bhae" | "bro" => "bhai",
+        "salam" | "slam" | "salaam" | "aoa" => "salam",
+        "parsal" | "pacel" | "percel" => "parcel",
+        "ordr" | "oder" => "order",
+        "adres" | "adress" | "addres" => "adres",
+        other => other,
+    }
+}
+
+/// A sparse vector: feature ids ascending, with weights; L2-normalised.
+#[derive(Debug, Clone, Default)]
+struct SparseVec {
+    ids: Vec<u32>,
+    w: Vec<f32>,
+}
+
+impl SparseVec {
+    fn dot(&self, other: &SparseVec) -> f32 {
+        let (mut i, mut j, mut s) = (0, 0, 0.0);
+        while i < self.ids.len() && j < other.ids.len() {
+            match self.ids[i].cmp(&other.ids[j]) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => {
+                    s += self.w[i] * other.w[j];
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        s
+    }
+}
+
+/// Weights of the feature families.
+const W_WORD: f32 = 1.0;
+const W_BIGRAM: f32 = 0.6;
+const W_CHAR: f32 = 0.35;
+/// Raw score: nearest example, second nearest, centroid.
+const MIX_MAX: f32 = 0.55;
+const MIX_SECOND: f32 = 0.2;
+const MIX_CENTROID: f32 = 0.25;
+const KEYWORD_BOOST: f32 = 0.2;
+const PATTERN_SCORE: f32 = 0.95;
+
+/// Raw feature strings of a normalised text, with their family weight.
+fn raw_features(norm: &str, out: &mut Vec<(String, f32)>) {
+    out.clear();
+    let words: Vec<&str> = norm.split(' ').filter(|w| !w.is_empty()).collect();
+    for (i, w) in words.iter().enumerate() {
+        out.push((format!("w:{w}"), W_WORD));
+        if let Some(next) = words.get(i + 1) {
+            out.push((format!("b:{w} {next}"), W_BIGRAM));
+        }
+        let chars: Vec<char> = std::iter::once('<')
+            .chain(w.chars())
+            .chain(std::iter::once('>'))
+            .collect();
+        for n in 3..=4 {
+            if chars.len() < n {
+                continue;
+            }
+            for win in chars.windows(n) {
+                let g: String = win.iter().collect();
+                out.push((format!("c:{g}"), W_CHAR));
+            }
+        }
+    }
+}
+
+/// One intent's training data.
+#[derive(Debug, Clone)]
+pub struct IntentSpec {
+    pub name: String,
+    pub examples: Vec<String>,
+    pub keywords: Vec<String>,
+    pub patterns: Vec<regex::Regex>,
+}
+
+#[derive(Debug, Clone)]
+struct IntentModel {
+    name: String,
+    examples: Vec<SparseVec>,
+    centroid: SparseVec,
+    /// Un-normalised sum of the example vectors (for leave-one-out centroids).
+    sum: HashMap<u32, f32>,
+    /// Normalised keywords, each as a sequence of words.
+    keywords: Vec<Vec<String>>,
+    patterns: Vec<regex::Regex>,
+}
+
+/// The trained classifier.
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    vocab: HashMap<String, u32>,
+    idf: Vec<f32>,
+    /// Weight given to features never seen in training (they still lower the similarity).
+    unseen_idf: f32,
+    intents: Vec<IntentModel>,
+    /// Logistic calibration: confidence = σ(a·top + b·margin + c).
+    calib: [f32; 3],
+    pub threshold: f32,
+}
+
+/// The result for one message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classification {
+    /// The best intent, or [`UNKNOWN`] below the threshold.
+    pub intent: String,
+    /// Calibrated confidence of the best intent, 0–1.
+    pub confidence: f32,
+    /// The best intent even when below the threshold.
+    pub best: String,
+    /// Raw score of every intent, best first (for the decision trace).
+    pub scores: Vec<(String, f32)>,
+}
+
+impl Classifier {
+    pub fn train(specs: &[IntentSpec], threshold: f32) -> Classifier {
+        // Vocabulary and document frequencies, over examples and keywords.
+        let mut vocab: HashMap<String, u32> = HashMap::new();
+        let mut df: Vec<u32> = Vec::new();
+        let mut docs = 0u32;
+        let mut feats = Vec::new();
+        let mut texts: Vec<Vec<String>> = Vec::new();
+        for s in specs {
+            let mut t: Vec<String> = s.examples.iter().map(|e| normalize(e)).collect();
+            t.extend(s.keywords.iter().map(|k| normalize(k)));
+            for text in &t {
+                raw_features(text, &mut feats);
+                let mut seen: Vec<u32> = Vec::new();
+                for (f, _) in &feats {
+                    let next = vocab.len() as u32;
+                    let id = *vocab.entry(f.clone()).or_insert(next);
+                    if id as usize >= df.len() {
+                        df.push(0);
+                    }
+                    if !seen.contains(&id) {
+                        seen.push(id);
+                        df[id as usize] += 1;
+                    }
+                }
+                docs += 1;
+            }
+            texts.push(t);
+        }
+        let n = docs.max(1) as f32;
+        let idf: Vec<f32> = df
+            .iter()
+            .map(|d| ((1.0 + n) / (1.0 + *d as f32)).ln() + 1.0)
+            .collect();
+        let unseen_idf = ((1.0 + n) / 1.0).ln() + 1.0;
+        let mut c = Classifier {
+            vocab,
+            idf,
+            unseen_idf,
+            intents: Vec::new(),
+            calib: [8.0, 6.0, -4.0],
+            threshold,
+        };
+        for (s, t) in specs.iter().zip(&texts) {
+            let examples: Vec<SparseVec> = t.iter().map(|x| c.vectorize(x)).collect();
+            let mut sum: HashMap<u32, f32> = HashMap::new();
+            for e in &examples {
+                for (id, w) in e.ids.iter().zip(&e.w) {
+                    *sum.entry(*id).or_insert(0.0) += w;
+                }
+            }
+            let centroid = to_sparse(&sum);
+            c.intents.push(IntentModel {
+                name: s.name.clone(),
+                examples,
+                centroid,
+                sum,
+                keywords: s
+                    .keywords
+                    .iter()
+                    .map(|k| normalize(k).split(' ').map(String::from).collect())
+                    .filter(|k: &Vec<String>| !k.is_empty() && !k[0].is_empty())
+                    .collect(),
+                patterns: s.patterns.clone(),
+            });
+        }
+        c.calibrate(specs);
+        c
+    }
+
+    fn vectorize(&self, norm: &str) -> SparseVec {
+        let mut feats = Vec::new();
+        raw_features(norm, &mut feats);
+        let mut acc: Vec<(u32, f32)> = Vec::with_capacity(feats.len());
+        let mut unseen_sq = 0.0f32;
+        for (f, fam) in &feats {
+            match self.vocab.get(f) {
+                Some(id) => acc.push((*id, fam * self.idf[*id as usize])),
+                None => {
+                    let w = fam * self.unseen_idf;
+                    unseen_sq += w * w;
+                }
+            }
+        }
+        acc.sort_by_key(|(id, _)| *id);
+        let mut v = SparseVec::default();
+        for (id, w) in acc {
+            if v.ids.last() == Some(&id) {
+                *v.w.last_mut().expect("non-empty") += w;
+            } else {
+                v.ids.push(id);
+                v.w.push(w);
+            }
+        }
+        // Sub-linear term frequency, then L2 norm including the unseen features.
+        for w in v.w.iter_mut() {
+            *w = w.signum() * (1.0 + w.abs()).ln();
+        }
+        let norm = (v.w.iter().map(|w| w * w).sum::<f32>() + unseen_sq * 0.5).sqrt();
+        if norm > 0.0 {
+            for w in v.w.iter_mut() {
+                *w /= norm;
+            }
+        }
+        v
+    }
+
+    /// Raw score of each intent for a vector; `skip` leaves one example out (calibration).
+    fn raw_scores(&self, norm: &str, v: &SparseVec, skip: Option<(usize, usize)>) -> Vec<f32> {
+        let words: Vec<&str> = norm.split(' ').collect();
+        self.intents
+            .iter()
+            .enumerate()
+            .map(|(ii, m)| {
+                let (mut best, mut second) = (0.0f32, 0.0f32);
+                for (ei, e) in m.examples.iter().enumerate() {
+                    if skip == Some((ii, ei)) {
+                        continue;
+                    }
+                    let s = v.dot(e);
+                    if s > best {
+                        second = best;
+                        best = s;
+                    } else if s > second {
+                        second = s;
+                    }
+                }
+                let cen = match skip {
+                    Some((si, ei)) if si == ii => {
+                        // Centroid without the left-out example.
+                        let e = &m.examples[ei];
+                        let mut sum = m.sum.clone();
+                        for (id, w) in e.ids.iter().zip(&e.w) {
+                            *sum.entry(*id).or_insert(0.0) -= w;
+                        }
+                        v.dot(&to_sparse(&sum))
+                    }
+                    _ => v.dot(&m.centroid),
+                };
+                let mut raw = MIX_MAX * best + MIX_SECOND * second + MIX_CENTROID * cen;
+                if m.keywords.iter().any(|k| contains_seq(&words, k)) {
+                    raw += KEYWORD_BOOST;
+                }
+                if m.patterns.iter().any(|p| p.is_match(norm)) {
+                    raw = raw.max(PATTERN_SCORE);
+                }
+                raw.min(1.0)
+            })
+            .collect()
+    }
+
+    fn confidence(&self, top: f32, margin: f32) -> f32 {
+        let [a, b, c] = self.calib;
+        1.0 / (1.0 + (-(a * top + b * margin + c)).exp())
+    }
+
+    /// Fits the logistic calibration on leave-one-out predictions of the pack's examples.
+    fn calibrate(&mut self, specs: &[IntentSpec]) {
+        let mut rows: Vec<(f32, f32, f32)> = Vec::new();
+        for (ii, s) in specs.iter().enumerate() {
+            for (ei, ex) in s.examples.iter().enumerate() {
+                let norm = normalize(ex);
+                let v = self.vectorize(&norm);
+                let scores = self.raw_scores(&norm, &v, Some((ii, ei)));
+                let (top_i, top, margin) = top_two(&scores);
+                rows.push((top, margin, if top_i == ii { 1.0 } else { 0.0 }));
+            }
+        }
+        // Anchors so the curve stays sensible on small packs: nothing in common → no
+        // confidence; a near-copy of an example with a clear margin → confident.
+        for _ in 0..3 {
+            rows.push((0.0, 0.0, 0.0));
+            rows.push((0.1, 0.05, 0.0));
+            rows.push((0.9, 0.5, 1.0));
+        }
+        if rows.is_empty() {
+            return;
+        }
+        // Plain gradient descent with a little L2: deterministic and small (a few hundred rows).
+        let (mut a, mut b, mut c) = (4.0f32, 4.0f32, -2.0f32);
+        let lr = 0.5f32;
+        let l2 = 0.001f32;
+        let n = rows.len() as f32;
+        for _ in 0..3000 {
+            let (mut ga, mut gb, mut gc) = (0.0, 0.0, 0.0);
+            for (t, m, y) in &rows {
+                let p = 1.0 / (1.0 + (-(a * t + b * m + c)).exp());
+                let d = p - y;
+                ga += d * t;
+                gb += d * m;
+                gc += d;
+            }
+            a -= lr * (ga / n + l2 * a);
+            b -= lr * (gb / n + l2 * b);
+            c -= lr * gc / n;
+        }
+        self.calib = [a, b, c];
+    }
+
+    pub fn classify(&self, text: &str) -> Classification {
+        let norm = normalize(text);
+        let v = self.vectorize(&norm);
+        let scores = self.raw_scores(&norm, &v, None);
+        let (top_i, top, margin) = top_two(&scores);
+        let confidence = if self.intents.is_empty() || norm.is_empty() {
+            0.0
+        } else {
+            self.confidence(top, margin)
+        };
+        let best = self
+            .intents
+            .get(top_i)
+            .map(|m| m.name.clone())
+            .unwrap_or_else(|| UNKNOWN.to_string());
+        let mut ranked: Vec<(String, f32)> = self
+            .intents
+            .iter()
+            .zip(&scores)
+            .map(|(m, s)| (m.name.clone(), *s))
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Classification {
+            intent: if confidence >= self.threshold {
+                best.clone()
+            } else {
+                UNKNOWN.to_string()
+            },
+            confidence,
+            best,
+            scores: ranked,
+        }
+    }
+
+    pub fn intent_names(&self) -> impl Iterator<Item = &str> {
+        self.intents.iter().map(|m| m.name.as_str())
+    }
+}
+
+fn to_sparse(sum: &HashMap<u32, f32>) -> SparseVec {
+    let mut pairs: Vec<(u32, f32)> = sum.iter().map(|(k, v)| (*k, *v)).collect();
+    pairs.sort_by_key(|(k, _)| *k);
+    let norm = pairs.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
+    let mut v = SparseVec::default();
+    for (k, w) in pairs {
+        v.ids.push(k);
+        v.w.push(if norm > 0.0 { w / norm } else { 0.0 });
+    }
+    v
+}
+
+/// Index of the best score, the best score, and its margin over the second.
+fn top_two(scores: &[f32]) -> (usize, f32, f32) {
+    let (mut bi, mut b, mut s) = (0usize, f32::MIN, 0.0f32);
+    for (i, x) in scores.iter().enumerate() {
+        if *x > b {
+            s = b.max(0.0);
+            b = *x;
+            bi = i;
+        } else if *x > s {
+            s = *x;
+        }
+    }
+    if scores.is_empty() {
+        return (0, 0.0, 0.0);
+    }
+    (bi, b, (b - s).max(0.0))
+}
+
+fn contains_seq(words: &[&str], k: &[String]) -> bool {
+    if k.is_empty() || k.len() > words.len() {
+        return false;
+    }
+    words
+        .windows(k.len())
+        .any(|w| w.iter().zip(k).all(|(a, b)| *a == b.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation_copes_with_real_writing() {
+        assert_eq!(
+            normalize("Kahaan hai mera ORDER??? 😡😡"),
+            "kahan hai mera order"
+        );
+        assert_eq!(normalize("plzzz jaldi"), "please jaldi");
+        assert_eq!(normalize("order #10234 kb milega"), "order 0 kab milega");
+        // Urdu digits and Arabic letter variants.
+        assert_eq!(normalize("آرڈر ۱۰۲۳۴"), normalize("ارڈر 10234"));
+        assert_eq!(normalize("كيا"), normalize("کیا"));
+        assert_eq!(normalize("  "), "");
+    }
+
+    fn spec(name: &str, ex: &[&str]) -> IntentSpec {
+        IntentSpec {
+            name: name.into(),
+            examples: ex.iter().map(|s| s.to_string()).collect(),
+            keywords: vec![],
+            patterns: vec![],
+        }
+    }
+
+    #[test]
+    fn unseen_spellings_still_match_and_nonsense_is_unknown() {
+        let c = Classifier::train(
+            &[
+                spec(
+                    "order_status",
+                    &[
+                        "where is my order",
+                        "mera order kahan hai",
+                        "parcel kab milega",
+                        "track my parcel",
+                        "order status",
+                    ],
+                ),
+                spec(
+                    "cancel_order",
+                    &[
+                        "cancel my order",
+                        "order cancel kar dein",
+                        "mujhe nahi chahiye",
+                        "cancel it please",
+                        "don't send it",
+                    ],
+                ),
+            ],
+            0.5,
+        );
+        let r = c.classify("mera ordr kahaaan hy");
+        assert_eq!(r.intent, "order_status", "{r:?}");
+        let r = c.classify("xyzzy qwerty");
+        assert_eq!(r.intent, UNKNOWN, "{r:?}");
+        // Deterministic: the same answer twice.
+        assert_eq!(c.classify("cancel karo"), c.classify("cancel karo"));
+    }
+}

@@ -1,0 +1,834 @@
+//! What the YAML says: the rule-pack format v1, as serde structs.
+//!
+//! These structs mirror the files one to one (unknown keys are denied everywhere) and keep the
+//! position of every value. They are checked and turned into the runtime objects of
+//! [`crate::pack`]; nothing outside this crate reads them except the JSON Schema.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+
+use crate::span::{Entries, Sp};
+
+/// One YAML file of a pack. Every section may appear in any file; the loader merges them.
+#[derive(Debug, Clone, Default, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Switchyard rule pack file (format v1)")]
+pub struct PackFile {
+    /// The format version; must be 1.
+    pub version: Option<Sp<u32>>,
+    pub settings: Option<Sp<Settings>>,
+    /// Opening hours, by name (used by `in_calendar("name")` and SLA policies).
+    pub calendars: Option<Entries<Sp<Calendar>>>,
+    /// Intents, by name, learnt at load time from their examples.
+    pub intents: Option<Entries<Sp<Intent>>>,
+    /// Entities extracted from every customer message, by name.
+    pub entities: Option<Entries<Sp<Entity>>>,
+    /// Message templates, by name.
+    pub templates: Option<Entries<Sp<TemplateDef>>>,
+    /// Team queues, by name.
+    pub queues: Option<Entries<Sp<Queue>>>,
+    /// Store, lookup and webhook connectors, by name. Secrets come from the environment.
+    pub connectors: Option<Entries<Sp<Connector>>>,
+    /// Interactive bot flows, by name.
+    pub flows: Option<Entries<Sp<Flow>>>,
+    /// Rules, evaluated in file order.
+    pub rules: Option<Vec<Sp<Rule>>>,
+    /// Scheduled rules (cron, in the pack's time zone).
+    pub schedules: Option<Vec<Sp<Schedule>>>,
+    /// Rule tests, run by `switchyard test`.
+    pub tests: Option<Vec<Sp<TestCase>>>,
+}
+
+/// The names of the sections of a pack file, in the order the loader reads them.
+pub const SECTIONS: &[&str] = &[
+    "version",
+    "settings",
+    "calendars",
+    "intents",
+    "entities",
+    "templates",
+    "queues",
+    "connectors",
+    "flows",
+    "rules",
+    "schedules",
+    "tests",
+];
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// IANA time zone of the store, e.g. `Asia/Karachi` (default `UTC`).
+    pub timezone: Option<Sp<String>>,
+    /// Where a customer message goes that nothing else handled.
+    pub default_queue: Sp<String>,
+    /// Below this confidence the intent is `unknown` (default 0.55).
+    pub intent_threshold: Option<Sp<f64>>,
+    /// Language of templates when the contact's language is unknown (default `en`).
+    pub default_language: Option<Sp<String>>,
+    /// Intents that interrupt any running flow (default: `human_agent` when the pack has it).
+    pub escape_intents: Option<Vec<Sp<String>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Calendar {
+    /// Days the calendar is open.
+    pub days: Vec<Sp<Weekday>>,
+    /// Opening time, `HH:MM`.
+    pub open: Sp<String>,
+    /// Closing time, `HH:MM` (`24:00` for midnight).
+    pub close: Sp<String>,
+    /// Closed dates, `YYYY-MM-DD`.
+    #[serde(default)]
+    pub holidays: Vec<Sp<String>>,
+    /// Time zone of this calendar (default: the pack's).
+    pub timezone: Option<Sp<String>>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Intent {
+    /// What customers write, in every language the shop sees (at least 5).
+    pub examples: Vec<Sp<String>>,
+    /// Words that, when present, point strongly at this intent.
+    #[serde(default)]
+    pub keywords: Vec<Sp<String>>,
+    /// Regular expressions that, when they match the normalised message, select this intent.
+    #[serde(default)]
+    pub patterns: Vec<Sp<String>>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Entity {
+    /// A regular expression with one capture group: the group is the value.
+    pub pattern: Option<Sp<String>>,
+    /// A built-in extractor.
+    pub builtin: Option<Sp<Builtin>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Builtin {
+    /// Pakistani mobile numbers (`0300-1234567`, `+92 300 1234567`), normalised to E.164.
+    PhonePk,
+    /// Order numbers (`#10234`, `order 10234`), normalised to digits.
+    OrderNo,
+    /// Amounts (`Rs 2,499`, `2499/-`), normalised to a number.
+    Amount,
+    /// E-mail addresses, lower-cased.
+    Email,
+}
+
+/// A template: a plain string, a map of language → string (plus `text` as the any-language
+/// form), and optionally a `whatsapp` form: an approved template for business-initiated sends.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateDef {
+    /// `(language or "text", body)` in file order.
+    pub variants: Vec<(Sp<String>, Sp<String>)>,
+    pub whatsapp: Option<Sp<WaTemplate>>,
+}
+
+impl<'de> Deserialize<'de> for TemplateDef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TemplateDef;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a string, or a map of language → text with an optional `whatsapp` form",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TemplateDef, E> {
+                Ok(TemplateDef {
+                    variants: vec![(
+                        Sp::new("text".into(), Default::default()),
+                        Sp::new(v.to_string(), Default::default()),
+                    )],
+                    whatsapp: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TemplateDef, A::Error> {
+                let mut out = TemplateDef::default();
+                while let Some(k) = map.next_key::<Sp<String>>()? {
+                    if k.value == "whatsapp" {
+                        out.whatsapp = Some(map.next_value()?);
+                    } else {
+                        let v = map.next_value::<Sp<String>>()?;
+                        out.variants.push((k, v));
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for TemplateDef {
+    fn schema_name() -> Cow<'static, str> {
+        "TemplateDef".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let wa = generator.subschema_for::<WaTemplate>();
+        json_schema!({
+            "description": "A plain string, or language → text (`en`, `ur`, … and `text` for any language), with an optional `whatsapp` approved-template form. `{{ expr }}` holds a Rhai expression.",
+            "anyOf": [
+                { "type": "string" },
+                {
+                    "type": "object",
+                    "properties": { "whatsapp": wa },
+                    "additionalProperties": { "type": "string" }
+                }
+            ]
+        })
+    }
+}
+
+/// An approved WhatsApp message template (the only thing that may open a conversation).
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaTemplate {
+    /// The template's name as approved in WhatsApp Manager.
+    pub name: Sp<String>,
+    /// Its language code, e.g. `en`, `en_US`, `ur`.
+    pub language: Sp<String>,
+    /// Body parameters, in order; each may hold `{{ expr }}`.
+    #[serde(default)]
+    pub body: Vec<Sp<String>>,
+    /// Quick-reply button payloads, in the template's button order.
+    #[serde(default)]
+    pub buttons: Vec<Sp<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Assignment {
+    RoundRobin,
+    LeastLoaded,
+    Sticky,
+    Manual,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Queue {
+    pub assignment: Sp<Assignment>,
+    pub sla: Option<Sp<Sla>>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sla {
+    /// Time to the first agent reply, e.g. `15m`.
+    pub first_response: Option<Sp<String>>,
+    /// Time to each later agent reply.
+    pub next_response: Option<Sp<String>>,
+    /// Time to resolution, e.g. `24h`.
+    pub resolution: Option<Sp<String>>,
+    /// Count only the open hours of this calendar.
+    pub calendar: Option<Sp<String>>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Connector {
+    /// Shopify Admin API (GraphQL). Without credentials in the environment it uses `fallback`.
+    Shopify {
+        /// Environment variable holding the shop domain (`my-shop.myshopify.com`).
+        shop_env: String,
+        /// Environment variable holding the Admin API access token.
+        token_env: String,
+        /// Admin API version, e.g. `2025-07`.
+        api_version: Option<String>,
+        /// What to use when the credentials are missing.
+        fallback: Option<Fallback>,
+    },
+    /// The built-in demo store (orders from the pack's test fixtures or `examples/`).
+    Demo {},
+    /// An outbound webhook endpoint.
+    Webhook {
+        /// Environment variable holding the URL.
+        url_env: String,
+        /// Environment variable holding the HMAC secret for `X-Switchyard-Signature`.
+        secret_env: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    Demo,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Flow {
+    /// The first step.
+    pub start: Sp<String>,
+    pub steps: Entries<Sp<Step>>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// What the bot sends when the flow enters this step.
+    pub send: Option<Sp<Send>>,
+    /// Actions run when the flow enters this step, before `send` (so it can show a lookup).
+    #[serde(rename = "do", default)]
+    pub actions: Vec<Sp<Action>>,
+    /// Branches on the customer's answer: a button or list row id, an intent, or `/regex/`.
+    pub on: Option<Entries<Sp<Branch>>>,
+    /// Store the customer's next message in a conversation attribute.
+    pub capture: Option<Sp<Capture>>,
+    /// Unrecognised replies tolerated before handing off to a human (default 1).
+    pub retries: Option<Sp<u32>>,
+    /// What happens when the customer does not answer in time.
+    pub timeout: Option<Sp<Timeout>>,
+    /// Next step (after the step's send when it waits for nothing, or after `capture`).
+    pub goto: Option<Sp<String>>,
+    /// The flow ends here.
+    #[serde(default)]
+    pub end: bool,
+    /// Hand the conversation to a human and end the flow.
+    pub handoff: Option<Sp<Handoff>>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Branch {
+    #[serde(rename = "do", default)]
+    pub actions: Vec<Sp<Action>>,
+    pub goto: Option<Sp<String>>,
+    #[serde(default)]
+    pub end: bool,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Timeout {
+    /// A duration: `90s`, `15m`, `2h`, `1d`.
+    pub after: Sp<String>,
+    #[serde(rename = "do", default)]
+    pub actions: Vec<Sp<Action>>,
+    pub goto: Option<Sp<String>>,
+    #[serde(default)]
+    pub end: bool,
+}
+
+/// `capture: attribute` or `capture: { into: attribute, entity: phone }`.
+#[derive(Debug, Clone)]
+pub struct Capture {
+    pub into: Sp<String>,
+    /// Accept the reply only when this entity is found in it; the entity's value is stored.
+    pub entity: Option<Sp<String>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaptureMap {
+    into: Sp<String>,
+    entity: Option<Sp<String>>,
+}
+
+impl<'de> Deserialize<'de> for Capture {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Capture;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an attribute name, or { into: attribute, entity: name }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Capture, E> {
+                Ok(Capture {
+                    into: Sp::new(v.to_string(), Default::default()),
+                    entity: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Capture, A::Error> {
+                let m = CaptureMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Capture {
+                    into: m.into,
+                    entity: m.entity,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Capture {
+    fn schema_name() -> Cow<'static, str> {
+        "Capture".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "An attribute name, or { into, entity } to accept only replies that contain the entity.",
+            "anyOf": [
+                { "type": "string" },
+                { "type": "object", "properties": { "into": { "type": "string" }, "entity": { "type": "string" } },
+                  "required": ["into"], "additionalProperties": false }
+            ]
+        })
+    }
+}
+
+/// What a step or a `reply` sends.
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Send {
+    /// Free text (`{{ expr }}` allowed). Only inside the 24-hour window.
+    Text(Sp<String>),
+    /// A template from `templates:` (its WhatsApp form is used outside the window).
+    Template(Sp<String>),
+    /// Up to 3 reply buttons. Only inside the 24-hour window.
+    Buttons(Sp<Buttons>),
+    /// A list of up to 10 rows. Only inside the 24-hour window.
+    List(Sp<List>),
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Buttons {
+    /// Message text above the buttons (≤ 1024 characters).
+    pub body: Sp<String>,
+    pub footer: Option<Sp<String>>,
+    pub buttons: Vec<Sp<Choice>>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Choice {
+    /// What comes back when the customer taps it (≤ 256 characters; ≤ 200 for list rows).
+    pub id: Sp<String>,
+    /// What the customer sees (≤ 20 characters for buttons, ≤ 24 for list rows).
+    pub title: Sp<String>,
+    /// List rows only (≤ 72 characters).
+    pub description: Option<Sp<String>>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct List {
+    /// Message text (≤ 4096 characters).
+    pub body: Sp<String>,
+    /// The button that opens the list (≤ 20 characters).
+    pub button: Sp<String>,
+    pub footer: Option<Sp<String>>,
+    /// Sections of rows: at most 10 rows in all.
+    pub sections: Vec<Sp<Section>>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Section {
+    /// ≤ 24 characters.
+    pub title: Option<Sp<String>>,
+    pub rows: Vec<Sp<Choice>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    New,
+    Open,
+    Waiting,
+    Escalated,
+    Resolved,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::New => "new",
+            Status::Open => "open",
+            Status::Waiting => "waiting",
+            Status::Escalated => "escalated",
+            Status::Resolved => "resolved",
+        }
+    }
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Low,
+    Normal,
+    High,
+    Urgent,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+            Priority::Urgent => "urgent",
+        }
+    }
+}
+
+/// The closed set of actions. Each is one key: `- reply: { text: "…" }`, `- tag: vip`, `- stop`.
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Send a message to the customer.
+    Reply(Sp<Send>),
+    /// Start a flow (ending any running one).
+    StartFlow(Sp<String>),
+    /// End the running flow.
+    EndFlow,
+    /// Put the conversation in a queue (assignment follows the queue's policy).
+    Route(Sp<Route>),
+    /// Give the conversation to an agent.
+    Assign(Sp<Assign>),
+    /// Hand the conversation to a human queue or agent with a note; ends any flow.
+    Handoff(Sp<Handoff>),
+    Tag(Sp<String>),
+    Untag(Sp<String>),
+    /// Set a conversation attribute.
+    Set(Sp<SetAttr>),
+    SetStatus(Sp<Status>),
+    SetPriority(Sp<Priority>),
+    /// Open a ticket (or update the open one of this conversation).
+    Ticket(Sp<TicketArgs>),
+    /// Move to a queue with higher priority and a reason; opens a ticket if none is open.
+    Escalate(Sp<Escalate>),
+    /// Add an internal note (never sent to the customer).
+    Note(Sp<String>),
+    /// Call a connector (order lookups, confirmations).
+    Lookup(Sp<Lookup>),
+    /// Post to an outbound webhook connector.
+    Webhook(Sp<WebhookArgs>),
+    /// Start a named timer that fires `timer.<name>`.
+    Timer(Sp<TimerArgs>),
+    /// Put the conversation aside until a duration passes or the customer writes.
+    Snooze(Sp<String>),
+    /// Stop evaluating further rules for this event.
+    Stop,
+}
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Reply(_) => "reply",
+            Action::StartFlow(_) => "start_flow",
+            Action::EndFlow => "end_flow",
+            Action::Route(_) => "route",
+            Action::Assign(_) => "assign",
+            Action::Handoff(_) => "handoff",
+            Action::Tag(_) => "tag",
+            Action::Untag(_) => "untag",
+            Action::Set(_) => "set",
+            Action::SetStatus(_) => "set_status",
+            Action::SetPriority(_) => "set_priority",
+            Action::Ticket(_) => "ticket",
+            Action::Escalate(_) => "escalate",
+            Action::Note(_) => "note",
+            Action::Lookup(_) => "lookup",
+            Action::Webhook(_) => "webhook",
+            Action::Timer(_) => "timer",
+            Action::Snooze(_) => "snooze",
+            Action::Stop => "stop",
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub queue: Sp<String>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Assign {
+    /// An agent id; without it, the queue's policy picks.
+    pub agent: Option<Sp<String>>,
+    pub queue: Option<Sp<String>>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Handoff {
+    /// Default: `settings.default_queue`.
+    pub queue: Option<Sp<String>>,
+    pub agent: Option<Sp<String>>,
+    /// Internal note for the agent (`{{ expr }}` allowed).
+    pub note: Option<Sp<String>>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetAttr {
+    /// Attribute name.
+    pub key: Sp<String>,
+    /// A Rhai expression; its value is stored.
+    pub value: Sp<String>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TicketArgs {
+    pub title: Option<Sp<String>>,
+    pub category: Option<Sp<String>>,
+    pub priority: Option<Sp<Priority>>,
+    pub queue: Option<Sp<String>>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Escalate {
+    pub queue: Sp<String>,
+    pub reason: Option<Sp<String>>,
+    /// Default `high`.
+    pub priority: Option<Sp<Priority>>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Lookup {
+    pub connector: Sp<String>,
+    /// `find_order`, `confirm_order`, `cancel_order`, `tag_order`, `add_order_note`.
+    pub action: Sp<String>,
+    /// A Rhai expression: the key to look up (e.g. `entities.order_no ?? contact.phone`).
+    pub by: Option<Sp<String>>,
+    /// The scope name the result is bound to (default `order`).
+    #[serde(rename = "as")]
+    pub bind: Option<Sp<String>>,
+    /// A template: the text for `add_order_note`, the reason for `cancel_order`, the tag for `tag_order`.
+    pub value: Option<Sp<String>>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookArgs {
+    pub connector: Sp<String>,
+    /// A template rendered as the `text` of the JSON body.
+    pub body: Option<Sp<String>>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimerArgs {
+    pub name: Sp<String>,
+    pub after: Sp<String>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub name: Sp<String>,
+    /// The event: `message.received`, `order.created`, `timer.<name>`, …
+    pub when: Sp<String>,
+    /// A Rhai condition; absent means always.
+    #[serde(rename = "if")]
+    pub condition: Option<Sp<String>>,
+    pub then: Vec<Sp<Action>>,
+    /// Stop evaluating later rules when this one matched.
+    #[serde(default)]
+    pub stop: bool,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    pub name: Sp<String>,
+    /// Six fields with seconds: `sec min hour day-of-month month day-of-week`.
+    pub cron: Sp<String>,
+    #[serde(rename = "if")]
+    pub condition: Option<Sp<String>>,
+    pub then: Vec<Sp<Action>>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestCase {
+    pub name: Sp<String>,
+    #[serde(default)]
+    pub fixtures: Fixtures,
+    /// The contact's attributes at the start (e.g. `language: ur`).
+    #[serde(default)]
+    pub contact: serde_json::Map<String, serde_json::Value>,
+    pub conversation: Vec<Sp<Turn>>,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Fixtures {
+    /// Orders the store connectors answer with during this test.
+    #[serde(default)]
+    pub orders: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Turn {
+    /// What the customer sends: text, `{ button: id }` or `{ list: id }`.
+    pub customer: Option<Sp<Say>>,
+    /// An event that is not a message, e.g. `order.created` with an order.
+    pub event: Option<Sp<TestEvent>>,
+    /// Advance the virtual clock, firing due timers.
+    pub wait: Option<Sp<String>>,
+    pub expect: Option<Sp<Expect>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Say {
+    Text(String),
+    Button(String),
+    List(String),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum SayMap {
+    Button(String),
+    List(String),
+}
+
+impl<'de> Deserialize<'de> for Say {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Say;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("text, { button: id } or { list: id }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Say, E> {
+                Ok(Say::Text(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Say, E> {
+                Ok(Say::Text(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Say, E> {
+                Ok(Say::Text(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Say, A::Error> {
+                Ok(
+                    match SayMap::deserialize(de::value::MapAccessDeserializer::new(map))? {
+                        SayMap::Button(b) => Say::Button(b),
+                        SayMap::List(l) => Say::List(l),
+                    },
+                )
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Say {
+    fn schema_name() -> Cow<'static, str> {
+        "Say".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [
+                { "type": "string" },
+                { "type": "object", "properties": { "button": { "type": "string" } }, "required": ["button"], "additionalProperties": false },
+                { "type": "object", "properties": { "list": { "type": "string" } }, "required": ["list"], "additionalProperties": false }
+            ]
+        })
+    }
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestEvent {
+    /// `order.created`, `order.updated`, …
+    pub name: Sp<String>,
+    pub order: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub intent: Option<Sp<String>>,
+    pub reply_contains: Option<Sp<String>>,
+    pub reply_buttons: Option<Vec<Sp<String>>>,
+    /// No reply at all after this turn.
+    pub no_reply: Option<bool>,
+    pub flow: Option<Sp<String>>,
+    pub step: Option<Sp<String>>,
+    pub status: Option<Sp<Status>>,
+    pub queue: Option<Sp<String>>,
+    pub assignee: Option<Sp<String>>,
+    pub tags: Option<Vec<Sp<String>>>,
+    pub ticket: Option<Sp<ExpectTicket>>,
+    pub priority: Option<Sp<Priority>>,
+    pub note_contains: Option<Sp<String>>,
+    pub attributes: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `ticket: none`, or the fields the open ticket must have.
+#[derive(Debug, Clone)]
+pub enum ExpectTicket {
+    None,
+    Some(TicketFields),
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TicketFields {
+    pub priority: Option<Sp<Priority>>,
+    pub category: Option<Sp<String>>,
+    pub queue: Option<Sp<String>>,
+    pub title_contains: Option<Sp<String>>,
+}
+
+impl<'de> Deserialize<'de> for ExpectTicket {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ExpectTicket;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`none` or the ticket's fields")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ExpectTicket, E> {
+                if v == "none" {
+                    Ok(ExpectTicket::None)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(v), &self))
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ExpectTicket, A::Error> {
+                Ok(ExpectTicket::Some(TicketFields::deserialize(
+                    de::value::MapAccessDeserializer::new(map),
+                )?))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for ExpectTicket {
+    fn schema_name() -> Cow<'static, str> {
+        "ExpectTicket".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let fields = generator.subschema_for::<TicketFields>();
+        json_schema!({ "anyOf": [ { "const": "none" }, fields ] })
+    }
+}

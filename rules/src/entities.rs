@@ -1,0 +1,182 @@
+//! Entity extraction: regex entities with a capture group, and built-ins for Pakistani phone
+//! numbers, order numbers, amounts and e-mail.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_json::Value;
+
+use crate::config::Builtin;
+
+/// One compiled extractor.
+#[derive(Debug, Clone)]
+pub enum Extractor {
+    /// The first capture group of the first match is the value.
+    Pattern(Regex),
+    Builtin(Builtin),
+}
+
+static PHONE_PK: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?:^|[^\d+])((?:\+|00)?92[\s-]?|0)?(3\d{2})[\s-]?(\d{3})[\s-]?(\d{4})(?:\D|$)")
+        .expect("valid regex")
+});
+static ORDER_NO: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)(?:#\s?|\border\s*(?:no\.?|number|num|id|#)?\s*[:#]?\s*)(\d{3,10})\b")
+        .expect("valid regex")
+});
+static AMOUNT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)(?:\b(?:rs\.?|pkr|rupees?)\s*(\d[\d,]*(?:\.\d+)?))|(?:\b(\d[\d,]*(?:\.\d+)?)\s*(?:/-|rs\b\.?|pkr\b|rupees?\b))",
+    )
+    .expect("valid regex")
+});
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}\b").expect("valid regex")
+});
+
+/// Urdu and Arabic-Indic digits to ASCII, so that "۰۳۰۰" is a phone number too.
+pub fn ascii_digits(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text
+        .chars()
+        .any(|c| matches!(c, '\u{0660}'..='\u{0669}' | '\u{06F0}'..='\u{06F9}'))
+    {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| match c {
+            '\u{0660}'..='\u{0669}' => char::from(b'0' + (c as u32 - 0x0660) as u8),
+            '\u{06F0}'..='\u{06F9}' => char::from(b'0' + (c as u32 - 0x06F0) as u8),
+            c => c,
+        })
+        .collect::<String>()
+        .into()
+}
+
+impl Extractor {
+    /// The value found in `text` (digits already ASCII), if any.
+    pub fn extract(&self, text: &str) -> Option<Value> {
+        match self {
+            Extractor::Pattern(re) => re
+                .captures(text)
+                .and_then(|c| c.get(1))
+                .map(|m| Value::String(m.as_str().to_string())),
+            Extractor::Builtin(b) => builtin(*b, text),
+        }
+    }
+}
+
+/// A Pakistani mobile number in E.164 (`+923001234567`).
+pub fn phone_pk(text: &str) -> Option<String> {
+    let c = PHONE_PK.captures(text)?;
+    Some(format!("+92{}{}{}", &c[2], &c[3], &c[4]))
+}
+
+fn builtin(b: Builtin, text: &str) -> Option<Value> {
+    match b {
+        Builtin::PhonePk => phone_pk(text).map(Value::String),
+        Builtin::OrderNo => {
+            // A phone number is not an order number.
+            ORDER_NO.captures_iter(text).find_map(|c| {
+                let m = c.get(1)?;
+                let digits = m.as_str();
+                (!(digits.len() >= 10 && digits.starts_with('0')))
+                    .then(|| Value::String(digits.to_string()))
+            })
+        }
+        Builtin::Amount => {
+            let c = AMOUNT.captures(text)?;
+            let raw = c.get(1).or_else(|| c.get(2))?.as_str().replace(',', "");
+            if let Ok(i) = raw.parse::<i64>() {
+                Some(Value::from(i))
+            } else {
+                raw.parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Value::Number)
+            }
+        }
+        Builtin::Email => EMAIL
+            .find(text)
+            .map(|m| Value::String(m.as_str().to_lowercase())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(kind: Builtin, text: &str) -> Option<Value> {
+        Extractor::Builtin(kind).extract(&ascii_digits(text))
+    }
+
+    #[test]
+    fn pakistani_phone_numbers_become_e164() {
+        for t in [
+            "call me on 0300-1234567",
+            "+92 300 1234567",
+            "my number 03001234567",
+            "923001234567",
+            "0092-300-123-4567",
+            "۰۳۰۰۱۲۳۴۵۶۷",
+        ] {
+            assert_eq!(
+                b(Builtin::PhonePk, t),
+                Some(Value::from("+923001234567")),
+                "{t}"
+            );
+        }
+        assert_eq!(b(Builtin::PhonePk, "order 10234"), None);
+        assert_eq!(b(Builtin::PhonePk, "0423-1234567"), None); // a landline
+    }
+
+    #[test]
+    fn order_numbers() {
+        assert_eq!(
+            b(Builtin::OrderNo, "mera order kahan hai #10234"),
+            Some(Value::from("10234"))
+        );
+        assert_eq!(
+            b(Builtin::OrderNo, "order 10234 kab aye ga"),
+            Some(Value::from("10234"))
+        );
+        assert_eq!(
+            b(Builtin::OrderNo, "Order No. 88231"),
+            Some(Value::from("88231"))
+        );
+        assert_eq!(
+            b(Builtin::OrderNo, "order number: 5512"),
+            Some(Value::from("5512"))
+        );
+        assert_eq!(b(Builtin::OrderNo, "where is my order"), None);
+    }
+
+    #[test]
+    fn amounts_and_email() {
+        assert_eq!(
+            b(Builtin::Amount, "I paid Rs 2,499 already"),
+            Some(Value::from(2499))
+        );
+        assert_eq!(
+            b(Builtin::Amount, "total 2499/- tha"),
+            Some(Value::from(2499))
+        );
+        assert_eq!(
+            b(Builtin::Amount, "PKR 1500.50"),
+            Some(serde_json::json!(1500.5))
+        );
+        assert_eq!(b(Builtin::Amount, "order 10234"), None);
+        assert_eq!(
+            b(Builtin::Email, "mail me at Ayesha.K@Example.com pls"),
+            Some(Value::from("ayesha.k@example.com"))
+        );
+    }
+
+    #[test]
+    fn pattern_entities_take_the_first_group() {
+        let e = Extractor::Pattern(Regex::new(r"(?i)cn[:\s]*([A-Z0-9]{8,})").unwrap());
+        assert_eq!(
+            e.extract("tracking CN: LEO12345678"),
+            Some(Value::from("LEO12345678"))
+        );
+    }
+}

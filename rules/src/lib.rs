@@ -1,0 +1,75 @@
+//! The Switchyard rule-pack format (see `ARCHITECTURE.md` and `../shared/DESIGN.md` §4).
+//!
+//! A pack is a directory of YAML files. [`load_dir`] reads it, validates it in phases —
+//! YAML and types ([`load`]), then names, references, limits, scripts and flows ([`check`]) —
+//! reporting every problem with `file:line:col`, and compiles it into a [`Pack`].
+//!
+//! This crate does no I/O beyond reading the pack's files: no tokio, no SQL, no HTTP.
+
+pub mod calendar;
+pub mod check;
+pub mod classify;
+pub mod config;
+pub mod diag;
+pub mod entities;
+pub mod load;
+pub mod pack;
+pub mod script;
+pub mod span;
+pub mod template;
+
+use std::path::Path;
+
+pub use classify::{Classification, UNKNOWN};
+pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use load::{LoadError, SourceFile};
+pub use pack::Pack;
+
+/// A pack and everything validation said about it. `pack` is `None` when there are errors.
+#[derive(Debug)]
+pub struct Loaded {
+    pub pack: Option<Pack>,
+    pub diagnostics: Diagnostics,
+}
+
+impl Loaded {
+    /// The pack, unless there were errors (or warnings, with `deny_warnings`).
+    pub fn accepted(&self, deny_warnings: bool) -> Option<&Pack> {
+        if deny_warnings && self.diagnostics.warnings().next().is_some() {
+            return None;
+        }
+        self.pack.as_ref()
+    }
+}
+
+/// Reads, validates and compiles the pack in `dir`.
+pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
+    Ok(load_files(load::read_dir(dir)?, &dir.display().to_string()))
+}
+
+/// Validates and compiles a pack given as files (e.g. uploaded). `shown` names the pack in
+/// the diagnostic for an empty pack.
+pub fn load_files(files: Vec<SourceFile>, shown: &str) -> Loaded {
+    let mut diagnostics = Diagnostics::default();
+    if files.is_empty() {
+        diagnostics
+            .error(shown, span::Pos::UNKNOWN, "no rule-pack files here")
+            .hint("a pack is a directory of `*.yaml` files");
+        return Loaded {
+            pack: None,
+            diagnostics,
+        };
+    }
+    let raw = load::parse(files, &mut diagnostics);
+    let mut pack = check::build(&raw, &mut diagnostics);
+    if let Some(p) = pack.as_mut() {
+        p.tests = raw.tests.iter().map(|(_, t)| t.value.clone()).collect();
+    }
+    diagnostics.sort();
+    Loaded { pack, diagnostics }
+}
+
+/// The JSON Schema of a pack file, for editors.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(config::PackFile)).unwrap_or_default()
+}

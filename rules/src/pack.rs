@@ -1,0 +1,401 @@
+//! The compiled pack: what the engine runs. Built from a [`RawPack`] by [`build`], which is
+//! also phase 2 and 3 of validation (references, limits, scripts); see [`crate::check`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use rhai::{Dynamic, Scope, AST};
+use serde_json::Value;
+
+use crate::calendar::CalendarRt;
+use crate::classify::{Classification, Classifier};
+use crate::config::{Assignment, Priority, Status, TestCase};
+use crate::entities::{ascii_digits, Extractor};
+use crate::script::{Clock, Sandbox, ScriptError, Vars};
+use crate::template::Template;
+
+/// Settings with their defaults applied.
+#[derive(Debug, Clone)]
+pub struct SettingsRt {
+    pub timezone: Tz,
+    pub default_queue: String,
+    pub intent_threshold: f32,
+    pub default_language: String,
+    pub escape_intents: Vec<String>,
+}
+
+/// A template's forms.
+#[derive(Debug, Clone)]
+pub struct TemplateRt {
+    /// `(language, text)`; `text` is the any-language form.
+    pub variants: Vec<(String, Template)>,
+    pub whatsapp: Option<WaTemplateRt>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WaTemplateRt {
+    pub name: String,
+    pub language: String,
+    pub body: Vec<Template>,
+    pub buttons: Vec<String>,
+}
+
+impl TemplateRt {
+    /// The text form for a language: the language itself, then `text`, then the pack's default
+    /// language, then the first one written.
+    pub fn variant(&self, lang: Option<&str>, default_lang: &str) -> Option<&Template> {
+        let find = |l: &str| self.variants.iter().find(|(k, _)| k == l).map(|(_, t)| t);
+        lang.and_then(find)
+            .or_else(|| find("text"))
+            .or_else(|| find(default_lang))
+            .or_else(|| self.variants.first().map(|(_, t)| t))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueRt {
+    pub assignment: Assignment,
+    pub first_response: Option<Duration>,
+    pub next_response: Option<Duration>,
+    pub resolution: Option<Duration>,
+    pub calendar: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ConnectorRt {
+    Shopify {
+        shop_env: String,
+        token_env: String,
+        api_version: Option<String>,
+        fallback_demo: bool,
+    },
+    Demo,
+    Webhook {
+        url_env: String,
+        secret_env: Option<String>,
+    },
+}
+
+/// What a store connector can be asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupAction {
+    FindOrder,
+    ConfirmOrder,
+    CancelOrder,
+    TagOrder,
+    AddOrderNote,
+}
+
+impl LookupAction {
+    pub const ALL: &'static [(&'static str, LookupAction)] = &[
+        ("find_order", LookupAction::FindOrder),
+        ("confirm_order", LookupAction::ConfirmOrder),
+        ("cancel_order", LookupAction::CancelOrder),
+        ("tag_order", LookupAction::TagOrder),
+        ("add_order_note", LookupAction::AddOrderNote),
+    ];
+    pub fn parse(s: &str) -> Option<LookupAction> {
+        Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, a)| *a)
+    }
+}
+
+/// A message the bot sends.
+#[derive(Debug, Clone)]
+pub enum MessageRt {
+    Text(Template),
+    Template(String),
+    Buttons {
+        body: Template,
+        footer: Option<String>,
+        buttons: Vec<(String, String)>,
+    },
+    List {
+        body: Template,
+        button: String,
+        footer: Option<String>,
+        /// `(section title, rows of (id, title, description))`.
+        sections: Vec<(Option<String>, Vec<(String, String, Option<String>)>)>,
+    },
+}
+
+/// A compiled action (DESIGN.md §4's closed set).
+#[derive(Debug, Clone)]
+pub enum ActionRt {
+    Reply(MessageRt),
+    StartFlow(String),
+    EndFlow,
+    Route {
+        queue: String,
+    },
+    Assign {
+        agent: Option<String>,
+        queue: Option<String>,
+    },
+    Handoff {
+        queue: Option<String>,
+        agent: Option<String>,
+        note: Option<Template>,
+    },
+    Tag(String),
+    Untag(String),
+    Set {
+        key: String,
+        value: AST,
+    },
+    SetStatus(Status),
+    SetPriority(Priority),
+    Ticket {
+        title: Option<Template>,
+        category: Option<String>,
+        priority: Option<Priority>,
+        queue: Option<String>,
+    },
+    Escalate {
+        queue: String,
+        reason: Option<Template>,
+        priority: Priority,
+    },
+    Note(Template),
+    Lookup {
+        connector: String,
+        action: LookupAction,
+        by: Option<AST>,
+        bind: String,
+        value: Option<Template>,
+    },
+    Webhook {
+        connector: String,
+        body: Option<Template>,
+    },
+    Timer {
+        name: String,
+        after: Duration,
+    },
+    Snooze(Duration),
+    Stop,
+}
+
+/// Where a branch leads.
+#[derive(Debug, Clone, Default)]
+pub struct Next {
+    pub actions: Vec<ActionRt>,
+    pub goto: Option<String>,
+    pub end: bool,
+}
+
+/// How a step recognises the customer's answer.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// A button or list row id (or a template quick-reply payload).
+    Choice(String),
+    Intent(String),
+    Regex(regex::Regex),
+}
+
+#[derive(Debug, Clone)]
+pub struct StepRt {
+    pub send: Option<MessageRt>,
+    pub actions: Vec<ActionRt>,
+    pub on: Vec<(Matcher, Next)>,
+    pub capture: Option<(String, Option<String>)>,
+    pub retries: u32,
+    pub timeout: Option<(Duration, Next)>,
+    pub next: Next,
+    pub handoff: Option<ActionRt>,
+}
+
+impl StepRt {
+    /// Whether the step waits for the customer (it has answers to recognise or captures one).
+    pub fn waits(&self) -> bool {
+        !self.on.is_empty() || self.capture.is_some()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FlowRt {
+    pub start: String,
+    pub steps: BTreeMap<String, StepRt>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuleRt {
+    pub name: String,
+    pub when: String,
+    pub condition: Option<AST>,
+    pub actions: Vec<ActionRt>,
+    pub stop: bool,
+    /// The intents this rule can match on (from its condition), when it can only match on some.
+    pub intents: Option<BTreeSet<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduleRt {
+    pub name: String,
+    pub cron: cron::Schedule,
+    pub condition: Option<AST>,
+    pub actions: Vec<ActionRt>,
+}
+
+/// Rules by event, and for `message.received` by intent, so most rules are never evaluated.
+#[derive(Debug, Clone, Default)]
+pub struct RuleIndex {
+    /// event → (rules that test no particular intent, rules by intent), both in file order.
+    by_event: HashMap<String, (Vec<usize>, HashMap<String, Vec<usize>>)>,
+}
+
+/// The outcome of evaluating one rule for an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleOutcome {
+    Matched,
+    NotMatched,
+    Failed(ScriptError),
+}
+
+/// The rules that were evaluated for an event, in file order, and what each gave.
+#[derive(Debug, Clone, Default)]
+pub struct Evaluation {
+    pub outcomes: Vec<(usize, RuleOutcome)>,
+    /// Whether a matching rule said `stop`.
+    pub stopped: bool,
+}
+
+impl Evaluation {
+    pub fn matched(&self) -> impl Iterator<Item = usize> + '_ {
+        self.outcomes
+            .iter()
+            .filter(|(_, o)| *o == RuleOutcome::Matched)
+            .map(|(i, _)| *i)
+    }
+}
+
+/// A loaded, validated and compiled rule pack.
+#[derive(Debug)]
+pub struct Pack {
+    /// SHA-256 of every file's path and content: the pack's version.
+    pub hash: String,
+    pub files: Vec<String>,
+    pub settings: SettingsRt,
+    pub classifier: Classifier,
+    pub entities: Vec<(String, Extractor)>,
+    pub templates: BTreeMap<String, TemplateRt>,
+    pub calendars: Arc<BTreeMap<String, CalendarRt>>,
+    pub queues: BTreeMap<String, QueueRt>,
+    pub connectors: BTreeMap<String, ConnectorRt>,
+    pub flows: BTreeMap<String, FlowRt>,
+    pub rules: Vec<RuleRt>,
+    pub index: RuleIndex,
+    pub schedules: Vec<ScheduleRt>,
+    pub tests: Vec<TestCase>,
+    pub sandbox: Sandbox,
+}
+
+impl Pack {
+    /// Classifies a message and extracts its entities.
+    pub fn classify(&self, text: &str) -> (Classification, serde_json::Map<String, Value>) {
+        let c = self.classifier.classify(text);
+        (c, self.extract_entities(text))
+    }
+
+    pub fn extract_entities(&self, text: &str) -> serde_json::Map<String, Value> {
+        let text = ascii_digits(text);
+        let mut m = serde_json::Map::new();
+        for (name, ex) in &self.entities {
+            if let Some(v) = ex.extract(&text) {
+                m.insert(name.clone(), v);
+            }
+        }
+        m
+    }
+
+    /// Evaluates, in file order, the conditions of the rules for `event` that can match
+    /// (indexed by event and intent), until a matching rule says `stop`.
+    pub fn evaluate(
+        &self,
+        event: &str,
+        intent: &str,
+        scope: &mut Scope<'static>,
+        clock: Clock,
+    ) -> Evaluation {
+        let mut ev = Evaluation::default();
+        let Some((general, by_intent)) = self.index.by_event.get(event) else {
+            return ev;
+        };
+        let specific = by_intent.get(intent).map(Vec::as_slice).unwrap_or(&[]);
+        // Merge the two sorted lists to keep file order.
+        let (mut i, mut j) = (0, 0);
+        while i < general.len() || j < specific.len() {
+            let idx = if j >= specific.len() || (i < general.len() && general[i] < specific[j]) {
+                i += 1;
+                general[i - 1]
+            } else {
+                j += 1;
+                specific[j - 1]
+            };
+            let rule = &self.rules[idx];
+            let outcome = match &rule.condition {
+                None => RuleOutcome::Matched,
+                Some(ast) => match self.sandbox.eval_bool(ast, scope, clock) {
+                    Ok(true) => RuleOutcome::Matched,
+                    Ok(false) => RuleOutcome::NotMatched,
+                    Err(e) => RuleOutcome::Failed(e),
+                },
+            };
+            let stop = outcome == RuleOutcome::Matched && rule.stop;
+            ev.outcomes.push((idx, outcome));
+            if stop {
+                ev.stopped = true;
+                break;
+            }
+        }
+        ev
+    }
+
+    /// Evaluates a script in a scope (e.g. a lookup's `by`).
+    pub fn eval(
+        &self,
+        ast: &AST,
+        scope: &mut Scope<'static>,
+        clock: Clock,
+    ) -> Result<Dynamic, ScriptError> {
+        self.sandbox.eval(ast, scope, clock)
+    }
+
+    /// Scope values for a customer message, before any lookup: what `classify` and the rules
+    /// see. The engine adds the conversation, contact and lookups.
+    pub fn message_vars(&self, text: &str, now: DateTime<Utc>) -> (Classification, Vars) {
+        let (c, entities) = self.classify(text);
+        let mut v = Vars::empty();
+        v.set_json(
+            "message",
+            &serde_json::json!({ "text": text, "kind": "text" }),
+        );
+        v.set("intent", Dynamic::from(c.intent.clone()));
+        v.set("confidence", Dynamic::from(c.confidence as f64));
+        v.set_json("entities", &Value::Object(entities));
+        v.set(
+            "now",
+            Dynamic::from(now.with_timezone(&self.settings.timezone).to_rfc3339()),
+        );
+        (c, v)
+    }
+}
+
+impl RuleIndex {
+    pub(crate) fn by_event_mut(
+        &mut self,
+        event: &str,
+    ) -> &mut (Vec<usize>, HashMap<String, Vec<usize>>) {
+        self.by_event.entry(event.to_string()).or_default()
+    }
+
+    /// How many rules can run for an event and intent (for reports and benchmarks).
+    pub fn candidates(&self, event: &str, intent: &str) -> usize {
+        self.by_event
+            .get(event)
+            .map(|(g, s)| g.len() + s.get(intent).map_or(0, Vec::len))
+            .unwrap_or(0)
+    }
+}

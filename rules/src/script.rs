@@ -1,0 +1,342 @@
+//! The Rhai sandbox: one engine per pack, built from `Engine::new_raw()` with only the
+//! packages conditions need, explicit limits, strict variables, no modules and no `eval`.
+//! Scripts are compiled once at load on the engine that later evaluates them.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rhai::packages::{
+    ArithmeticPackage, BasicArrayPackage, BasicIteratorPackage, BasicMapPackage, BasicMathPackage,
+    BasicStringPackage, LanguageCorePackage, LogicPackage, MoreStringPackage, Package,
+};
+use rhai::{Dynamic, Engine, Scope, AST};
+
+use crate::calendar::CalendarRt;
+
+/// Limits every script runs under. A script that exceeds one fails with [`ScriptError::Limit`].
+pub const MAX_OPERATIONS: u64 = 50_000;
+pub const MAX_CALL_LEVELS: usize = 16;
+pub const MAX_EXPR_DEPTH: usize = 32;
+pub const MAX_STRING_SIZE: usize = 16 * 1024;
+pub const MAX_ARRAY_SIZE: usize = 1_000;
+pub const MAX_MAP_SIZE: usize = 500;
+
+/// The names every script and template may use (DESIGN.md §4).
+pub const SCOPE_NAMES: &[&str] = &[
+    "message",
+    "intent",
+    "confidence",
+    "entities",
+    "contact",
+    "conversation",
+    "order",
+    "ticket",
+    "sla",
+    "event",
+    "stats",
+    "now",
+];
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum ScriptError {
+    /// A sandbox limit was hit (operations, sizes, depth).
+    #[error("script stopped by the sandbox: {0}")]
+    Limit(String),
+    #[error("script failed: {0}")]
+    Runtime(String),
+    #[error("condition returned {0}, expected true or false")]
+    NotBool(String),
+}
+
+/// A compile error with its position inside the script (1-based).
+#[derive(Debug, Clone)]
+pub struct CompileError {
+    pub message: String,
+    pub line: usize,
+    pub col: usize,
+}
+
+/// What the helper functions see while a script runs. Set around each evaluation on the
+/// current thread, so registered functions stay pure functions of their inputs.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub now: DateTime<Utc>,
+    /// Whether the customer wrote within the last 24 hours (WhatsApp's service window).
+    pub window_open: bool,
+}
+
+thread_local! {
+    static CLOCK: RefCell<Option<Clock>> = const { RefCell::new(None) };
+}
+
+/// The values scripts see. The engine fills them from the event and the conversation.
+#[derive(Debug, Clone, Default)]
+pub struct Vars {
+    pub values: Vec<(String, Dynamic)>,
+}
+
+impl Vars {
+    /// Every scope name, set to `()` (a map for the map-like ones).
+    pub fn empty() -> Vars {
+        let mut v = Vars::default();
+        for n in SCOPE_NAMES {
+            let d = match *n {
+                "intent" => Dynamic::from("unknown"),
+                "confidence" => Dynamic::from(0.0_f64),
+                "now" => Dynamic::from(""),
+                "order" | "ticket" | "sla" => Dynamic::UNIT,
+                _ => Dynamic::from_map(Default::default()),
+            };
+            v.values.push((n.to_string(), d));
+        }
+        v
+    }
+
+    pub fn set(&mut self, name: &str, value: Dynamic) {
+        match self.values.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.values.push((name.to_string(), value)),
+        }
+    }
+
+    pub fn set_json(&mut self, name: &str, value: &serde_json::Value) {
+        self.set(name, json_to_dynamic(value));
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Dynamic> {
+        self.values.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// A scope holding every value as a constant (scripts cannot change what they read).
+    pub fn scope(&self) -> Scope<'static> {
+        let mut s = Scope::new();
+        for (n, v) in &self.values {
+            s.push_constant_dynamic(n.clone(), v.clone());
+        }
+        s
+    }
+}
+
+/// Converts JSON to a Rhai value (objects become maps, integers stay integers).
+pub fn json_to_dynamic(v: &serde_json::Value) -> Dynamic {
+    use serde_json::Value as J;
+    match v {
+        J::Null => Dynamic::UNIT,
+        J::Bool(b) => Dynamic::from(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => Dynamic::from(i),
+            None => Dynamic::from(n.as_f64().unwrap_or(0.0)),
+        },
+        J::String(s) => Dynamic::from(s.clone()),
+        J::Array(a) => Dynamic::from_array(a.iter().map(json_to_dynamic).collect()),
+        J::Object(o) => {
+            let mut m = rhai::Map::new();
+            for (k, v) in o {
+                m.insert(k.as_str().into(), json_to_dynamic(v));
+            }
+            Dynamic::from_map(m)
+        }
+    }
+}
+
+/// Converts a Rhai value back to JSON (for `set` attributes and traces).
+pub fn dynamic_to_json(v: &Dynamic) -> serde_json::Value {
+    use serde_json::Value as J;
+    if v.is_unit() {
+        J::Null
+    } else if let Ok(b) = v.as_bool() {
+        J::Bool(b)
+    } else if let Ok(i) = v.as_int() {
+        J::from(i)
+    } else if let Ok(f) = v.as_float() {
+        serde_json::Number::from_f64(f)
+            .map(J::Number)
+            .unwrap_or(J::Null)
+    } else if v.is_string() {
+        J::String(v.clone().into_string().unwrap_or_default())
+    } else if v.is_array() {
+        J::Array(
+            v.clone()
+                .into_array()
+                .unwrap_or_default()
+                .iter()
+                .map(dynamic_to_json)
+                .collect(),
+        )
+    } else if v.is_map() {
+        let m = v.clone().cast::<rhai::Map>();
+        J::Object(
+            m.iter()
+                .map(|(k, v)| (k.to_string(), dynamic_to_json(v)))
+                .collect(),
+        )
+    } else {
+        J::String(v.to_string())
+    }
+}
+
+/// Text of a value as templates show it: `()` is empty, whole floats lose their `.0`.
+pub fn display(v: &Dynamic) -> String {
+    if v.is_unit() {
+        String::new()
+    } else if let Ok(f) = v.as_float() {
+        if f.fract() == 0.0 && f.abs() < 1e15 {
+            format!("{}", f as i64)
+        } else {
+            format!("{f}")
+        }
+    } else {
+        v.to_string()
+    }
+}
+
+/// The pack's sandboxed engine.
+pub struct Sandbox {
+    engine: Engine,
+    /// Extra scope names a pack declares (`lookup: { as: NAME }`).
+    extra_names: Vec<String>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sandbox")
+    }
+}
+
+impl Sandbox {
+    pub fn new(calendars: Arc<BTreeMap<String, CalendarRt>>, extra_names: Vec<String>) -> Sandbox {
+        let mut engine = Engine::new_raw();
+        for p in [
+            LanguageCorePackage::new().as_shared_module(),
+            ArithmeticPackage::new().as_shared_module(),
+            BasicIteratorPackage::new().as_shared_module(),
+            LogicPackage::new().as_shared_module(),
+            BasicStringPackage::new().as_shared_module(),
+            MoreStringPackage::new().as_shared_module(),
+            BasicArrayPackage::new().as_shared_module(),
+            BasicMapPackage::new().as_shared_module(),
+            BasicMathPackage::new().as_shared_module(),
+        ] {
+            engine.register_global_module(p);
+        }
+        engine
+            .set_max_operations(MAX_OPERATIONS)
+            .set_max_call_levels(MAX_CALL_LEVELS)
+            .set_max_expr_depths(MAX_EXPR_DEPTH, MAX_EXPR_DEPTH)
+            .set_max_string_size(MAX_STRING_SIZE)
+            .set_max_array_size(MAX_ARRAY_SIZE)
+            .set_max_map_size(MAX_MAP_SIZE)
+            .set_max_variables(64)
+            .set_max_functions(16)
+            .set_strict_variables(true)
+            .set_allow_looping(true)
+            .set_optimization_level(rhai::OptimizationLevel::Simple);
+        engine.disable_symbol("eval");
+        engine.on_print(|_| {});
+        engine.on_debug(|_, _, _| {});
+
+        let cals = calendars.clone();
+        engine.register_fn(
+            "in_calendar",
+            move |name: &str| -> Result<bool, Box<rhai::EvalAltResult>> {
+                let cal = cals
+                    .get(name)
+                    .ok_or_else(|| format!("no calendar named `{name}`"))?;
+                let now = CLOCK
+                    .with(|c| c.borrow().map(|c| c.now))
+                    .unwrap_or_else(Utc::now);
+                Ok(cal.is_open(now))
+            },
+        );
+        engine.register_fn("within_window", || -> bool {
+            CLOCK
+                .with(|c| c.borrow().map(|c| c.window_open))
+                .unwrap_or(false)
+        });
+        Sandbox {
+            engine,
+            extra_names,
+        }
+    }
+
+    fn compile_scope(&self) -> Scope<'static> {
+        let mut s = Scope::new();
+        // Plain variables (not constants): the optimiser must not fold placeholder values in.
+        for n in SCOPE_NAMES {
+            s.push_dynamic(*n, Dynamic::UNIT);
+        }
+        for n in &self.extra_names {
+            s.push_dynamic(n.clone(), Dynamic::UNIT);
+        }
+        s
+    }
+
+    /// Compiles a script (a condition or a `by:`/`value:` expression; statements allowed).
+    pub fn compile(&self, src: &str) -> Result<AST, CompileError> {
+        self.engine
+            .compile_with_scope(&self.compile_scope(), src)
+            .map_err(|e| {
+                let p = e.position();
+                CompileError {
+                    message: e.err_type().to_string(),
+                    line: p.line().unwrap_or(1),
+                    col: p.position().unwrap_or(1),
+                }
+            })
+    }
+
+    /// Compiles one expression (the inside of a template's `{{ }}`).
+    pub fn compile_expression(&self, src: &str) -> Result<AST, CompileError> {
+        self.engine
+            .compile_expression_with_scope(&self.compile_scope(), src)
+            .map_err(|e| {
+                let p = e.position();
+                CompileError {
+                    message: e.err_type().to_string(),
+                    line: p.line().unwrap_or(1),
+                    col: p.position().unwrap_or(1),
+                }
+            })
+    }
+
+    /// Evaluates a compiled script against `scope` (see [`Vars::scope`]). Variables a script
+    /// declares are dropped afterwards, so one scope serves many evaluations.
+    pub fn eval(
+        &self,
+        ast: &AST,
+        scope: &mut Scope<'static>,
+        clock: Clock,
+    ) -> Result<Dynamic, ScriptError> {
+        let len = scope.len();
+        CLOCK.with(|c| *c.borrow_mut() = Some(clock));
+        let r = self.engine.eval_ast_with_scope::<Dynamic>(scope, ast);
+        CLOCK.with(|c| *c.borrow_mut() = None);
+        scope.rewind(len);
+        r.map_err(|e| classify_error(*e))
+    }
+
+    /// Evaluates a condition: it must return a boolean.
+    pub fn eval_bool(
+        &self,
+        ast: &AST,
+        scope: &mut Scope<'static>,
+        clock: Clock,
+    ) -> Result<bool, ScriptError> {
+        let v = self.eval(ast, scope, clock)?;
+        v.as_bool().map_err(|t| ScriptError::NotBool(t.to_string()))
+    }
+}
+
+fn classify_error(e: rhai::EvalAltResult) -> ScriptError {
+    use rhai::EvalAltResult as E;
+    match e {
+        E::ErrorTooManyOperations(_)
+        | E::ErrorDataTooLarge(..)
+        | E::ErrorStackOverflow(_)
+        | E::ErrorTooManyVariables(_)
+        | E::ErrorTerminated(..) => ScriptError::Limit(e.to_string()),
+        other => ScriptError::Runtime(other.to_string()),
+    }
+}
