@@ -590,8 +590,14 @@ pub(crate) fn inner_pos(text: &str, at: Pos, line: usize, col: usize) -> Pos {
         .chars()
         .skip((at.col as usize).saturating_sub(1))
         .collect();
+    let at_line_start = first
+        .chars()
+        .take((at.col as usize).saturating_sub(1))
+        .all(|c| c == ' ');
     match start.first() {
         Some('"') | Some('\'') if line <= 1 => Pos::new(at.line, at.col + col as u32),
+        // The content of a block scalar: every line has the first line's indentation.
+        _ if at_line_start => Pos::new(at.line + line as u32 - 1, at.col + col as u32 - 1),
         Some('|') | Some('>') => {
             let l = at.line as usize + line;
             let indent = lines
@@ -606,8 +612,12 @@ pub(crate) fn inner_pos(text: &str, at: Pos, line: usize, col: usize) -> Pos {
 }
 
 fn script_hint(message: &str) -> Option<String> {
-    if message.contains("Variable not found") || message.contains("Unknown variable") {
+    if message.contains("Undefined variable") {
         Some(format!("scripts can use: {}", SCOPE_NAMES.join(", ")))
+    } else if message.contains("Invalid character: '") {
+        Some("Rhai strings take double quotes: \"text\"".into())
+    } else if message.contains("is disabled") {
+        Some("the sandbox evaluates expressions over the scope; `eval` is not available".into())
     } else {
         None
     }
@@ -621,7 +631,10 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics) -> Option<Pack> {
     }
 
     // Version.
-    if raw.version.is_empty() && !raw.broken.contains_key("version") {
+    if raw.version.is_empty()
+        && !raw.broken.contains_key("version")
+        && !raw.broken.contains_key("file")
+    {
         let file = raw.files[first].display.clone();
         d.error(&file, Pos::UNKNOWN, "the pack has no `version`")
             .hint("add `version: 1` to one file");
@@ -1017,7 +1030,7 @@ fn lookup_binds(raw: &RawPack) -> Vec<String> {
 
 fn settings(cx: &mut Ctx, tz: chrono_tz::Tz) -> Option<SettingsRt> {
     let Some((f, s)) = cx.raw.settings.first() else {
-        if !cx.raw.broken.contains_key("settings") {
+        if !cx.raw.broken.contains_key("settings") && !cx.raw.broken.contains_key("file") {
             let file = cx.file(0).to_string();
             cx.d.error(&file, Pos::UNKNOWN, "the pack has no `settings`")
                 .hint("add `settings: { default_queue: support }` to one file");
@@ -1155,12 +1168,13 @@ fn intents(cx: &mut Ctx) -> Vec<IntentSpec> {
 }
 
 fn first_line(s: &str) -> String {
-    s.lines()
+    let last = s
+        .lines()
         .filter(|l| !l.trim().is_empty())
         .last()
         .unwrap_or(s)
-        .trim()
-        .to_string()
+        .trim();
+    last.strip_prefix("error: ").unwrap_or(last).to_string()
 }
 
 fn entity(cx: &mut Ctx, it: &Item<Sp<Entity>>) -> Option<Extractor> {
@@ -1205,12 +1219,15 @@ fn template_def(cx: &mut Ctx, it: &Item<Sp<TemplateDef>>) -> Option<TemplateRt> 
     let mut ok = true;
     let mut variants = Vec::new();
     let lang_re = |s: &str| {
+        let mut parts = s.splitn(2, ['_', '-']);
+        let base = parts.next().unwrap_or("");
+        let region_ok = parts.next().is_none_or(|r| {
+            (2..=4).contains(&r.len()) && r.chars().all(|c| c.is_ascii_alphanumeric())
+        });
         s == "text"
-            || (s.len() >= 2
-                && s.len() <= 8
-                && s.chars()
-                    .all(|c| c.is_ascii_alphabetic() || c == '_' || c == '-')
-                && s.chars().take(2).all(|c| c.is_ascii_lowercase()))
+            || ((2..=3).contains(&base.len())
+                && base.chars().all(|c| c.is_ascii_lowercase())
+                && region_ok)
     };
     for (lang, body) in &t.variants {
         // A plain-string template has no position of its own: use the template's.
@@ -1558,26 +1575,25 @@ fn flow(cx: &mut Ctx, it: &Item<Sp<Flow>>) -> Option<FlowRt> {
             ok = false;
         }
     }
-    // Reachability from the start step.
-    if ok {
+    // Reachability from the start step, over what the YAML says (even when a step is broken).
+    if fl.steps.get(&fl.start.value).is_some() {
         let mut reached = BTreeSet::new();
         let mut todo = vec![fl.start.value.clone()];
-        while let Some(s) = todo.pop() {
-            if !reached.insert(s.clone()) {
+        while let Some(sn) = todo.pop() {
+            if !reached.insert(sn.clone()) {
                 continue;
             }
-            if let Some(st) = steps.get(&s) {
-                let nexts = st
-                    .on
-                    .iter()
-                    .map(|(_, n)| n)
-                    .chain(st.timeout.iter().map(|(_, n)| n))
-                    .chain(std::iter::once(&st.next));
-                for n in nexts {
-                    if let Some(g) = &n.goto {
-                        todo.push(g.clone());
-                    }
-                }
+            let Some(st) = fl.steps.get(&sn) else {
+                continue;
+            };
+            let gotos = st
+                .on
+                .iter()
+                .flat_map(|o| o.iter().map(|(_, b)| &b.goto))
+                .chain(st.timeout.iter().map(|t| &t.goto))
+                .chain(std::iter::once(&st.goto));
+            for g in gotos.flatten() {
+                todo.push(g.value.clone());
             }
         }
         for (name, _) in fl.steps.iter() {
@@ -1668,11 +1684,24 @@ fn rule(cx: &mut Ctx, f: usize, r: &Sp<Rule>) -> Option<RuleRt> {
 }
 
 fn schedule(cx: &mut Ctx, f: usize, s: &Sp<Schedule>) -> Option<ScheduleRt> {
+    let fields = s.cron.value.split_whitespace().count();
     let cron = match s.cron.value.parse::<cron::Schedule>() {
         Ok(c) => Some(c),
         Err(e) => {
-            cx.err(f, s.cron.pos, format!("cron expression does not parse: {e}"))
-                .hint("six fields with seconds: `sec min hour day-of-month month day-of-week`, e.g. \"0 0 10 * * *\"");
+            let msg = if fields != 6 && fields != 7 {
+                format!(
+                    "cron expression `{}` has {fields} fields; it needs 6 (or 7 with a year)",
+                    s.cron.value
+                )
+            } else {
+                format!(
+                    "cron expression `{}` does not parse: {}",
+                    s.cron.value,
+                    first_line(&e.to_string())
+                )
+            };
+            cx.err(f, s.cron.pos, msg)
+                .hint("six fields, seconds first: `sec min hour day-of-month month day-of-week`; \"0 0 10 * * *\" is 10:00 every day");
             None
         }
     };

@@ -384,6 +384,7 @@ fn parse_items(raw: &mut RawPack, file: usize, f: &SourceFile, diags: &mut Diagn
         Ok(s) => s,
         Err(e) => {
             report(diags, f, &e);
+            raw.broken.entry("file").or_default().insert(f.rel.clone());
             return;
         }
     };
@@ -519,10 +520,25 @@ pub(crate) fn report(diags: &mut Diagnostics, f: &SourceFile, e: &serde_saphyr::
                 .hint(format!("add `{field}:` here"));
         }
         other => {
-            let msg = strip_location(&other.to_string());
+            let msg = friendly(&strip_location(&other.to_string()));
             diags.error(&f.display, pos, msg);
         }
     }
+}
+
+/// Plain words for the type errors an ops manager meets most.
+fn friendly(msg: &str) -> String {
+    let m = match msg {
+        "invalid floating point" => "expected a number",
+        "invalid u32" | "invalid u64" | "invalid i64" | "invalid integer" => {
+            "expected a whole number"
+        }
+        "expected sequence start" => "expected a list (`[a, b]` or lines starting with `- `)",
+        "expected mapping start" => "expected a mapping (`key: value`)",
+        "invalid boolean" => "expected true or false",
+        other => other,
+    };
+    m.to_string()
 }
 
 /// serde-saphyr's messages end in " at line L, column C": we print the position in front.
