@@ -1,0 +1,157 @@
+//! The `switchyard` binary as scripts and CI use it: output formats and exit codes.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let o = bin().args(args).output().expect("runs");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_accepts_the_example_pack() {
+    let (code, out, _) = run(&["validate", "examples/pk-ecommerce", "--deny-warnings"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("examples/pk-ecommerce: valid ("), "{out}");
+    assert!(out.contains("0 warnings"), "{out}");
+}
+
+#[test]
+fn validate_prints_every_error_with_its_position_and_exits_1() {
+    let (code, out, _) = run(&["validate", "rules/tests/packs/undefined_refs"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("rules/tests/packs/undefined_refs/pack.yaml:3:18: error: undefined queue `suport`\n  hint: did you mean `support`?"), "{out}");
+    assert_eq!(out.matches(": error: ").count(), 11, "{out}");
+    assert!(
+        out.trim_end().ends_with("invalid: 11 errors, 0 warnings"),
+        "{out}"
+    );
+}
+
+#[test]
+fn warnings_pass_unless_denied() {
+    let (code, out, _) = run(&["validate", "rules/tests/packs/warnings"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(": warning: intent `greeting` has only 3 examples"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["validate", "rules/tests/packs/warnings", "--deny-warnings"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("(--deny-warnings)"), "{out}");
+}
+
+#[test]
+fn usage_and_io_errors_exit_2() {
+    let (code, _, err) = run(&["validate", "no/such/dir"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("cannot read the rule pack at no/such/dir"),
+        "{err}"
+    );
+    let (code, _, _) = run(&["validate"]);
+    assert_eq!(code, 2);
+    let (code, _, _) = run(&["frobnicate"]);
+    assert_eq!(code, 2);
+    let (code, _, err) = run(&[
+        "classify",
+        "--rules",
+        "examples/pk-ecommerce",
+        "--eval",
+        "no/such.csv",
+    ]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn classify_answers_one_json_line_per_message() {
+    let mut child = bin()
+        .args(["classify", "--rules", "examples/pk-ecommerce"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all("mera order kahan hai #10234\nparcel toota hua aaya hai\nxyz qqq\n".as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["text"], "mera order kahan hai #10234");
+    assert_eq!(lines[0]["intent"], "order_status");
+    assert_eq!(lines[0]["entities"]["order_no"], "10234");
+    assert!(lines[0]["confidence"].as_f64().unwrap() > 0.5);
+    assert_eq!(lines[1]["intent"], "complaint");
+    assert_eq!(lines[2]["intent"], "unknown");
+}
+
+#[test]
+fn classify_eval_reports_accuracy_per_intent_and_confusions() {
+    let (code, out, _) = run(&[
+        "classify",
+        "--rules",
+        "examples/pk-ecommerce",
+        "--eval",
+        "rules/tests/data/intents-dev.csv",
+        "--min-accuracy",
+        "0.9",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let acc: f64 = out
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(acc >= 0.9, "{out}");
+    assert!(
+        out.contains("precision") && out.contains("order_status"),
+        "{out}"
+    );
+    let (code, out, _) = run(&[
+        "classify",
+        "--rules",
+        "examples/pk-ecommerce",
+        "--eval",
+        "rules/tests/data/intents-dev.csv",
+        "--min-accuracy",
+        "1.01",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("below --min-accuracy"), "{out}");
+}
+
+#[test]
+fn classify_refuses_an_invalid_pack() {
+    let (code, _, err) = run(&["classify", "--rules", "rules/tests/packs/cron"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("has 2 fields"), "{err}");
+}
+
+#[test]
+fn schema_is_json_for_editors() {
+    let (code, out, _) = run(&["schema"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["properties"]["rules"].is_object());
+    assert!(out.contains("start_flow"));
+}
