@@ -42,6 +42,14 @@ enum Command {
         #[arg(long, requires = "eval")]
         min_accuracy: Option<f64>,
     },
+    /// Run a pack's tests through the real pipeline; prints each and `N passed, M failed`.
+    Test {
+        /// The pack directory.
+        dir: PathBuf,
+        /// Only the tests whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+    },
     /// Print the JSON Schema of rule-pack files (for editor autocompletion).
     Schema,
 }
@@ -58,6 +66,7 @@ fn main() -> ExitCode {
             Some(file) => eval_cmd(&rules, &file, min_accuracy),
             None => classify(&rules),
         },
+        Command::Test { dir, filter } => test_cmd(&dir, filter.as_deref()),
         Command::Schema => schema(),
     };
     match r {
@@ -267,6 +276,58 @@ fn eval_cmd(dir: &Path, file: &Path, min_accuracy: Option<f64>) -> Result<ExitCo
         }
         _ => Ok(ExitCode::SUCCESS),
     }
+}
+
+fn test_cmd(dir: &Path, filter: Option<&str>) -> Result<ExitCode> {
+    let Some(pack) = valid_pack(dir)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let pack = std::sync::Arc::new(pack);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut out = std::io::stdout().lock();
+    let (mut passed, mut failed) = (0, 0);
+    for case in pack
+        .tests
+        .iter()
+        .filter(|c| filter.is_none_or(|f| c.name.value.contains(f)))
+    {
+        let lookup = std::sync::Arc::new(switchyard_connectors::demo::DemoStore::new(
+            case.fixtures.orders.clone(),
+        ));
+        let report = rt
+            .block_on(switchyard_engine::testing::run_case(
+                pack.clone(),
+                case,
+                lookup,
+            ))
+            .with_context(|| format!("test `{}` could not run", case.name.value))?;
+        if report.passed() {
+            passed += 1;
+            writeln!(out, "ok      {}", report.name)?;
+        } else {
+            failed += 1;
+            writeln!(out, "FAILED  {}", report.name)?;
+            for f in &report.failures {
+                writeln!(out, "    {f}")?;
+            }
+            writeln!(out, "  conversation:")?;
+            for l in &report.transcript {
+                writeln!(out, "    {l}")?;
+            }
+            writeln!(out, "  decision trace:")?;
+            for t in &report.traces {
+                writeln!(out, "    {t}")?;
+            }
+        }
+    }
+    writeln!(out, "{passed} passed, {failed} failed")?;
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn schema() -> Result<ExitCode> {

@@ -1,1 +1,13 @@
-//! Domain model, pipeline, store. See ARCHITECTURE.md; built by issue #3.
+//! The Switchyard engine: domain model, the durable pipeline, flows, routing and assignment,
+//! tickets, the `Store` port with its SQLite implementation, workers, and the pack test runner.
+//! It talks to vendors only through the ports in [`ports`]; it knows no HTTP.
+
+pub mod model;
+pub mod pipeline;
+pub mod ports;
+pub mod sqlite;
+pub mod store;
+
+pub use pipeline::{Engine, EngineError};
+pub use store::{Store, StoreError};
+pub mod testing;

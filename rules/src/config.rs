@@ -446,7 +446,9 @@ pub struct Section {
     pub rows: Vec<Sp<Choice>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     New,
@@ -469,7 +471,17 @@ impl Status {
 }
 
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize, JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Deserialize,
+    serde::Serialize,
+    JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
@@ -669,10 +681,26 @@ pub struct TestCase {
     pub name: Sp<String>,
     #[serde(default)]
     pub fixtures: Fixtures,
-    /// The contact's attributes at the start (e.g. `language: ur`).
+    /// The contact at the start: `name`, `phone` (E.164), `language`, and any attributes.
     #[serde(default)]
     pub contact: serde_json::Map<String, serde_json::Value>,
+    /// When the conversation starts (RFC 3339); default Monday 2026-11-23 12:00 in Karachi.
+    pub start: Option<Sp<String>>,
+    /// Agents on duty during the test.
+    #[serde(default)]
+    pub agents: Vec<Sp<TestAgent>>,
     pub conversation: Vec<Sp<Turn>>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestAgent {
+    pub id: Sp<String>,
+    pub queues: Vec<Sp<String>>,
+    /// Default 5.
+    pub capacity: Option<u32>,
+    /// Default `online`.
+    pub availability: Option<Sp<String>>,
 }
 
 #[derive(Debug, Clone, Default, serde::Deserialize, JsonSchema)]
@@ -774,7 +802,9 @@ pub struct Expect {
     pub step: Option<Sp<String>>,
     pub status: Option<Sp<Status>>,
     pub queue: Option<Sp<String>>,
+    /// An agent id, or `none`.
     pub assignee: Option<Sp<String>>,
+    /// Tags the conversation must have.
     pub tags: Option<Vec<Sp<String>>>,
     pub ticket: Option<Sp<ExpectTicket>>,
     pub priority: Option<Sp<Priority>>,

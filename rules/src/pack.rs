@@ -363,11 +363,20 @@ impl Pack {
         self.sandbox.eval(ast, scope, clock)
     }
 
+    /// Every scope name set to its empty value, including the pack's `lookup … as:` names.
+    pub fn empty_vars(&self) -> Vars {
+        let mut v = Vars::empty();
+        for n in self.sandbox.extra_names() {
+            v.set(n, Dynamic::UNIT);
+        }
+        v
+    }
+
     /// Scope values for a customer message, before any lookup: what `classify` and the rules
     /// see. The engine adds the conversation, contact and lookups.
     pub fn message_vars(&self, text: &str, now: DateTime<Utc>) -> (Classification, Vars) {
         let (c, entities) = self.classify(text);
-        let mut v = Vars::empty();
+        let mut v = self.empty_vars();
         v.set_json(
             "message",
             &serde_json::json!({ "text": text, "kind": "text" }),

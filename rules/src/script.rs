@@ -261,6 +261,11 @@ impl Sandbox {
         }
     }
 
+    /// The names `lookup … as:` adds to the scope.
+    pub fn extra_names(&self) -> &[String] {
+        &self.extra_names
+    }
+
     fn compile_scope(&self) -> Scope<'static> {
         let mut s = Scope::new();
         // Plain variables (not constants): the optimiser must not fold placeholder values in.

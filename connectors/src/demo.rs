@@ -1,0 +1,189 @@
+//! The demo store: orders held in memory (a pack test's `fixtures`, or the demo's sample
+//! orders), answering the same lookups as a real store connector.
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde_json::{json, Map, Value};
+use switchyard_engine::ports::{Lookup, LookupError};
+use switchyard_rules::entities::phone_pk;
+use switchyard_rules::pack::LookupAction;
+
+#[derive(Debug, Default)]
+pub struct DemoStore {
+    orders: Mutex<Vec<Map<String, Value>>>,
+}
+
+fn digits(s: &str) -> String {
+    s.chars().filter(|c| c.is_ascii_digit()).collect()
+}
+
+/// A phone in E.164 when it looks like a Pakistani mobile, else its digits.
+fn phone_key(s: &str) -> String {
+    phone_pk(s).unwrap_or_else(|| digits(s))
+}
+
+impl DemoStore {
+    pub fn new(orders: Vec<Map<String, Value>>) -> DemoStore {
+        DemoStore {
+            orders: Mutex::new(orders),
+        }
+    }
+
+    /// The orders as they are now (after confirmations and cancellations).
+    pub fn orders(&self) -> Vec<Map<String, Value>> {
+        self.orders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn find(orders: &[Map<String, Value>], key: &Value) -> Option<usize> {
+        let k = match key {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return None,
+        };
+        let kd = digits(&k);
+        if kd.is_empty() {
+            return None;
+        }
+        let is_phone = k.trim_start().starts_with('+') || kd.len() >= 10;
+        // Newest first: the last matching order.
+        orders.iter().rposition(|o| {
+            if is_phone {
+                let want = phone_key(&k);
+                ["phone", "customer_phone", "shipping_phone"]
+                    .iter()
+                    .filter_map(|f| o.get(*f).and_then(Value::as_str))
+                    .any(|p| phone_key(p) == want)
+            } else {
+                o.get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| digits(n) == kd)
+                    || o.get("id").map(|v| digits(&v.to_string())) == Some(kd.clone())
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl Lookup for DemoStore {
+    async fn call(
+        &self,
+        _connector: &str,
+        action: LookupAction,
+        key: &Value,
+        value: Option<&str>,
+    ) -> Result<Option<Value>, LookupError> {
+        let mut orders = self.orders.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(i) = Self::find(&orders, key) else {
+            return Ok(None);
+        };
+        let o = &mut orders[i];
+        let add_tag = |o: &mut Map<String, Value>, t: &str| {
+            let tags = o.entry("tags").or_insert_with(|| json!([]));
+            if let Some(a) = tags.as_array_mut() {
+                if !a.iter().any(|x| x == t) {
+                    a.push(json!(t));
+                }
+            }
+        };
+        match action {
+            LookupAction::FindOrder => {}
+            LookupAction::ConfirmOrder => {
+                add_tag(o, "cod_confirmed");
+                o.insert("confirmed".into(), json!(true));
+            }
+            LookupAction::CancelOrder => {
+                o.insert("status".into(), json!("cancelled"));
+                if let Some(r) = value {
+                    o.insert("cancel_reason".into(), json!(r));
+                }
+            }
+            LookupAction::TagOrder => {
+                if let Some(t) = value {
+                    add_tag(o, t);
+                }
+            }
+            LookupAction::AddOrderNote => {
+                if let Some(n) = value {
+                    o.insert("note".into(), json!(n));
+                }
+            }
+        }
+        Ok(Some(Value::Object(o.clone())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> DemoStore {
+        DemoStore::new(vec![
+            json!({"name": "#10234", "phone": "+923001234567", "status": "dispatched"})
+                .as_object()
+                .unwrap()
+                .clone(),
+            json!({"name": "#10300", "phone": "0300-1234567", "status": "pending"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        ])
+    }
+
+    #[tokio::test]
+    async fn finds_by_number_or_phone_newest_first() {
+        let s = store();
+        let by_no = s
+            .call("store", LookupAction::FindOrder, &json!("10234"), None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(by_no["status"], "dispatched");
+        let by_hash = s
+            .call("store", LookupAction::FindOrder, &json!("#10234"), None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(by_hash["name"], "#10234");
+        let by_phone = s
+            .call(
+                "store",
+                LookupAction::FindOrder,
+                &json!("+923001234567"),
+                None,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(by_phone["name"], "#10300", "the newest order of that phone");
+        assert_eq!(
+            s.call("store", LookupAction::FindOrder, &json!("99999"), None)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn confirm_and_cancel_change_the_order() {
+        let s = store();
+        s.call("store", LookupAction::ConfirmOrder, &json!("#10234"), None)
+            .await
+            .unwrap();
+        s.call(
+            "store",
+            LookupAction::CancelOrder,
+            &json!("10300"),
+            Some("changed my mind"),
+        )
+        .await
+        .unwrap();
+        let o = s.orders();
+        assert_eq!(o[0]["tags"], json!(["cod_confirmed"]));
+        assert_eq!(o[1]["status"], "cancelled");
+        assert_eq!(o[1]["cancel_reason"], "changed my mind");
+    }
+}

@@ -1,0 +1,59 @@
+//! The sandbox channel and notifier: they record what would be sent, for the demo and tests.
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use switchyard_engine::model::Outbound;
+use switchyard_engine::ports::{Channel, LookupError, Notifier, SendError};
+
+#[derive(Debug, Default)]
+pub struct SandboxChannel {
+    sent: Mutex<Vec<(String, Outbound)>>,
+}
+
+impl SandboxChannel {
+    pub fn new() -> SandboxChannel {
+        SandboxChannel::default()
+    }
+
+    /// Everything sent so far, with the ids it was given.
+    pub fn sent(&self) -> Vec<(String, Outbound)> {
+        self.sent.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+#[async_trait]
+impl Channel for SandboxChannel {
+    async fn send(&self, message: &Outbound) -> Result<String, SendError> {
+        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        let id = format!("sandbox.{}", sent.len() + 1);
+        sent.push((id.clone(), message.clone()));
+        Ok(id)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct SandboxNotifier {
+    posted: Mutex<Vec<(String, Value)>>,
+}
+
+impl SandboxNotifier {
+    pub fn posted(&self) -> Vec<(String, Value)> {
+        self.posted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[async_trait]
+impl Notifier for SandboxNotifier {
+    async fn notify(&self, connector: &str, body: &Value) -> Result<(), LookupError> {
+        self.posted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((connector.to_string(), body.clone()));
+        Ok(())
+    }
+}

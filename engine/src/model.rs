@@ -1,0 +1,322 @@
+//! The domain model (DESIGN.md §3): what the store keeps and the pipeline changes.
+//! Times are milliseconds since the Unix epoch (UTC), so both SQL backends store integers.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+pub use switchyard_rules::config::{Priority, Status};
+
+pub type Millis = i64;
+
+pub fn status_from(s: &str) -> Status {
+    match s {
+        "open" => Status::Open,
+        "waiting" => Status::Waiting,
+        "escalated" => Status::Escalated,
+        "resolved" => Status::Resolved,
+        _ => Status::New,
+    }
+}
+
+pub fn priority_from(s: &str) -> Priority {
+    match s {
+        "low" => Priority::Low,
+        "high" => Priority::High,
+        "urgent" => Priority::Urgent,
+        _ => Priority::Normal,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contact {
+    pub id: i64,
+    pub channel: String,
+    /// The channel's id for the customer (WhatsApp `wa_id`).
+    pub external_id: String,
+    pub name: Option<String>,
+    /// E.164.
+    pub phone: Option<String>,
+    /// Template language (`en`, `ur`, …), when known.
+    pub language: Option<String>,
+    pub attributes: Map<String, Value>,
+}
+
+/// A running flow: where the customer is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowState {
+    pub flow: String,
+    pub step: String,
+    /// Unrecognised replies so far in this step.
+    pub retries: u32,
+    /// The order (or other lookup results) the flow works on, kept between messages.
+    #[serde(default)]
+    pub bound: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: i64,
+    pub contact_id: i64,
+    pub channel: String,
+    pub status: Status,
+    pub queue: Option<String>,
+    pub assignee: Option<String>,
+    pub priority: Priority,
+    pub tags: Vec<String>,
+    pub attributes: Map<String, Value>,
+    pub flow: Option<FlowState>,
+    pub last_customer_message_at: Option<Millis>,
+    /// When it entered its current queue (waiting time for agents).
+    pub queued_at: Option<Millis>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+impl Conversation {
+    /// WhatsApp's customer-service window: 24 hours from the customer's last message.
+    pub fn window_open(&self, now: Millis) -> bool {
+        self.last_customer_message_at
+            .is_some_and(|t| now - t < 24 * 3600 * 1000)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    In,
+    Out,
+}
+
+/// A message as stored: both directions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: i64,
+    pub conversation_id: i64,
+    pub direction: Direction,
+    /// `text`, `button`, `list`, `template`, `buttons`, `media`, `unsupported`, …
+    pub kind: String,
+    /// What a person reads: the text, the tapped title, the rendered template.
+    pub body: String,
+    /// The rest: tapped id, buttons sent, template name and parameters, media ids.
+    pub payload: Value,
+    pub provider_id: Option<String>,
+    /// `customer`, `bot`, or an agent id.
+    pub author: String,
+    /// `received` for inbound; `pending`, `sent`, `delivered`, `read`, `failed`, `unknown` for outbound.
+    pub status: String,
+    pub error: Option<String>,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Note {
+    pub id: i64,
+    pub conversation_id: i64,
+    pub author: String,
+    pub text: String,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketStatus {
+    Open,
+    Pending,
+    Resolved,
+    Closed,
+}
+
+impl TicketStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TicketStatus::Open => "open",
+            TicketStatus::Pending => "pending",
+            TicketStatus::Resolved => "resolved",
+            TicketStatus::Closed => "closed",
+        }
+    }
+    pub fn parse(s: &str) -> TicketStatus {
+        match s {
+            "pending" => TicketStatus::Pending,
+            "resolved" => TicketStatus::Resolved,
+            "closed" => TicketStatus::Closed,
+            _ => TicketStatus::Open,
+        }
+    }
+    pub fn is_open(self) -> bool {
+        matches!(self, TicketStatus::Open | TicketStatus::Pending)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub id: i64,
+    pub conversation_id: i64,
+    pub title: String,
+    pub category: Option<String>,
+    pub priority: Priority,
+    pub status: TicketStatus,
+    pub owner: Option<String>,
+    pub queue: Option<String>,
+    pub due_at: Option<Millis>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Agent {
+    pub id: String,
+    pub name: String,
+    /// `agent`, `supervisor` or `admin`.
+    pub role: String,
+    pub queues: Vec<String>,
+    /// Most open conversations at once.
+    pub capacity: u32,
+    /// `online`, `away` or `offline`.
+    pub availability: String,
+}
+
+/// An agent who could take a conversation, with what assignment policies look at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentLoad {
+    pub id: String,
+    pub open: u32,
+    pub capacity: u32,
+    pub last_assigned_at: Option<Millis>,
+}
+
+/// Append-only: who changed what, from what to what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub at: Millis,
+    /// `customer`, `rule:<name>`, `flow:<name>`, an agent id, or `system`.
+    pub actor: String,
+    /// `conversation:12`, `ticket:4`, `agent:ayesha`, …
+    pub entity: String,
+    pub action: String,
+    pub before: Value,
+    pub after: Value,
+}
+
+/// A due timer: flow step timeout, `timer` action, snooze.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: i64,
+    pub conversation_id: i64,
+    /// `flow_timeout`, `timer`, `snooze`.
+    pub kind: String,
+    /// For flow timeouts `flow/step`; for timers their name.
+    pub name: String,
+    pub due_at: Millis,
+}
+
+/// What arrives from a channel or a store, before it has a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Inbound {
+    /// A customer message.
+    Message {
+        channel: String,
+        /// The customer's id on the channel.
+        from: String,
+        name: Option<String>,
+        phone: Option<String>,
+        provider_id: String,
+        /// `text`, `button`, `list`, `media`, `location`, `unsupported`, …
+        kind: String,
+        text: String,
+        /// The tapped button or list row id.
+        choice: Option<String>,
+        #[serde(default)]
+        payload: Value,
+    },
+    /// An event from a store connector (`order.created`, …) about a customer.
+    Order {
+        channel: String,
+        /// The customer's id on the channel the conversation happens on.
+        to: String,
+        name: Option<String>,
+        phone: Option<String>,
+        /// The webhook's id (deduplication).
+        provider_id: String,
+        event: String,
+        order: Value,
+    },
+}
+
+impl Inbound {
+    pub fn channel(&self) -> &str {
+        match self {
+            Inbound::Message { channel, .. } | Inbound::Order { channel, .. } => channel,
+        }
+    }
+    pub fn provider_id(&self) -> &str {
+        match self {
+            Inbound::Message { provider_id, .. } | Inbound::Order { provider_id, .. } => {
+                provider_id
+            }
+        }
+    }
+    /// The customer the event is about: events with the same key are processed in order.
+    pub fn contact_key(&self) -> String {
+        match self {
+            Inbound::Message { channel, from, .. } => format!("{channel}:{from}"),
+            Inbound::Order { channel, to, .. } => format!("{channel}:{to}"),
+        }
+    }
+}
+
+/// An inbox row: a committed, deduplicated event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxRow {
+    pub id: i64,
+    pub key: String,
+    pub event: Inbound,
+}
+
+/// A message the bot or an agent sends, as the channel needs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outbound {
+    pub channel: String,
+    pub to: String,
+    /// The text form (what the sandbox, web chat and agents see).
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buttons: Vec<(String, String)>,
+    /// List rows `(id, title)`, with the button that opens the list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<OutboundList>,
+    /// An approved WhatsApp template, used outside the 24-hour window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<OutboundTemplate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboundList {
+    pub button: String,
+    pub rows: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboundTemplate {
+    pub name: String,
+    pub language: String,
+    pub params: Vec<String>,
+    pub buttons: Vec<String>,
+}
+
+/// What an outbox row delivers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutboxItem {
+    Message(Outbound),
+    Webhook { connector: String, body: Value },
+}
+
+/// An outbox row claimed for sending.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub message_id: Option<i64>,
+    pub attempts: u32,
+    pub item: OutboxItem,
+}

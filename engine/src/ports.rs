@@ -1,0 +1,53 @@
+//! The ports: how the engine reaches the outside world. Implementations live in
+//! `connectors/` (WhatsApp, web chat, Shopify, the sandbox channel, the demo store); the engine
+//! knows only these traits.
+
+use async_trait::async_trait;
+use serde_json::Value;
+use switchyard_rules::pack::LookupAction;
+
+use crate::model::Outbound;
+
+/// Why a send failed, and what to do about it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SendError {
+    /// Try again later (5xx, timeouts, rate limits).
+    #[error("temporary: {0}")]
+    Retry(String),
+    /// Never retry (invalid number, blocked, template rejected): recorded on the message.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// A channel that sends messages (WhatsApp Cloud API, web chat, the sandbox).
+#[async_trait]
+pub trait Channel: Send + Sync {
+    /// Sends one message; returns the provider's message id.
+    async fn send(&self, message: &Outbound) -> Result<String, SendError>;
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LookupError {
+    /// The connector could not answer (down, timeout, credentials): the conversation goes to a
+    /// human with a note.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Store and lookup connectors (orders). `Ok(None)` means "nothing found".
+#[async_trait]
+pub trait Lookup: Send + Sync {
+    async fn call(
+        &self,
+        connector: &str,
+        action: LookupAction,
+        key: &Value,
+        value: Option<&str>,
+    ) -> Result<Option<Value>, LookupError>;
+}
+
+/// Outbound webhooks (`webhook` action). Delivery with retries is the connector's job.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    async fn notify(&self, connector: &str, body: &Value) -> Result<(), LookupError>;
+}

@@ -1,0 +1,959 @@
+//! The embedded store: SQLite (WAL) through sqlx.
+//!
+//! sqlx runs every SQLite statement on a worker thread, and handing work to another core costs
+//! more than the statement (DESIGN.md §7). So all writes go through **one writer task** that
+//! group-commits whatever is pending — inbox batches and pipeline changesets — in one
+//! transaction, each in its own savepoint so one bad changeset cannot take the others down.
+//! Reads use a separate pool.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, QueryBuilder, Row, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::model::*;
+use crate::store::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Most events or changesets written in one transaction.
+const GROUP_MAX: usize = 512;
+
+enum WriteOp {
+    Ingest(Vec<Inbound>, Millis, oneshot::Sender<Result<Vec<Ingested>>>),
+    Commit(Box<Changeset>, oneshot::Sender<Result<()>>),
+}
+
+pub struct SqliteStore {
+    read: SqlitePool,
+    write: SqlitePool,
+    writer: mpsc::Sender<WriteOp>,
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) and migrates the database at `url`
+    /// (`sqlite://path.db`, `sqlite::memory:`).
+    pub async fn open(url: &str) -> Result<SqliteStore> {
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(if memory {
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts.clone())
+            .await?;
+        MIGRATOR.run(&write).await?;
+        // An in-memory database lives in its one connection: read through it too.
+        let read = if memory {
+            write.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(opts.read_only(true))
+                .await?
+        };
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(writer(write.clone(), rx));
+        Ok(SqliteStore {
+            read,
+            write,
+            writer: tx,
+        })
+    }
+}
+
+async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<WriteOp>) {
+    while let Some(first) = rx.recv().await {
+        let mut ops = vec![first];
+        while ops.len() < GROUP_MAX {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        write_group(&pool, ops).await;
+    }
+}
+
+enum Done {
+    Ingest(
+        oneshot::Sender<Result<Vec<Ingested>>>,
+        Result<Vec<Ingested>>,
+    ),
+    Commit(oneshot::Sender<Result<()>>, Result<()>),
+}
+
+async fn write_group(pool: &SqlitePool, ops: Vec<WriteOp>) {
+    let mut done = Vec::with_capacity(ops.len());
+    let outcome: Result<()> = async {
+        let mut conn = pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        for op in ops {
+            // Each op in its own savepoint: a failing one is rolled back alone.
+            let mut sp = Connection::begin(&mut *tx).await?;
+            match op {
+                WriteOp::Ingest(events, now, reply) => {
+                    let r = insert_inbox(&mut sp, &events, now).await;
+                    if r.is_ok() {
+                        sp.commit().await?;
+                    } else {
+                        sp.rollback().await?;
+                    }
+                    done.push(Done::Ingest(reply, r));
+                }
+                WriteOp::Commit(cs, reply) => {
+                    let r = apply(&mut sp, &cs).await;
+                    if r.is_ok() {
+                        sp.commit().await?;
+                    } else {
+                        sp.rollback().await?;
+                    }
+                    done.push(Done::Commit(reply, r));
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+    .await;
+    // Nobody hears "ok" before the COMMIT: acknowledgements follow it.
+    for d in done {
+        match (d, &outcome) {
+            (Done::Ingest(reply, r), Ok(())) => {
+                let _ = reply.send(r);
+            }
+            (Done::Commit(reply, r), Ok(())) => {
+                let _ = reply.send(r);
+            }
+            (Done::Ingest(reply, _), Err(e)) => {
+                let _ = reply.send(Err(StoreError::Corrupt(format!(
+                    "group commit failed: {e}"
+                ))));
+            }
+            (Done::Commit(reply, _), Err(e)) => {
+                let _ = reply.send(Err(StoreError::Corrupt(format!(
+                    "group commit failed: {e}"
+                ))));
+            }
+        }
+    }
+}
+
+async fn insert_inbox(
+    conn: &mut SqliteConnection,
+    events: &[Inbound],
+    now: Millis,
+) -> Result<Vec<Ingested>> {
+    let mut out = vec![Ingested::Duplicate; events.len()];
+    for (chunk_no, chunk) in events.chunks(1000).enumerate() {
+        let mut qb =
+            QueryBuilder::new("INSERT INTO inbox (channel, provider_id, key, event, received_at) ");
+        qb.push_values(chunk, |mut b, e| {
+            b.push_bind(e.channel().to_string())
+                .push_bind(e.provider_id().to_string())
+                .push_bind(e.contact_key())
+                .push_bind(serde_json::to_string(e).unwrap_or_default())
+                .push_bind(now);
+        });
+        qb.push(
+            " ON CONFLICT (channel, provider_id) DO NOTHING RETURNING id, channel, provider_id",
+        );
+        let rows = qb.build().fetch_all(&mut *conn).await?;
+        for row in rows {
+            let (id, ch, pid): (i64, String, String) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            // The first event of the batch with that id (a batch may repeat one).
+            if let Some(i) = chunk.iter().enumerate().position(|(i, e)| {
+                e.channel() == ch
+                    && e.provider_id() == pid
+                    && out[chunk_no * 1000 + i] == Ingested::Duplicate
+            }) {
+                out[chunk_no * 1000 + i] = Ingested::New(id);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+async fn apply(conn: &mut SqliteConnection, cs: &Changeset) -> Result<()> {
+    if let Some(c) = &cs.contact {
+        sqlx::query(
+            "UPDATE contacts SET name = ?, phone = ?, language = ?, attributes = ? WHERE id = ?",
+        )
+        .bind(&c.name)
+        .bind(&c.phone)
+        .bind(&c.language)
+        .bind(json(&c.attributes))
+        .bind(c.id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if let Some(c) = &cs.conversation {
+        sqlx::query(
+            "UPDATE conversations SET status = ?, queue = ?, assignee = ?, priority = ?, tags = ?, attributes = ?, \
+             flow = ?, last_customer_message_at = ?, queued_at = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(c.status.as_str())
+        .bind(&c.queue)
+        .bind(&c.assignee)
+        .bind(c.priority.as_str())
+        .bind(json(&c.tags))
+        .bind(json(&c.attributes))
+        .bind(c.flow.as_ref().map(json))
+        .bind(c.last_customer_message_at)
+        .bind(c.queued_at)
+        .bind(cs.at)
+        .bind(c.id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let channel: Option<String> = if cs.messages.is_empty() {
+        None
+    } else {
+        sqlx::query_scalar("SELECT channel FROM conversations WHERE id = ?")
+            .bind(cs.conversation_id)
+            .fetch_optional(&mut *conn)
+            .await?
+    };
+    for m in &cs.messages {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO messages (conversation_id, channel, direction, kind, body, payload, provider_id, author, status, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(cs.conversation_id)
+        .bind(channel.as_deref().unwrap_or(""))
+        .bind(match m.direction {
+            Direction::In => "in",
+            Direction::Out => "out",
+        })
+        .bind(&m.kind)
+        .bind(&m.body)
+        .bind(json(&m.payload))
+        .bind(&m.provider_id)
+        .bind(&m.author)
+        .bind(&m.status)
+        .bind(cs.at)
+        .fetch_one(&mut *conn)
+        .await?;
+        if let Some(o) = &m.outbound {
+            sqlx::query(
+                "INSERT INTO outbox (message_id, conversation_id, payload, status, next_attempt_at, created_at, updated_at) \
+                 VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+            )
+            .bind(id)
+            .bind(cs.conversation_id)
+            .bind(json(&OutboxItem::Message(o.clone())))
+            .bind(cs.at)
+            .bind(cs.at)
+            .bind(cs.at)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    for (connector, body) in &cs.webhooks {
+        let item = OutboxItem::Webhook {
+            connector: connector.clone(),
+            body: body.clone(),
+        };
+        sqlx::query(
+            "INSERT INTO outbox (conversation_id, payload, status, next_attempt_at, created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?)",
+        )
+        .bind(cs.conversation_id)
+        .bind(json(&item))
+        .bind(cs.at)
+        .bind(cs.at)
+        .bind(cs.at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for (author, text) in &cs.notes {
+        sqlx::query(
+            "INSERT INTO notes (conversation_id, author, text, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(cs.conversation_id)
+        .bind(author)
+        .bind(text)
+        .bind(cs.at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for t in &cs.tickets {
+        let k = &t.ticket;
+        if t.created {
+            sqlx::query(
+                "INSERT INTO tickets (id, conversation_id, title, category, priority, status, owner, queue, due_at, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(k.id)
+            .bind(k.conversation_id)
+            .bind(&k.title)
+            .bind(&k.category)
+            .bind(k.priority.as_str())
+            .bind(k.status.as_str())
+            .bind(&k.owner)
+            .bind(&k.queue)
+            .bind(k.due_at)
+            .bind(k.created_at)
+            .bind(k.updated_at)
+            .execute(&mut *conn)
+            .await?;
+        } else {
+            sqlx::query("UPDATE tickets SET title = ?, category = ?, priority = ?, status = ?, owner = ?, queue = ?, due_at = ?, updated_at = ? WHERE id = ?")
+                .bind(&k.title)
+                .bind(&k.category)
+                .bind(k.priority.as_str())
+                .bind(k.status.as_str())
+                .bind(&k.owner)
+                .bind(&k.queue)
+                .bind(k.due_at)
+                .bind(k.updated_at)
+                .bind(k.id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        sqlx::query("INSERT INTO ticket_events (ticket_id, at, actor, change) VALUES (?, ?, ?, ?)")
+            .bind(k.id)
+            .bind(cs.at)
+            .bind(&t.actor)
+            .bind(json(&t.change))
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !cs.audit.is_empty() {
+        let mut qb =
+            QueryBuilder::new("INSERT INTO audit (at, actor, entity, action, before, after) ");
+        qb.push_values(&cs.audit, |mut b, a| {
+            b.push_bind(a.at)
+                .push_bind(a.actor.clone())
+                .push_bind(a.entity.clone())
+                .push_bind(a.action.clone())
+                .push_bind(json(&a.before))
+                .push_bind(json(&a.after));
+        });
+        qb.build().execute(&mut *conn).await?;
+    }
+    for (kind, name) in &cs.cancel_jobs {
+        sqlx::query("UPDATE jobs SET done_at = ? WHERE conversation_id = ? AND kind = ? AND name = ? AND done_at IS NULL")
+            .bind(cs.at)
+            .bind(cs.conversation_id)
+            .bind(kind)
+            .bind(name)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for j in &cs.new_jobs {
+        sqlx::query("INSERT INTO jobs (conversation_id, kind, name, due_at) VALUES (?, ?, ?, ?)")
+            .bind(cs.conversation_id)
+            .bind(&j.kind)
+            .bind(&j.name)
+            .bind(j.due_at)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for a in &cs.assigned {
+        sqlx::query("UPDATE agents SET last_assigned_at = ? WHERE id = ?")
+            .bind(cs.at)
+            .bind(a)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if let Some(id) = cs.inbox_id {
+        sqlx::query("UPDATE inbox SET processed_at = ? WHERE id = ?")
+            .bind(cs.at)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if let Some(id) = cs.job_id {
+        sqlx::query("UPDATE jobs SET done_at = ? WHERE id = ?")
+            .bind(cs.at)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if let Some((hash, trace)) = &cs.trace {
+        sqlx::query("INSERT INTO traces (conversation_id, inbox_id, pack_hash, at, trace) VALUES (?, ?, ?, ?, ?)")
+            .bind(cs.conversation_id)
+            .bind(cs.inbox_id)
+            .bind(hash)
+            .bind(cs.at)
+            .bind(json(trace))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+fn parse<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn contact_from(r: &SqliteRow) -> Result<Contact> {
+    Ok(Contact {
+        id: r.try_get("id")?,
+        channel: r.try_get("channel")?,
+        external_id: r.try_get("external_id")?,
+        name: r.try_get("name")?,
+        phone: r.try_get("phone")?,
+        language: r.try_get("language")?,
+        attributes: parse(&r.try_get::<String, _>("attributes")?, "contact attributes")?,
+    })
+}
+
+fn conversation_from(r: &SqliteRow) -> Result<Conversation> {
+    let flow: Option<String> = r.try_get("flow")?;
+    Ok(Conversation {
+        id: r.try_get("id")?,
+        contact_id: r.try_get("contact_id")?,
+        channel: r.try_get("channel")?,
+        status: status_from(&r.try_get::<String, _>("status")?),
+        queue: r.try_get("queue")?,
+        assignee: r.try_get("assignee")?,
+        priority: priority_from(&r.try_get::<String, _>("priority")?),
+        tags: parse(&r.try_get::<String, _>("tags")?, "tags")?,
+        attributes: parse(&r.try_get::<String, _>("attributes")?, "attributes")?,
+        flow: flow.map(|f| parse(&f, "flow state")).transpose()?,
+        last_customer_message_at: r.try_get("last_customer_message_at")?,
+        queued_at: r.try_get("queued_at")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn ticket_from(r: &SqliteRow) -> Result<Ticket> {
+    Ok(Ticket {
+        id: r.try_get("id")?,
+        conversation_id: r.try_get("conversation_id")?,
+        title: r.try_get("title")?,
+        category: r.try_get("category")?,
+        priority: priority_from(&r.try_get::<String, _>("priority")?),
+        status: TicketStatus::parse(&r.try_get::<String, _>("status")?),
+        owner: r.try_get("owner")?,
+        queue: r.try_get("queue")?,
+        due_at: r.try_get("due_at")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+impl SqliteStore {
+    async fn send(&self, op: WriteOp) -> Result<()> {
+        self.writer.send(op).await.map_err(|_| StoreError::Closed)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ingest(&self, events: Vec<Inbound>, now: Millis) -> Result<Vec<Ingested>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteOp::Ingest(events, now, tx)).await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn pending_inbox(&self, after: i64, limit: i64) -> Result<Vec<InboxRow>> {
+        let rows = sqlx::query("SELECT id, key, event FROM inbox WHERE processed_at IS NULL AND id > ? ORDER BY id LIMIT ?")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(InboxRow {
+                    id: r.try_get("id")?,
+                    key: r.try_get("key")?,
+                    event: parse(&r.try_get::<String, _>("event")?, "inbox event")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn skip_inbox(&self, inbox_id: i64, now: Millis, why: &str) -> Result<()> {
+        let mut conn = self.write.acquire().await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query("UPDATE inbox SET processed_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(inbox_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO audit (at, actor, entity, action, before, after) VALUES (?, 'system', ?, 'skipped', 'null', ?)")
+            .bind(now)
+            .bind(format!("inbox:{inbox_id}"))
+            .bind(json(&why))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn open_conversation(
+        &self,
+        channel: &str,
+        external_id: &str,
+        name: Option<&str>,
+        phone: Option<&str>,
+        now: Millis,
+    ) -> Result<(Contact, Conversation, bool)> {
+        // Fast path: both exist (a read, no write lock).
+        let row = sqlx::query(
+            "SELECT v.* FROM conversations v JOIN contacts c ON c.id = v.contact_id WHERE c.channel = ? AND c.external_id = ?",
+        )
+        .bind(channel)
+        .bind(external_id)
+        .fetch_optional(&self.read)
+        .await?;
+        if let Some(r) = row {
+            let conv = conversation_from(&r)?;
+            let contact = self
+                .contact(conv.contact_id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("conversation without contact".into()))?;
+            return Ok((contact, conv, false));
+        }
+        let mut conn = self.write.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let cid: i64 = sqlx::query_scalar(
+            "INSERT INTO contacts (channel, external_id, name, phone, created_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (channel, external_id) DO UPDATE SET name = COALESCE(contacts.name, excluded.name) RETURNING id",
+        )
+        .bind(channel)
+        .bind(external_id)
+        .bind(name)
+        .bind(phone)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO conversations (contact_id, channel, status, priority, created_at, updated_at) VALUES (?, ?, 'new', 'normal', ?, ?) \
+             ON CONFLICT (contact_id, channel) DO NOTHING RETURNING id",
+        )
+        .bind(cid)
+        .bind(channel)
+        .bind(now)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(id) = inserted {
+            sqlx::query("INSERT INTO audit (at, actor, entity, action, before, after) VALUES (?, 'customer', ?, 'created', 'null', ?)")
+                .bind(now)
+                .bind(format!("conversation:{id}"))
+                .bind(json(&serde_json::json!({ "channel": channel, "contact": cid, "status": "new" })))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let r = sqlx::query("SELECT * FROM conversations WHERE contact_id = ? AND channel = ?")
+            .bind(cid)
+            .bind(channel)
+            .fetch_one(&mut *tx)
+            .await?;
+        let conv = conversation_from(&r)?;
+        let cr = sqlx::query("SELECT * FROM contacts WHERE id = ?")
+            .bind(cid)
+            .fetch_one(&mut *tx)
+            .await?;
+        let contact = contact_from(&cr)?;
+        tx.commit().await?;
+        Ok((contact, conv, inserted.is_some()))
+    }
+
+    async fn contact(&self, id: i64) -> Result<Option<Contact>> {
+        let r = sqlx::query("SELECT * FROM contacts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        r.as_ref().map(contact_from).transpose()
+    }
+
+    async fn conversation(&self, id: i64) -> Result<Option<Conversation>> {
+        let r = sqlx::query("SELECT * FROM conversations WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        r.as_ref().map(conversation_from).transpose()
+    }
+
+    async fn open_ticket(&self, conversation_id: i64) -> Result<Option<Ticket>> {
+        let r = sqlx::query("SELECT * FROM tickets WHERE conversation_id = ? AND status IN ('open', 'pending') ORDER BY id DESC LIMIT 1")
+            .bind(conversation_id)
+            .fetch_optional(&self.read)
+            .await?;
+        r.as_ref().map(ticket_from).transpose()
+    }
+
+    async fn allocate_id(&self, counter: &str) -> Result<i64> {
+        let mut conn = self.write.acquire().await?;
+        let v: i64 = sqlx::query_scalar(
+            "INSERT INTO counters (name, value) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+        )
+        .bind(counter)
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(v)
+    }
+
+    async fn eligible_agents(&self, queue: &str) -> Result<Vec<AgentLoad>> {
+        let rows = sqlx::query(
+            "SELECT a.id, a.capacity, a.last_assigned_at, \
+               (SELECT count(*) FROM conversations v WHERE v.assignee = a.id AND v.status <> 'resolved') AS open \
+             FROM agents a, json_each(a.queues) q \
+             WHERE a.availability = 'online' AND q.value = ? ORDER BY a.id",
+        )
+        .bind(queue)
+        .fetch_all(&self.read)
+        .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let l = AgentLoad {
+                id: r.try_get("id")?,
+                open: r.try_get::<i64, _>("open")? as u32,
+                capacity: r.try_get::<i64, _>("capacity")? as u32,
+                last_assigned_at: r.try_get("last_assigned_at")?,
+            };
+            if l.open < l.capacity {
+                out.push(l);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn previous_assignee(&self, conversation_id: i64) -> Result<Option<String>> {
+        let r: Option<String> = sqlx::query_scalar(
+            "SELECT json_extract(after, '$.assignee') FROM audit WHERE entity = ? \
+             AND json_extract(after, '$.assignee') IS NOT NULL ORDER BY id DESC LIMIT 1",
+        )
+        .bind(format!("conversation:{conversation_id}"))
+        .fetch_optional(&self.read)
+        .await?
+        .flatten();
+        Ok(r)
+    }
+
+    async fn commit(&self, cs: Changeset) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteOp::Commit(Box::new(cs), tx)).await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn due_jobs(&self, now: Millis, limit: i64) -> Result<Vec<Job>> {
+        let rows = sqlx::query("SELECT id, conversation_id, kind, name, due_at FROM jobs WHERE done_at IS NULL AND due_at <= ? ORDER BY due_at, id LIMIT ?")
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Job {
+                    id: r.try_get("id")?,
+                    conversation_id: r.try_get("conversation_id")?,
+                    kind: r.try_get("kind")?,
+                    name: r.try_get("name")?,
+                    due_at: r.try_get("due_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_outbox(&self, now: Millis, limit: i64) -> Result<Vec<OutboxRow>> {
+        let mut conn = self.write.acquire().await?;
+        let rows = sqlx::query(
+            "UPDATE outbox SET status = 'sending', attempts = attempts + 1, updated_at = ? \
+             WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?) \
+             RETURNING id, message_id, attempts, payload",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut out: Vec<OutboxRow> = rows
+            .iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    id: r.try_get("id")?,
+                    message_id: r.try_get("message_id")?,
+                    attempts: r.try_get::<i64, _>("attempts")? as u32,
+                    item: parse(&r.try_get::<String, _>("payload")?, "outbox payload")?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        out.sort_by_key(|r| r.id);
+        Ok(out)
+    }
+
+    async fn outbox_sent(&self, id: i64, provider_id: &str, now: Millis) -> Result<()> {
+        let mut conn = self.write.acquire().await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query("UPDATE outbox SET status = 'sent', updated_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE messages SET status = 'sent', provider_id = ? WHERE id = (SELECT message_id FROM outbox WHERE id = ?)")
+            .bind(provider_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn outbox_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<Millis>,
+        now: Millis,
+    ) -> Result<()> {
+        let mut conn = self.write.acquire().await?;
+        let mut tx = conn.begin().await?;
+        match retry_at {
+            Some(at) => {
+                sqlx::query("UPDATE outbox SET status = 'pending', next_attempt_at = ?, last_error = ?, updated_at = ? WHERE id = ?")
+                    .bind(at)
+                    .bind(error)
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {
+                sqlx::query("UPDATE outbox SET status = 'failed', last_error = ?, updated_at = ? WHERE id = ?")
+                    .bind(error)
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE messages SET status = 'failed', error = ? WHERE id = (SELECT message_id FROM outbox WHERE id = ?)")
+                    .bind(error)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn recover_outbox(&self, now: Millis) -> Result<u64> {
+        let mut conn = self.write.acquire().await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query(
+            "UPDATE messages SET status = 'unknown', error = 'the process stopped while sending; not sent again' \
+             WHERE id IN (SELECT message_id FROM outbox WHERE status = 'sending')",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let n = sqlx::query(
+            "UPDATE outbox SET status = 'unknown', updated_at = ? WHERE status = 'sending'",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn claim(&self, conversation_id: i64, agent: &str, now: Millis) -> Result<Claim> {
+        let mut conn = self.write.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let done = sqlx::query("UPDATE conversations SET assignee = ?, updated_at = ? WHERE id = ? AND assignee IS NULL")
+            .bind(agent)
+            .bind(now)
+            .bind(conversation_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if done == 1 {
+            sqlx::query("INSERT INTO audit (at, actor, entity, action, before, after) VALUES (?, ?, ?, 'assigned', ?, ?)")
+                .bind(now)
+                .bind(agent)
+                .bind(format!("conversation:{conversation_id}"))
+                .bind(json(&serde_json::json!({ "assignee": null })))
+                .bind(json(&serde_json::json!({ "assignee": agent, "how": "claim" })))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(Claim::Claimed);
+        }
+        let owner: Option<Option<String>> =
+            sqlx::query_scalar("SELECT assignee FROM conversations WHERE id = ?")
+                .bind(conversation_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(match owner {
+            None => Claim::NotFound,
+            Some(Some(o)) if o == agent => Claim::Claimed,
+            Some(Some(o)) => Claim::Taken(o),
+            Some(None) => Claim::NotFound,
+        })
+    }
+
+    async fn upsert_agent(&self, a: &Agent, now: Millis) -> Result<()> {
+        let mut conn = self.write.acquire().await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query(
+            "INSERT INTO agents (id, name, role, queues, capacity, availability) VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, role = excluded.role, queues = excluded.queues, \
+             capacity = excluded.capacity, availability = excluded.availability",
+        )
+        .bind(&a.id)
+        .bind(&a.name)
+        .bind(&a.role)
+        .bind(json(&a.queues))
+        .bind(a.capacity as i64)
+        .bind(&a.availability)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO audit (at, actor, entity, action, before, after) VALUES (?, 'system', ?, 'saved', 'null', ?)")
+            .bind(now)
+            .bind(format!("agent:{}", a.id))
+            .bind(json(a))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn messages(&self, conversation_id: i64) -> Result<Vec<Message>> {
+        let rows = sqlx::query("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id")
+            .bind(conversation_id)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Message {
+                    id: r.try_get("id")?,
+                    conversation_id: r.try_get("conversation_id")?,
+                    direction: if r.try_get::<String, _>("direction")? == "in" {
+                        Direction::In
+                    } else {
+                        Direction::Out
+                    },
+                    kind: r.try_get("kind")?,
+                    body: r.try_get("body")?,
+                    payload: parse(&r.try_get::<String, _>("payload")?, "message payload")?,
+                    provider_id: r.try_get("provider_id")?,
+                    author: r.try_get("author")?,
+                    status: r.try_get("status")?,
+                    error: r.try_get("error")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn notes(&self, conversation_id: i64) -> Result<Vec<Note>> {
+        let rows = sqlx::query("SELECT * FROM notes WHERE conversation_id = ? ORDER BY id")
+            .bind(conversation_id)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Note {
+                    id: r.try_get("id")?,
+                    conversation_id: r.try_get("conversation_id")?,
+                    author: r.try_get("author")?,
+                    text: r.try_get("text")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn tickets(&self, conversation_id: i64) -> Result<Vec<Ticket>> {
+        let rows = sqlx::query("SELECT * FROM tickets WHERE conversation_id = ? ORDER BY id")
+            .bind(conversation_id)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(ticket_from).collect()
+    }
+
+    async fn ticket_history(&self, ticket_id: i64) -> Result<Vec<Value>> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT change FROM ticket_events WHERE ticket_id = ? ORDER BY id")
+                .bind(ticket_id)
+                .fetch_all(&self.read)
+                .await?;
+        rows.iter().map(|s| parse(s, "ticket event")).collect()
+    }
+
+    async fn audit(&self, entity: &str) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query("SELECT * FROM audit WHERE entity = ? ORDER BY id")
+            .bind(entity)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    entity: r.try_get("entity")?,
+                    action: r.try_get("action")?,
+                    before: parse(&r.try_get::<String, _>("before")?, "audit")?,
+                    after: parse(&r.try_get::<String, _>("after")?, "audit")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn traces(&self, conversation_id: i64) -> Result<Vec<(String, Value)>> {
+        let rows = sqlx::query(
+            "SELECT pack_hash, trace FROM traces WHERE conversation_id = ? ORDER BY id",
+        )
+        .bind(conversation_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("pack_hash")?,
+                    parse(&r.try_get::<String, _>("trace")?, "trace")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn outbox_payloads(&self) -> Result<Vec<(String, Value)>> {
+        let rows = sqlx::query("SELECT status, payload FROM outbox ORDER BY id")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("status")?,
+                    parse(&r.try_get::<String, _>("payload")?, "outbox payload")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn conversation_ids(&self) -> Result<Vec<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM conversations ORDER BY id")
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+}

@@ -1,0 +1,167 @@
+//! The `Store` port: everything the engine keeps. One SQLite implementation today
+//! ([`crate::sqlite::SqliteStore`]); PostgreSQL follows behind the same trait.
+//!
+//! The pipeline reads a conversation's context, decides in memory, and hands the store one
+//! [`Changeset`]: the new state, its audit records, the outbound messages and the trace, which
+//! the store writes in **one transaction** together with marking the event processed.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::model::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is not valid: {0}")]
+    Corrupt(String),
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The result of committing one event to the inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    /// Stored under this inbox id.
+    New(i64),
+    /// The same `(channel, provider_id)` was stored before: nothing to do.
+    Duplicate,
+}
+
+/// An outbound or inbound message to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    pub direction: Direction,
+    pub kind: String,
+    pub body: String,
+    pub payload: Value,
+    pub provider_id: Option<String>,
+    pub author: String,
+    pub status: String,
+    /// For outbound messages: the outbox row to send.
+    pub outbound: Option<Outbound>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TicketChange {
+    pub ticket: Ticket,
+    pub created: bool,
+    pub actor: String,
+    /// What changed, for the ticket's history.
+    pub change: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub kind: String,
+    pub name: String,
+    pub due_at: Millis,
+}
+
+/// Everything one event changed, written atomically.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changeset {
+    pub at: Millis,
+    pub conversation_id: i64,
+    /// The inbox row this event came from: marked processed in the same transaction.
+    pub inbox_id: Option<i64>,
+    /// The job that fired this event: marked done in the same transaction.
+    pub job_id: Option<i64>,
+    pub contact: Option<Contact>,
+    /// The conversation after the event.
+    pub conversation: Option<Conversation>,
+    pub messages: Vec<NewMessage>,
+    /// `(author, text)`.
+    pub notes: Vec<(String, String)>,
+    pub tickets: Vec<TicketChange>,
+    pub audit: Vec<AuditRecord>,
+    pub new_jobs: Vec<NewJob>,
+    /// `(kind, name)` of this conversation's pending jobs to cancel.
+    pub cancel_jobs: Vec<(String, String)>,
+    /// Outbound webhooks `(connector, body)`, delivered from the outbox.
+    pub webhooks: Vec<(String, Value)>,
+    /// Agents given a conversation (for round robin).
+    pub assigned: Vec<String>,
+    /// `(pack hash, trace)`.
+    pub trace: Option<(String, Value)>,
+}
+
+/// What a claim did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    Claimed,
+    /// Someone else owns it.
+    Taken(String),
+    NotFound,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Commits events to the inbox (deduplicated); returns only after the commit.
+    async fn ingest(&self, events: Vec<Inbound>, now: Millis) -> Result<Vec<Ingested>>;
+    /// Unprocessed inbox rows with `id > after`, oldest first.
+    async fn pending_inbox(&self, after: i64, limit: i64) -> Result<Vec<InboxRow>>;
+    /// Marks an inbox row processed without changes (e.g. an event that cannot be processed).
+    async fn skip_inbox(&self, inbox_id: i64, now: Millis, why: &str) -> Result<()>;
+
+    /// The contact and its conversation on this channel, created when new (with audit).
+    /// Returns whether the conversation was created.
+    async fn open_conversation(
+        &self,
+        channel: &str,
+        external_id: &str,
+        name: Option<&str>,
+        phone: Option<&str>,
+        now: Millis,
+    ) -> Result<(Contact, Conversation, bool)>;
+    async fn contact(&self, id: i64) -> Result<Option<Contact>>;
+    async fn conversation(&self, id: i64) -> Result<Option<Conversation>>;
+    async fn open_ticket(&self, conversation_id: i64) -> Result<Option<Ticket>>;
+    /// A new id from a named counter (ticket numbers), allocated before the decision commits.
+    async fn allocate_id(&self, counter: &str) -> Result<i64>;
+    /// Online members of `queue` under capacity.
+    async fn eligible_agents(&self, queue: &str) -> Result<Vec<AgentLoad>>;
+    /// The agent who last had a conversation with this contact (for `sticky`).
+    async fn previous_assignee(&self, conversation_id: i64) -> Result<Option<String>>;
+
+    /// Writes a changeset in one transaction.
+    async fn commit(&self, cs: Changeset) -> Result<()>;
+
+    /// Jobs due at `now`, not done.
+    async fn due_jobs(&self, now: Millis, limit: i64) -> Result<Vec<Job>>;
+
+    /// Claims due outbox rows for sending (`pending` → `sending`, committed before the send).
+    async fn claim_outbox(&self, now: Millis, limit: i64) -> Result<Vec<OutboxRow>>;
+    async fn outbox_sent(&self, id: i64, provider_id: &str, now: Millis) -> Result<()>;
+    /// A failed attempt: retried at `retry_at`, or failed for good when `None`.
+    async fn outbox_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<Millis>,
+        now: Millis,
+    ) -> Result<()>;
+    /// At start: rows left `sending` by a crash may or may not have gone out. They are never
+    /// sent again (at most once); they become `unknown`, visible to agents. Returns how many.
+    async fn recover_outbox(&self, now: Millis) -> Result<u64>;
+
+    /// Atomically gives an unowned conversation to `agent`.
+    async fn claim(&self, conversation_id: i64, agent: &str, now: Millis) -> Result<Claim>;
+    async fn upsert_agent(&self, agent: &Agent, now: Millis) -> Result<()>;
+
+    async fn messages(&self, conversation_id: i64) -> Result<Vec<Message>>;
+    async fn notes(&self, conversation_id: i64) -> Result<Vec<Note>>;
+    async fn tickets(&self, conversation_id: i64) -> Result<Vec<Ticket>>;
+    async fn ticket_history(&self, ticket_id: i64) -> Result<Vec<Value>>;
+    async fn audit(&self, entity: &str) -> Result<Vec<AuditRecord>>;
+    /// Decision traces of a conversation, oldest first: `(pack hash, trace)`.
+    async fn traces(&self, conversation_id: i64) -> Result<Vec<(String, Value)>>;
+    /// Every outbox payload ever written (for the notes-never-leave proof and reports).
+    async fn outbox_payloads(&self) -> Result<Vec<(String, Value)>>;
+    async fn conversation_ids(&self) -> Result<Vec<i64>>;
+}
