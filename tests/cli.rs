@@ -155,3 +155,31 @@ fn schema_is_json_for_editors() {
     assert!(v["properties"]["rules"].is_object());
     assert!(out.contains("start_flow"));
 }
+
+#[test]
+fn test_runs_the_example_pack_and_reports_the_count() {
+    let (code, out, _) = run(&["test", "examples/pk-ecommerce"]);
+    assert_eq!(code, 0, "{out}");
+    let last = out.lines().last().unwrap();
+    let passed: usize = last.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(passed >= 25, "{last}");
+    assert!(last.ends_with(" passed, 0 failed"), "{last}");
+}
+
+#[test]
+fn a_failing_test_prints_what_happened_and_the_trace_and_exits_1() {
+    let (code, out, _) = run(&["test", "tests/packs/failing"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("ok      passes"), "{out}");
+    assert!(out.contains("FAILED  expects the wrong queue"), "{out}");
+    assert!(out.contains("expected queue `vip`, got `none`"), "{out}");
+    assert!(
+        out.contains("expected a reply containing \"goodbye\", got [\"Hello from the bot\"]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("decision trace:") && out.contains("\"rule\":\"greet\""),
+        "{out}"
+    );
+    assert_eq!(out.lines().last().unwrap(), "1 passed, 1 failed");
+}

@@ -458,7 +458,7 @@ impl<'a> Run<'a> {
             "intent": cls.intent,
             "confidence": (cls.confidence as f64 * 1000.0).round() / 1000.0,
             "scores": cls.scores.iter().take(3).map(|(n, s)| json!([n, (*s as f64 * 1000.0).round() / 1000.0])).collect::<Vec<_>>(),
-            "threshold": self.pack.settings.intent_threshold,
+            "threshold": (self.pack.settings.intent_threshold as f64 * 1000.0).round() / 1000.0,
         });
         self.vars.set_json(
             "message",
@@ -476,7 +476,19 @@ impl<'a> Run<'a> {
         // The active flow first.
         let mut handled = false;
         if let Some(fs) = self.conv.flow.clone() {
-            if self.pack.settings.escape_intents.contains(&cls.intent) {
+            // A tapped button of the current step is an answer, whatever its text classifies as.
+            let tapped = choice.is_some_and(|c| {
+                self.pack
+                    .flows
+                    .get(&fs.flow)
+                    .and_then(|f| f.steps.get(&fs.step))
+                    .is_some_and(|st| {
+                        st.on
+                            .iter()
+                            .any(|(m, _)| matches!(m, Matcher::Choice(id) if id == c))
+                    })
+            });
+            if !tapped && self.pack.settings.escape_intents.contains(&cls.intent) {
                 self.trace
                     .push(json!({ "flow": fs.flow, "step": fs.step, "escaped_by": cls.intent }));
                 self.end_flow(

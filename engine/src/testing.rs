@@ -79,7 +79,11 @@ pub async fn run_case(
             .map(String::from)
     };
     let name = attr("name").or_else(|| Some("Test Customer".into()));
-    let phone = attr("phone").or_else(|| Some(format!("+{CUSTOMER}")));
+    // `phone: ""` means a contact whose phone we do not know (e.g. web chat).
+    let phone = match case.contact.get("phone") {
+        Some(_) => attr("phone").filter(|p| !p.is_empty()),
+        None => Some(format!("+{CUSTOMER}")),
+    };
     let (mut contact, conv, _) = store
         .open_conversation("whatsapp", CUSTOMER, name.as_deref(), phone.as_deref(), now)
         .await?;

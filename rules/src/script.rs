@@ -86,7 +86,7 @@ impl Vars {
                 "intent" => Dynamic::from("unknown"),
                 "confidence" => Dynamic::from(0.0_f64),
                 "now" => Dynamic::from(""),
-                "order" | "ticket" | "sla" => Dynamic::UNIT,
+                "order" | "ticket" => Dynamic::UNIT,
                 _ => Dynamic::from_map(Default::default()),
             };
             v.values.push((n.to_string(), d));
