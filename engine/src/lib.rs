@@ -11,3 +11,4 @@ pub mod store;
 pub use pipeline::{Engine, EngineError};
 pub use store::{Store, StoreError};
 pub mod testing;
+pub mod worker;

@@ -1,0 +1,343 @@
+//! The workers: the inbox scheduler (events of one conversation in order, one at a time;
+//! different conversations in parallel, bounded), the job poller (timers), and the outbox
+//! dispatcher (sends with retries and backoff, at most once per row).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::model::*;
+use crate::pipeline::{Engine, EngineError};
+use crate::ports::{Channel, Notifier, SendError};
+use crate::store::{Ingested, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Conversations processed at once.
+    pub concurrency: usize,
+    /// How often idle workers look for work they were not woken for (timers, retries).
+    pub poll: Duration,
+    /// Send attempts before an outbound message is failed for good.
+    pub max_attempts: u32,
+    /// First retry delay; doubles with every attempt, up to five minutes.
+    pub backoff: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 16,
+            poll: Duration::from_millis(250),
+            max_attempts: 5,
+            backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+fn now() -> Millis {
+    Utc::now().timestamp_millis()
+}
+
+/// The running workers. Dropping it does not stop them: call [`Runtime::shutdown`].
+pub struct Runtime {
+    pub engine: Arc<Engine>,
+    inbox_wake: Arc<Notify>,
+    outbox_wake: Arc<Notify>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Runtime {
+    /// Starts the workers. Whatever was committed and not processed before (a crash, a
+    /// restart) is picked up first; outbound rows a crash left mid-send are marked `unknown`
+    /// and never sent again.
+    pub async fn start(
+        engine: Arc<Engine>,
+        channel: Arc<dyn Channel>,
+        notifier: Arc<dyn Notifier>,
+        cfg: WorkerConfig,
+    ) -> Result<Runtime, StoreError> {
+        let recovered = engine.store.recover_outbox(now()).await?;
+        if recovered > 0 {
+            tracing::warn!(
+                count = recovered,
+                "outbound messages were mid-send at the last stop; marked unknown, not resent"
+            );
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let inbox_wake = Arc::new(Notify::new());
+        let outbox_wake = Arc::new(Notify::new());
+        let tasks = vec![
+            tokio::spawn(inbox_loop(
+                engine.clone(),
+                cfg.clone(),
+                inbox_wake.clone(),
+                outbox_wake.clone(),
+                stop_rx.clone(),
+            )),
+            tokio::spawn(job_loop(
+                engine.clone(),
+                cfg.clone(),
+                outbox_wake.clone(),
+                stop_rx.clone(),
+            )),
+            tokio::spawn(outbox_loop(
+                engine.clone(),
+                channel,
+                notifier,
+                cfg,
+                outbox_wake.clone(),
+                stop_rx,
+            )),
+        ];
+        inbox_wake.notify_one();
+        Ok(Runtime {
+            engine,
+            inbox_wake,
+            outbox_wake,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Commits events to the inbox and wakes the workers; returns after the commit.
+    pub async fn ingest(&self, events: Vec<Inbound>) -> Result<Vec<Ingested>, StoreError> {
+        let r = self.engine.store.ingest(events, now()).await?;
+        self.inbox_wake.notify_one();
+        Ok(r)
+    }
+
+    /// Wakes the dispatcher (e.g. after an agent's reply was committed).
+    pub fn wake_outbox(&self) {
+        self.outbox_wake.notify_one();
+    }
+
+    /// Stops taking new work and waits for the workers to finish what they hold.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.inbox_wake.notify_waiters();
+        self.outbox_wake.notify_waiters();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+type Queues = Arc<Mutex<HashMap<String, VecDeque<InboxRow>>>>;
+
+async fn inbox_loop(
+    engine: Arc<Engine>,
+    cfg: WorkerConfig,
+    wake: Arc<Notify>,
+    outbox_wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let queues: Queues = Arc::default();
+    let permits = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut last = 0i64;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        match engine.store.pending_inbox(last, 1000).await {
+            Ok(rows) => {
+                let full = rows.len() == 1000;
+                for row in rows {
+                    last = last.max(row.id);
+                    let key = row.key.clone();
+                    let mut q = queues.lock().unwrap_or_else(|e| e.into_inner());
+                    match q.get_mut(&key) {
+                        Some(list) => list.push_back(row),
+                        None => {
+                            q.insert(key.clone(), VecDeque::from([row]));
+                            tasks.spawn(conversation_task(
+                                engine.clone(),
+                                key,
+                                queues.clone(),
+                                permits.clone(),
+                                outbox_wake.clone(),
+                                stop.clone(),
+                            ));
+                        }
+                    }
+                }
+                while tasks.try_join_next().is_some() {}
+                if full {
+                    continue;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reading the inbox failed; retrying"),
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(cfg.poll) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Processes one conversation's queue, in order, until it is empty.
+async fn conversation_task(
+    engine: Arc<Engine>,
+    key: String,
+    queues: Queues,
+    permits: Arc<Semaphore>,
+    outbox_wake: Arc<Notify>,
+    stop: watch::Receiver<bool>,
+) {
+    loop {
+        let row = {
+            let mut q = queues.lock().unwrap_or_else(|e| e.into_inner());
+            match q.get_mut(&key).and_then(|l| l.front().cloned()) {
+                Some(r) => r,
+                None => {
+                    q.remove(&key);
+                    return;
+                }
+            }
+        };
+        let Ok(_permit) = permits.acquire().await else {
+            return;
+        };
+        loop {
+            if *stop.borrow() {
+                // Unprocessed rows stay in the inbox for the next start.
+                queues
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&key);
+                return;
+            }
+            match engine.process(&row, now()).await {
+                Ok(_) => break,
+                Err(EngineError::Store(e)) => {
+                    tracing::error!(inbox.id = row.id, error = %e, "processing failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    tracing::error!(inbox.id = row.id, error = %e, "event cannot be processed; skipped and audited");
+                    if engine
+                        .store
+                        .skip_inbox(row.id, now(), &e.to_string())
+                        .await
+                        .is_ok()
+                    {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        outbox_wake.notify_one();
+        let mut q = queues.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = q.get_mut(&key) {
+            l.pop_front();
+        }
+    }
+}
+
+async fn job_loop(
+    engine: Arc<Engine>,
+    cfg: WorkerConfig,
+    outbox_wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        match engine.store.due_jobs(now(), 100).await {
+            Ok(jobs) => {
+                for job in jobs {
+                    if let Err(e) = engine.fire_job(&job, now().max(job.due_at)).await {
+                        tracing::error!(job.id = job.id, error = %e, "firing a timer failed; retrying");
+                    }
+                    outbox_wake.notify_one();
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reading due jobs failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.poll) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+async fn outbox_loop(
+    engine: Arc<Engine>,
+    channel: Arc<dyn Channel>,
+    notifier: Arc<dyn Notifier>,
+    cfg: WorkerConfig,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        // One row at a time: a row is `sending` only while it is really being sent, so a
+        // crash leaves at most one message in doubt.
+        let rows = match engine.store.claim_outbox(now(), 1).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "claiming outbound messages failed");
+                Vec::new()
+            }
+        };
+        let busy = !rows.is_empty();
+        for row in rows {
+            let result = match &row.item {
+                OutboxItem::Message(m) => channel.send(m).await,
+                OutboxItem::Webhook { connector, body } => notifier
+                    .notify(connector, body)
+                    .await
+                    .map(|_| String::new())
+                    .map_err(|e| SendError::Retry(e.to_string())),
+            };
+            let t = now();
+            let r = match result {
+                Ok(provider_id) => engine.store.outbox_sent(row.id, &provider_id, t).await,
+                Err(SendError::Retry(e)) if row.attempts < cfg.max_attempts => {
+                    let delay = cfg.backoff.as_millis() as i64
+                        * (1i64 << (row.attempts.saturating_sub(1)).min(16));
+                    engine
+                        .store
+                        .outbox_failed(row.id, &e, Some(t + delay.min(300_000)), t)
+                        .await
+                }
+                Err(SendError::Retry(e)) => {
+                    engine
+                        .store
+                        .outbox_failed(
+                            row.id,
+                            &format!("gave up after {} attempts: {e}", row.attempts),
+                            None,
+                            t,
+                        )
+                        .await
+                }
+                Err(SendError::Permanent(e)) => {
+                    engine.store.outbox_failed(row.id, &e, None, t).await
+                }
+            };
+            if let Err(e) = r {
+                tracing::error!(outbox.id = row.id, error = %e, "recording a send failed");
+            }
+        }
+        if busy {
+            continue;
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(cfg.poll) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
