@@ -152,6 +152,7 @@ impl Engine {
             }
         }
         run.drain_caused().await?;
+        let freed = run.freed_queue();
         let out = run.finish();
         let processed = Processed {
             conversation_id: out.conversation_id,
@@ -159,7 +160,51 @@ impl Engine {
             trace: out.trace.clone().map(|t| t.1).unwrap_or_default(),
         };
         self.store.commit(out).await?;
+        drop(_guard);
+        if let Some(q) = freed {
+            self.assign_waiting(&q, now).await?;
+        }
         Ok(processed)
+    }
+
+    /// Gives waiting conversations of `queue` to agents who can take them, longest-waiting
+    /// first, per the queue's policy. Called when an agent comes online or frees capacity.
+    /// Returns how many were assigned.
+    pub async fn assign_waiting(&self, queue: &str, now: Millis) -> Result<usize, EngineError> {
+        let mut assigned = 0;
+        for id in self.store.waiting_conversations(queue, 100).await? {
+            let lock = self.lock_for(id);
+            let _guard = lock.lock().await;
+            let Some(conv) = self.store.conversation(id).await? else { continue };
+            if conv.assignee.is_some() || conv.queue.as_deref() != Some(queue) {
+                continue;
+            }
+            let contact = self.store.contact(conv.contact_id).await?.ok_or(EngineError::Missing(id))?;
+            let pack = self.pack();
+            let mut run = Run::new(self, &pack, contact, conv, now).await?;
+            run.route(queue, "system", 0).await?;
+            if run.conv.assignee.is_none() {
+                // Nobody can take more: the rest keep waiting too.
+                break;
+            }
+            assigned += 1;
+            run.drain_caused().await?;
+            let out = run.finish();
+            self.store.commit(out).await?;
+        }
+        Ok(assigned)
+    }
+
+    /// Saves an agent; one who is online pulls waiting conversations of their queues.
+    pub async fn save_agent(&self, agent: &Agent, now: Millis) -> Result<usize, EngineError> {
+        self.store.upsert_agent(agent, now).await?;
+        let mut n = 0;
+        if agent.availability == "online" {
+            for q in &agent.queues {
+                n += self.assign_waiting(q, now).await?;
+            }
+        }
+        Ok(n)
     }
 
     /// Fires a due job (flow timeout, timer, snooze) and commits its outcome.
@@ -181,6 +226,7 @@ impl Engine {
         run.cs.job_id = Some(job.id);
         run.on_job(job).await?;
         run.drain_caused().await?;
+        let freed = run.freed_queue();
         let out = run.finish();
         let processed = Processed {
             conversation_id: out.conversation_id,
@@ -188,6 +234,10 @@ impl Engine {
             trace: out.trace.clone().map(|t| t.1).unwrap_or_default(),
         };
         self.store.commit(out).await?;
+        drop(_guard);
+        if let Some(q) = freed {
+            self.assign_waiting(&q, now).await?;
+        }
         Ok(processed)
     }
 }
@@ -280,6 +330,13 @@ impl<'a> Run<'a> {
             steps_followed: 0,
             pending_bound: Map::new(),
         })
+    }
+
+    /// The queue whose agent just freed capacity (their conversation was resolved).
+    fn freed_queue(&self) -> Option<String> {
+        let resolved = self.conv.status == Status::Resolved && self.conv.assignee.is_some();
+        let was_open = self.cs.audit.iter().any(|a| a.action == "status_changed" && a.after["status"] == "resolved");
+        (resolved && was_open).then(|| self.conv.queue.clone()).flatten()
     }
 
     fn finish(mut self) -> Changeset {

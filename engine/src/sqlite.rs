@@ -636,6 +636,17 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    async fn waiting_conversations(&self, queue: &str, limit: i64) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM conversations WHERE queue = ? AND assignee IS NULL AND status <> 'resolved' \
+             ORDER BY queued_at, id LIMIT ?",
+        )
+        .bind(queue)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
     async fn previous_assignee(&self, conversation_id: i64) -> Result<Option<String>> {
         let r: Option<String> = sqlx::query_scalar(
             "SELECT json_extract(after, '$.assignee') FROM audit WHERE entity = ? \

@@ -126,6 +126,8 @@ pub trait Store: Send + Sync {
     async fn allocate_id(&self, counter: &str) -> Result<i64>;
     /// Online members of `queue` under capacity.
     async fn eligible_agents(&self, queue: &str) -> Result<Vec<AgentLoad>>;
+    /// Conversations waiting in `queue` for an agent, longest-waiting first.
+    async fn waiting_conversations(&self, queue: &str, limit: i64) -> Result<Vec<i64>>;
     /// The agent who last had a conversation with this contact (for `sticky`).
     async fn previous_assignee(&self, conversation_id: i64) -> Result<Option<String>>;
 
