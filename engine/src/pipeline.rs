@@ -54,6 +54,15 @@ pub struct Engine {
     locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// A decided, not yet committed, event (see [`Engine::decide`]).
+pub struct Decision {
+    pub changeset: Changeset,
+    /// A queue whose agent freed capacity: waiting conversations may be assigned.
+    pub freed: Option<String>,
+    pub processed: Processed,
+    guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
 /// What processing an event produced (for tests and the CLI).
 #[derive(Debug, Clone, Default)]
 pub struct Processed {
@@ -91,6 +100,18 @@ impl Engine {
 
     /// Processes one committed inbox event and commits its outcome (marking it processed).
     pub async fn process(&self, row: &InboxRow, now: Millis) -> Result<Processed, EngineError> {
+        let d = self.decide(row, now).await?;
+        self.store.commit(d.changeset).await?;
+        drop(d.guard);
+        if let Some(q) = d.freed {
+            self.assign_waiting(&q, now).await?;
+        }
+        Ok(d.processed)
+    }
+
+    /// Everything [`Engine::process`] does but the commit: loads the context and decides.
+    /// The returned decision holds the conversation's lock until it is dropped.
+    pub async fn decide(&self, row: &InboxRow, now: Millis) -> Result<Decision, EngineError> {
         let (channel, ext, name, phone) = match &row.event {
             Inbound::Message {
                 channel,
@@ -112,7 +133,7 @@ impl Engine {
             .open_conversation(channel, ext, name.as_deref(), phone.as_deref(), now)
             .await?;
         let lock = self.lock_for(conv.id);
-        let _guard = lock.lock().await;
+        let guard = lock.lock_owned().await;
         // Fresh state under the lock.
         let conv = self
             .store
@@ -153,18 +174,13 @@ impl Engine {
         }
         run.drain_caused().await?;
         let freed = run.freed_queue();
-        let out = run.finish();
+        let changeset = run.finish();
         let processed = Processed {
-            conversation_id: out.conversation_id,
-            intent: out_intent(&out),
-            trace: out.trace.clone().map(|t| t.1).unwrap_or_default(),
+            conversation_id: changeset.conversation_id,
+            intent: out_intent(&changeset),
+            trace: changeset.trace.clone().map(|t| t.1).unwrap_or_default(),
         };
-        self.store.commit(out).await?;
-        drop(_guard);
-        if let Some(q) = freed {
-            self.assign_waiting(&q, now).await?;
-        }
-        Ok(processed)
+        Ok(Decision { changeset, freed, processed, guard })
     }
 
     /// Gives waiting conversations of `queue` to agents who can take them, longest-waiting

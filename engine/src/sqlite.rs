@@ -92,68 +92,94 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<WriteOp>) {
     }
 }
 
-enum Done {
-    Ingest(
-        oneshot::Sender<Result<Vec<Ingested>>>,
-        Result<Vec<Ingested>>,
-    ),
-    Commit(oneshot::Sender<Result<()>>, Result<()>),
-}
-
+/// Writes a group of operations. Fast path: one transaction for all of them, every inbox
+/// event of the group in one multi-row statement. If anything fails, the group is rolled back
+/// and each operation is retried in its own transaction, so one bad changeset fails alone.
 async fn write_group(pool: &SqlitePool, ops: Vec<WriteOp>) {
-    let mut done = Vec::with_capacity(ops.len());
-    let outcome: Result<()> = async {
+    let fast: Result<Vec<GroupResult>> = async {
         let mut conn = pool.acquire().await?;
         let mut tx = conn.begin().await?;
-        for op in ops {
-            // Each op in its own savepoint: a failing one is rolled back alone.
-            let mut sp = Connection::begin(&mut *tx).await?;
+        let events: Vec<Inbound> = ops
+            .iter()
+            .flat_map(|op| match op {
+                WriteOp::Ingest(ev, _, _) => ev.clone(),
+                WriteOp::Commit(..) => Vec::new(),
+            })
+            .collect();
+        let now = ops.iter().find_map(|op| match op {
+            WriteOp::Ingest(_, now, _) => Some(*now),
+            WriteOp::Commit(..) => None,
+        });
+        let mut ingested = match now {
+            Some(now) => insert_inbox(&mut tx, &events, now).await?.into_iter(),
+            None => Vec::new().into_iter(),
+        };
+        let mut results = Vec::with_capacity(ops.len());
+        for op in &ops {
             match op {
-                WriteOp::Ingest(events, now, reply) => {
-                    let r = insert_inbox(&mut sp, &events, now).await;
-                    if r.is_ok() {
-                        sp.commit().await?;
-                    } else {
-                        sp.rollback().await?;
-                    }
-                    done.push(Done::Ingest(reply, r));
-                }
-                WriteOp::Commit(cs, reply) => {
-                    let r = apply(&mut sp, &cs).await;
-                    if r.is_ok() {
-                        sp.commit().await?;
-                    } else {
-                        sp.rollback().await?;
-                    }
-                    done.push(Done::Commit(reply, r));
+                WriteOp::Ingest(ev, _, _) => results.push(GroupResult::Ingest((&mut ingested).take(ev.len()).collect())),
+                WriteOp::Commit(cs, _) => {
+                    apply(&mut tx, cs).await?;
+                    results.push(GroupResult::Commit);
                 }
             }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(results)
     }
     .await;
-    // Nobody hears "ok" before the COMMIT: acknowledgements follow it.
-    for d in done {
-        match (d, &outcome) {
-            (Done::Ingest(reply, r), Ok(())) => {
-                let _ = reply.send(r);
+    match fast {
+        // Nobody hears "ok" before the COMMIT: acknowledgements follow it.
+        Ok(results) => {
+            for (op, r) in ops.into_iter().zip(results) {
+                match (op, r) {
+                    (WriteOp::Ingest(_, _, reply), GroupResult::Ingest(v)) => {
+                        let _ = reply.send(Ok(v));
+                    }
+                    (WriteOp::Commit(_, reply), _) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                    (WriteOp::Ingest(_, _, reply), GroupResult::Commit) => {
+                        let _ = reply.send(Err(StoreError::Corrupt("group results out of step".into())));
+                    }
+                }
             }
-            (Done::Commit(reply, r), Ok(())) => {
-                let _ = reply.send(r);
-            }
-            (Done::Ingest(reply, _), Err(e)) => {
-                let _ = reply.send(Err(StoreError::Corrupt(format!(
-                    "group commit failed: {e}"
-                ))));
-            }
-            (Done::Commit(reply, _), Err(e)) => {
-                let _ = reply.send(Err(StoreError::Corrupt(format!(
-                    "group commit failed: {e}"
-                ))));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, ops = ops.len(), "group commit failed; writing one by one");
+            for op in ops {
+                match op {
+                    WriteOp::Ingest(events, now, reply) => {
+                        let r = alone(pool, |c| Box::pin(async move { insert_inbox(c, &events, now).await })).await;
+                        let _ = reply.send(r);
+                    }
+                    WriteOp::Commit(cs, reply) => {
+                        let r = alone(pool, |c| Box::pin(async move { apply(c, &cs).await })).await;
+                        let _ = reply.send(r);
+                    }
+                }
             }
         }
     }
+}
+
+enum GroupResult {
+    Ingest(Vec<Ingested>),
+    Commit,
+}
+
+type BoxFut<'c, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send + 'c>>;
+
+/// Runs one write in its own transaction.
+async fn alone<T, F>(pool: &SqlitePool, f: F) -> Result<T>
+where
+    F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFut<'c, T>,
+{
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    let v = f(&mut tx).await?;
+    tx.commit().await?;
+    Ok(v)
 }
 
 async fn insert_inbox(
