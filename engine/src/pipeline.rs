@@ -51,7 +51,7 @@ pub struct Engine {
     pack: ArcSwap<Pack>,
     pub lookup: Arc<dyn Lookup>,
     /// One lock per conversation: inbox events and timers of a conversation never interleave.
-    locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A decided, not yet committed, event (see [`Engine::decide`]).
@@ -90,12 +90,22 @@ impl Engine {
         self.pack.store(pack);
     }
 
-    fn lock_for(&self, conversation_id: i64) -> Arc<tokio::sync::Mutex<()>> {
+    /// The lock of a contact's conversation on a channel (key `channel:external_id`).
+    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut m = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() > 10_000 {
             m.retain(|_, l| Arc::strong_count(l) > 1);
         }
-        m.entry(conversation_id).or_default().clone()
+        m.entry(key.to_string()).or_default().clone()
+    }
+
+    /// A conversation's context, read under its lock.
+    async fn locked_context(&self, conversation_id: i64) -> Result<Option<(crate::store::Context, tokio::sync::OwnedMutexGuard<()>)>, EngineError> {
+        let Some(ctx) = self.store.context_of(conversation_id).await? else { return Ok(None) };
+        let key = format!("{}:{}", ctx.contact.channel, ctx.contact.external_id);
+        let guard = self.lock_for(&key).lock_owned().await;
+        // Again, under the lock.
+        Ok(self.store.context_of(conversation_id).await?.map(|c| (c, guard)))
     }
 
     /// Processes one committed inbox event and commits its outcome (marking it processed).
@@ -128,20 +138,13 @@ impl Engine {
                 ..
             } => (channel, to, name, phone),
         };
-        let (contact, conv, created) = self
-            .store
-            .open_conversation(channel, ext, name.as_deref(), phone.as_deref(), now)
-            .await?;
-        let lock = self.lock_for(conv.id);
+        // Lock first, then read: the state read is the state decided on.
+        let lock = self.lock_for(&format!("{channel}:{ext}"));
         let guard = lock.lock_owned().await;
-        // Fresh state under the lock.
-        let conv = self
-            .store
-            .conversation(conv.id)
-            .await?
-            .ok_or(EngineError::Missing(conv.id))?;
+        let ctx = self.store.load_context(channel, ext, name.as_deref(), phone.as_deref(), now).await?;
+        let created = ctx.created;
         let pack = self.pack();
-        let mut run = Run::new(self, &pack, contact, conv, now).await?;
+        let mut run = Run::new(self, &pack, ctx, now);
         run.cs.inbox_id = Some(row.id);
         if created {
             run.caused("conversation.created", json!({}), 1);
@@ -189,15 +192,13 @@ impl Engine {
     pub async fn assign_waiting(&self, queue: &str, now: Millis) -> Result<usize, EngineError> {
         let mut assigned = 0;
         for id in self.store.waiting_conversations(queue, 100).await? {
-            let lock = self.lock_for(id);
-            let _guard = lock.lock().await;
-            let Some(conv) = self.store.conversation(id).await? else { continue };
-            if conv.assignee.is_some() || conv.queue.as_deref() != Some(queue) {
+            let Some(ctx) = self.locked_context(id).await? else { continue };
+            let (ctx, _guard) = ctx;
+            if ctx.conversation.assignee.is_some() || ctx.conversation.queue.as_deref() != Some(queue) {
                 continue;
             }
-            let contact = self.store.contact(conv.contact_id).await?.ok_or(EngineError::Missing(id))?;
             let pack = self.pack();
-            let mut run = Run::new(self, &pack, contact, conv, now).await?;
+            let mut run = Run::new(self, &pack, ctx, now);
             run.route(queue, "system", 0).await?;
             if run.conv.assignee.is_none() {
                 // Nobody can take more: the rest keep waiting too.
@@ -225,20 +226,9 @@ impl Engine {
 
     /// Fires a due job (flow timeout, timer, snooze) and commits its outcome.
     pub async fn fire_job(&self, job: &Job, now: Millis) -> Result<Processed, EngineError> {
-        let lock = self.lock_for(job.conversation_id);
-        let _guard = lock.lock().await;
-        let conv = self
-            .store
-            .conversation(job.conversation_id)
-            .await?
-            .ok_or(EngineError::Missing(job.conversation_id))?;
-        let contact = self
-            .store
-            .contact(conv.contact_id)
-            .await?
-            .ok_or(EngineError::Missing(job.conversation_id))?;
+        let (ctx, _guard) = self.locked_context(job.conversation_id).await?.ok_or(EngineError::Missing(job.conversation_id))?;
         let pack = self.pack();
-        let mut run = Run::new(self, &pack, contact, conv, now).await?;
+        let mut run = Run::new(self, &pack, ctx, now);
         run.cs.job_id = Some(job.id);
         run.on_job(job).await?;
         run.drain_caused().await?;
@@ -297,14 +287,8 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    async fn new(
-        eng: &'a Engine,
-        pack: &'a Pack,
-        contact: Contact,
-        conv: Conversation,
-        now: Millis,
-    ) -> Result<Run<'a>, EngineError> {
-        let ticket = eng.store.open_ticket(conv.id).await?;
+    fn new(eng: &'a Engine, pack: &'a Pack, ctx: crate::store::Context, now: Millis) -> Run<'a> {
+        let crate::store::Context { contact, conversation: conv, ticket, .. } = ctx;
         let clock = Clock {
             now: time(now),
             window_open: conv.window_open(now),
@@ -328,7 +312,7 @@ impl<'a> Run<'a> {
             conversation_id: conv.id,
             ..Default::default()
         };
-        Ok(Run {
+        Run {
             eng,
             pack,
             now,
@@ -345,7 +329,7 @@ impl<'a> Run<'a> {
             contact_changed: false,
             steps_followed: 0,
             pending_bound: Map::new(),
-        })
+        }
     }
 
     /// The queue whose agent just freed capacity (their conversation was resolved).

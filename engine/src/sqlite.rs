@@ -35,6 +35,9 @@ pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
     writer: mpsc::Sender<WriteOp>,
+    /// The last ticket number handed out. One process owns a SQLite file (several instances
+    /// share PostgreSQL instead), so numbers are allocated in memory, without a write.
+    last_ticket: std::sync::atomic::AtomicI64,
 }
 
 impl SqliteStore {
@@ -69,13 +72,10 @@ impl SqliteStore {
                 .connect_with(opts.read_only(true))
                 .await?
         };
+        let last_ticket: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM tickets").fetch_one(&write).await?;
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(writer(write.clone(), rx));
-        Ok(SqliteStore {
-            read,
-            write,
-            writer: tx,
-        })
+        Ok(SqliteStore { read, write, writer: tx, last_ticket: last_ticket.into() })
     }
 }
 
@@ -254,13 +254,15 @@ async fn apply(conn: &mut SqliteConnection, cs: &Changeset) -> Result<()> {
         .execute(&mut *conn)
         .await?;
     }
-    let channel: Option<String> = if cs.messages.is_empty() {
-        None
-    } else {
-        sqlx::query_scalar("SELECT channel FROM conversations WHERE id = ?")
-            .bind(cs.conversation_id)
-            .fetch_optional(&mut *conn)
-            .await?
+    let channel: Option<String> = match (&cs.conversation, cs.messages.is_empty()) {
+        (_, true) => None,
+        (Some(c), false) => Some(c.channel.clone()),
+        (None, false) => {
+            sqlx::query_scalar("SELECT channel FROM conversations WHERE id = ?")
+                .bind(cs.conversation_id)
+                .fetch_optional(&mut *conn)
+                .await?
+        }
     };
     for m in &cs.messages {
         let id: i64 = sqlx::query_scalar(
@@ -436,14 +438,19 @@ fn parse<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
 }
 
 fn contact_from(r: &SqliteRow) -> Result<Contact> {
+    contact_cols(r, "")
+}
+
+fn contact_cols(r: &SqliteRow, p: &str) -> Result<Contact> {
+    let c = |n: &str| format!("{p}{n}");
     Ok(Contact {
-        id: r.try_get("id")?,
-        channel: r.try_get("channel")?,
-        external_id: r.try_get("external_id")?,
-        name: r.try_get("name")?,
-        phone: r.try_get("phone")?,
-        language: r.try_get("language")?,
-        attributes: parse(&r.try_get::<String, _>("attributes")?, "contact attributes")?,
+        id: r.try_get(c("id").as_str())?,
+        channel: r.try_get(c("channel").as_str())?,
+        external_id: r.try_get(c("external_id").as_str())?,
+        name: r.try_get(c("name").as_str())?,
+        phone: r.try_get(c("phone").as_str())?,
+        language: r.try_get(c("language").as_str())?,
+        attributes: parse(&r.try_get::<String, _>(c("attributes").as_str())?, "contact attributes")?,
     })
 }
 
@@ -468,19 +475,42 @@ fn conversation_from(r: &SqliteRow) -> Result<Conversation> {
 }
 
 fn ticket_from(r: &SqliteRow) -> Result<Ticket> {
+    ticket_cols(r, "")
+}
+
+fn ticket_cols(r: &SqliteRow, p: &str) -> Result<Ticket> {
+    let c = |n: &str| format!("{p}{n}");
     Ok(Ticket {
-        id: r.try_get("id")?,
-        conversation_id: r.try_get("conversation_id")?,
-        title: r.try_get("title")?,
-        category: r.try_get("category")?,
-        priority: priority_from(&r.try_get::<String, _>("priority")?),
-        status: TicketStatus::parse(&r.try_get::<String, _>("status")?),
-        owner: r.try_get("owner")?,
-        queue: r.try_get("queue")?,
-        due_at: r.try_get("due_at")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
+        id: r.try_get(c("id").as_str())?,
+        conversation_id: r.try_get(c("conversation_id").as_str())?,
+        title: r.try_get(c("title").as_str())?,
+        category: r.try_get(c("category").as_str())?,
+        priority: priority_from(&r.try_get::<String, _>(c("priority").as_str())?),
+        status: TicketStatus::parse(&r.try_get::<String, _>(c("status").as_str())?),
+        owner: r.try_get(c("owner").as_str())?,
+        queue: r.try_get(c("queue").as_str())?,
+        due_at: r.try_get(c("due_at").as_str())?,
+        created_at: r.try_get(c("created_at").as_str())?,
+        updated_at: r.try_get(c("updated_at").as_str())?,
     })
+}
+
+/// Conversation, contact and open ticket in one row.
+const CONTEXT_SELECT: &str = "SELECT v.*, \
+    c.id AS c_id, c.channel AS c_channel, c.external_id AS c_external_id, c.name AS c_name, c.phone AS c_phone, \
+    c.language AS c_language, c.attributes AS c_attributes, \
+    t.id AS t_id, t.conversation_id AS t_conversation_id, t.title AS t_title, t.category AS t_category, \
+    t.priority AS t_priority, t.status AS t_status, t.owner AS t_owner, t.queue AS t_queue, t.due_at AS t_due_at, \
+    t.created_at AS t_created_at, t.updated_at AS t_updated_at \
+    FROM conversations v JOIN contacts c ON c.id = v.contact_id \
+    LEFT JOIN tickets t ON t.id = (SELECT id FROM tickets WHERE conversation_id = v.id AND status IN ('open', 'pending') ORDER BY id DESC LIMIT 1) ";
+
+fn context_from(r: &SqliteRow) -> Result<Context> {
+    let ticket = match r.try_get::<Option<i64>, _>("t_id")? {
+        Some(_) => Some(ticket_cols(r, "t_")?),
+        None => None,
+    };
+    Ok(Context { contact: contact_cols(r, "c_")?, conversation: conversation_from(r)?, created: false, ticket })
 }
 
 impl SqliteStore {
@@ -602,6 +632,24 @@ impl Store for SqliteStore {
         Ok((contact, conv, inserted.is_some()))
     }
 
+    async fn load_context(&self, channel: &str, external_id: &str, name: Option<&str>, phone: Option<&str>, now: Millis) -> Result<Context> {
+        let row = sqlx::query(&format!("{CONTEXT_SELECT} WHERE c.channel = ? AND c.external_id = ?"))
+            .bind(channel)
+            .bind(external_id)
+            .fetch_optional(&self.read)
+            .await?;
+        if let Some(r) = row {
+            return context_from(&r);
+        }
+        let (contact, conversation, created) = self.open_conversation(channel, external_id, name, phone, now).await?;
+        Ok(Context { contact, conversation, created, ticket: None })
+    }
+
+    async fn context_of(&self, conversation_id: i64) -> Result<Option<Context>> {
+        let row = sqlx::query(&format!("{CONTEXT_SELECT} WHERE v.id = ?")).bind(conversation_id).fetch_optional(&self.read).await?;
+        row.as_ref().map(context_from).transpose()
+    }
+
     async fn contact(&self, id: i64) -> Result<Option<Contact>> {
         let r = sqlx::query("SELECT * FROM contacts WHERE id = ?")
             .bind(id)
@@ -627,6 +675,9 @@ impl Store for SqliteStore {
     }
 
     async fn allocate_id(&self, counter: &str) -> Result<i64> {
+        if counter == "ticket" {
+            return Ok(self.last_ticket.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1);
+        }
         let mut conn = self.write.acquire().await?;
         let v: i64 = sqlx::query_scalar(
             "INSERT INTO counters (name, value) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",

@@ -91,6 +91,17 @@ pub struct Changeset {
     pub trace: Option<(String, Value)>,
 }
 
+/// A conversation with what the pipeline needs to decide about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Context {
+    pub contact: Contact,
+    pub conversation: Conversation,
+    /// Whether the conversation was created by this call.
+    pub created: bool,
+    /// Its open ticket, if any.
+    pub ticket: Option<Ticket>,
+}
+
 /// What a claim did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -119,6 +130,20 @@ pub trait Store: Send + Sync {
         phone: Option<&str>,
         now: Millis,
     ) -> Result<(Contact, Conversation, bool)>;
+    /// [`Store::open_conversation`] plus the open ticket, in as few round trips as the
+    /// backend can.
+    async fn load_context(&self, channel: &str, external_id: &str, name: Option<&str>, phone: Option<&str>, now: Millis) -> Result<Context> {
+        let (contact, conversation, created) = self.open_conversation(channel, external_id, name, phone, now).await?;
+        let ticket = self.open_ticket(conversation.id).await?;
+        Ok(Context { contact, conversation, created, ticket })
+    }
+    /// The context of an existing conversation.
+    async fn context_of(&self, conversation_id: i64) -> Result<Option<Context>> {
+        let Some(conversation) = self.conversation(conversation_id).await? else { return Ok(None) };
+        let Some(contact) = self.contact(conversation.contact_id).await? else { return Ok(None) };
+        let ticket = self.open_ticket(conversation_id).await?;
+        Ok(Some(Context { contact, conversation, created: false, ticket }))
+    }
     async fn contact(&self, id: i64) -> Result<Option<Contact>>;
     async fn conversation(&self, id: i64) -> Result<Option<Conversation>>;
     async fn open_ticket(&self, conversation_id: i64) -> Result<Option<Ticket>>;
