@@ -7,6 +7,7 @@
 //! Reads use a separate pool.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -73,13 +74,15 @@ impl SqliteStore {
                 .await?
         };
         let last_ticket: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM tickets").fetch_one(&write).await?;
+        let last_message: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM messages").fetch_one(&write).await?;
+        let ids = Arc::new(Ids { message: last_message.into() });
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(writer(write.clone(), rx));
+        tokio::spawn(writer(write.clone(), ids, rx));
         Ok(SqliteStore { read, write, writer: tx, last_ticket: last_ticket.into() })
     }
 }
 
-async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<WriteOp>) {
+async fn writer(pool: SqlitePool, ids: Arc<Ids>, mut rx: mpsc::Receiver<WriteOp>) {
     while let Some(first) = rx.recv().await {
         let mut ops = vec![first];
         while ops.len() < GROUP_MAX {
@@ -88,14 +91,14 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<WriteOp>) {
                 Err(_) => break,
             }
         }
-        write_group(&pool, ops).await;
+        write_group(&pool, &ids, ops).await;
     }
 }
 
 /// Writes a group of operations. Fast path: one transaction for all of them, every inbox
 /// event of the group in one multi-row statement. If anything fails, the group is rolled back
 /// and each operation is retried in its own transaction, so one bad changeset fails alone.
-async fn write_group(pool: &SqlitePool, ops: Vec<WriteOp>) {
+async fn write_group(pool: &SqlitePool, ids: &Ids, ops: Vec<WriteOp>) {
     let fast: Result<Vec<GroupResult>> = async {
         let mut conn = pool.acquire().await?;
         let mut tx = conn.begin().await?;
@@ -115,15 +118,17 @@ async fn write_group(pool: &SqlitePool, ops: Vec<WriteOp>) {
             None => Vec::new().into_iter(),
         };
         let mut results = Vec::with_capacity(ops.len());
+        let mut commits: Vec<&Changeset> = Vec::new();
         for op in &ops {
             match op {
                 WriteOp::Ingest(ev, _, _) => results.push(GroupResult::Ingest((&mut ingested).take(ev.len()).collect())),
                 WriteOp::Commit(cs, _) => {
-                    apply(&mut tx, cs).await?;
+                    commits.push(cs);
                     results.push(GroupResult::Commit);
                 }
             }
         }
+        apply_group(&mut tx, ids, &commits).await?;
         tx.commit().await?;
         Ok(results)
     }
@@ -150,11 +155,25 @@ async fn write_group(pool: &SqlitePool, ops: Vec<WriteOp>) {
             for op in ops {
                 match op {
                     WriteOp::Ingest(events, now, reply) => {
-                        let r = alone(pool, |c| Box::pin(async move { insert_inbox(c, &events, now).await })).await;
+                        let r: Result<Vec<Ingested>> = async {
+                            let mut conn = pool.acquire().await?;
+                            let mut tx = conn.begin().await?;
+                            let v = insert_inbox(&mut tx, &events, now).await?;
+                            tx.commit().await?;
+                            Ok(v)
+                        }
+                        .await;
                         let _ = reply.send(r);
                     }
                     WriteOp::Commit(cs, reply) => {
-                        let r = alone(pool, |c| Box::pin(async move { apply(c, &cs).await })).await;
+                        let r: Result<()> = async {
+                            let mut conn = pool.acquire().await?;
+                            let mut tx = conn.begin().await?;
+                            apply_group(&mut tx, ids, &[&cs]).await?;
+                            tx.commit().await?;
+                            Ok(())
+                        }
+                        .await;
                         let _ = reply.send(r);
                     }
                 }
@@ -166,20 +185,6 @@ async fn write_group(pool: &SqlitePool, ops: Vec<WriteOp>) {
 enum GroupResult {
     Ingest(Vec<Ingested>),
     Commit,
-}
-
-type BoxFut<'c, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send + 'c>>;
-
-/// Runs one write in its own transaction.
-async fn alone<T, F>(pool: &SqlitePool, f: F) -> Result<T>
-where
-    F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFut<'c, T>,
-{
-    let mut conn = pool.acquire().await?;
-    let mut tx = conn.begin().await?;
-    let v = f(&mut tx).await?;
-    tx.commit().await?;
-    Ok(v)
 }
 
 async fn insert_inbox(
@@ -222,132 +227,120 @@ fn json(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-async fn apply(conn: &mut SqliteConnection, cs: &Changeset) -> Result<()> {
-    if let Some(c) = &cs.contact {
-        sqlx::query(
-            "UPDATE contacts SET name = ?, phone = ?, language = ?, attributes = ? WHERE id = ?",
-        )
-        .bind(&c.name)
-        .bind(&c.phone)
-        .bind(&c.language)
-        .bind(json(&c.attributes))
-        .bind(c.id)
-        .execute(&mut *conn)
-        .await?;
+/// Rows per multi-row statement (SQLite allows 32,766 bound values).
+const ROWS: usize = 1000;
+
+/// Writes changesets: a handful of multi-row statements for the whole group, whatever its
+/// size, since every statement is a round trip to sqlx's SQLite thread.
+async fn apply_group(conn: &mut SqliteConnection, ids: &Ids, group: &[&Changeset]) -> Result<()> {
+    use std::sync::atomic::Ordering::SeqCst;
+    if group.is_empty() {
+        return Ok(());
     }
-    if let Some(c) = &cs.conversation {
-        sqlx::query(
-            "UPDATE conversations SET status = ?, queue = ?, assignee = ?, priority = ?, tags = ?, attributes = ?, \
-             flow = ?, last_customer_message_at = ?, queued_at = ?, updated_at = ? WHERE id = ?",
-        )
-        .bind(c.status.as_str())
-        .bind(&c.queue)
-        .bind(&c.assignee)
-        .bind(c.priority.as_str())
-        .bind(json(&c.tags))
-        .bind(json(&c.attributes))
-        .bind(c.flow.as_ref().map(json))
-        .bind(c.last_customer_message_at)
-        .bind(c.queued_at)
-        .bind(cs.at)
-        .bind(c.id)
-        .execute(&mut *conn)
-        .await?;
-    }
-    let channel: Option<String> = match (&cs.conversation, cs.messages.is_empty()) {
-        (_, true) => None,
-        (Some(c), false) => Some(c.channel.clone()),
-        (None, false) => {
-            sqlx::query_scalar("SELECT channel FROM conversations WHERE id = ?")
-                .bind(cs.conversation_id)
-                .fetch_optional(&mut *conn)
-                .await?
-        }
-    };
-    for m in &cs.messages {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO messages (conversation_id, channel, direction, kind, body, payload, provider_id, author, status, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(cs.conversation_id)
-        .bind(channel.as_deref().unwrap_or(""))
-        .bind(match m.direction {
-            Direction::In => "in",
-            Direction::Out => "out",
-        })
-        .bind(&m.kind)
-        .bind(&m.body)
-        .bind(json(&m.payload))
-        .bind(&m.provider_id)
-        .bind(&m.author)
-        .bind(&m.status)
-        .bind(cs.at)
-        .fetch_one(&mut *conn)
-        .await?;
-        if let Some(o) = &m.outbound {
-            sqlx::query(
-                "INSERT INTO outbox (message_id, conversation_id, payload, status, next_attempt_at, created_at, updated_at) \
-                 VALUES (?, ?, ?, 'pending', ?, ?, ?)",
-            )
-            .bind(id)
-            .bind(cs.conversation_id)
-            .bind(json(&OutboxItem::Message(o.clone())))
-            .bind(cs.at)
-            .bind(cs.at)
-            .bind(cs.at)
-            .execute(&mut *conn)
-            .await?;
+    for cs in group {
+        if let Some(c) = &cs.contact {
+            sqlx::query("UPDATE contacts SET name = ?, phone = ?, language = ?, attributes = ? WHERE id = ?")
+                .bind(&c.name)
+                .bind(&c.phone)
+                .bind(&c.language)
+                .bind(json(&c.attributes))
+                .bind(c.id)
+                .execute(&mut *conn)
+                .await?;
         }
     }
-    for (connector, body) in &cs.webhooks {
-        let item = OutboxItem::Webhook {
-            connector: connector.clone(),
-            body: body.clone(),
-        };
-        sqlx::query(
-            "INSERT INTO outbox (conversation_id, payload, status, next_attempt_at, created_at, updated_at) VALUES (?, ?, 'pending', ?, ?, ?)",
-        )
-        .bind(cs.conversation_id)
-        .bind(json(&item))
-        .bind(cs.at)
-        .bind(cs.at)
-        .bind(cs.at)
-        .execute(&mut *conn)
-        .await?;
+    let convs: Vec<(&Conversation, Millis)> = group.iter().filter_map(|cs| cs.conversation.as_ref().map(|c| (c, cs.at))).collect();
+    for chunk in convs.chunks(ROWS) {
+        let mut qb = QueryBuilder::new(
+            "INSERT INTO conversations (id, contact_id, channel, status, queue, assignee, priority, tags, attributes, flow, \
+             last_customer_message_at, queued_at, created_at, updated_at) ",
+        );
+        qb.push_values(chunk, |mut b, (c, at)| {
+            b.push_bind(c.id)
+                .push_bind(c.contact_id)
+                .push_bind(c.channel.clone())
+                .push_bind(c.status.as_str())
+                .push_bind(c.queue.clone())
+                .push_bind(c.assignee.clone())
+                .push_bind(c.priority.as_str())
+                .push_bind(json(&c.tags))
+                .push_bind(json(&c.attributes))
+                .push_bind(c.flow.as_ref().map(json))
+                .push_bind(c.last_customer_message_at)
+                .push_bind(c.queued_at)
+                .push_bind(c.created_at)
+                .push_bind(*at);
+        });
+        qb.push(
+            " ON CONFLICT (id) DO UPDATE SET status = excluded.status, queue = excluded.queue, assignee = excluded.assignee, \
+             priority = excluded.priority, tags = excluded.tags, attributes = excluded.attributes, flow = excluded.flow, \
+             last_customer_message_at = excluded.last_customer_message_at, queued_at = excluded.queued_at, updated_at = excluded.updated_at",
+        );
+        qb.build().execute(&mut *conn).await?;
     }
-    for (author, text) in &cs.notes {
-        sqlx::query(
-            "INSERT INTO notes (conversation_id, author, text, created_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(cs.conversation_id)
-        .bind(author)
-        .bind(text)
-        .bind(cs.at)
-        .execute(&mut *conn)
-        .await?;
+    // Messages get their ids here (one writer owns the file), so outbox rows can point at them
+    // without reading anything back.
+    let mut msgs = Vec::new();
+    let mut outbox: Vec<(Option<i64>, i64, String, Millis)> = Vec::new();
+    for cs in group {
+        let channel = cs.conversation.as_ref().map(|c| c.channel.clone()).unwrap_or_default();
+        for m in &cs.messages {
+            let id = ids.message.fetch_add(1, SeqCst) + 1;
+            if let Some(o) = &m.outbound {
+                outbox.push((Some(id), cs.conversation_id, json(&OutboxItem::Message(o.clone())), cs.at));
+            }
+            msgs.push((id, cs.conversation_id, channel.clone(), m, cs.at));
+        }
+        for (connector, body) in &cs.webhooks {
+            let item = OutboxItem::Webhook { connector: connector.clone(), body: body.clone() };
+            outbox.push((None, cs.conversation_id, json(&item), cs.at));
+        }
     }
-    for t in &cs.tickets {
-        let k = &t.ticket;
-        if t.created {
-            sqlx::query(
-                "INSERT INTO tickets (id, conversation_id, title, category, priority, status, owner, queue, due_at, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(k.id)
-            .bind(k.conversation_id)
-            .bind(&k.title)
-            .bind(&k.category)
-            .bind(k.priority.as_str())
-            .bind(k.status.as_str())
-            .bind(&k.owner)
-            .bind(&k.queue)
-            .bind(k.due_at)
-            .bind(k.created_at)
-            .bind(k.updated_at)
-            .execute(&mut *conn)
-            .await?;
-        } else {
-            sqlx::query("UPDATE tickets SET title = ?, category = ?, priority = ?, status = ?, owner = ?, queue = ?, due_at = ?, updated_at = ? WHERE id = ?")
+    for chunk in msgs.chunks(ROWS) {
+        let mut qb = QueryBuilder::new("INSERT INTO messages (id, conversation_id, channel, direction, kind, body, payload, provider_id, author, status, created_at) ");
+        qb.push_values(chunk, |mut b, (id, conv, channel, m, at)| {
+            b.push_bind(*id)
+                .push_bind(*conv)
+                .push_bind(channel.clone())
+                .push_bind(match m.direction {
+                    Direction::In => "in",
+                    Direction::Out => "out",
+                })
+                .push_bind(m.kind.clone())
+                .push_bind(m.body.clone())
+                .push_bind(json(&m.payload))
+                .push_bind(m.provider_id.clone())
+                .push_bind(m.author.clone())
+                .push_bind(m.status.clone())
+                .push_bind(*at);
+        });
+        qb.build().execute(&mut *conn).await?;
+    }
+    for chunk in outbox.chunks(ROWS) {
+        let mut qb = QueryBuilder::new("INSERT INTO outbox (message_id, conversation_id, payload, status, next_attempt_at, created_at, updated_at) ");
+        qb.push_values(chunk, |mut b, (mid, conv, payload, at)| {
+            b.push_bind(*mid).push_bind(*conv).push_bind(payload.clone()).push_bind("pending").push_bind(*at).push_bind(*at).push_bind(*at);
+        });
+        qb.build().execute(&mut *conn).await?;
+    }
+    let notes: Vec<(i64, &String, &String, Millis)> = group.iter().flat_map(|cs| cs.notes.iter().map(move |(a, t)| (cs.conversation_id, a, t, cs.at))).collect();
+    for chunk in notes.chunks(ROWS) {
+        let mut qb = QueryBuilder::new("INSERT INTO notes (conversation_id, author, text, created_at) ");
+        qb.push_values(chunk, |mut b, (conv, a, t, at)| {
+            b.push_bind(*conv).push_bind((*a).clone()).push_bind((*t).clone()).push_bind(*at);
+        });
+        qb.build().execute(&mut *conn).await?;
+    }
+    for cs in group {
+        for t in &cs.tickets {
+            let k = &t.ticket;
+            if t.created {
+                sqlx::query(
+                    "INSERT INTO tickets (id, conversation_id, title, category, priority, status, owner, queue, due_at, created_at, updated_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(k.id)
+                .bind(k.conversation_id)
                 .bind(&k.title)
                 .bind(&k.category)
                 .bind(k.priority.as_str())
@@ -355,23 +348,49 @@ async fn apply(conn: &mut SqliteConnection, cs: &Changeset) -> Result<()> {
                 .bind(&k.owner)
                 .bind(&k.queue)
                 .bind(k.due_at)
+                .bind(k.created_at)
                 .bind(k.updated_at)
+                .execute(&mut *conn)
+                .await?;
+            } else {
+                sqlx::query("UPDATE tickets SET title = ?, category = ?, priority = ?, status = ?, owner = ?, queue = ?, due_at = ?, updated_at = ? WHERE id = ?")
+                    .bind(&k.title)
+                    .bind(&k.category)
+                    .bind(k.priority.as_str())
+                    .bind(k.status.as_str())
+                    .bind(&k.owner)
+                    .bind(&k.queue)
+                    .bind(k.due_at)
+                    .bind(k.updated_at)
+                    .bind(k.id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            sqlx::query("INSERT INTO ticket_events (ticket_id, at, actor, change) VALUES (?, ?, ?, ?)")
                 .bind(k.id)
+                .bind(cs.at)
+                .bind(&t.actor)
+                .bind(json(&t.change))
                 .execute(&mut *conn)
                 .await?;
         }
-        sqlx::query("INSERT INTO ticket_events (ticket_id, at, actor, change) VALUES (?, ?, ?, ?)")
-            .bind(k.id)
-            .bind(cs.at)
-            .bind(&t.actor)
-            .bind(json(&t.change))
-            .execute(&mut *conn)
-            .await?;
+        for (kind, name) in &cs.cancel_jobs {
+            sqlx::query("UPDATE jobs SET done_at = ? WHERE conversation_id = ? AND kind = ? AND name = ? AND done_at IS NULL")
+                .bind(cs.at)
+                .bind(cs.conversation_id)
+                .bind(kind)
+                .bind(name)
+                .execute(&mut *conn)
+                .await?;
+        }
+        for a in &cs.assigned {
+            sqlx::query("UPDATE agents SET last_assigned_at = ? WHERE id = ?").bind(cs.at).bind(a).execute(&mut *conn).await?;
+        }
     }
-    if !cs.audit.is_empty() {
-        let mut qb =
-            QueryBuilder::new("INSERT INTO audit (at, actor, entity, action, before, after) ");
-        qb.push_values(&cs.audit, |mut b, a| {
+    let audit: Vec<&AuditRecord> = group.iter().flat_map(|cs| cs.audit.iter()).collect();
+    for chunk in audit.chunks(ROWS) {
+        let mut qb = QueryBuilder::new("INSERT INTO audit (at, actor, entity, action, before, after) ");
+        qb.push_values(chunk, |mut b, a| {
             b.push_bind(a.at)
                 .push_bind(a.actor.clone())
                 .push_bind(a.entity.clone())
@@ -381,56 +400,49 @@ async fn apply(conn: &mut SqliteConnection, cs: &Changeset) -> Result<()> {
         });
         qb.build().execute(&mut *conn).await?;
     }
-    for (kind, name) in &cs.cancel_jobs {
-        sqlx::query("UPDATE jobs SET done_at = ? WHERE conversation_id = ? AND kind = ? AND name = ? AND done_at IS NULL")
-            .bind(cs.at)
-            .bind(cs.conversation_id)
-            .bind(kind)
-            .bind(name)
-            .execute(&mut *conn)
-            .await?;
+    let jobs: Vec<(i64, &NewJob)> = group.iter().flat_map(|cs| cs.new_jobs.iter().map(move |j| (cs.conversation_id, j))).collect();
+    for chunk in jobs.chunks(ROWS) {
+        let mut qb = QueryBuilder::new("INSERT INTO jobs (conversation_id, kind, name, due_at) ");
+        qb.push_values(chunk, |mut b, (conv, j)| {
+            b.push_bind(*conv).push_bind(j.kind.clone()).push_bind(j.name.clone()).push_bind(j.due_at);
+        });
+        qb.build().execute(&mut *conn).await?;
     }
-    for j in &cs.new_jobs {
-        sqlx::query("INSERT INTO jobs (conversation_id, kind, name, due_at) VALUES (?, ?, ?, ?)")
-            .bind(cs.conversation_id)
-            .bind(&j.kind)
-            .bind(&j.name)
-            .bind(j.due_at)
-            .execute(&mut *conn)
-            .await?;
+    let done: Vec<(i64, Millis)> = group.iter().filter_map(|cs| cs.inbox_id.map(|i| (i, cs.at))).collect();
+    for chunk in done.chunks(ROWS) {
+        // processed_at = the decision's time, per row.
+        let mut qb = QueryBuilder::new("UPDATE inbox SET processed_at = CASE id ");
+        for (id, at) in chunk {
+            qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(*at);
+        }
+        qb.push(" END WHERE id IN (");
+        let mut sep = qb.separated(", ");
+        for (id, _) in chunk {
+            sep.push_bind(*id);
+        }
+        qb.push(")");
+        qb.build().execute(&mut *conn).await?;
     }
-    for a in &cs.assigned {
-        sqlx::query("UPDATE agents SET last_assigned_at = ? WHERE id = ?")
-            .bind(cs.at)
-            .bind(a)
-            .execute(&mut *conn)
-            .await?;
+    for cs in group {
+        if let Some(id) = cs.job_id {
+            sqlx::query("UPDATE jobs SET done_at = ? WHERE id = ?").bind(cs.at).bind(id).execute(&mut *conn).await?;
+        }
     }
-    if let Some(id) = cs.inbox_id {
-        sqlx::query("UPDATE inbox SET processed_at = ? WHERE id = ?")
-            .bind(cs.at)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-    }
-    if let Some(id) = cs.job_id {
-        sqlx::query("UPDATE jobs SET done_at = ? WHERE id = ?")
-            .bind(cs.at)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-    }
-    if let Some((hash, trace)) = &cs.trace {
-        sqlx::query("INSERT INTO traces (conversation_id, inbox_id, pack_hash, at, trace) VALUES (?, ?, ?, ?, ?)")
-            .bind(cs.conversation_id)
-            .bind(cs.inbox_id)
-            .bind(hash)
-            .bind(cs.at)
-            .bind(json(trace))
-            .execute(&mut *conn)
-            .await?;
+    let traces: Vec<(&Changeset, &(String, Value))> = group.iter().filter_map(|cs| cs.trace.as_ref().map(|t| (*cs, t))).collect();
+    for chunk in traces.chunks(ROWS) {
+        let mut qb = QueryBuilder::new("INSERT INTO traces (conversation_id, inbox_id, pack_hash, at, trace) ");
+        qb.push_values(chunk, |mut b, (cs, (hash, trace))| {
+            b.push_bind(cs.conversation_id).push_bind(cs.inbox_id).push_bind(hash.clone()).push_bind(cs.at).push_bind(json(trace));
+        });
+        qb.build().execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// Ids this process hands out for the rows it inserts.
+#[derive(Debug, Default)]
+struct Ids {
+    message: std::sync::atomic::AtomicI64,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
