@@ -6,6 +6,7 @@
 //! transaction, each in its own savepoint so one bad changeset cannot take the others down.
 //! Reads use a separate pool.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,54 @@ pub struct SqliteStore {
     /// The last ticket number handed out. One process owns a SQLite file (several instances
     /// share PostgreSQL instead), so numbers are allocated in memory, without a write.
     last_ticket: std::sync::atomic::AtomicI64,
+    /// Recently used conversation contexts, kept equal to what is committed (the writer
+    /// updates them after each COMMIT): the pipeline then reads nothing for a known customer.
+    cache: Arc<ContextCache>,
+}
+
+/// Contexts by conversation id, and conversation ids by `channel:external_id`.
+#[derive(Debug, Default)]
+struct ContextCache {
+    inner: std::sync::Mutex<(HashMap<i64, Context>, HashMap<String, i64>)>,
+}
+
+const CACHE_MAX: usize = 50_000;
+
+impl ContextCache {
+    fn by_key(&self, key: &str) -> Option<Context> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.1.get(key).and_then(|id| g.0.get(id)).cloned()
+    }
+    fn by_id(&self, id: i64) -> Option<Context> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).0.get(&id).cloned()
+    }
+    fn put(&self, ctx: &Context) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0.len() >= CACHE_MAX {
+            g.0.clear();
+            g.1.clear();
+        }
+        let key = format!("{}:{}", ctx.contact.channel, ctx.contact.external_id);
+        g.1.insert(key, ctx.conversation.id);
+        g.0.insert(ctx.conversation.id, Context { created: false, ..ctx.clone() });
+    }
+    /// After a commit: the cached context becomes what was written.
+    fn committed(&self, cs: &Changeset) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(ctx) = g.0.get_mut(&cs.conversation_id) else { return };
+        if let Some(c) = &cs.conversation {
+            ctx.conversation = c.clone();
+        }
+        if let Some(c) = &cs.contact {
+            ctx.contact = c.clone();
+        }
+        if let Some(t) = cs.tickets.last() {
+            ctx.ticket = t.ticket.status.is_open().then(|| t.ticket.clone());
+        }
+    }
+    fn forget(&self, id: i64) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).0.remove(&id);
+    }
 }
 
 impl SqliteStore {
@@ -76,13 +125,14 @@ impl SqliteStore {
         let last_ticket: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM tickets").fetch_one(&write).await?;
         let last_message: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM messages").fetch_one(&write).await?;
         let ids = Arc::new(Ids { message: last_message.into() });
+        let cache = Arc::new(ContextCache::default());
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(writer(write.clone(), ids, rx));
-        Ok(SqliteStore { read, write, writer: tx, last_ticket: last_ticket.into() })
+        tokio::spawn(writer(write.clone(), ids, cache.clone(), rx));
+        Ok(SqliteStore { read, write, writer: tx, last_ticket: last_ticket.into(), cache })
     }
 }
 
-async fn writer(pool: SqlitePool, ids: Arc<Ids>, mut rx: mpsc::Receiver<WriteOp>) {
+async fn writer(pool: SqlitePool, ids: Arc<Ids>, cache: Arc<ContextCache>, mut rx: mpsc::Receiver<WriteOp>) {
     while let Some(first) = rx.recv().await {
         let mut ops = vec![first];
         while ops.len() < GROUP_MAX {
@@ -91,14 +141,14 @@ async fn writer(pool: SqlitePool, ids: Arc<Ids>, mut rx: mpsc::Receiver<WriteOp>
                 Err(_) => break,
             }
         }
-        write_group(&pool, &ids, ops).await;
+        write_group(&pool, &ids, &cache, ops).await;
     }
 }
 
 /// Writes a group of operations. Fast path: one transaction for all of them, every inbox
 /// event of the group in one multi-row statement. If anything fails, the group is rolled back
 /// and each operation is retried in its own transaction, so one bad changeset fails alone.
-async fn write_group(pool: &SqlitePool, ids: &Ids, ops: Vec<WriteOp>) {
+async fn write_group(pool: &SqlitePool, ids: &Ids, cache: &ContextCache, ops: Vec<WriteOp>) {
     let fast: Result<Vec<GroupResult>> = async {
         let mut conn = pool.acquire().await?;
         let mut tx = conn.begin().await?;
@@ -136,6 +186,11 @@ async fn write_group(pool: &SqlitePool, ids: &Ids, ops: Vec<WriteOp>) {
     match fast {
         // Nobody hears "ok" before the COMMIT: acknowledgements follow it.
         Ok(results) => {
+            for op in &ops {
+                if let WriteOp::Commit(cs, _) = op {
+                    cache.committed(cs);
+                }
+            }
             for (op, r) in ops.into_iter().zip(results) {
                 match (op, r) {
                     (WriteOp::Ingest(_, _, reply), GroupResult::Ingest(v)) => {
@@ -174,6 +229,10 @@ async fn write_group(pool: &SqlitePool, ids: &Ids, ops: Vec<WriteOp>) {
                             Ok(())
                         }
                         .await;
+                        match &r {
+                            Ok(()) => cache.committed(&cs),
+                            Err(_) => cache.forget(cs.conversation_id),
+                        }
                         let _ = reply.send(r);
                     }
                 }
@@ -645,19 +704,29 @@ impl Store for SqliteStore {
     }
 
     async fn load_context(&self, channel: &str, external_id: &str, name: Option<&str>, phone: Option<&str>, now: Millis) -> Result<Context> {
+        if let Some(c) = self.cache.by_key(&format!("{channel}:{external_id}")) {
+            return Ok(c);
+        }
         let row = sqlx::query(&format!("{CONTEXT_SELECT} WHERE c.channel = ? AND c.external_id = ?"))
             .bind(channel)
             .bind(external_id)
             .fetch_optional(&self.read)
             .await?;
         if let Some(r) = row {
-            return context_from(&r);
+            let ctx = context_from(&r)?;
+            self.cache.put(&ctx);
+            return Ok(ctx);
         }
         let (contact, conversation, created) = self.open_conversation(channel, external_id, name, phone, now).await?;
-        Ok(Context { contact, conversation, created, ticket: None })
+        let ctx = Context { contact, conversation, created, ticket: None };
+        self.cache.put(&ctx);
+        Ok(ctx)
     }
 
     async fn context_of(&self, conversation_id: i64) -> Result<Option<Context>> {
+        if let Some(c) = self.cache.by_id(conversation_id) {
+            return Ok(Some(c));
+        }
         let row = sqlx::query(&format!("{CONTEXT_SELECT} WHERE v.id = ?")).bind(conversation_id).fetch_optional(&self.read).await?;
         row.as_ref().map(context_from).transpose()
     }
@@ -894,6 +963,8 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
+            // After the COMMIT, so a reader cannot put the old owner back.
+            self.cache.forget(conversation_id);
             return Ok(Claim::Claimed);
         }
         let owner: Option<Option<String>> =
