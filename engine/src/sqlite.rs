@@ -43,6 +43,16 @@ pub struct SqliteStore {
     /// Recently used conversation contexts, kept equal to what is committed (the writer
     /// updates them after each COMMIT): the pipeline then reads nothing for a known customer.
     cache: Arc<ContextCache>,
+    /// Queues with at least one online agent (refreshed when an agent is saved): routing to a
+    /// queue nobody works reads nothing.
+    staffed: std::sync::RwLock<std::collections::HashSet<String>>,
+}
+
+async fn staffed_queues(conn: &mut SqliteConnection) -> Result<std::collections::HashSet<String>> {
+    let v: Vec<String> = sqlx::query_scalar("SELECT DISTINCT q.value FROM agents a, json_each(a.queues) q WHERE a.availability = 'online'")
+        .fetch_all(conn)
+        .await?;
+    Ok(v.into_iter().collect())
 }
 
 /// Contexts by conversation id, and conversation ids by `channel:external_id`.
@@ -128,7 +138,8 @@ impl SqliteStore {
         let cache = Arc::new(ContextCache::default());
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(writer(write.clone(), ids, cache.clone(), rx));
-        Ok(SqliteStore { read, write, writer: tx, last_ticket: last_ticket.into(), cache })
+        let staffed = staffed_queues(&mut *write.acquire().await?).await?.into();
+        Ok(SqliteStore { read, write, writer: tx, last_ticket: last_ticket.into(), cache, staffed })
     }
 }
 
@@ -770,6 +781,9 @@ impl Store for SqliteStore {
     }
 
     async fn eligible_agents(&self, queue: &str) -> Result<Vec<AgentLoad>> {
+        if !self.staffed.read().unwrap_or_else(|e| e.into_inner()).contains(queue) {
+            return Ok(Vec::new());
+        }
         let rows = sqlx::query(
             "SELECT a.id, a.capacity, a.last_assigned_at, \
                (SELECT count(*) FROM conversations v WHERE v.assignee = a.id AND v.status <> 'resolved') AS open \
@@ -1004,6 +1018,8 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        let staffed = staffed_queues(&mut conn).await?;
+        *self.staffed.write().unwrap_or_else(|e| e.into_inner()) = staffed;
         Ok(())
     }
 
