@@ -277,15 +277,14 @@ async fn insert_inbox(
             " ON CONFLICT (channel, provider_id) DO NOTHING RETURNING id, channel, provider_id",
         );
         let rows = qb.build().fetch_all(&mut *conn).await?;
+        // Which event each inserted row is: the first of the chunk with that id.
+        let mut first: HashMap<(&str, &str), usize> = HashMap::with_capacity(chunk.len());
+        for (i, e) in chunk.iter().enumerate() {
+            first.entry((e.channel(), e.provider_id())).or_insert(i);
+        }
         for row in rows {
-            let (id, ch, pid): (i64, String, String) =
-                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-            // The first event of the batch with that id (a batch may repeat one).
-            if let Some(i) = chunk.iter().enumerate().position(|(i, e)| {
-                e.channel() == ch
-                    && e.provider_id() == pid
-                    && out[chunk_no * 1000 + i] == Ingested::Duplicate
-            }) {
+            let (id, ch, pid): (i64, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            if let Some(i) = first.get(&(ch.as_str(), pid.as_str())) {
                 out[chunk_no * 1000 + i] = Ingested::New(id);
             }
         }

@@ -105,24 +105,6 @@ struct SparseVec {
     w: Vec<f32>,
 }
 
-impl SparseVec {
-    fn dot(&self, other: &SparseVec) -> f32 {
-        let (mut i, mut j, mut s) = (0, 0, 0.0);
-        while i < self.ids.len() && j < other.ids.len() {
-            match self.ids[i].cmp(&other.ids[j]) {
-                std::cmp::Ordering::Less => i += 1,
-                std::cmp::Ordering::Greater => j += 1,
-                std::cmp::Ordering::Equal => {
-                    s += self.w[i] * other.w[j];
-                    i += 1;
-                    j += 1;
-                }
-            }
-        }
-        s
-    }
-}
-
 /// Weights of the feature families.
 const W_WORD: f32 = 1.0;
 const W_BIGRAM: f32 = 0.6;
@@ -134,26 +116,58 @@ const MIX_CENTROID: f32 = 0.25;
 const KEYWORD_BOOST: f32 = 0.2;
 const PATTERN_SCORE: f32 = 0.95;
 
-/// Raw feature strings of a normalised text, with their family weight.
-fn raw_features(norm: &str, out: &mut Vec<(String, f32)>) {
+/// FNV-1a, 64 bits: a fixed hash, so feature ids are the same on every machine.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new(family: u8) -> Fnv {
+        let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+        h.byte(family);
+        h
+    }
+    fn byte(&mut self, b: u8) {
+        self.0 ^= b as u64;
+        self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    fn bytes(&mut self, s: &[u8]) {
+        for b in s {
+            self.byte(*b);
+        }
+    }
+    fn char(&mut self, c: char) {
+        let mut buf = [0u8; 4];
+        self.bytes(c.encode_utf8(&mut buf).as_bytes());
+    }
+}
+
+/// Hashed features of a normalised text (words, word pairs, character 3- and 4-grams with
+/// word boundaries), with their family weight. No allocation per feature.
+fn raw_features(norm: &str, out: &mut Vec<(u64, f32)>) {
     out.clear();
     let words: Vec<&str> = norm.split(' ').filter(|w| !w.is_empty()).collect();
+    let mut chars: Vec<char> = Vec::with_capacity(32);
     for (i, w) in words.iter().enumerate() {
-        out.push((format!("w:{w}"), W_WORD));
+        let mut h = Fnv::new(b'w');
+        h.bytes(w.as_bytes());
+        out.push((h.0, W_WORD));
         if let Some(next) = words.get(i + 1) {
-            out.push((format!("b:{w} {next}"), W_BIGRAM));
+            let mut h = Fnv::new(b'b');
+            h.bytes(w.as_bytes());
+            h.byte(b' ');
+            h.bytes(next.as_bytes());
+            out.push((h.0, W_BIGRAM));
         }
-        let chars: Vec<char> = std::iter::once('<')
-            .chain(w.chars())
-            .chain(std::iter::once('>'))
-            .collect();
+        chars.clear();
+        chars.push('<');
+        chars.extend(w.chars());
+        chars.push('>');
         for n in 3..=4 {
-            if chars.len() < n {
-                continue;
-            }
             for win in chars.windows(n) {
-                let g: String = win.iter().collect();
-                out.push((format!("c:{g}"), W_CHAR));
+                let mut h = Fnv::new(b'c');
+                for c in win {
+                    h.char(*c);
+                }
+                out.push((h.0, W_CHAR));
             }
         }
     }
@@ -171,10 +185,11 @@ pub struct IntentSpec {
 #[derive(Debug, Clone)]
 struct IntentModel {
     name: String,
-    examples: Vec<SparseVec>,
-    centroid: SparseVec,
-    /// Un-normalised sum of the example vectors (for leave-one-out centroids).
-    sum: HashMap<u32, f32>,
+    /// Its examples: `examples[first..first + count]` of the classifier.
+    first: usize,
+    count: usize,
+    /// |Σ examples|², for the centroid's norm (also without one example).
+    sum_norm2: f32,
     /// Normalised keywords, each as a sequence of words.
     keywords: Vec<Vec<String>>,
     patterns: Vec<regex::Regex>,
@@ -183,11 +198,19 @@ struct IntentModel {
 /// The trained classifier.
 #[derive(Debug, Clone)]
 pub struct Classifier {
-    vocab: HashMap<String, u32>,
+    vocab: HashMap<u64, u32>,
     idf: Vec<f32>,
     /// Weight given to features never seen in training (they still lower the similarity).
     unseen_idf: f32,
     intents: Vec<IntentModel>,
+    /// feature → `(example, weight)`: an inverted index, so a message touches only the
+    /// examples that share a feature with it.
+    postings: Vec<Vec<(u32, f32)>>,
+    /// feature → `(intent, weight of the intent's example sum)`.
+    sum_postings: Vec<Vec<(u32, f32)>>,
+    /// Per example: its dot product with its intent's example sum (leave-one-out centroids).
+    self_dot: Vec<f32>,
+    n_examples: usize,
     /// Logistic calibration: confidence = σ(a·top + b·margin + c).
     calib: [f32; 3],
     pub threshold: f32,
@@ -209,7 +232,7 @@ pub struct Classification {
 impl Classifier {
     pub fn train(specs: &[IntentSpec], threshold: f32) -> Classifier {
         // Vocabulary and document frequencies, over examples and keywords.
-        let mut vocab: HashMap<String, u32> = HashMap::new();
+        let mut vocab: HashMap<u64, u32> = HashMap::new();
         let mut df: Vec<u32> = Vec::new();
         let mut docs = 0u32;
         let mut feats = Vec::new();
@@ -222,7 +245,7 @@ impl Classifier {
                 let mut seen: Vec<u32> = Vec::new();
                 for (f, _) in &feats {
                     let next = vocab.len() as u32;
-                    let id = *vocab.entry(f.clone()).or_insert(next);
+                    let id = *vocab.entry(*f).or_insert(next);
                     if id as usize >= df.len() {
                         df.push(0);
                     }
@@ -236,33 +259,51 @@ impl Classifier {
             texts.push(t);
         }
         let n = docs.max(1) as f32;
-        let idf: Vec<f32> = df
-            .iter()
-            .map(|d| ((1.0 + n) / (1.0 + *d as f32)).ln() + 1.0)
-            .collect();
+        let idf: Vec<f32> = df.iter().map(|d| ((1.0 + n) / (1.0 + *d as f32)).ln() + 1.0).collect();
         let unseen_idf = ((1.0 + n) / 1.0).ln() + 1.0;
+        let nf = idf.len();
         let mut c = Classifier {
             vocab,
             idf,
             unseen_idf,
             intents: Vec::new(),
+            postings: vec![Vec::new(); nf],
+            sum_postings: vec![Vec::new(); nf],
+            self_dot: Vec::new(),
+            n_examples: 0,
             calib: [8.0, 6.0, -4.0],
             threshold,
         };
-        for (s, t) in specs.iter().zip(&texts) {
-            let examples: Vec<SparseVec> = t.iter().map(|x| c.vectorize(x)).collect();
+        let mut example_vecs: Vec<SparseVec> = Vec::new();
+        for (ii, (s, t)) in specs.iter().zip(&texts).enumerate() {
+            let first = example_vecs.len();
+            let vecs: Vec<SparseVec> = t.iter().map(|x| c.vectorize(x)).collect();
             let mut sum: HashMap<u32, f32> = HashMap::new();
-            for e in &examples {
-                for (id, w) in e.ids.iter().zip(&e.w) {
+            for v in &vecs {
+                for (id, w) in v.ids.iter().zip(&v.w) {
                     *sum.entry(*id).or_insert(0.0) += w;
                 }
             }
-            let centroid = to_sparse(&sum);
+            let mut sum_sorted: Vec<(u32, f32)> = sum.into_iter().collect();
+            sum_sorted.sort_by_key(|(id, _)| *id);
+            for (id, w) in &sum_sorted {
+                c.sum_postings[*id as usize].push((ii as u32, *w));
+            }
+            let sum_norm2 = sum_sorted.iter().map(|(_, w)| w * w).sum();
+            for v in &vecs {
+                let d: f32 = v
+                    .ids
+                    .iter()
+                    .zip(&v.w)
+                    .map(|(id, w)| sum_sorted.binary_search_by_key(id, |(k, _)| *k).map(|i| sum_sorted[i].1 * w).unwrap_or(0.0))
+                    .sum();
+                c.self_dot.push(d);
+            }
             c.intents.push(IntentModel {
                 name: s.name.clone(),
-                examples,
-                centroid,
-                sum,
+                first,
+                count: vecs.len(),
+                sum_norm2,
                 keywords: s
                     .keywords
                     .iter()
@@ -271,7 +312,14 @@ impl Classifier {
                     .collect(),
                 patterns: s.patterns.clone(),
             });
+            example_vecs.extend(vecs);
         }
+        for (ei, v) in example_vecs.iter().enumerate() {
+            for (id, w) in v.ids.iter().zip(&v.w) {
+                c.postings[*id as usize].push((ei as u32, *w));
+            }
+        }
+        c.n_examples = example_vecs.len();
         c.calibrate(specs);
         c
     }
@@ -314,36 +362,46 @@ impl Classifier {
     }
 
     /// Raw score of each intent for a vector; `skip` leaves one example out (calibration).
-    fn raw_scores(&self, norm: &str, v: &SparseVec, skip: Option<(usize, usize)>) -> Vec<f32> {
+    fn raw_scores(&self, norm: &str, v: &SparseVec, skip: Option<usize>) -> Vec<f32> {
+        let mut sims = vec![0.0f32; self.n_examples];
+        let mut sums = vec![0.0f32; self.intents.len()];
+        for (id, qw) in v.ids.iter().zip(&v.w) {
+            for (e, w) in &self.postings[*id as usize] {
+                sims[*e as usize] += qw * w;
+            }
+            for (i, w) in &self.sum_postings[*id as usize] {
+                sums[*i as usize] += qw * w;
+            }
+        }
         let words: Vec<&str> = norm.split(' ').collect();
         self.intents
             .iter()
             .enumerate()
             .map(|(ii, m)| {
                 let (mut best, mut second) = (0.0f32, 0.0f32);
-                for (ei, e) in m.examples.iter().enumerate() {
-                    if skip == Some((ii, ei)) {
+                for (ei, s) in sims[m.first..m.first + m.count].iter().enumerate() {
+                    if skip == Some(m.first + ei) {
                         continue;
                     }
-                    let s = v.dot(e);
-                    if s > best {
+                    if *s > best {
                         second = best;
-                        best = s;
-                    } else if s > second {
-                        second = s;
+                        best = *s;
+                    } else if *s > second {
+                        second = *s;
                     }
                 }
                 let cen = match skip {
-                    Some((si, ei)) if si == ii => {
-                        // Centroid without the left-out example.
-                        let e = &m.examples[ei];
-                        let mut sum = m.sum.clone();
-                        for (id, w) in e.ids.iter().zip(&e.w) {
-                            *sum.entry(*id).or_insert(0.0) -= w;
+                    // The centroid without the left-out example e: (Σ − e)·q / |Σ − e|.
+                    Some(e) if (m.first..m.first + m.count).contains(&e) => {
+                        let n2 = (m.sum_norm2 - 2.0 * self.self_dot[e] + 1.0).max(0.0);
+                        if n2 > 1e-9 {
+                            (sums[ii] - sims[e]) / n2.sqrt()
+                        } else {
+                            0.0
                         }
-                        v.dot(&to_sparse(&sum))
                     }
-                    _ => v.dot(&m.centroid),
+                    _ if m.sum_norm2 > 0.0 => sums[ii] / m.sum_norm2.sqrt(),
+                    _ => 0.0,
                 };
                 let mut raw = MIX_MAX * best + MIX_SECOND * second + MIX_CENTROID * cen;
                 if m.keywords.iter().any(|k| contains_seq(&words, k)) {
@@ -369,7 +427,7 @@ impl Classifier {
             for (ei, ex) in s.examples.iter().enumerate() {
                 let norm = normalize(ex);
                 let v = self.vectorize(&norm);
-                let scores = self.raw_scores(&norm, &v, Some((ii, ei)));
+                let scores = self.raw_scores(&norm, &v, Some(self.intents[ii].first + ei));
                 let (top_i, top, margin) = top_two(&scores);
                 rows.push((top, margin, if top_i == ii { 1.0 } else { 0.0 }));
             }
@@ -380,9 +438,6 @@ impl Classifier {
             rows.push((0.0, 0.0, 0.0));
             rows.push((0.1, 0.05, 0.0));
             rows.push((0.9, 0.5, 1.0));
-        }
-        if rows.is_empty() {
-            return;
         }
         // Plain gradient descent with a little L2: deterministic and small (a few hundred rows).
         let (mut a, mut b, mut c) = (4.0f32, 4.0f32, -2.0f32);
@@ -444,18 +499,6 @@ impl Classifier {
     }
 }
 
-fn to_sparse(sum: &HashMap<u32, f32>) -> SparseVec {
-    let mut pairs: Vec<(u32, f32)> = sum.iter().map(|(k, v)| (*k, *v)).collect();
-    pairs.sort_by_key(|(k, _)| *k);
-    let norm = pairs.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
-    let mut v = SparseVec::default();
-    for (k, w) in pairs {
-        v.ids.push(k);
-        v.w.push(if norm > 0.0 { w / norm } else { 0.0 });
-    }
-    v
-}
-
 /// Index of the best score, the best score, and its margin over the second.
 fn top_two(scores: &[f32]) -> (usize, f32, f32) {
     let (mut bi, mut b, mut s) = (0usize, f32::MIN, 0.0f32);
@@ -478,9 +521,7 @@ fn contains_seq(words: &[&str], k: &[String]) -> bool {
     if k.is_empty() || k.len() > words.len() {
         return false;
     }
-    words
-        .windows(k.len())
-        .any(|w| w.iter().zip(k).all(|(a, b)| *a == b.as_str()))
+    words.windows(k.len()).any(|w| w.iter().zip(k).all(|(a, b)| *a == b.as_str()))
 }
 
 #[cfg(test)]
