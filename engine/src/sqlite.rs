@@ -400,49 +400,36 @@ async fn apply_group(conn: &mut SqliteConnection, ids: &Ids, group: &[&Changeset
         });
         qb.build().execute(&mut *conn).await?;
     }
-    for cs in group {
-        for t in &cs.tickets {
+    // Tickets: created and updated rows in one upsert, their history in one insert.
+    let tickets: Vec<(&TicketChange, Millis)> = group.iter().flat_map(|cs| cs.tickets.iter().map(move |t| (t, cs.at))).collect();
+    for chunk in tickets.chunks(ROWS) {
+        let mut qb = QueryBuilder::new("INSERT INTO tickets (id, conversation_id, title, category, priority, status, owner, queue, due_at, created_at, updated_at) ");
+        qb.push_values(chunk, |mut b, (t, _)| {
             let k = &t.ticket;
-            if t.created {
-                sqlx::query(
-                    "INSERT INTO tickets (id, conversation_id, title, category, priority, status, owner, queue, due_at, created_at, updated_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(k.id)
-                .bind(k.conversation_id)
-                .bind(&k.title)
-                .bind(&k.category)
-                .bind(k.priority.as_str())
-                .bind(k.status.as_str())
-                .bind(&k.owner)
-                .bind(&k.queue)
-                .bind(k.due_at)
-                .bind(k.created_at)
-                .bind(k.updated_at)
-                .execute(&mut *conn)
-                .await?;
-            } else {
-                sqlx::query("UPDATE tickets SET title = ?, category = ?, priority = ?, status = ?, owner = ?, queue = ?, due_at = ?, updated_at = ? WHERE id = ?")
-                    .bind(&k.title)
-                    .bind(&k.category)
-                    .bind(k.priority.as_str())
-                    .bind(k.status.as_str())
-                    .bind(&k.owner)
-                    .bind(&k.queue)
-                    .bind(k.due_at)
-                    .bind(k.updated_at)
-                    .bind(k.id)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            sqlx::query("INSERT INTO ticket_events (ticket_id, at, actor, change) VALUES (?, ?, ?, ?)")
-                .bind(k.id)
-                .bind(cs.at)
-                .bind(&t.actor)
-                .bind(json(&t.change))
-                .execute(&mut *conn)
-                .await?;
-        }
+            b.push_bind(k.id)
+                .push_bind(k.conversation_id)
+                .push_bind(k.title.clone())
+                .push_bind(k.category.clone())
+                .push_bind(k.priority.as_str())
+                .push_bind(k.status.as_str())
+                .push_bind(k.owner.clone())
+                .push_bind(k.queue.clone())
+                .push_bind(k.due_at)
+                .push_bind(k.created_at)
+                .push_bind(k.updated_at);
+        });
+        qb.push(
+            " ON CONFLICT (id) DO UPDATE SET title = excluded.title, category = excluded.category, priority = excluded.priority, \
+             status = excluded.status, owner = excluded.owner, queue = excluded.queue, due_at = excluded.due_at, updated_at = excluded.updated_at",
+        );
+        qb.build().execute(&mut *conn).await?;
+        let mut qb = QueryBuilder::new("INSERT INTO ticket_events (ticket_id, at, actor, change) ");
+        qb.push_values(chunk, |mut b, (t, at)| {
+            b.push_bind(t.ticket.id).push_bind(*at).push_bind(t.actor.clone()).push_bind(json(&t.change));
+        });
+        qb.build().execute(&mut *conn).await?;
+    }
+    for cs in group {
         for (kind, name) in &cs.cancel_jobs {
             sqlx::query("UPDATE jobs SET done_at = ? WHERE conversation_id = ? AND kind = ? AND name = ? AND done_at IS NULL")
                 .bind(cs.at)
