@@ -22,7 +22,13 @@ struct Null;
 
 #[async_trait]
 impl Lookup for Null {
-    async fn call(&self, _: &str, _: LookupAction, _: &Value, _: Option<&str>) -> Result<Option<Value>, LookupError> {
+    async fn call(
+        &self,
+        _: &str,
+        _: LookupAction,
+        _: &Value,
+        _: Option<&str>,
+    ) -> Result<Option<Value>, LookupError> {
         Ok(None)
     }
 }
@@ -44,7 +50,14 @@ impl Notifier for Parked {
     }
 }
 
-const TEXTS: &[&str] = &["parcel toota hua aaya hai", "size chota hai exchange karna hai", "mera address change kar dein", "talk to a human please", "do you have this in maroon", "payment deduct ho gayi"];
+const TEXTS: &[&str] = &[
+    "parcel toota hua aaya hai",
+    "size chota hai exchange karna hai",
+    "mera address change kar dein",
+    "talk to a human please",
+    "do you have this in maroon",
+    "payment deduct ho gayi",
+];
 
 fn events(n: usize, convs: usize, tag: &str) -> Vec<Inbound> {
     (0..n)
@@ -63,7 +76,11 @@ fn events(n: usize, convs: usize, tag: &str) -> Vec<Inbound> {
 }
 
 async fn open(dir: &Path, name: &str) -> Arc<dyn Store> {
-    Arc::new(SqliteStore::open(&format!("sqlite://{}", dir.join(name).display())).await.unwrap())
+    Arc::new(
+        SqliteStore::open(&format!("sqlite://{}", dir.join(name).display()))
+            .await
+            .unwrap(),
+    )
 }
 
 /// Ingests `evs` from 64 concurrent "webhook" tasks, one event per call, like real traffic.
@@ -92,9 +109,16 @@ async fn ingest_concurrently(store: Arc<dyn Store>, evs: Vec<Inbound>) -> Durati
 }
 
 fn main() {
-    let n: usize = std::env::var("E2E_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let n: usize = std::env::var("E2E_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let convs = 200;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
 

@@ -22,19 +22,43 @@ struct Orders;
 
 #[async_trait]
 impl Lookup for Orders {
-    async fn call(&self, _: &str, _: LookupAction, key: &Value, _: Option<&str>) -> Result<Option<Value>, LookupError> {
-        Ok(Some(json!({ "name": format!("#{}", key.as_str().unwrap_or("10234")), "status": "dispatched", "tracking_url": "https://t.example/1" })))
+    async fn call(
+        &self,
+        _: &str,
+        _: LookupAction,
+        key: &Value,
+        _: Option<&str>,
+    ) -> Result<Option<Value>, LookupError> {
+        Ok(Some(
+            json!({ "name": format!("#{}", key.as_str().unwrap_or("10234")), "status": "dispatched", "tracking_url": "https://t.example/1" }),
+        ))
     }
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (engine, rows) = rt.block_on(async {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&format!("sqlite://{}", dir.path().join("b.db").display())).await.unwrap());
-        let pack = switchyard_rules::load_dir(Path::new("../examples/pk-ecommerce")).unwrap().pack.unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&format!("sqlite://{}", dir.path().join("b.db").display()))
+                .await
+                .unwrap(),
+        );
+        let pack = switchyard_rules::load_dir(Path::new("../examples/pk-ecommerce"))
+            .unwrap()
+            .pack
+            .unwrap();
         let engine = Engine::new(store.clone(), Arc::new(pack), Arc::new(Orders));
-        let texts = ["mera order kahan hai #10234", "parcel toota hua aaya hai", "size chota hai exchange karna hai", "hello", "do you have this in maroon"];
+        let texts = [
+            "mera order kahan hai #10234",
+            "parcel toota hua aaya hai",
+            "size chota hai exchange karna hai",
+            "hello",
+            "do you have this in maroon",
+        ];
         let events: Vec<Inbound> = texts
             .iter()
             .enumerate()
@@ -61,7 +85,19 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline");
     for (i, row) in rows.iter().enumerate() {
         g.bench_function(format!("decide_excluding_commit/{i}"), |b| {
-            b.iter(|| rt.block_on(async { black_box(engine.decide(row, 1_800_000_000_000).await.unwrap().changeset.messages.len()) }))
+            b.iter(|| {
+                rt.block_on(async {
+                    black_box(
+                        engine
+                            .decide(row, 1_800_000_000_000)
+                            .await
+                            .unwrap()
+                            .changeset
+                            .messages
+                            .len(),
+                    )
+                })
+            })
         });
     }
     g.finish();

@@ -100,12 +100,22 @@ impl Engine {
     }
 
     /// A conversation's context, read under its lock.
-    async fn locked_context(&self, conversation_id: i64) -> Result<Option<(crate::store::Context, tokio::sync::OwnedMutexGuard<()>)>, EngineError> {
-        let Some(ctx) = self.store.context_of(conversation_id).await? else { return Ok(None) };
+    async fn locked_context(
+        &self,
+        conversation_id: i64,
+    ) -> Result<Option<(crate::store::Context, tokio::sync::OwnedMutexGuard<()>)>, EngineError>
+    {
+        let Some(ctx) = self.store.context_of(conversation_id).await? else {
+            return Ok(None);
+        };
         let key = format!("{}:{}", ctx.contact.channel, ctx.contact.external_id);
         let guard = self.lock_for(&key).lock_owned().await;
         // Again, under the lock.
-        Ok(self.store.context_of(conversation_id).await?.map(|c| (c, guard)))
+        Ok(self
+            .store
+            .context_of(conversation_id)
+            .await?
+            .map(|c| (c, guard)))
     }
 
     /// Processes one committed inbox event and commits its outcome (marking it processed).
@@ -141,7 +151,10 @@ impl Engine {
         // Lock first, then read: the state read is the state decided on.
         let lock = self.lock_for(&format!("{channel}:{ext}"));
         let guard = lock.lock_owned().await;
-        let ctx = self.store.load_context(channel, ext, name.as_deref(), phone.as_deref(), now).await?;
+        let ctx = self
+            .store
+            .load_context(channel, ext, name.as_deref(), phone.as_deref(), now)
+            .await?;
         let created = ctx.created;
         let pack = self.pack();
         let mut run = Run::new(self, &pack, ctx, now);
@@ -183,7 +196,12 @@ impl Engine {
             intent: out_intent(&changeset),
             trace: changeset.trace.clone().map(|t| t.1).unwrap_or_default(),
         };
-        Ok(Decision { changeset, freed, processed, guard })
+        Ok(Decision {
+            changeset,
+            freed,
+            processed,
+            guard,
+        })
     }
 
     /// Gives waiting conversations of `queue` to agents who can take them, longest-waiting
@@ -192,9 +210,13 @@ impl Engine {
     pub async fn assign_waiting(&self, queue: &str, now: Millis) -> Result<usize, EngineError> {
         let mut assigned = 0;
         for id in self.store.waiting_conversations(queue, 100).await? {
-            let Some(ctx) = self.locked_context(id).await? else { continue };
+            let Some(ctx) = self.locked_context(id).await? else {
+                continue;
+            };
             let (ctx, _guard) = ctx;
-            if ctx.conversation.assignee.is_some() || ctx.conversation.queue.as_deref() != Some(queue) {
+            if ctx.conversation.assignee.is_some()
+                || ctx.conversation.queue.as_deref() != Some(queue)
+            {
                 continue;
             }
             let pack = self.pack();
@@ -226,7 +248,10 @@ impl Engine {
 
     /// Fires a due job (flow timeout, timer, snooze) and commits its outcome.
     pub async fn fire_job(&self, job: &Job, now: Millis) -> Result<Processed, EngineError> {
-        let (ctx, _guard) = self.locked_context(job.conversation_id).await?.ok_or(EngineError::Missing(job.conversation_id))?;
+        let (ctx, _guard) = self
+            .locked_context(job.conversation_id)
+            .await?
+            .ok_or(EngineError::Missing(job.conversation_id))?;
         let pack = self.pack();
         let mut run = Run::new(self, &pack, ctx, now);
         run.cs.job_id = Some(job.id);
@@ -288,7 +313,12 @@ struct Run<'a> {
 
 impl<'a> Run<'a> {
     fn new(eng: &'a Engine, pack: &'a Pack, ctx: crate::store::Context, now: Millis) -> Run<'a> {
-        let crate::store::Context { contact, conversation: conv, ticket, .. } = ctx;
+        let crate::store::Context {
+            contact,
+            conversation: conv,
+            ticket,
+            ..
+        } = ctx;
         let clock = Clock {
             now: time(now),
             window_open: conv.window_open(now),
@@ -335,8 +365,14 @@ impl<'a> Run<'a> {
     /// The queue whose agent just freed capacity (their conversation was resolved).
     fn freed_queue(&self) -> Option<String> {
         let resolved = self.conv.status == Status::Resolved && self.conv.assignee.is_some();
-        let was_open = self.cs.audit.iter().any(|a| a.action == "status_changed" && a.after["status"] == "resolved");
-        (resolved && was_open).then(|| self.conv.queue.clone()).flatten()
+        let was_open = self
+            .cs
+            .audit
+            .iter()
+            .any(|a| a.action == "status_changed" && a.after["status"] == "resolved");
+        (resolved && was_open)
+            .then(|| self.conv.queue.clone())
+            .flatten()
     }
 
     fn finish(mut self) -> Changeset {

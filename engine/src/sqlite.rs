@@ -69,7 +69,12 @@ impl ContextCache {
         g.1.get(key).and_then(|id| g.0.get(id)).cloned()
     }
     fn by_id(&self, id: i64) -> Option<Context> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).0.get(&id).cloned()
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .get(&id)
+            .cloned()
     }
     fn put(&self, ctx: &Context) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -79,12 +84,20 @@ impl ContextCache {
         }
         let key = format!("{}:{}", ctx.contact.channel, ctx.contact.external_id);
         g.1.insert(key, ctx.conversation.id);
-        g.0.insert(ctx.conversation.id, Context { created: false, ..ctx.clone() });
+        g.0.insert(
+            ctx.conversation.id,
+            Context {
+                created: false,
+                ..ctx.clone()
+            },
+        );
     }
     /// After a commit: the cached context becomes what was written.
     fn committed(&self, cs: &Changeset) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(ctx) = g.0.get_mut(&cs.conversation_id) else { return };
+        let Some(ctx) = g.0.get_mut(&cs.conversation_id) else {
+            return;
+        };
         if let Some(c) = &cs.conversation {
             ctx.conversation = c.clone();
         }
@@ -96,7 +109,11 @@ impl ContextCache {
         }
     }
     fn forget(&self, id: i64) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).0.remove(&id);
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .remove(&id);
     }
 }
 
@@ -114,7 +131,11 @@ impl SqliteStore {
             })
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // 64 MiB of page cache per connection: the hot pages of the inbox, messages and
+            // conversations stay in memory.
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory");
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -132,18 +153,54 @@ impl SqliteStore {
                 .connect_with(opts.read_only(true))
                 .await?
         };
-        let last_ticket: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM tickets").fetch_one(&write).await?;
-        let last_message: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM messages").fetch_one(&write).await?;
-        let ids = Arc::new(Ids { message: last_message.into() });
+        let last_ticket: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM tickets")
+            .fetch_one(&write)
+            .await?;
+        let last_message: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM messages")
+            .fetch_one(&write)
+            .await?;
+        let ids = Arc::new(Ids {
+            message: last_message.into(),
+        });
         let cache = Arc::new(ContextCache::default());
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(writer(write.clone(), ids, cache.clone(), rx));
+        // The writer runs on a thread of its own: with hundreds of conversations being decided
+        // on the shared runtime, its statement-by-statement wake-ups would otherwise queue
+        // behind them, and every conversation waits for the writer.
+        let pool = write.clone();
+        let wcache = cache.clone();
+        std::thread::Builder::new()
+            .name("switchyard-sqlite-writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(writer(pool, ids, wcache, rx)),
+                    Err(e) => tracing::error!(error = %e, "cannot start the SQLite writer"),
+                }
+            })
+            .map_err(|e| {
+                StoreError::Corrupt(format!("cannot start the SQLite writer thread: {e}"))
+            })?;
         let staffed = staffed_queues(&mut *write.acquire().await?).await?.into();
-        Ok(SqliteStore { read, write, writer: tx, last_ticket: last_ticket.into(), cache, staffed })
+        Ok(SqliteStore {
+            read,
+            write,
+            writer: tx,
+            last_ticket: last_ticket.into(),
+            cache,
+            staffed,
+        })
     }
 }
 
-async fn writer(pool: SqlitePool, ids: Arc<Ids>, cache: Arc<ContextCache>, mut rx: mpsc::Receiver<WriteOp>) {
+async fn writer(
+    pool: SqlitePool,
+    ids: Arc<Ids>,
+    cache: Arc<ContextCache>,
+    mut rx: mpsc::Receiver<WriteOp>,
+) {
     while let Some(first) = rx.recv().await {
         let mut ops = vec![first];
         while ops.len() < GROUP_MAX {
@@ -182,7 +239,9 @@ async fn write_group(pool: &SqlitePool, ids: &Ids, cache: &ContextCache, ops: Ve
         let mut commits: Vec<&Changeset> = Vec::new();
         for op in &ops {
             match op {
-                WriteOp::Ingest(ev, _, _) => results.push(GroupResult::Ingest((&mut ingested).take(ev.len()).collect())),
+                WriteOp::Ingest(ev, _, _) => results.push(GroupResult::Ingest(
+                    (&mut ingested).take(ev.len()).collect(),
+                )),
                 WriteOp::Commit(cs, _) => {
                     commits.push(cs);
                     results.push(GroupResult::Commit);
@@ -211,7 +270,8 @@ async fn write_group(pool: &SqlitePool, ids: &Ids, cache: &ContextCache, ops: Ve
                         let _ = reply.send(Ok(()));
                     }
                     (WriteOp::Ingest(_, _, reply), GroupResult::Commit) => {
-                        let _ = reply.send(Err(StoreError::Corrupt("group results out of step".into())));
+                        let _ = reply
+                            .send(Err(StoreError::Corrupt("group results out of step".into())));
                     }
                 }
             }
@@ -283,7 +343,8 @@ async fn insert_inbox(
             first.entry((e.channel(), e.provider_id())).or_insert(i);
         }
         for row in rows {
-            let (id, ch, pid): (i64, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            let (id, ch, pid): (i64, String, String) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
             if let Some(i) = first.get(&(ch.as_str(), pid.as_str())) {
                 out[chunk_no * 1000 + i] = Ingested::New(id);
             }
@@ -318,7 +379,10 @@ async fn apply_group(conn: &mut SqliteConnection, ids: &Ids, group: &[&Changeset
                 .await?;
         }
     }
-    let convs: Vec<(&Conversation, Millis)> = group.iter().filter_map(|cs| cs.conversation.as_ref().map(|c| (c, cs.at))).collect();
+    let convs: Vec<(&Conversation, Millis)> = group
+        .iter()
+        .filter_map(|cs| cs.conversation.as_ref().map(|c| (c, cs.at)))
+        .collect();
     for chunk in convs.chunks(ROWS) {
         let mut qb = QueryBuilder::new(
             "INSERT INTO conversations (id, contact_id, channel, status, queue, assignee, priority, tags, attributes, flow, \
@@ -352,16 +416,28 @@ async fn apply_group(conn: &mut SqliteConnection, ids: &Ids, group: &[&Changeset
     let mut msgs = Vec::new();
     let mut outbox: Vec<(Option<i64>, i64, String, Millis)> = Vec::new();
     for cs in group {
-        let channel = cs.conversation.as_ref().map(|c| c.channel.clone()).unwrap_or_default();
+        let channel = cs
+            .conversation
+            .as_ref()
+            .map(|c| c.channel.clone())
+            .unwrap_or_default();
         for m in &cs.messages {
             let id = ids.message.fetch_add(1, SeqCst) + 1;
             if let Some(o) = &m.outbound {
-                outbox.push((Some(id), cs.conversation_id, json(&OutboxItem::Message(o.clone())), cs.at));
+                outbox.push((
+                    Some(id),
+                    cs.conversation_id,
+                    json(&OutboxItem::Message(o.clone())),
+                    cs.at,
+                ));
             }
             msgs.push((id, cs.conversation_id, channel.clone(), m, cs.at));
         }
         for (connector, body) in &cs.webhooks {
-            let item = OutboxItem::Webhook { connector: connector.clone(), body: body.clone() };
+            let item = OutboxItem::Webhook {
+                connector: connector.clone(),
+                body: body.clone(),
+            };
             outbox.push((None, cs.conversation_id, json(&item), cs.at));
         }
     }
@@ -388,20 +464,40 @@ async fn apply_group(conn: &mut SqliteConnection, ids: &Ids, group: &[&Changeset
     for chunk in outbox.chunks(ROWS) {
         let mut qb = QueryBuilder::new("INSERT INTO outbox (message_id, conversation_id, payload, status, next_attempt_at, created_at, updated_at) ");
         qb.push_values(chunk, |mut b, (mid, conv, payload, at)| {
-            b.push_bind(*mid).push_bind(*conv).push_bind(payload.clone()).push_bind("pending").push_bind(*at).push_bind(*at).push_bind(*at);
+            b.push_bind(*mid)
+                .push_bind(*conv)
+                .push_bind(payload.clone())
+                .push_bind("pending")
+                .push_bind(*at)
+                .push_bind(*at)
+                .push_bind(*at);
         });
         qb.build().execute(&mut *conn).await?;
     }
-    let notes: Vec<(i64, &String, &String, Millis)> = group.iter().flat_map(|cs| cs.notes.iter().map(move |(a, t)| (cs.conversation_id, a, t, cs.at))).collect();
+    let notes: Vec<(i64, &String, &String, Millis)> = group
+        .iter()
+        .flat_map(|cs| {
+            cs.notes
+                .iter()
+                .map(move |(a, t)| (cs.conversation_id, a, t, cs.at))
+        })
+        .collect();
     for chunk in notes.chunks(ROWS) {
-        let mut qb = QueryBuilder::new("INSERT INTO notes (conversation_id, author, text, created_at) ");
+        let mut qb =
+            QueryBuilder::new("INSERT INTO notes (conversation_id, author, text, created_at) ");
         qb.push_values(chunk, |mut b, (conv, a, t, at)| {
-            b.push_bind(*conv).push_bind((*a).clone()).push_bind((*t).clone()).push_bind(*at);
+            b.push_bind(*conv)
+                .push_bind((*a).clone())
+                .push_bind((*t).clone())
+                .push_bind(*at);
         });
         qb.build().execute(&mut *conn).await?;
     }
     // Tickets: created and updated rows in one upsert, their history in one insert.
-    let tickets: Vec<(&TicketChange, Millis)> = group.iter().flat_map(|cs| cs.tickets.iter().map(move |t| (t, cs.at))).collect();
+    let tickets: Vec<(&TicketChange, Millis)> = group
+        .iter()
+        .flat_map(|cs| cs.tickets.iter().map(move |t| (t, cs.at)))
+        .collect();
     for chunk in tickets.chunks(ROWS) {
         let mut qb = QueryBuilder::new("INSERT INTO tickets (id, conversation_id, title, category, priority, status, owner, queue, due_at, created_at, updated_at) ");
         qb.push_values(chunk, |mut b, (t, _)| {
@@ -425,7 +521,10 @@ async fn apply_group(conn: &mut SqliteConnection, ids: &Ids, group: &[&Changeset
         qb.build().execute(&mut *conn).await?;
         let mut qb = QueryBuilder::new("INSERT INTO ticket_events (ticket_id, at, actor, change) ");
         qb.push_values(chunk, |mut b, (t, at)| {
-            b.push_bind(t.ticket.id).push_bind(*at).push_bind(t.actor.clone()).push_bind(json(&t.change));
+            b.push_bind(t.ticket.id)
+                .push_bind(*at)
+                .push_bind(t.actor.clone())
+                .push_bind(json(&t.change));
         });
         qb.build().execute(&mut *conn).await?;
     }
@@ -440,12 +539,17 @@ async fn apply_group(conn: &mut SqliteConnection, ids: &Ids, group: &[&Changeset
                 .await?;
         }
         for a in &cs.assigned {
-            sqlx::query("UPDATE agents SET last_assigned_at = ? WHERE id = ?").bind(cs.at).bind(a).execute(&mut *conn).await?;
+            sqlx::query("UPDATE agents SET last_assigned_at = ? WHERE id = ?")
+                .bind(cs.at)
+                .bind(a)
+                .execute(&mut *conn)
+                .await?;
         }
     }
     let audit: Vec<&AuditRecord> = group.iter().flat_map(|cs| cs.audit.iter()).collect();
     for chunk in audit.chunks(ROWS) {
-        let mut qb = QueryBuilder::new("INSERT INTO audit (at, actor, entity, action, before, after) ");
+        let mut qb =
+            QueryBuilder::new("INSERT INTO audit (at, actor, entity, action, before, after) ");
         qb.push_values(chunk, |mut b, a| {
             b.push_bind(a.at)
                 .push_bind(a.actor.clone())
@@ -456,20 +560,32 @@ async fn apply_group(conn: &mut SqliteConnection, ids: &Ids, group: &[&Changeset
         });
         qb.build().execute(&mut *conn).await?;
     }
-    let jobs: Vec<(i64, &NewJob)> = group.iter().flat_map(|cs| cs.new_jobs.iter().map(move |j| (cs.conversation_id, j))).collect();
+    let jobs: Vec<(i64, &NewJob)> = group
+        .iter()
+        .flat_map(|cs| cs.new_jobs.iter().map(move |j| (cs.conversation_id, j)))
+        .collect();
     for chunk in jobs.chunks(ROWS) {
         let mut qb = QueryBuilder::new("INSERT INTO jobs (conversation_id, kind, name, due_at) ");
         qb.push_values(chunk, |mut b, (conv, j)| {
-            b.push_bind(*conv).push_bind(j.kind.clone()).push_bind(j.name.clone()).push_bind(j.due_at);
+            b.push_bind(*conv)
+                .push_bind(j.kind.clone())
+                .push_bind(j.name.clone())
+                .push_bind(j.due_at);
         });
         qb.build().execute(&mut *conn).await?;
     }
-    let done: Vec<(i64, Millis)> = group.iter().filter_map(|cs| cs.inbox_id.map(|i| (i, cs.at))).collect();
+    let done: Vec<(i64, Millis)> = group
+        .iter()
+        .filter_map(|cs| cs.inbox_id.map(|i| (i, cs.at)))
+        .collect();
     for chunk in done.chunks(ROWS) {
         // processed_at = the decision's time, per row.
         let mut qb = QueryBuilder::new("UPDATE inbox SET processed_at = CASE id ");
         for (id, at) in chunk {
-            qb.push(" WHEN ").push_bind(*id).push(" THEN ").push_bind(*at);
+            qb.push(" WHEN ")
+                .push_bind(*id)
+                .push(" THEN ")
+                .push_bind(*at);
         }
         qb.push(" END WHERE id IN (");
         let mut sep = qb.separated(", ");
@@ -481,14 +597,27 @@ async fn apply_group(conn: &mut SqliteConnection, ids: &Ids, group: &[&Changeset
     }
     for cs in group {
         if let Some(id) = cs.job_id {
-            sqlx::query("UPDATE jobs SET done_at = ? WHERE id = ?").bind(cs.at).bind(id).execute(&mut *conn).await?;
+            sqlx::query("UPDATE jobs SET done_at = ? WHERE id = ?")
+                .bind(cs.at)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
         }
     }
-    let traces: Vec<(&Changeset, &(String, Value))> = group.iter().filter_map(|cs| cs.trace.as_ref().map(|t| (*cs, t))).collect();
+    let traces: Vec<(&Changeset, &(String, Value))> = group
+        .iter()
+        .filter_map(|cs| cs.trace.as_ref().map(|t| (*cs, t)))
+        .collect();
     for chunk in traces.chunks(ROWS) {
-        let mut qb = QueryBuilder::new("INSERT INTO traces (conversation_id, inbox_id, pack_hash, at, trace) ");
+        let mut qb = QueryBuilder::new(
+            "INSERT INTO traces (conversation_id, inbox_id, pack_hash, at, trace) ",
+        );
         qb.push_values(chunk, |mut b, (cs, (hash, trace))| {
-            b.push_bind(cs.conversation_id).push_bind(cs.inbox_id).push_bind(hash.clone()).push_bind(cs.at).push_bind(json(trace));
+            b.push_bind(cs.conversation_id)
+                .push_bind(cs.inbox_id)
+                .push_bind(hash.clone())
+                .push_bind(cs.at)
+                .push_bind(json(trace));
         });
         qb.build().execute(&mut *conn).await?;
     }
@@ -518,7 +647,10 @@ fn contact_cols(r: &SqliteRow, p: &str) -> Result<Contact> {
         name: r.try_get(c("name").as_str())?,
         phone: r.try_get(c("phone").as_str())?,
         language: r.try_get(c("language").as_str())?,
-        attributes: parse(&r.try_get::<String, _>(c("attributes").as_str())?, "contact attributes")?,
+        attributes: parse(
+            &r.try_get::<String, _>(c("attributes").as_str())?,
+            "contact attributes",
+        )?,
     })
 }
 
@@ -578,7 +710,12 @@ fn context_from(r: &SqliteRow) -> Result<Context> {
         Some(_) => Some(ticket_cols(r, "t_")?),
         None => None,
     };
-    Ok(Context { contact: contact_cols(r, "c_")?, conversation: conversation_from(r)?, created: false, ticket })
+    Ok(Context {
+        contact: contact_cols(r, "c_")?,
+        conversation: conversation_from(r)?,
+        created: false,
+        ticket,
+    })
 }
 
 impl SqliteStore {
@@ -700,22 +837,38 @@ impl Store for SqliteStore {
         Ok((contact, conv, inserted.is_some()))
     }
 
-    async fn load_context(&self, channel: &str, external_id: &str, name: Option<&str>, phone: Option<&str>, now: Millis) -> Result<Context> {
+    async fn load_context(
+        &self,
+        channel: &str,
+        external_id: &str,
+        name: Option<&str>,
+        phone: Option<&str>,
+        now: Millis,
+    ) -> Result<Context> {
         if let Some(c) = self.cache.by_key(&format!("{channel}:{external_id}")) {
             return Ok(c);
         }
-        let row = sqlx::query(&format!("{CONTEXT_SELECT} WHERE c.channel = ? AND c.external_id = ?"))
-            .bind(channel)
-            .bind(external_id)
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(&format!(
+            "{CONTEXT_SELECT} WHERE c.channel = ? AND c.external_id = ?"
+        ))
+        .bind(channel)
+        .bind(external_id)
+        .fetch_optional(&self.read)
+        .await?;
         if let Some(r) = row {
             let ctx = context_from(&r)?;
             self.cache.put(&ctx);
             return Ok(ctx);
         }
-        let (contact, conversation, created) = self.open_conversation(channel, external_id, name, phone, now).await?;
-        let ctx = Context { contact, conversation, created, ticket: None };
+        let (contact, conversation, created) = self
+            .open_conversation(channel, external_id, name, phone, now)
+            .await?;
+        let ctx = Context {
+            contact,
+            conversation,
+            created,
+            ticket: None,
+        };
         self.cache.put(&ctx);
         Ok(ctx)
     }
@@ -724,7 +877,10 @@ impl Store for SqliteStore {
         if let Some(c) = self.cache.by_id(conversation_id) {
             return Ok(Some(c));
         }
-        let row = sqlx::query(&format!("{CONTEXT_SELECT} WHERE v.id = ?")).bind(conversation_id).fetch_optional(&self.read).await?;
+        let row = sqlx::query(&format!("{CONTEXT_SELECT} WHERE v.id = ?"))
+            .bind(conversation_id)
+            .fetch_optional(&self.read)
+            .await?;
         row.as_ref().map(context_from).transpose()
     }
 
@@ -754,7 +910,10 @@ impl Store for SqliteStore {
 
     async fn allocate_id(&self, counter: &str) -> Result<i64> {
         if counter == "ticket" {
-            return Ok(self.last_ticket.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1);
+            return Ok(self
+                .last_ticket
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1);
         }
         let mut conn = self.write.acquire().await?;
         let v: i64 = sqlx::query_scalar(
@@ -767,7 +926,12 @@ impl Store for SqliteStore {
     }
 
     async fn eligible_agents(&self, queue: &str) -> Result<Vec<AgentLoad>> {
-        if !self.staffed.read().unwrap_or_else(|e| e.into_inner()).contains(queue) {
+        if !self
+            .staffed
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(queue)
+        {
             return Ok(Vec::new());
         }
         let rows = sqlx::query(

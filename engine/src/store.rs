@@ -132,17 +132,40 @@ pub trait Store: Send + Sync {
     ) -> Result<(Contact, Conversation, bool)>;
     /// [`Store::open_conversation`] plus the open ticket, in as few round trips as the
     /// backend can.
-    async fn load_context(&self, channel: &str, external_id: &str, name: Option<&str>, phone: Option<&str>, now: Millis) -> Result<Context> {
-        let (contact, conversation, created) = self.open_conversation(channel, external_id, name, phone, now).await?;
+    async fn load_context(
+        &self,
+        channel: &str,
+        external_id: &str,
+        name: Option<&str>,
+        phone: Option<&str>,
+        now: Millis,
+    ) -> Result<Context> {
+        let (contact, conversation, created) = self
+            .open_conversation(channel, external_id, name, phone, now)
+            .await?;
         let ticket = self.open_ticket(conversation.id).await?;
-        Ok(Context { contact, conversation, created, ticket })
+        Ok(Context {
+            contact,
+            conversation,
+            created,
+            ticket,
+        })
     }
     /// The context of an existing conversation.
     async fn context_of(&self, conversation_id: i64) -> Result<Option<Context>> {
-        let Some(conversation) = self.conversation(conversation_id).await? else { return Ok(None) };
-        let Some(contact) = self.contact(conversation.contact_id).await? else { return Ok(None) };
+        let Some(conversation) = self.conversation(conversation_id).await? else {
+            return Ok(None);
+        };
+        let Some(contact) = self.contact(conversation.contact_id).await? else {
+            return Ok(None);
+        };
         let ticket = self.open_ticket(conversation_id).await?;
-        Ok(Some(Context { contact, conversation, created: false, ticket }))
+        Ok(Some(Context {
+            contact,
+            conversation,
+            created: false,
+            ticket,
+        }))
     }
     async fn contact(&self, id: i64) -> Result<Option<Contact>>;
     async fn conversation(&self, id: i64) -> Result<Option<Conversation>>;

@@ -702,7 +702,14 @@ rules:
 "#;
 
 fn agent(id: &str, queues: &[&str], capacity: u32, availability: &str) -> Agent {
-    Agent { id: id.into(), name: id.into(), role: "agent".into(), queues: queues.iter().map(|q| q.to_string()).collect(), capacity, availability: availability.into() }
+    Agent {
+        id: id.into(),
+        name: id.into(),
+        role: "agent".into(),
+        queues: queues.iter().map(|q| q.to_string()).collect(),
+        capacity,
+        availability: availability.into(),
+    }
 }
 
 /// Processes everything pending, in order, at time `t`.
@@ -714,35 +721,68 @@ async fn step(engine: &Engine, events: Vec<Inbound>, t: Millis) {
 }
 
 async fn owner(store: &Arc<dyn Store>, from: &str) -> Option<String> {
-    let (_, c, _) = store.open_conversation("webchat", from, None, None, 0).await.unwrap();
+    let (_, c, _) = store
+        .open_conversation("webchat", from, None, None, 0)
+        .await
+        .unwrap();
     store.conversation(c.id).await.unwrap().unwrap().assignee
 }
 
 async fn story_assignment_waits_and_follows_capacity_and_availability(store: Arc<dyn Store>) {
     let engine = Engine::new(store.clone(), pack(ROUTING_PACK), Arc::new(NoLookup));
-    engine.save_agent(&agent("a1", &["support"], 1, "online"), 0).await.unwrap();
+    engine
+        .save_agent(&agent("a1", &["support"], 1, "online"), 0)
+        .await
+        .unwrap();
     step(&engine, vec![msg("c1", "1", "kuch poochna hai")], 1).await;
     step(&engine, vec![msg("c2", "2", "mujhe madad chahiye")], 2).await;
     assert_eq!(owner(&store, "c1").await.as_deref(), Some("a1"));
-    assert_eq!(owner(&store, "c2").await, None, "a1 is at capacity: c2 waits in the queue");
+    assert_eq!(
+        owner(&store, "c2").await,
+        None,
+        "a1 is at capacity: c2 waits in the queue"
+    );
     // c1 is resolved: a1 has room again and takes the longest-waiting conversation.
     step(&engine, vec![msg("c1", "3", "thanks that is all")], 3).await;
     assert_eq!(owner(&store, "c2").await.as_deref(), Some("a1"));
     // Nobody online: c3 waits until an agent comes online.
-    engine.save_agent(&agent("a2", &["support"], 3, "away"), 4).await.unwrap();
+    engine
+        .save_agent(&agent("a2", &["support"], 3, "away"), 4)
+        .await
+        .unwrap();
     step(&engine, vec![msg("c3", "4", "hello?")], 5).await;
     assert_eq!(owner(&store, "c3").await, None);
-    assert_eq!(engine.save_agent(&agent("a2", &["support"], 3, "online"), 6).await.unwrap(), 1);
+    assert_eq!(
+        engine
+            .save_agent(&agent("a2", &["support"], 3, "online"), 6)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(owner(&store, "c3").await.as_deref(), Some("a2"));
-    let (_, c3, _) = store.open_conversation("webchat", "c3", None, None, 0).await.unwrap();
-    let audit = store.audit(&format!("conversation:{}", c3.id)).await.unwrap();
-    assert!(audit.iter().any(|a| a.action == "assigned" && a.after["assignee"] == "a2" && a.actor == "system"));
+    let (_, c3, _) = store
+        .open_conversation("webchat", "c3", None, None, 0)
+        .await
+        .unwrap();
+    let audit = store
+        .audit(&format!("conversation:{}", c3.id))
+        .await
+        .unwrap();
+    assert!(audit
+        .iter()
+        .any(|a| a.action == "assigned" && a.after["assignee"] == "a2" && a.actor == "system"));
 }
 
 async fn story_sticky_and_least_loaded(store: Arc<dyn Store>) {
     let engine = Engine::new(store.clone(), pack(ROUTING_PACK), Arc::new(NoLookup));
-    engine.save_agent(&agent("v1", &["vip"], 5, "online"), 0).await.unwrap();
-    engine.save_agent(&agent("v2", &["vip"], 5, "online"), 0).await.unwrap();
+    engine
+        .save_agent(&agent("v1", &["vip"], 5, "online"), 0)
+        .await
+        .unwrap();
+    engine
+        .save_agent(&agent("v2", &["vip"], 5, "online"), 0)
+        .await
+        .unwrap();
     step(&engine, vec![msg("s1", "1", "go vip")], 1).await;
     assert_eq!(owner(&store, "s1").await.as_deref(), Some("v1"));
     step(&engine, vec![msg("s1", "2", "go support")], 2).await;
@@ -751,8 +791,14 @@ async fn story_sticky_and_least_loaded(store: Arc<dyn Store>) {
     step(&engine, vec![msg("s1", "3", "go vip")], 3).await;
     assert_eq!(owner(&store, "s1").await.as_deref(), Some("v1"));
 
-    engine.save_agent(&agent("b1", &["busy"], 5, "online"), 0).await.unwrap();
-    engine.save_agent(&agent("b2", &["busy"], 5, "online"), 0).await.unwrap();
+    engine
+        .save_agent(&agent("b1", &["busy"], 5, "online"), 0)
+        .await
+        .unwrap();
+    engine
+        .save_agent(&agent("b2", &["busy"], 5, "online"), 0)
+        .await
+        .unwrap();
     step(&engine, vec![msg("l1", "4", "go busy")], 4).await;
     step(&engine, vec![msg("l2", "5", "go busy")], 5).await;
     assert_eq!(owner(&store, "l1").await.as_deref(), Some("b1"));
@@ -766,15 +812,35 @@ async fn story_sticky_and_least_loaded(store: Arc<dyn Store>) {
 async fn story_a_second_complaint_updates_the_open_ticket(store: Arc<dyn Store>) {
     let engine = Engine::new(store.clone(), pack(ROUTING_PACK), Arc::new(NoLookup));
     step(&engine, vec![msg("t1", "1", "parcel damaged")], 1).await;
-    step(&engine, vec![msg("t1", "2", "and the shirt is torn, worst service")], 2).await;
-    let (_, c, _) = store.open_conversation("webchat", "t1", None, None, 0).await.unwrap();
+    step(
+        &engine,
+        vec![msg("t1", "2", "and the shirt is torn, worst service")],
+        2,
+    )
+    .await;
+    let (_, c, _) = store
+        .open_conversation("webchat", "t1", None, None, 0)
+        .await
+        .unwrap();
     let tickets = store.tickets(c.id).await.unwrap();
     assert_eq!(tickets.len(), 1, "no duplicate ticket");
     let history = store.ticket_history(tickets[0].id).await.unwrap();
     assert_eq!(history.len(), 2);
     assert!(history[0].get("created").is_some() && history[1].get("updated").is_some());
-    let audit = store.audit(&format!("ticket:{}", tickets[0].id)).await.unwrap();
-    assert_eq!(audit.iter().map(|a| (a.action.as_str(), a.actor.as_str())).collect::<Vec<_>>(), [("created", "rule:complaint ticket"), ("updated", "rule:complaint ticket")]);
+    let audit = store
+        .audit(&format!("ticket:{}", tickets[0].id))
+        .await
+        .unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .map(|a| (a.action.as_str(), a.actor.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("created", "rule:complaint ticket"),
+            ("updated", "rule:complaint ticket")
+        ]
+    );
 }
 
 async fn story_a_reload_that_removes_the_current_step_hands_off(store: Arc<dyn Store>) {
@@ -796,18 +862,43 @@ rules:
 "#;
     let engine = Engine::new(store.clone(), pack(with_step), Arc::new(NoLookup));
     step(&engine, vec![msg("r1", "1", "hi")], 1).await;
-    let (_, c, _) = store.open_conversation("webchat", "r1", None, None, 0).await.unwrap();
-    assert_eq!(store.conversation(c.id).await.unwrap().unwrap().flow.unwrap().step, "ask");
+    let (_, c, _) = store
+        .open_conversation("webchat", "r1", None, None, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .conversation(c.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .flow
+            .unwrap()
+            .step,
+        "ask"
+    );
     let hash_before = engine.pack().hash.clone();
-    engine.replace_pack(pack(&with_step.replace("ask: {", "question: {").replace("start: ask", "start: question")));
+    engine.replace_pack(pack(
+        &with_step
+            .replace("ask: {", "question: {")
+            .replace("start: ask", "start: question"),
+    ));
     step(&engine, vec![msg("r1", "2", "5 stars")], 2).await;
     let conv = store.conversation(c.id).await.unwrap().unwrap();
     assert!(conv.flow.is_none());
     assert_eq!(conv.queue.as_deref(), Some("support"));
     let notes = store.notes(c.id).await.unwrap();
-    assert!(notes.iter().any(|n| n.text.contains("step `ask` no longer exists")), "{notes:?}");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.text.contains("step `ask` no longer exists")),
+        "{notes:?}"
+    );
     let traces = store.traces(c.id).await.unwrap();
-    assert_eq!(traces[0].0, hash_before, "each trace names the pack version that decided");
+    assert_eq!(
+        traces[0].0, hash_before,
+        "each trace names the pack version that decided"
+    );
     assert_ne!(traces[1].0, hash_before);
 }
 

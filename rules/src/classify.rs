@@ -259,7 +259,10 @@ impl Classifier {
             texts.push(t);
         }
         let n = docs.max(1) as f32;
-        let idf: Vec<f32> = df.iter().map(|d| ((1.0 + n) / (1.0 + *d as f32)).ln() + 1.0).collect();
+        let idf: Vec<f32> = df
+            .iter()
+            .map(|d| ((1.0 + n) / (1.0 + *d as f32)).ln() + 1.0)
+            .collect();
         let unseen_idf = ((1.0 + n) / 1.0).ln() + 1.0;
         let nf = idf.len();
         let mut c = Classifier {
@@ -295,7 +298,12 @@ impl Classifier {
                     .ids
                     .iter()
                     .zip(&v.w)
-                    .map(|(id, w)| sum_sorted.binary_search_by_key(id, |(k, _)| *k).map(|i| sum_sorted[i].1 * w).unwrap_or(0.0))
+                    .map(|(id, w)| {
+                        sum_sorted
+                            .binary_search_by_key(id, |(k, _)| *k)
+                            .map(|i| sum_sorted[i].1 * w)
+                            .unwrap_or(0.0)
+                    })
                     .sum();
                 c.self_dot.push(d);
             }
@@ -521,7 +529,9 @@ fn contains_seq(words: &[&str], k: &[String]) -> bool {
     if k.is_empty() || k.len() > words.len() {
         return false;
     }
-    words.windows(k.len()).any(|w| w.iter().zip(k).all(|(a, b)| *a == b.as_str()))
+    words
+        .windows(k.len())
+        .any(|w| w.iter().zip(k).all(|(a, b)| *a == b.as_str()))
 }
 
 #[cfg(test)]
