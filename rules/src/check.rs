@@ -1151,7 +1151,7 @@ fn intents(cx: &mut Ctx) -> Vec<IntentSpec> {
                     cx.err(
                         f,
                         p.pos,
-                        format!("pattern does not compile: {}", first_line(&e.to_string())),
+                        format!("pattern does not compile: {}", main_line(&e.to_string())),
                     )
                     .hint("patterns are matched against the normalised, lower-case message");
                 }
@@ -1167,11 +1167,12 @@ fn intents(cx: &mut Ctx) -> Vec<IntentSpec> {
     specs
 }
 
-fn first_line(s: &str) -> String {
+/// The line of a library's multi-line error that says what is wrong (its last non-empty
+/// one; the others draw a caret under the input).
+fn main_line(s: &str) -> String {
     let last = s
         .lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
+        .rfind(|l| !l.trim().is_empty())
         .unwrap_or(s)
         .trim();
     last.strip_prefix("error: ").unwrap_or(last).to_string()
@@ -1193,7 +1194,7 @@ fn entity(cx: &mut Ctx, it: &Item<Sp<Entity>>) -> Option<Extractor> {
                 cx.err(
                     f,
                     p.pos,
-                    format!("pattern does not compile: {}", first_line(&err.to_string())),
+                    format!("pattern does not compile: {}", main_line(&err.to_string())),
                 );
                 None
             }
@@ -1438,7 +1439,7 @@ fn flow(cx: &mut Ctx, it: &Item<Sp<Flow>>) -> Option<FlowRt> {
                         cx.err(
                             f,
                             key.pos,
-                            format!("pattern does not compile: {}", first_line(&e.to_string())),
+                            format!("pattern does not compile: {}", main_line(&e.to_string())),
                         );
                         None
                     }
@@ -1637,10 +1638,7 @@ fn check_event(cx: &mut Ctx, f: usize, when: &Sp<String>) -> bool {
 
 fn rule(cx: &mut Ctx, f: usize, r: &Sp<Rule>) -> Option<RuleRt> {
     let ev_ok = check_event(cx, f, &r.when);
-    let condition = match &r.condition {
-        Some(c) => Some(cx.script(f, c)),
-        None => None,
-    };
+    let condition = r.condition.as_ref().map(|c| cx.script(f, c));
     let actions = cx.actions(f, &r.then);
     if r.then.is_empty() {
         cx.err(
@@ -1697,7 +1695,7 @@ fn schedule(cx: &mut Ctx, f: usize, s: &Sp<Schedule>) -> Option<ScheduleRt> {
                 format!(
                     "cron expression `{}` does not parse: {}",
                     s.cron.value,
-                    first_line(&e.to_string())
+                    main_line(&e.to_string())
                 )
             };
             cx.err(f, s.cron.pos, msg)

@@ -117,9 +117,12 @@ pub enum MessageRt {
         button: String,
         footer: Option<String>,
         /// `(section title, rows of (id, title, description))`.
-        sections: Vec<(Option<String>, Vec<(String, String, Option<String>)>)>,
+        sections: Vec<ListSection>,
     },
 }
+
+/// A list section: its title and rows of `(id, title, description)`.
+pub type ListSection = (Option<String>, Vec<(String, String, Option<String>)>);
 
 /// A compiled action (DESIGN.md §4's closed set).
 #[derive(Debug, Clone)]
@@ -243,8 +246,12 @@ pub struct ScheduleRt {
 #[derive(Debug, Clone, Default)]
 pub struct RuleIndex {
     /// event → (rules that test no particular intent, rules by intent), both in file order.
-    by_event: HashMap<String, (Vec<usize>, HashMap<String, Vec<usize>>)>,
+    by_event: HashMap<String, EventRules>,
 }
+
+/// For one event: the rules that test no particular intent, and the rules by intent (both in
+/// file order).
+type EventRules = (Vec<usize>, HashMap<String, Vec<usize>>);
 
 /// The outcome of evaluating one rule for an event.
 #[derive(Debug, Clone, PartialEq)]
@@ -393,10 +400,7 @@ impl Pack {
 }
 
 impl RuleIndex {
-    pub(crate) fn by_event_mut(
-        &mut self,
-        event: &str,
-    ) -> &mut (Vec<usize>, HashMap<String, Vec<usize>>) {
+    pub(crate) fn by_event_mut(&mut self, event: &str) -> &mut EventRules {
         self.by_event.entry(event.to_string()).or_default()
     }
 

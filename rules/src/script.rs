@@ -282,28 +282,14 @@ impl Sandbox {
     pub fn compile(&self, src: &str) -> Result<AST, CompileError> {
         self.engine
             .compile_with_scope(&self.compile_scope(), src)
-            .map_err(|e| {
-                let p = e.position();
-                CompileError {
-                    message: e.err_type().to_string(),
-                    line: p.line().unwrap_or(1),
-                    col: p.position().unwrap_or(1),
-                }
-            })
+            .map_err(compile_error)
     }
 
     /// Compiles one expression (the inside of a template's `{{ }}`).
     pub fn compile_expression(&self, src: &str) -> Result<AST, CompileError> {
         self.engine
             .compile_expression_with_scope(&self.compile_scope(), src)
-            .map_err(|e| {
-                let p = e.position();
-                CompileError {
-                    message: e.err_type().to_string(),
-                    line: p.line().unwrap_or(1),
-                    col: p.position().unwrap_or(1),
-                }
-            })
+            .map_err(compile_error)
     }
 
     /// Evaluates a compiled script against `scope` (see [`Vars::scope`]). Variables a script
@@ -331,6 +317,15 @@ impl Sandbox {
     ) -> Result<bool, ScriptError> {
         let v = self.eval(ast, scope, clock)?;
         v.as_bool().map_err(|t| ScriptError::NotBool(t.to_string()))
+    }
+}
+
+fn compile_error(e: rhai::ParseError) -> CompileError {
+    let p = e.position();
+    CompileError {
+        message: e.err_type().to_string(),
+        line: p.line().unwrap_or(1),
+        col: p.position().unwrap_or(1),
     }
 }
 
