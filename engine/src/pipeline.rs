@@ -609,13 +609,9 @@ impl<'a> Run<'a> {
 
     async fn on_event(&mut self, event: &str, order: Option<Value>) -> Result<(), EngineError> {
         if let Some(o) = order {
+            // For the rules, and for a flow they start (a running flow keeps its own order).
             self.vars.set_json("order", &o);
-            if let Some(fs) = self.conv.flow.as_mut() {
-                fs.bound.insert("order".into(), o.clone());
-            } else {
-                // Kept for a flow the rules may start now.
-                self.pending_bound.insert("order".into(), o);
-            }
+            self.pending_bound.insert("order".into(), o);
         }
         self.vars.set_json("event", &json!({ "name": event }));
         self.refresh_vars();
@@ -1252,11 +1248,11 @@ impl<'a> Run<'a> {
                     json!({ "found": true }),
                 );
                 self.vars.set_json(bind, &v);
+                // Kept by the running flow, and by a flow started later in this event.
                 if let Some(fs) = self.conv.flow.as_mut() {
-                    fs.bound.insert(bind.to_string(), v);
-                } else {
-                    self.pending_bound.insert(bind.to_string(), v);
+                    fs.bound.insert(bind.to_string(), v.clone());
                 }
+                self.pending_bound.insert(bind.to_string(), v);
                 Ok(Flow::Continue)
             }
             other => {

@@ -269,9 +269,7 @@ fn check(
     let mut f = Vec::new();
     if let Some(want) = &e.intent {
         match &t.intent {
-            Some((got, conf)) if *got == want.value => {
-                let _ = conf;
-            }
+            Some((got, _)) if *got == want.value => {}
             Some((got, conf)) => f.push(format!(
                 "expected intent `{}`, got `{got}` (confidence {conf:.2})",
                 want.value
