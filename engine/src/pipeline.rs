@@ -491,14 +491,10 @@ impl<'a> Run<'a> {
         self.conv.priority = p;
     }
 
+    /// Notes, like messages, are append-only records with their author and time: the row is
+    /// its own audit record.
     fn note(&mut self, actor: &str, text: String) {
         if !text.trim().is_empty() {
-            self.audit(
-                actor,
-                "note_added",
-                Value::Null,
-                json!({ "length": text.chars().count() }),
-            );
             self.cs.notes.push((actor.to_string(), text));
         }
     }
@@ -1566,13 +1562,8 @@ impl<'a> Run<'a> {
             "list": out.list,
             "template": out.template,
         });
+        // The message row (author, time, status) is its own record: no audit row besides.
         self.trace.push(json!({ "send": kind, "by": actor }));
-        self.audit(
-            actor,
-            "message_queued",
-            Value::Null,
-            json!({ "kind": kind }),
-        );
         self.cs.messages.push(NewMessage {
             direction: Direction::Out,
             kind: kind.into(),
