@@ -178,7 +178,7 @@ async fn all_messages(store: &Arc<dyn Store>) -> Vec<Message> {
 
 // ---- stories --------------------------------------------------------------------------
 
-async fn story_redelivery_is_processed_once(store: Arc<dyn Store>) {
+async fn redelivery_is_processed_once(store: Arc<dyn Store>) {
     let engine = Arc::new(Engine::new(
         store.clone(),
         pack(ECHO_PACK),
@@ -215,7 +215,7 @@ async fn story_redelivery_is_processed_once(store: Arc<dyn Store>) {
     );
 }
 
-async fn story_order_per_conversation_under_load(store: Arc<dyn Store>) {
+async fn order_per_conversation_under_load(store: Arc<dyn Store>) {
     let engine = Arc::new(Engine::new(
         store.clone(),
         pack(ECHO_PACK),
@@ -272,7 +272,7 @@ async fn story_order_per_conversation_under_load(store: Arc<dyn Store>) {
     assert_eq!(ch.sent.lock().unwrap().len(), convs * per);
 }
 
-async fn story_one_owner_when_agents_claim_at_once(store: Arc<dyn Store>) {
+async fn one_owner_when_agents_claim_at_once(store: Arc<dyn Store>) {
     let (_, conv, _) = store
         .open_conversation("webchat", "c9", None, None, 0)
         .await
@@ -308,7 +308,7 @@ async fn story_one_owner_when_agents_claim_at_once(store: Arc<dyn Store>) {
     assert_eq!(c.assignee.as_deref(), Some(winners[0].as_str()));
 }
 
-async fn story_loop_guard_cuts_a_self_triggering_rule(store: Arc<dyn Store>) {
+async fn loop_guard_cuts_a_self_triggering_rule(store: Arc<dyn Store>) {
     let flip = r#"
 version: 1
 settings: { default_queue: support }
@@ -349,7 +349,7 @@ rules:
     );
 }
 
-async fn story_outbox_retries_with_backoff_and_records_failures(store: Arc<dyn Store>) {
+async fn outbox_retries_with_backoff_and_records_failures(store: Arc<dyn Store>) {
     let engine = Arc::new(Engine::new(
         store.clone(),
         pack(ECHO_PACK),
@@ -392,7 +392,7 @@ async fn story_outbox_retries_with_backoff_and_records_failures(store: Arc<dyn S
     );
 }
 
-async fn story_notes_never_leave(store: Arc<dyn Store>) {
+async fn notes_never_leave(store: Arc<dyn Store>) {
     // The example pack writes notes on hand-offs, cancellations and escalations.
     let l = switchyard_rules::load_dir(Path::new("../examples/pk-ecommerce")).unwrap();
     let engine = Arc::new(Engine::new(
@@ -471,46 +471,39 @@ async fn story_restart_resumes_committed_events(dir: &Path) {
     assert_eq!(texts, ["echo one", "echo two"]);
 }
 
+/// Runs each story against a fresh SQLite file (the PostgreSQL store will add its own arm).
+macro_rules! stories {
+    ($($story:ident),* $(,)?) => {
+        mod sqlite_stories {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $story() {
+                    let d = tmp();
+                    super::$story(sqlite(d.path()).await).await;
+                }
+            )*
+        }
+    };
+}
+
+stories!(
+    redelivery_is_processed_once,
+    order_per_conversation_under_load,
+    one_owner_when_agents_claim_at_once,
+    loop_guard_cuts_a_self_triggering_rule,
+    outbox_retries_with_backoff_and_records_failures,
+    notes_never_leave,
+    assignment_waits_and_follows_capacity_and_availability,
+    sticky_and_least_loaded,
+    a_second_complaint_updates_the_open_ticket,
+    a_reload_that_removes_the_current_step_hands_off,
+);
+
 // ---- the tests --------------------------------------------------------------------------
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_redelivery_is_processed_once() {
-    let d = tmp();
-    story_redelivery_is_processed_once(sqlite(d.path()).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_order_per_conversation_under_load() {
-    let d = tmp();
-    story_order_per_conversation_under_load(sqlite(d.path()).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_one_owner_when_agents_claim_at_once() {
-    let d = tmp();
-    story_one_owner_when_agents_claim_at_once(sqlite(d.path()).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_loop_guard_cuts_a_self_triggering_rule() {
-    let d = tmp();
-    story_loop_guard_cuts_a_self_triggering_rule(sqlite(d.path()).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_outbox_retries_with_backoff_and_records_failures() {
-    let d = tmp();
-    story_outbox_retries_with_backoff_and_records_failures(sqlite(d.path()).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_notes_never_leave() {
-    let d = tmp();
-    story_notes_never_leave(sqlite(d.path()).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -728,7 +721,7 @@ async fn owner(store: &Arc<dyn Store>, from: &str) -> Option<String> {
     store.conversation(c.id).await.unwrap().unwrap().assignee
 }
 
-async fn story_assignment_waits_and_follows_capacity_and_availability(store: Arc<dyn Store>) {
+async fn assignment_waits_and_follows_capacity_and_availability(store: Arc<dyn Store>) {
     let engine = Engine::new(store.clone(), pack(ROUTING_PACK), Arc::new(NoLookup));
     engine
         .save_agent(&agent("a1", &["support"], 1, "online"), 0)
@@ -773,7 +766,7 @@ async fn story_assignment_waits_and_follows_capacity_and_availability(store: Arc
         .any(|a| a.action == "assigned" && a.after["assignee"] == "a2" && a.actor == "system"));
 }
 
-async fn story_sticky_and_least_loaded(store: Arc<dyn Store>) {
+async fn sticky_and_least_loaded(store: Arc<dyn Store>) {
     let engine = Engine::new(store.clone(), pack(ROUTING_PACK), Arc::new(NoLookup));
     engine
         .save_agent(&agent("v1", &["vip"], 5, "online"), 0)
@@ -809,7 +802,7 @@ async fn story_sticky_and_least_loaded(store: Arc<dyn Store>) {
     assert_eq!(owner(&store, "l3").await.as_deref(), Some("b2"));
 }
 
-async fn story_a_second_complaint_updates_the_open_ticket(store: Arc<dyn Store>) {
+async fn a_second_complaint_updates_the_open_ticket(store: Arc<dyn Store>) {
     let engine = Engine::new(store.clone(), pack(ROUTING_PACK), Arc::new(NoLookup));
     step(&engine, vec![msg("t1", "1", "parcel damaged")], 1).await;
     step(
@@ -843,7 +836,7 @@ async fn story_a_second_complaint_updates_the_open_ticket(store: Arc<dyn Store>)
     );
 }
 
-async fn story_a_reload_that_removes_the_current_step_hands_off(store: Arc<dyn Store>) {
+async fn a_reload_that_removes_the_current_step_hands_off(store: Arc<dyn Store>) {
     let with_step = r#"
 version: 1
 settings: { default_queue: support }
@@ -900,28 +893,4 @@ rules:
         "each trace names the pack version that decided"
     );
     assert_ne!(traces[1].0, hash_before);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_assignment_waits_and_follows_capacity_and_availability() {
-    let d = tmp();
-    story_assignment_waits_and_follows_capacity_and_availability(sqlite(d.path()).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_sticky_and_least_loaded() {
-    let d = tmp();
-    story_sticky_and_least_loaded(sqlite(d.path()).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_a_second_complaint_updates_the_open_ticket() {
-    let d = tmp();
-    story_a_second_complaint_updates_the_open_ticket(sqlite(d.path()).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_a_reload_that_removes_the_current_step_hands_off() {
-    let d = tmp();
-    story_a_reload_that_removes_the_current_step_hands_off(sqlite(d.path()).await).await;
 }
