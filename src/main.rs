@@ -4,6 +4,7 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -52,6 +53,17 @@ enum Command {
     },
     /// Print the JSON Schema of rule-pack files (for editor autocompletion).
     Schema,
+    /// Serve the webhooks on embedded SQLite; outbound messages go to the sandbox (printed).
+    Serve {
+        #[arg(long, default_value = "examples/pk-ecommerce")]
+        rules: PathBuf,
+        #[arg(long, default_value = "sqlite://switchyard.db")]
+        db: String,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Play sample conversations through the example pack on a fresh SQLite file.
+    Demo,
 }
 
 fn main() -> ExitCode {
@@ -68,6 +80,8 @@ fn main() -> ExitCode {
         },
         Command::Test { dir, filter } => test_cmd(&dir, filter.as_deref()),
         Command::Schema => schema(),
+        Command::Serve { rules, db, listen } => serve(&rules, &db, &listen),
+        Command::Demo => demo(),
     };
     match r {
         Ok(code) => code,
@@ -334,4 +348,214 @@ fn schema() -> Result<ExitCode> {
     let s = serde_json::to_string_pretty(&switchyard_rules::json_schema())?;
     println!("{s}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Orders for the demo store: every order in the pack's test fixtures.
+fn sample_orders(pack: &Pack) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let mut seen = std::collections::BTreeSet::new();
+    pack.tests
+        .iter()
+        .flat_map(|t| t.fixtures.orders.iter().cloned())
+        .filter(|o| seen.insert(o.get("name").map(|n| n.to_string()).unwrap_or_default()))
+        .collect()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn start_runtime(
+    pack: Pack,
+    db: &str,
+    channel: Arc<dyn switchyard_engine::ports::Channel>,
+    notifier: Arc<dyn switchyard_engine::ports::Notifier>,
+) -> Result<Arc<switchyard_engine::worker::Runtime>> {
+    let store: Arc<dyn switchyard_engine::Store> = Arc::new(
+        switchyard_engine::sqlite::SqliteStore::open(db)
+            .await
+            .with_context(|| format!("cannot open the database {db}"))?,
+    );
+    let lookup = Arc::new(switchyard_connectors::demo::DemoStore::new(sample_orders(
+        &pack,
+    )));
+    let engine = Arc::new(switchyard_engine::Engine::new(
+        store,
+        Arc::new(pack),
+        lookup,
+    ));
+    let rt =
+        switchyard_engine::worker::Runtime::start(engine, channel, notifier, Default::default())
+            .await?;
+    Ok(Arc::new(rt))
+}
+
+fn serve(rules: &Path, db: &str, listen: &str) -> Result<ExitCode> {
+    let Some(pack) = valid_pack(rules)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let runtime = start_runtime(
+            pack,
+            db,
+            Arc::new(switchyard_connectors::sandbox::SandboxChannel::printing()),
+            Arc::new(switchyard_connectors::sandbox::SandboxNotifier::default()),
+        )
+        .await?;
+        let state = Arc::new(switchyard_api::AppState {
+            runtime: runtime.clone(),
+            whatsapp_verify_token: std::env::var("WHATSAPP_VERIFY_TOKEN").ok(),
+            whatsapp_app_secret: std::env::var("WHATSAPP_APP_SECRET").ok().map(String::into_bytes),
+            body_limit: switchyard_api::DEFAULT_BODY_LIMIT,
+        });
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        eprintln!(
+            "switchyard: serving {} on http://{} with {db}; outbound messages go to the sandbox (printed here)",
+            rules.display(),
+            listener.local_addr()?
+        );
+        let shutdown = async {
+            let term = async {
+                #[cfg(unix)]
+                if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    s.recv().await;
+                    return;
+                }
+                std::future::pending::<()>().await
+            };
+            tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term => {} }
+            eprintln!("switchyard: stopping; events not yet processed stay in the inbox for the next start");
+        };
+        switchyard_api::launch(listener, state, shutdown).await?;
+        if let Ok(rt) = Arc::try_unwrap(runtime) {
+            rt.shutdown().await;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One scripted customer action of the demo.
+enum DemoStep {
+    Says(&'static str, &'static str),
+    Taps(&'static str, &'static str),
+    NewCodOrder(&'static str, &'static str),
+}
+
+fn demo() -> Result<ExitCode> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pk-ecommerce");
+    let Some(pack) = valid_pack(&dir)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let tmp = tempfile::tempdir()?;
+    let db = format!("sqlite://{}", tmp.path().join("demo.db").display());
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "Switchyard demo: the example pack on a fresh SQLite file ({db}),\nthe demo store and the sandbox channel. Each line goes through the durable pipeline.\n")?;
+    rt.block_on(async {
+        let channel = Arc::new(switchyard_connectors::sandbox::SandboxChannel::new());
+        let runtime = start_runtime(pack, &db, channel.clone(), Arc::new(switchyard_connectors::sandbox::SandboxNotifier::default())).await?;
+        use DemoStep::*;
+        let script = [
+            NewCodOrder("923001234567", "#20001"),
+            Taps("923001234567", "confirm"),
+            Says("923331112223", "mera order kahan hai #55120"),
+            Says("923451234567", "parcel toota hua aaya hai, bohat bura experience"),
+            Says("923211234567", "size chota hai, exchange karna hai"),
+            Says("923009876543", "kisi insaan se baat karwao"),
+            Says("923111234567", "میرا پارسل کب آئے گا"),
+        ];
+        for (i, step) in script.iter().enumerate() {
+            let before = channel.sent().len();
+            let (who, ev, line) = match step {
+                Says(who, text) => (who, msg(who, i, "text", text, None), format!("{who} says: {text}")),
+                Taps(who, id) => (who, msg(who, i, "button", id, Some(id)), format!("{who} taps the button `{id}`")),
+                NewCodOrder(who, name) => {
+                    let order = sample_orders(&runtime.engine.pack()).into_iter().find(|o| o["name"] == *name).map(serde_json::Value::Object).unwrap_or_default();
+                    let ev = switchyard_engine::model::Inbound::Order {
+                        channel: "whatsapp".into(),
+                        to: who.to_string(),
+                        name: None,
+                        phone: Some(format!("+{who}")),
+                        provider_id: format!("demo-order-{i}"),
+                        event: "order.created".into(),
+                        order,
+                    };
+                    (who, ev, format!("store: new cash-on-delivery order {name} for {who}"))
+                }
+            };
+            writeln!(out, "▸ {line}")?;
+            runtime.ingest(vec![ev]).await?;
+            settle(&runtime).await?;
+            for (_, m) in &channel.sent()[before..] {
+                let extra = match &m.template {
+                    Some(t) => format!("  (approved template {}) [{}]", t.name, t.buttons.join(" | ")),
+                    None if !m.buttons.is_empty() => format!("  [{}]", m.buttons.iter().map(|b| b.1.as_str()).collect::<Vec<_>>().join(" | ")),
+                    None => String::new(),
+                };
+                writeln!(out, "    bot → {who}: {}{extra}", m.text)?;
+            }
+            let store = &runtime.engine.store;
+            let ctx = store.load_context("whatsapp", who, None, None, now_ms()).await?;
+            let c = &ctx.conversation;
+            let ticket = ctx.ticket.as_ref().map(|t| format!(", ticket {} ({}, {})", t.id, t.title, t.priority.as_str())).unwrap_or_default();
+            let flow = c.flow.as_ref().map(|f| format!(", flow {}/{}", f.flow, f.step)).unwrap_or_default();
+            writeln!(
+                out,
+                "    conversation {}: {}, queue {}, tags [{}]{flow}{ticket}",
+                c.id,
+                c.status.as_str(),
+                c.queue.as_deref().unwrap_or("none"),
+                c.tags.join(", ")
+            )?;
+        }
+        writeln!(out, "\nEvery decision is in the database with its trace; `switchyard test examples/pk-ecommerce` runs the pack's 38 cases.")?;
+        if let Ok(rt) = Arc::try_unwrap(runtime) {
+            rt.shutdown().await;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn msg(
+    who: &str,
+    i: usize,
+    kind: &str,
+    text: &str,
+    choice: Option<&str>,
+) -> switchyard_engine::model::Inbound {
+    switchyard_engine::model::Inbound::Message {
+        channel: "whatsapp".into(),
+        from: who.into(),
+        name: Some(format!("Customer {}", &who[who.len().saturating_sub(4)..])),
+        phone: Some(format!("+{who}")),
+        provider_id: format!("demo-{i}"),
+        kind: kind.into(),
+        text: text.into(),
+        choice: choice.map(String::from),
+        payload: serde_json::Value::Null,
+    }
+}
+
+/// Waits until the inbox is processed and nothing is waiting to be sent.
+async fn settle(rt: &switchyard_engine::worker::Runtime) -> Result<()> {
+    let store = &rt.engine.store;
+    for _ in 0..500 {
+        let inbox_done = store.pending_inbox(0, 1).await?.is_empty();
+        let sending = store
+            .outbox_payloads()
+            .await?
+            .iter()
+            .any(|(s, _)| s == "pending" || s == "sending");
+        if inbox_done && !sending {
+            return Ok(());
+        }
+        rt.wake_outbox();
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    anyhow::bail!("the engine did not finish within 5 s")
 }

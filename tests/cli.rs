@@ -183,3 +183,19 @@ fn a_failing_test_prints_what_happened_and_the_trace_and_exits_1() {
     );
     assert_eq!(out.lines().last().unwrap(), "1 passed, 1 failed");
 }
+
+#[test]
+fn demo_plays_the_sample_conversations_on_a_fresh_database() {
+    let (code, out, err) = run(&["demo"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("approved template cod_confirmation_v2"),
+        "{out}"
+    );
+    assert!(out.contains("Order #20001 is confirmed"), "{out}");
+    assert!(
+        out.contains("Your order #55120 is out for delivery"),
+        "{out}"
+    );
+    assert!(out.contains("queue complaints"), "{out}");
+}

@@ -1,1 +1,223 @@
-//! HTTP API (axum). See ARCHITECTURE.md; built by issues #4 and #5.
+//! The HTTP API (axum): webhooks and health. Handlers turn requests into engine calls; errors
+//! are JSON `{"error": {"code", "message"}}` with the right status, never a 500 for bad input.
+//! The admin API comes with issue #5.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use switchyard_connectors::whatsapp;
+use switchyard_engine::model::Inbound;
+use switchyard_engine::store::Ingested;
+use switchyard_engine::worker::Runtime;
+
+/// Default limit of a webhook body: WhatsApp batches up to 3 MB.
+pub const DEFAULT_BODY_LIMIT: usize = 3 * 1024 * 1024;
+
+/// What the routes need.
+pub struct AppState {
+    pub runtime: Arc<Runtime>,
+    /// `hub.verify_token` for Meta's handshake; without it the handshake is refused.
+    pub whatsapp_verify_token: Option<String>,
+    /// The app secret: when set, `X-Hub-Signature-256` is required and checked.
+    pub whatsapp_app_secret: Option<Vec<u8>>,
+    pub body_limit: usize,
+}
+
+/// One error type for every route.
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    Unauthorized(String),
+    Forbidden(String),
+    TooLarge(usize),
+    Unavailable(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
+            ApiError::TooLarge(n) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body is larger than {n} bytes"),
+            ),
+            ApiError::Unavailable(m) => {
+                // Internals are logged, not shown.
+                tracing::error!(error = %m, "store unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the store is not available; retry later".into(),
+                )
+            }
+        };
+        (
+            status,
+            Json(json!({ "error": { "code": code, "message": message } })),
+        )
+            .into_response()
+    }
+}
+
+fn body(b: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    b.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(limit)
+        } else {
+            ApiError::BadRequest(e.body_text())
+        }
+    })
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.body_limit;
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(readyz))
+        .route(
+            "/webhooks/whatsapp",
+            get(whatsapp_handshake).post(whatsapp_post),
+        )
+        .route("/webhooks/webchat", axum::routing::post(webchat_post))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes; tests call it on a loopback listener.
+pub async fn launch(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn readyz(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    s.runtime
+        .engine
+        .store
+        .pending_inbox(i64::MAX, 1)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Json(json!({ "status": "ready" })))
+}
+
+async fn whatsapp_handshake(
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<String, ApiError> {
+    let expected = s.whatsapp_verify_token.as_deref().unwrap_or("");
+    whatsapp::handshake(
+        q.get("hub.mode").map(String::as_str),
+        q.get("hub.verify_token").map(String::as_str),
+        q.get("hub.challenge").map(String::as_str),
+        expected,
+    )
+    .ok_or_else(|| {
+        ApiError::Forbidden("verification failed: wrong hub.mode or hub.verify_token".into())
+    })
+}
+
+async fn ingest(s: &AppState, events: Vec<Inbound>) -> Result<(usize, usize), ApiError> {
+    if events.is_empty() {
+        return Ok((0, 0));
+    }
+    let r = s
+        .runtime
+        .ingest(events)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let new = r.iter().filter(|x| matches!(x, Ingested::New(_))).count();
+    Ok((new, r.len() - new))
+}
+
+async fn whatsapp_post(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let b = body(b, s.body_limit)?;
+    if let Some(secret) = &s.whatsapp_app_secret {
+        let sig = headers
+            .get("x-hub-signature-256")
+            .and_then(|v| v.to_str().ok());
+        if !whatsapp::signature_valid(secret, &b, sig) {
+            return Err(ApiError::Unauthorized(
+                "missing or wrong X-Hub-Signature-256".into(),
+            ));
+        }
+    }
+    let n = whatsapp::parse(&b).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let statuses = n.statuses.len();
+    // Acknowledged only after the commit.
+    let (new, dup) = ingest(&s, n.messages).await?;
+    Ok(Json(
+        json!({ "received": new, "duplicates": dup, "statuses": statuses }),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebchatMessage {
+    id: String,
+    from: String,
+    name: Option<String>,
+    text: Option<String>,
+    button: Option<String>,
+}
+
+async fn webchat_post(
+    State(s): State<Arc<AppState>>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let b = body(b, s.body_limit)?;
+    let m: WebchatMessage = serde_json::from_slice(&b).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected {{\"id\", \"from\", \"name\"?, \"text\" or \"button\"}}: {e}"
+        ))
+    })?;
+    if m.id.is_empty() || m.from.is_empty() {
+        return Err(ApiError::BadRequest(
+            "`id` and `from` must not be empty".into(),
+        ));
+    }
+    let (kind, text, choice) = match (m.text, m.button) {
+        (Some(t), None) => ("text", t, None),
+        (None, Some(b)) => ("button", b.clone(), Some(b)),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "send exactly one of `text` or `button`".into(),
+            ))
+        }
+    };
+    let ev = Inbound::Message {
+        channel: "webchat".into(),
+        from: m.from,
+        name: m.name,
+        phone: None,
+        provider_id: m.id,
+        kind: kind.into(),
+        text,
+        choice,
+        payload: Value::Null,
+    };
+    let (new, dup) = ingest(&s, vec![ev]).await?;
+    Ok(Json(json!({ "received": new, "duplicates": dup })))
+}

@@ -10,11 +10,22 @@ use switchyard_engine::ports::{Channel, LookupError, Notifier, SendError};
 #[derive(Debug, Default)]
 pub struct SandboxChannel {
     sent: Mutex<Vec<(String, Outbound)>>,
+    /// Print each message instead of keeping it (for `serve` without credentials).
+    print: bool,
+    count: std::sync::atomic::AtomicU64,
 }
 
 impl SandboxChannel {
     pub fn new() -> SandboxChannel {
         SandboxChannel::default()
+    }
+
+    /// A sandbox that prints what it would send on stdout and keeps nothing.
+    pub fn printing() -> SandboxChannel {
+        SandboxChannel {
+            print: true,
+            ..Default::default()
+        }
     }
 
     /// Everything sent so far, with the ids it was given.
@@ -26,9 +37,17 @@ impl SandboxChannel {
 #[async_trait]
 impl Channel for SandboxChannel {
     async fn send(&self, message: &Outbound) -> Result<String, SendError> {
+        let n = self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let id = format!("sandbox.{}.{n}", std::process::id());
         let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        let id = format!("sandbox.{}", sent.len() + 1);
-        sent.push((id.clone(), message.clone()));
+        if self.print {
+            println!(
+                "[sandbox → {} {}] {}",
+                message.channel, message.to, message.text
+            );
+        } else {
+            sent.push((id.clone(), message.clone()));
+        }
         Ok(id)
     }
 }

@@ -1,0 +1,255 @@
+//! The webhook routes over real HTTP on loopback, with a real SQLite file behind them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use switchyard_api::{launch, AppState};
+use switchyard_connectors::sandbox::{SandboxChannel, SandboxNotifier};
+use switchyard_engine::sqlite::SqliteStore;
+use switchyard_engine::worker::{Runtime, WorkerConfig};
+use switchyard_engine::{Engine, Store};
+
+const PACK: &str = r#"
+version: 1
+settings: { default_queue: support }
+queues: { support: { assignment: round_robin } }
+rules:
+  - name: echo
+    when: message.received
+    then: [ { reply: { text: "got: {{message.text}}" } } ]
+"#;
+
+const TEXT: &str = r#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550000000","phone_number_id":"111"},"contacts":[{"profile":{"name":"Ayesha"},"wa_id":"923001234567"}],"messages":[{"from":"923001234567","id":"wamid.ONE","timestamp":"1700000000","type":"text","text":{"body":"hello"}}]}}]}]}"#;
+
+struct Server {
+    base: String,
+    channel: Arc<SandboxChannel>,
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+}
+
+async fn server(secret: Option<&str>, body_limit: usize) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
+            .await
+            .unwrap(),
+    );
+    let l = switchyard_rules::load_files(
+        vec![switchyard_rules::SourceFile {
+            rel: "p.yaml".into(),
+            display: "p.yaml".into(),
+            text: PACK.into(),
+        }],
+        "t",
+    );
+    let lookup = Arc::new(switchyard_connectors::demo::DemoStore::new(vec![]));
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        Arc::new(l.pack.unwrap()),
+        lookup,
+    ));
+    let channel = Arc::new(SandboxChannel::new());
+    let cfg = WorkerConfig {
+        poll: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let runtime = Arc::new(
+        Runtime::start(
+            engine,
+            channel.clone(),
+            Arc::new(SandboxNotifier::default()),
+            cfg,
+        )
+        .await
+        .unwrap(),
+    );
+    let state = Arc::new(AppState {
+        runtime,
+        whatsapp_verify_token: Some("verify-me".into()),
+        whatsapp_app_secret: secret.map(|s| s.as_bytes().to_vec()),
+        body_limit,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(launch(listener, state, std::future::pending()));
+    Server {
+        base,
+        channel,
+        store,
+        _dir: dir,
+    }
+}
+
+fn sign(secret: &str, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn replies(s: &Server, n: usize) -> Vec<String> {
+    for _ in 0..250 {
+        let sent = s.channel.sent();
+        if sent.len() >= n {
+            return sent.into_iter().map(|(_, m)| m.text).collect();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("expected {n} replies, got {:?}", s.channel.sent());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_the_verification_handshake() {
+    let s = server(None, 1 << 20).await;
+    let c = reqwest::Client::new();
+    assert_eq!(
+        c.get(format!("{}/healthz", s.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(format!("{}/readyz", s.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let ok = c.get(format!("{}/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=1158201444", s.base)).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await.unwrap(), "1158201444");
+    let bad = c
+        .get(format!(
+            "{}/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1",
+            s.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 403);
+    let e: Value = bad.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "forbidden");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whatsapp_message_is_committed_answered_and_deduplicated() {
+    let s = server(None, 1 << 20).await;
+    let c = reqwest::Client::new();
+    let r: Value = c
+        .post(format!("{}/webhooks/whatsapp", s.base))
+        .body(TEXT)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r, json!({ "received": 1, "duplicates": 0, "statuses": 0 }));
+    // Meta redelivers: acknowledged, nothing done twice.
+    let r: Value = c
+        .post(format!("{}/webhooks/whatsapp", s.base))
+        .body(TEXT)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["duplicates"], 1);
+    assert_eq!(replies(&s, 1).await, ["got: hello"]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        s.channel.sent().len(),
+        1,
+        "one reply for a redelivered message"
+    );
+    let ids = s.store.conversation_ids().await.unwrap();
+    assert_eq!(ids.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_are_required_when_an_app_secret_is_set() {
+    let s = server(Some("app-secret"), 1 << 20).await;
+    let c = reqwest::Client::new();
+    let missing = c
+        .post(format!("{}/webhooks/whatsapp", s.base))
+        .body(TEXT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 401);
+    let wrong = c
+        .post(format!("{}/webhooks/whatsapp", s.base))
+        .header("X-Hub-Signature-256", sign("other", TEXT))
+        .body(TEXT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert!(
+        s.store.pending_inbox(0, 10).await.unwrap().is_empty()
+            && s.store.conversation_ids().await.unwrap().is_empty(),
+        "nothing stored"
+    );
+    let good = c
+        .post(format!("{}/webhooks/whatsapp", s.base))
+        .header("X-Hub-Signature-256", sign("app-secret", TEXT))
+        .body(TEXT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status(), 200);
+    assert_eq!(replies(&s, 1).await, ["got: hello"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bodies_get_json_errors_and_lose_nothing() {
+    let s = server(None, 2048).await;
+    let c = reqwest::Client::new();
+    let bad = c
+        .post(format!("{}/webhooks/whatsapp", s.base))
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let e: Value = bad.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "bad_request");
+    let big = c
+        .post(format!("{}/webhooks/whatsapp", s.base))
+        .body("x".repeat(10_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 413);
+    let e: Value = big.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "too_large");
+    let web = c
+        .post(format!("{}/webhooks/webchat", s.base))
+        .json(&json!({ "id": "w1", "from": "visitor-7", "text": "hi" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(web.status(), 200);
+    let both = c
+        .post(format!("{}/webhooks/webchat", s.base))
+        .json(&json!({ "id": "w2", "from": "v", "text": "a", "button": "b" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(both.status(), 400);
+    let unknown = c
+        .post(format!("{}/webhooks/webchat", s.base))
+        .json(&json!({ "id": "w3", "from": "v", "text": "a", "extra": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    assert_eq!(replies(&s, 1).await, ["got: hi"]);
+}
