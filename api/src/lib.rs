@@ -166,8 +166,29 @@ async fn whatsapp_post(
     }
     let n = whatsapp::parse(&b).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let statuses = n.statuses.len();
-    // Acknowledged only after the commit.
+    // Acknowledged only after the commits.
     let (new, dup) = ingest(&s, n.messages).await?;
+    let store = &s.runtime.engine.store;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    for st in &n.statuses {
+        let error = st
+            .error
+            .as_ref()
+            .map(|(code, title)| format!("{code}: {title}"));
+        store
+            .record_status(
+                "whatsapp",
+                &st.provider_id,
+                &st.status,
+                error.as_deref(),
+                now,
+            )
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    }
     Ok(Json(
         json!({ "received": new, "duplicates": dup, "statuses": statuses }),
     ))

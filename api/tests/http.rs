@@ -253,3 +253,105 @@ async fn bad_bodies_get_json_errors_and_lose_nothing() {
     assert_eq!(unknown.status(), 400);
     assert_eq!(replies(&s, 1).await, ["got: hi"]);
 }
+
+fn status_body(id: &str, status: &str, error: Option<i64>) -> String {
+    let errors = error
+        .map(|c| json!([{ "code": c, "title": "Re-engagement message" }]))
+        .unwrap_or(json!([]));
+    json!({ "object": "whatsapp_business_account", "entry": [ { "id": "1", "changes": [ { "field": "messages", "value": {
+        "messaging_product": "whatsapp", "metadata": { "display_phone_number": "15550000000", "phone_number_id": "111" },
+        "statuses": [ { "id": id, "status": status, "timestamp": "1700000001", "recipient_id": "923001234567", "errors": errors } ] } } ] } ] })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_statuses_only_move_forward() {
+    let s = server(None, 1 << 20).await;
+    let c = reqwest::Client::new();
+    c.post(format!("{}/webhooks/whatsapp", s.base))
+        .body(TEXT)
+        .send()
+        .await
+        .unwrap();
+    replies(&s, 1).await;
+    let conv = s.store.conversation_ids().await.unwrap()[0];
+    let mut out = None;
+    for _ in 0..100 {
+        out = s.store.messages(conv).await.unwrap().into_iter().find(|m| {
+            m.direction == switchyard_engine::model::Direction::Out && m.status == "sent"
+        });
+        if out.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let wamid = out.expect("the reply was sent").provider_id.unwrap();
+    let status_of = || async {
+        s.store
+            .messages(conv)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| m.provider_id.as_deref() == Some(wamid.as_str()))
+            .unwrap()
+    };
+    for (st, err, want) in [
+        ("read", None, "read"),
+        ("delivered", None, "read"),
+        ("read", None, "read"),
+        ("failed", Some(131047), "read"),
+    ] {
+        let r = c
+            .post(format!("{}/webhooks/whatsapp", s.base))
+            .body(status_body(&wamid, st, err))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(status_of().await.status, want, "after {st}");
+    }
+    // A failure before delivery is recorded with its code, visible to agents.
+    c.post(format!("{}/webhooks/whatsapp", s.base)).body(r#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{"contacts":[{"profile":{"name":"B"},"wa_id":"923009999999"}],"messages":[{"from":"923009999999","id":"wamid.TWO","type":"text","text":{"body":"second"}}]}}]}]}"#).send().await.unwrap();
+    replies(&s, 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let conv2 = *s.store.conversation_ids().await.unwrap().last().unwrap();
+    let second = s
+        .store
+        .messages(conv2)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.direction == switchyard_engine::model::Direction::Out)
+        .unwrap();
+    let id2 = second.provider_id.unwrap();
+    c.post(format!("{}/webhooks/whatsapp", s.base))
+        .body(status_body(&id2, "failed", Some(131026)))
+        .send()
+        .await
+        .unwrap();
+    let failed = s
+        .store
+        .messages(conv2)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.provider_id.as_deref() == Some(id2.as_str()))
+        .unwrap();
+    assert_eq!(failed.status, "failed");
+    assert!(failed.error.unwrap().starts_with("131026"));
+    // A status for a message we never sent is recorded, not an error.
+    let r = c
+        .post(format!("{}/webhooks/whatsapp", s.base))
+        .body(status_body("wamid.NOT-OURS", "delivered", None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let audit = s
+        .store
+        .audit("message:whatsapp:wamid.NOT-OURS")
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].action, "status_for_unknown_message");
+}

@@ -1107,6 +1107,58 @@ impl Store for SqliteStore {
         Ok(n)
     }
 
+    async fn record_status(
+        &self,
+        channel: &str,
+        provider_id: &str,
+        status: &str,
+        error: Option<&str>,
+        now: Millis,
+    ) -> Result<StatusRecorded> {
+        // How far a message has come; a status only ever moves it forward.
+        const RANK: &str = "CASE {} WHEN 'pending' THEN 0 WHEN 'sending' THEN 0 WHEN 'unknown' THEN 0 WHEN 'sent' THEN 1 \
+                            WHEN 'delivered' THEN 2 WHEN 'failed' THEN 2 WHEN 'read' THEN 3 ELSE 0 END";
+        let new_rank = RANK.replace("{}", "?");
+        let old_rank = RANK.replace("{}", "status");
+        let mut conn = self.write.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let updated = sqlx::query(&format!(
+            "UPDATE messages SET status = ?, error = COALESCE(?, error) WHERE channel = ? AND provider_id = ? AND direction = 'out' AND {old_rank} < {new_rank}"
+        ))
+        .bind(status)
+        .bind(error)
+        .bind(channel)
+        .bind(provider_id)
+        .bind(status)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let outcome = if updated > 0 {
+            StatusRecorded::Updated
+        } else {
+            let known: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM messages WHERE channel = ? AND provider_id = ?")
+                    .bind(channel)
+                    .bind(provider_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match known {
+                Some(_) => StatusRecorded::Unchanged,
+                None => {
+                    sqlx::query("INSERT INTO audit (at, actor, entity, action, before, after) VALUES (?, 'system', ?, 'status_for_unknown_message', 'null', ?)")
+                        .bind(now)
+                        .bind(format!("message:{channel}:{provider_id}"))
+                        .bind(json(&serde_json::json!({ "status": status, "error": error })))
+                        .execute(&mut *tx)
+                        .await?;
+                    StatusRecorded::UnknownMessage
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
     async fn claim(&self, conversation_id: i64, agent: &str, now: Millis) -> Result<Claim> {
         let mut conn = self.write.acquire().await?;
         let mut tx = conn.begin().await?;

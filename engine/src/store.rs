@@ -102,6 +102,16 @@ pub struct Context {
     pub ticket: Option<Ticket>,
 }
 
+/// What recording a delivery status did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusRecorded {
+    Updated,
+    /// Not newer than what the message already has.
+    Unchanged,
+    /// No outbound message has that id; the status was audited.
+    UnknownMessage,
+}
+
 /// What a claim did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -200,6 +210,18 @@ pub trait Store: Send + Sync {
     /// sent again (at most once); they become `unknown`, visible to agents. Returns how many.
     async fn recover_outbox(&self, now: Millis) -> Result<u64>;
 
+    /// A delivery status from the channel for the outbound message with this provider id.
+    /// Statuses only move forward (`sent` → `delivered` → `read`; `failed` unless already
+    /// read): a late or repeated one changes nothing. A status for a message we do not know is
+    /// recorded in the audit log.
+    async fn record_status(
+        &self,
+        channel: &str,
+        provider_id: &str,
+        status: &str,
+        error: Option<&str>,
+        now: Millis,
+    ) -> Result<StatusRecorded>;
     /// Atomically gives an unowned conversation to `agent`.
     async fn claim(&self, conversation_id: i64, agent: &str, now: Millis) -> Result<Claim>;
     async fn upsert_agent(&self, agent: &Agent, now: Millis) -> Result<()>;
