@@ -84,6 +84,14 @@ async fn server(secret: Option<&str>, body_limit: usize) -> Server {
     }
 }
 
+async fn post_whatsapp(c: &reqwest::Client, s: &Server, body: &str) -> reqwest::Response {
+    c.post(format!("{}/webhooks/whatsapp", s.base))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
 fn sign(secret: &str, body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body.as_bytes());
@@ -141,26 +149,10 @@ async fn health_and_the_verification_handshake() {
 async fn a_whatsapp_message_is_committed_answered_and_deduplicated() {
     let s = server(None, 1 << 20).await;
     let c = reqwest::Client::new();
-    let r: Value = c
-        .post(format!("{}/webhooks/whatsapp", s.base))
-        .body(TEXT)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = post_whatsapp(&c, &s, TEXT).await.json().await.unwrap();
     assert_eq!(r, json!({ "received": 1, "duplicates": 0, "statuses": 0 }));
     // Meta redelivers: acknowledged, nothing done twice.
-    let r: Value = c
-        .post(format!("{}/webhooks/whatsapp", s.base))
-        .body(TEXT)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = post_whatsapp(&c, &s, TEXT).await.json().await.unwrap();
     assert_eq!(r["duplicates"], 1);
     assert_eq!(replies(&s, 1).await, ["got: hello"]);
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -148,6 +148,20 @@ fn fast() -> WorkerConfig {
     }
 }
 
+/// The echo pack's engine on `store`, with workers sending through `ch`.
+async fn echo_runtime(store: &Arc<dyn Store>, ch: Recorder) -> (Arc<Recorder>, Runtime) {
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        pack(ECHO_PACK),
+        Arc::new(NoLookup),
+    ));
+    let ch = Arc::new(ch);
+    let rt = Runtime::start(engine, ch.clone(), ch.clone(), fast())
+        .await
+        .unwrap();
+    (ch, rt)
+}
+
 /// Waits until every inbox row is processed and no outbound row is pending or sending.
 async fn settle(store: &Arc<dyn Store>) {
     for _ in 0..1500 {
@@ -179,15 +193,7 @@ async fn all_messages(store: &Arc<dyn Store>) -> Vec<Message> {
 // ---- stories --------------------------------------------------------------------------
 
 async fn redelivery_is_processed_once(store: Arc<dyn Store>) {
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        pack(ECHO_PACK),
-        Arc::new(NoLookup),
-    ));
-    let ch = Arc::new(Recorder::default());
-    let rt = Runtime::start(engine, ch.clone(), ch.clone(), fast())
-        .await
-        .unwrap();
+    let (ch, rt) = echo_runtime(&store, Recorder::default()).await;
     let first = rt
         .ingest(vec![msg("c1", "wamid.A", "hello")])
         .await
@@ -450,15 +456,7 @@ async fn story_restart_resumes_committed_events(dir: &Path) {
         .unwrap();
     drop(store);
     let store = sqlite(dir).await;
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        pack(ECHO_PACK),
-        Arc::new(NoLookup),
-    ));
-    let ch = Arc::new(Recorder::default());
-    let rt = Runtime::start(engine, ch.clone(), ch.clone(), fast())
-        .await
-        .unwrap();
+    let (ch, rt) = echo_runtime(&store, Recorder::default()).await;
     settle(&store).await;
     rt.shutdown().await;
     let texts: Vec<String> = ch
