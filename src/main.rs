@@ -396,6 +396,13 @@ fn serve(rules: &Path, db: &str, listen: &str) -> Result<ExitCode> {
     let Some(pack) = valid_pack(rules)? else {
         return Ok(ExitCode::from(1));
     };
+    // Logs on stderr; `RUST_LOG` sets the level (default info). Message bodies are never logged.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let runtime = start_runtime(
