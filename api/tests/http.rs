@@ -246,6 +246,24 @@ async fn bad_bodies_get_json_errors_and_lose_nothing() {
     assert_eq!(replies(&s, 1).await, ["got: hi"]);
 }
 
+/// The provider id of the conversation's first reply, once the channel has taken it.
+async fn sent_id(s: &Server, conv: i64) -> String {
+    for _ in 0..250 {
+        let out = s
+            .store
+            .messages(conv)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| m.direction == switchyard_engine::model::Direction::Out);
+        if let Some(id) = out.and_then(|m| m.provider_id) {
+            return id;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the reply of conversation {conv} was never sent");
+}
+
 fn status_body(id: &str, status: &str, error: Option<i64>) -> String {
     let errors = error
         .map(|c| json!([{ "code": c, "title": "Re-engagement message" }]))
@@ -267,17 +285,7 @@ async fn delivery_statuses_only_move_forward() {
         .unwrap();
     replies(&s, 1).await;
     let conv = s.store.conversation_ids().await.unwrap()[0];
-    let mut out = None;
-    for _ in 0..100 {
-        out = s.store.messages(conv).await.unwrap().into_iter().find(|m| {
-            m.direction == switchyard_engine::model::Direction::Out && m.status == "sent"
-        });
-        if out.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let wamid = out.expect("the reply was sent").provider_id.unwrap();
+    let wamid = sent_id(&s, conv).await;
     let status_of = || async {
         s.store
             .messages(conv)
@@ -305,17 +313,8 @@ async fn delivery_statuses_only_move_forward() {
     // A failure before delivery is recorded with its code, visible to agents.
     c.post(format!("{}/webhooks/whatsapp", s.base)).body(r#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{"contacts":[{"profile":{"name":"B"},"wa_id":"923009999999"}],"messages":[{"from":"923009999999","id":"wamid.TWO","type":"text","text":{"body":"second"}}]}}]}]}"#).send().await.unwrap();
     replies(&s, 2).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let conv2 = *s.store.conversation_ids().await.unwrap().last().unwrap();
-    let second = s
-        .store
-        .messages(conv2)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|m| m.direction == switchyard_engine::model::Direction::Out)
-        .unwrap();
-    let id2 = second.provider_id.unwrap();
+    let id2 = sent_id(&s, conv2).await;
     c.post(format!("{}/webhooks/whatsapp", s.base))
         .body(status_body(&id2, "failed", Some(131026)))
         .send()
