@@ -356,18 +356,14 @@ rules:
 }
 
 async fn outbox_retries_with_backoff_and_records_failures(store: Arc<dyn Store>) {
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        pack(ECHO_PACK),
-        Arc::new(NoLookup),
-    ));
-    let ch = Arc::new(Recorder {
-        fail_first: 2,
-        ..Default::default()
-    });
-    let rt = Runtime::start(engine, ch.clone(), ch.clone(), fast())
-        .await
-        .unwrap();
+    let (ch, rt) = echo_runtime(
+        &store,
+        Recorder {
+            fail_first: 2,
+            ..Default::default()
+        },
+    )
+    .await;
     rt.ingest(vec![msg("c1", "w1", "flaky"), msg("c2", "w2", "PERMANENT")])
         .await
         .unwrap();
@@ -598,18 +594,14 @@ async fn a_killed_process_loses_nothing_and_sends_no_reply_twice() {
 
     // Restart on the same database.
     let store = sqlite(d.path()).await;
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        pack(ECHO_PACK),
-        Arc::new(NoLookup),
-    ));
-    let ch = Arc::new(Recorder {
-        log: Some(d.path().join("sent.log")),
-        ..Default::default()
-    });
-    let rt = Runtime::start(engine, ch.clone(), ch.clone(), fast())
-        .await
-        .unwrap();
+    let (_sends, rt) = echo_runtime(
+        &store,
+        Recorder {
+            log: Some(d.path().join("sent.log")),
+            ..Default::default()
+        },
+    )
+    .await;
     settle(&store).await;
     rt.shutdown().await;
 

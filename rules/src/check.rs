@@ -1324,7 +1324,6 @@ fn next(
     actions: &[Sp<Action>],
     goto: &Option<Sp<String>>,
     end: bool,
-    at: Pos,
 ) -> Option<Next> {
     let actions = cx.actions(f, actions);
     let mut ok = true;
@@ -1345,7 +1344,6 @@ fn next(
             ok = false;
         }
     }
-    let _ = at;
     (ok && actions.is_some()).then(|| Next {
         actions: actions.unwrap_or_default(),
         goto: goto.as_ref().map(|g| g.value.clone()),
@@ -1462,7 +1460,7 @@ fn flow(cx: &mut Ctx, it: &Item<Sp<Flow>>) -> Option<FlowRt> {
                 .hint(hint);
                 None
             };
-            let n = next(cx, f, fl, &br.actions, &br.goto, br.end, br.pos);
+            let n = next(cx, f, fl, &br.actions, &br.goto, br.end);
             if let Some(n) = &n {
                 if !leads_somewhere(n) {
                     cx.err(f, key.pos, format!("branch `{}` leads nowhere", key.value))
@@ -1497,7 +1495,7 @@ fn flow(cx: &mut Ctx, it: &Item<Sp<Flow>>) -> Option<FlowRt> {
         let timeout = match &s.timeout {
             Some(t) => {
                 let after = cx.duration(f, &t.after);
-                let n = next(cx, f, fl, &t.actions, &t.goto, t.end, t.pos);
+                let n = next(cx, f, fl, &t.actions, &t.goto, t.end);
                 if let Some(n) = &n {
                     if !leads_somewhere(n) {
                         cx.err(f, t.pos, "the timeout leads nowhere")
@@ -1515,7 +1513,7 @@ fn flow(cx: &mut Ctx, it: &Item<Sp<Flow>>) -> Option<FlowRt> {
             }
             None => None,
         };
-        let nx = next(cx, f, fl, &[], &s.goto, s.end, st.pos);
+        let nx = next(cx, f, fl, &[], &s.goto, s.end);
         let handoff = match &s.handoff {
             Some(h) => {
                 let r = cx.handoff(f, h);

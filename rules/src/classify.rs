@@ -51,9 +51,10 @@ pub fn normalize(text: &str) -> String {
 
 /// Maps Urdu/Arabic letter and digit variants to one form; drops diacritics and tatweel.
 fn fold_char(c: char) -> Option<char> {
+    if let Some(d) = crate::entities::ascii_digit(c) {
+        return Some(d);
+    }
     Some(match c {
-        '\u{0660}'..='\u{0669}' => char::from(b'0' + (c as u32 - 0x0660) as u8),
-        '\u{06F0}'..='\u{06F9}' => char::from(b'0' + (c as u32 - 0x06F0) as u8),
         '\u{064A}' | '\u{0649}' => '\u{06CC}', // Arabic yeh, alef maksura → Farsi yeh
         '\u{0643}' => '\u{06A9}',              // Arabic kaf → keheh
         '\u{0647}' | '\u{06C3}' | '\u{0629}' => '\u{06C1}', // heh, teh marbuta → heh goal

@@ -34,20 +34,22 @@ static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\b[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}\b").expect("valid regex")
 });
 
+/// An Urdu (Extended Arabic-Indic) or Arabic-Indic digit as its ASCII digit.
+pub fn ascii_digit(c: char) -> Option<char> {
+    match c {
+        '\u{0660}'..='\u{0669}' => Some(char::from(b'0' + (c as u32 - 0x0660) as u8)),
+        '\u{06F0}'..='\u{06F9}' => Some(char::from(b'0' + (c as u32 - 0x06F0) as u8)),
+        _ => None,
+    }
+}
+
 /// Urdu and Arabic-Indic digits to ASCII, so that "۰۳۰۰" is a phone number too.
 pub fn ascii_digits(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text
-        .chars()
-        .any(|c| matches!(c, '\u{0660}'..='\u{0669}' | '\u{06F0}'..='\u{06F9}'))
-    {
+    if !text.chars().any(|c| ascii_digit(c).is_some()) {
         return text.into();
     }
     text.chars()
-        .map(|c| match c {
-            '\u{0660}'..='\u{0669}' => char::from(b'0' + (c as u32 - 0x0660) as u8),
-            '\u{06F0}'..='\u{06F9}' => char::from(b'0' + (c as u32 - 0x06F0) as u8),
-            c => c,
-        })
+        .map(|c| ascii_digit(c).unwrap_or(c))
         .collect::<String>()
         .into()
 }
