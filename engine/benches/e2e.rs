@@ -2,7 +2,7 @@
 //! conversations, against the raw group-commit insert rate of the same rows measured in the
 //! same run (the ceiling). Prints both and their ratio.
 //!
-//! Run: `cargo bench -p switchyard-engine --bench e2e` (N events, default 20000: `E2E_EVENTS=…`).
+//! Run: `cargo bench -p switchyard-engine --bench e2e` (N events, default 60000: `E2E_EVENTS=…`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +17,9 @@ use switchyard_engine::store::Store;
 use switchyard_engine::worker::{Runtime, WorkerConfig};
 use switchyard_engine::Engine;
 use switchyard_rules::pack::LookupAction;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Null;
 
@@ -112,7 +115,7 @@ fn main() {
     let n: usize = std::env::var("E2E_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+        .unwrap_or(60_000);
     let convs = 200;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

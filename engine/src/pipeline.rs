@@ -68,7 +68,8 @@ pub struct Decision {
 pub struct Processed {
     pub conversation_id: i64,
     pub intent: Option<String>,
-    pub trace: Value,
+    /// Shared with the committed changeset (not copied).
+    pub trace: Arc<Value>,
 }
 
 impl Engine {
@@ -194,7 +195,11 @@ impl Engine {
         let processed = Processed {
             conversation_id: changeset.conversation_id,
             intent: out_intent(&changeset),
-            trace: changeset.trace.clone().map(|t| t.1).unwrap_or_default(),
+            trace: changeset
+                .trace
+                .as_ref()
+                .map(|t| t.1.clone())
+                .unwrap_or_default(),
         };
         Ok(Decision {
             changeset,
@@ -262,7 +267,7 @@ impl Engine {
         let processed = Processed {
             conversation_id: out.conversation_id,
             intent: None,
-            trace: out.trace.clone().map(|t| t.1).unwrap_or_default(),
+            trace: out.trace.as_ref().map(|t| t.1.clone()).unwrap_or_default(),
         };
         self.store.commit(out).await?;
         drop(_guard);
@@ -309,6 +314,13 @@ struct Run<'a> {
     steps_followed: u32,
     /// Lookup results and event data for a flow that starts later in this event.
     pending_bound: Map<String, Value>,
+    /// The state the scope's `conversation`, `contact` and `ticket` were last built from:
+    /// [`Run::refresh_vars`] rebuilds only what changed since.
+    vars_of: (
+        Option<Conversation>,
+        Option<Contact>,
+        Option<Option<Ticket>>,
+    ),
 }
 
 impl<'a> Run<'a> {
@@ -359,6 +371,7 @@ impl<'a> Run<'a> {
             contact_changed: false,
             steps_followed: 0,
             pending_bound: Map::new(),
+            vars_of: (None, None, None),
         }
     }
 
@@ -385,13 +398,32 @@ impl<'a> Run<'a> {
             "intent": self.intent_trace,
             "steps": self.trace,
         });
-        self.cs.trace = Some((self.pack.hash.clone(), trace));
+        self.cs.trace = Some((self.pack.hash.clone(), Arc::new(trace)));
         self.cs
     }
 
     // ---- scope -------------------------------------------------------------------------
 
     fn refresh_vars(&mut self) {
+        self.clock.window_open = self.conv.window_open(self.now);
+        if self.vars_of.0.as_ref() != Some(&self.conv) {
+            self.set_conversation_var();
+            self.vars_of.0 = Some(self.conv.clone());
+        }
+        if self.vars_of.1.as_ref() != Some(&self.contact) {
+            self.set_contact_var();
+            self.vars_of.1 = Some(self.contact.clone());
+        }
+        if self.vars_of.2.as_ref() != Some(&self.ticket) {
+            match &self.ticket {
+                Some(t) => self.vars.set_json("ticket", &ticket_json(t)),
+                None => self.vars.set("ticket", Dynamic::UNIT),
+            }
+            self.vars_of.2 = Some(self.ticket.clone());
+        }
+    }
+
+    fn set_conversation_var(&mut self) {
         let c = &self.conv;
         self.vars.set_json(
             "conversation",
@@ -408,6 +440,9 @@ impl<'a> Run<'a> {
                 "step": c.flow.as_ref().map(|f| f.step.clone()),
             }),
         );
+    }
+
+    fn set_contact_var(&mut self) {
         let k = &self.contact;
         let mut contact = k.attributes.clone();
         contact.insert("id".into(), json!(k.id));
@@ -416,11 +451,6 @@ impl<'a> Run<'a> {
         contact.insert("language".into(), json!(k.language));
         contact.insert("external_id".into(), json!(k.external_id));
         self.vars.set_json("contact", &Value::Object(contact));
-        match &self.ticket {
-            Some(t) => self.vars.set_json("ticket", &ticket_json(t)),
-            None => self.vars.set("ticket", Dynamic::UNIT),
-        }
-        self.clock.window_open = self.conv.window_open(self.now);
     }
 
     fn render(&mut self, t: &switchyard_rules::template::Template, actor: &str) -> String {
@@ -1427,7 +1457,8 @@ impl<'a> Run<'a> {
             A::LeastLoaded => agents.iter().min_by(|a, b| {
                 (a.open, a.last_assigned_at, &a.id).cmp(&(b.open, b.last_assigned_at, &b.id))
             }),
-            A::Sticky => {
+            // Who had it before is read only when there is a choice to make.
+            A::Sticky if agents.len() > 1 => {
                 let prev = self.eng.store.previous_assignee(self.conv.id).await?;
                 agents
                     .iter()

@@ -14,6 +14,8 @@ use crate::model::*;
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is not valid: {0}")]
@@ -88,7 +90,7 @@ pub struct Changeset {
     /// Agents given a conversation (for round robin).
     pub assigned: Vec<String>,
     /// `(pack hash, trace)`.
-    pub trace: Option<(String, Value)>,
+    pub trace: Option<(String, std::sync::Arc<Value>)>,
 }
 
 /// A conversation with what the pipeline needs to decide about it.

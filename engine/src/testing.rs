@@ -1,5 +1,6 @@
-//! `switchyard test`: runs a pack's `tests:` through the real pipeline, on an in-memory
-//! SQLite store, with lookups from each test's fixtures and a virtual clock.
+//! `switchyard test`: runs a pack's `tests:` through the real pipeline, on a throwaway
+//! SQLite store (`sqlite::memory:`, a temporary file), with lookups from each test's fixtures
+//! and a virtual clock.
 
 use std::sync::Arc;
 

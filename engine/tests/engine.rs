@@ -394,6 +394,65 @@ async fn outbox_retries_with_backoff_and_records_failures(store: Arc<dyn Store>)
     );
 }
 
+async fn delivery_statuses_only_move_forward(store: Arc<dyn Store>) {
+    use switchyard_engine::store::StatusRecorded as S;
+    let (_ch, rt) = echo_runtime(&store, Recorder::default()).await;
+    rt.ingest(vec![msg("c1", "w1", "hi")]).await.unwrap();
+    settle(&store).await;
+    rt.shutdown().await;
+    let sent = all_messages(&store)
+        .await
+        .into_iter()
+        .find(|m| m.direction == Direction::Out)
+        .unwrap();
+    let wamid = sent.provider_id.clone().unwrap();
+    let status = || async {
+        all_messages(&store)
+            .await
+            .into_iter()
+            .find(|m| m.id == sent.id)
+            .unwrap()
+    };
+    let rec = |st: &'static str, err: Option<&'static str>| {
+        let (store, wamid) = (store.clone(), wamid.clone());
+        async move {
+            store
+                .record_status("webchat", &wamid, st, err, 5)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(rec("delivered", None).await, S::Updated);
+    assert_eq!(rec("read", None).await, S::Updated);
+    assert_eq!(
+        rec("delivered", None).await,
+        S::Unchanged,
+        "a late delivered"
+    );
+    assert_eq!(
+        rec("read", None).await,
+        S::Unchanged,
+        "the same status twice"
+    );
+    assert_eq!(status().await.status, "read");
+    assert_eq!(
+        store
+            .record_status("webchat", "wamid.nobody", "read", None, 5)
+            .await
+            .unwrap(),
+        S::UnknownMessage
+    );
+    assert_eq!(
+        store
+            .audit("message:webchat:wamid.nobody")
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "a status for an unknown message is recorded"
+    );
+}
+
 async fn notes_never_leave(store: Arc<dyn Store>) {
     // The example pack writes notes on hand-offs, cancellations and escalations.
     let l = switchyard_rules::load_dir(Path::new("../examples/pk-ecommerce")).unwrap();
@@ -488,6 +547,7 @@ stories!(
     loop_guard_cuts_a_self_triggering_rule,
     outbox_retries_with_backoff_and_records_failures,
     notes_never_leave,
+    delivery_statuses_only_move_forward,
     assignment_waits_and_follows_capacity_and_availability,
     sticky_and_least_loaded,
     a_second_complaint_updates_the_open_ticket,

@@ -1,0 +1,894 @@
+//! The embedded store: SQLite in WAL mode.
+//!
+//! Writes go through **one writer thread** ([`writer`]) that owns the only writing connection
+//! and group-commits whatever is pending — inbox batches and pipeline changesets — in one
+//! transaction. Reads use a pool of read-only sqlx connections, and the pipeline's hot read
+//! (a conversation's context) is served from a write-through cache. Migrations run through
+//! sqlx at start.
+//!
+//! One process owns a SQLite file: the cache and the ids handed out in memory rely on it.
+//! Several instances share PostgreSQL instead.
+
+mod writer;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, OptionalExtension};
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::model::*;
+use crate::store::*;
+use writer::{json, Encoded, EncodedEvent, WriteOp};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    read: SqlitePool,
+    writer: mpsc::Sender<WriteOp>,
+    /// The last ticket number handed out. One process owns a SQLite file (several instances
+    /// share PostgreSQL instead), so numbers are allocated in memory, without a write.
+    last_ticket: std::sync::atomic::AtomicI64,
+    /// Recently used conversation contexts, kept equal to what is committed (the writer
+    /// updates them after each COMMIT): the pipeline then reads nothing for a known customer.
+    cache: Arc<ContextCache>,
+    /// Queues with at least one online agent (refreshed when an agent is saved): routing to a
+    /// queue nobody works reads nothing.
+    staffed: std::sync::RwLock<std::collections::HashSet<String>>,
+    /// Dropped with the store: stops the checkpointer.
+    _checkpointer: std::sync::mpsc::Sender<()>,
+    /// For `sqlite::memory:`: the temporary directory holding the file, removed on drop.
+    _temp: Option<tempfile::TempDir>,
+}
+
+fn staffed_queues(conn: &rusqlite::Connection) -> Result<std::collections::HashSet<String>> {
+    let mut st = conn.prepare_cached(
+        "SELECT DISTINCT q.value FROM agents a, json_each(a.queues) q WHERE a.availability = 'online'",
+    )?;
+    let v = st
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(v)
+}
+
+/// Contexts by conversation id, and conversation ids by `channel:external_id`.
+#[derive(Debug, Default)]
+struct ContextCache {
+    inner: std::sync::Mutex<(HashMap<i64, Context>, HashMap<String, i64>)>,
+}
+
+const CACHE_MAX: usize = 50_000;
+
+impl ContextCache {
+    fn by_key(&self, key: &str) -> Option<Context> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.1.get(key).and_then(|id| g.0.get(id)).cloned()
+    }
+    fn by_id(&self, id: i64) -> Option<Context> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .get(&id)
+            .cloned()
+    }
+    fn put(&self, ctx: &Context) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0.len() >= CACHE_MAX {
+            g.0.clear();
+            g.1.clear();
+        }
+        let key = format!("{}:{}", ctx.contact.channel, ctx.contact.external_id);
+        g.1.insert(key, ctx.conversation.id);
+        g.0.insert(
+            ctx.conversation.id,
+            Context {
+                created: false,
+                ..ctx.clone()
+            },
+        );
+    }
+    /// After a commit: the cached context becomes what was written.
+    fn committed(&self, cs: &Changeset) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(ctx) = g.0.get_mut(&cs.conversation_id) else {
+            return;
+        };
+        if let Some(c) = &cs.conversation {
+            ctx.conversation = c.clone();
+        }
+        if let Some(c) = &cs.contact {
+            ctx.contact = c.clone();
+        }
+        if let Some(t) = cs.tickets.last() {
+            ctx.ticket = t.ticket.status.is_open().then(|| t.ticket.clone());
+        }
+    }
+    fn forget(&self, id: i64) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .remove(&id);
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) and migrates the database at `url` (`sqlite://path.db`).
+    /// `sqlite::memory:` gives a fresh database in a temporary file, removed when the store
+    /// is dropped (the writer and the readers are separate connections, so the database
+    /// cannot live in one connection's memory).
+    pub async fn open(url: &str) -> Result<SqliteStore> {
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let (path, temp): (PathBuf, _) = if memory {
+            let dir = tempfile::tempdir().map_err(|e| {
+                StoreError::Corrupt(format!("cannot create a temporary directory: {e}"))
+            })?;
+            (dir.path().join("switchyard.db"), Some(dir))
+        } else {
+            let opts = SqliteConnectOptions::from_str(url)?;
+            (opts.get_filename().to_path_buf(), None)
+        };
+        let opts = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true)
+            .pragma("cache_size", "-16384")
+            .pragma("temp_store", "memory");
+        {
+            let mut conn = opts.connect().await?;
+            MIGRATOR.run(&mut conn).await?;
+            conn.close().await?;
+        }
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts.read_only(true))
+            .await?;
+        let conn = writer::connect(&path)?;
+        let last_ticket: i64 =
+            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM tickets", [], |r| r.get(0))?;
+        let last_message: i64 =
+            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
+                r.get(0)
+            })?;
+        let staffed = staffed_queues(&conn)?.into();
+        let cache = Arc::new(ContextCache::default());
+        let writer = writer::start(conn, last_message, cache.clone())?;
+        let (checkpointer, stop) = std::sync::mpsc::channel();
+        writer::start_checkpointer(&path, stop)?;
+        Ok(SqliteStore {
+            read,
+            writer,
+            last_ticket: last_ticket.into(),
+            cache,
+            staffed,
+            _checkpointer: checkpointer,
+            _temp: temp,
+        })
+    }
+
+    /// Runs `f` on the writer's connection in one transaction, after what is queued before it.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteOp::Run(Box::new(move |conn| {
+            let _ = tx.send(writer::in_tx(conn, f));
+        })))
+        .await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn contact_from(r: &SqliteRow) -> Result<Contact> {
+    contact_cols(r, "")
+}
+
+fn contact_cols(r: &SqliteRow, p: &str) -> Result<Contact> {
+    let c = |n: &str| format!("{p}{n}");
+    Ok(Contact {
+        id: r.try_get(c("id").as_str())?,
+        channel: r.try_get(c("channel").as_str())?,
+        external_id: r.try_get(c("external_id").as_str())?,
+        name: r.try_get(c("name").as_str())?,
+        phone: r.try_get(c("phone").as_str())?,
+        language: r.try_get(c("language").as_str())?,
+        attributes: parse(
+            &r.try_get::<String, _>(c("attributes").as_str())?,
+            "contact attributes",
+        )?,
+    })
+}
+
+fn conversation_from(r: &SqliteRow) -> Result<Conversation> {
+    let flow: Option<String> = r.try_get("flow")?;
+    Ok(Conversation {
+        id: r.try_get("id")?,
+        contact_id: r.try_get("contact_id")?,
+        channel: r.try_get("channel")?,
+        status: status_from(&r.try_get::<String, _>("status")?),
+        queue: r.try_get("queue")?,
+        assignee: r.try_get("assignee")?,
+        priority: priority_from(&r.try_get::<String, _>("priority")?),
+        tags: parse(&r.try_get::<String, _>("tags")?, "tags")?,
+        attributes: parse(&r.try_get::<String, _>("attributes")?, "attributes")?,
+        flow: flow.map(|f| parse(&f, "flow state")).transpose()?,
+        last_customer_message_at: r.try_get("last_customer_message_at")?,
+        queued_at: r.try_get("queued_at")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn ticket_from(r: &SqliteRow) -> Result<Ticket> {
+    ticket_cols(r, "")
+}
+
+fn ticket_cols(r: &SqliteRow, p: &str) -> Result<Ticket> {
+    let c = |n: &str| format!("{p}{n}");
+    Ok(Ticket {
+        id: r.try_get(c("id").as_str())?,
+        conversation_id: r.try_get(c("conversation_id").as_str())?,
+        title: r.try_get(c("title").as_str())?,
+        category: r.try_get(c("category").as_str())?,
+        priority: priority_from(&r.try_get::<String, _>(c("priority").as_str())?),
+        status: TicketStatus::parse(&r.try_get::<String, _>(c("status").as_str())?),
+        owner: r.try_get(c("owner").as_str())?,
+        queue: r.try_get(c("queue").as_str())?,
+        due_at: r.try_get(c("due_at").as_str())?,
+        created_at: r.try_get(c("created_at").as_str())?,
+        updated_at: r.try_get(c("updated_at").as_str())?,
+    })
+}
+
+/// Conversation, contact and open ticket in one row.
+const CONTEXT_SELECT: &str = "SELECT v.*, \
+    c.id AS c_id, c.channel AS c_channel, c.external_id AS c_external_id, c.name AS c_name, c.phone AS c_phone, \
+    c.language AS c_language, c.attributes AS c_attributes, \
+    t.id AS t_id, t.conversation_id AS t_conversation_id, t.title AS t_title, t.category AS t_category, \
+    t.priority AS t_priority, t.status AS t_status, t.owner AS t_owner, t.queue AS t_queue, t.due_at AS t_due_at, \
+    t.created_at AS t_created_at, t.updated_at AS t_updated_at \
+    FROM conversations v JOIN contacts c ON c.id = v.contact_id \
+    LEFT JOIN tickets t ON t.id = (SELECT id FROM tickets WHERE conversation_id = v.id AND status IN ('open', 'pending') ORDER BY id DESC LIMIT 1) ";
+
+fn context_from(r: &SqliteRow) -> Result<Context> {
+    let ticket = match r.try_get::<Option<i64>, _>("t_id")? {
+        Some(_) => Some(ticket_cols(r, "t_")?),
+        None => None,
+    };
+    Ok(Context {
+        contact: contact_cols(r, "c_")?,
+        conversation: conversation_from(r)?,
+        created: false,
+        ticket,
+    })
+}
+
+impl SqliteStore {
+    async fn send(&self, op: WriteOp) -> Result<()> {
+        self.writer.send(op).await.map_err(|_| StoreError::Closed)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ingest(&self, events: Vec<Inbound>, now: Millis) -> Result<Vec<Ingested>> {
+        let (tx, rx) = oneshot::channel();
+        let events = events.iter().map(EncodedEvent::new).collect();
+        self.send(WriteOp::Ingest(events, now, tx)).await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn pending_inbox(&self, after: i64, limit: i64) -> Result<Vec<InboxRow>> {
+        let rows = sqlx::query("SELECT id, key, event FROM inbox WHERE processed_at IS NULL AND id > ? ORDER BY id LIMIT ?")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(InboxRow {
+                    id: r.try_get("id")?,
+                    key: r.try_get("key")?,
+                    event: parse(&r.try_get::<String, _>("event")?, "inbox event")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn skip_inbox(&self, inbox_id: i64, now: Millis, why: &str) -> Result<()> {
+        let why = json(&why);
+        self.write(move |tx| {
+            tx.execute("UPDATE inbox SET processed_at = ?1 WHERE id = ?2", params![now, inbox_id])?;
+            tx.execute(
+                "INSERT INTO audit (at, actor, entity, action, before, after) VALUES (?1, 'system', ?2, 'skipped', 'null', ?3)",
+                params![now, format!("inbox:{inbox_id}"), why],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn open_conversation(
+        &self,
+        channel: &str,
+        external_id: &str,
+        name: Option<&str>,
+        phone: Option<&str>,
+        now: Millis,
+    ) -> Result<(Contact, Conversation, bool)> {
+        // Fast path: both exist (a read, no write lock).
+        let row = sqlx::query(
+            "SELECT v.* FROM conversations v JOIN contacts c ON c.id = v.contact_id WHERE c.channel = ? AND c.external_id = ?",
+        )
+        .bind(channel)
+        .bind(external_id)
+        .fetch_optional(&self.read)
+        .await?;
+        if let Some(r) = row {
+            let conv = conversation_from(&r)?;
+            let contact = self
+                .contact(conv.contact_id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("conversation without contact".into()))?;
+            return Ok((contact, conv, false));
+        }
+        let (channel_, external_id_) = (channel.to_string(), external_id.to_string());
+        let (name_, phone_) = (name.map(str::to_string), phone.map(str::to_string));
+        let (cid, created) = self
+            .write(move |tx| {
+                let cid: i64 = tx.query_row(
+                    "INSERT INTO contacts (channel, external_id, name, phone, created_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (channel, external_id) DO UPDATE SET name = COALESCE(contacts.name, excluded.name) RETURNING id",
+                    params![channel_, external_id_, name_, phone_, now],
+                    |r| r.get(0),
+                )?;
+                let inserted: Option<i64> = tx
+                    .query_row(
+                        "INSERT INTO conversations (contact_id, channel, status, priority, created_at, updated_at) \
+                         VALUES (?1, ?2, 'new', 'normal', ?3, ?3) ON CONFLICT (contact_id, channel) DO NOTHING RETURNING id",
+                        params![cid, channel_, now],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(id) = inserted {
+                    tx.execute(
+                        "INSERT INTO audit (at, actor, entity, action, before, after) VALUES (?1, 'customer', ?2, 'created', 'null', ?3)",
+                        params![
+                            now,
+                            format!("conversation:{id}"),
+                            json(&serde_json::json!({ "channel": channel_, "contact": cid, "status": "new" }))
+                        ],
+                    )?;
+                }
+                Ok((cid, inserted.is_some()))
+            })
+            .await?;
+        // Read back after the COMMIT (a reader sees it from here on).
+        let r = sqlx::query("SELECT * FROM conversations WHERE contact_id = ? AND channel = ?")
+            .bind(cid)
+            .bind(channel)
+            .fetch_one(&self.read)
+            .await?;
+        let conv = conversation_from(&r)?;
+        let contact = self
+            .contact(cid)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("contact vanished after its insert".into()))?;
+        Ok((contact, conv, created))
+    }
+
+    async fn load_context(
+        &self,
+        channel: &str,
+        external_id: &str,
+        name: Option<&str>,
+        phone: Option<&str>,
+        now: Millis,
+    ) -> Result<Context> {
+        if let Some(c) = self.cache.by_key(&format!("{channel}:{external_id}")) {
+            return Ok(c);
+        }
+        let row = sqlx::query(&format!(
+            "{CONTEXT_SELECT} WHERE c.channel = ? AND c.external_id = ?"
+        ))
+        .bind(channel)
+        .bind(external_id)
+        .fetch_optional(&self.read)
+        .await?;
+        if let Some(r) = row {
+            let ctx = context_from(&r)?;
+            self.cache.put(&ctx);
+            return Ok(ctx);
+        }
+        let (contact, conversation, created) = self
+            .open_conversation(channel, external_id, name, phone, now)
+            .await?;
+        let ctx = Context {
+            contact,
+            conversation,
+            created,
+            ticket: None,
+        };
+        self.cache.put(&ctx);
+        Ok(ctx)
+    }
+
+    async fn context_of(&self, conversation_id: i64) -> Result<Option<Context>> {
+        if let Some(c) = self.cache.by_id(conversation_id) {
+            return Ok(Some(c));
+        }
+        let row = sqlx::query(&format!("{CONTEXT_SELECT} WHERE v.id = ?"))
+            .bind(conversation_id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(context_from).transpose()
+    }
+
+    async fn contact(&self, id: i64) -> Result<Option<Contact>> {
+        let r = sqlx::query("SELECT * FROM contacts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        r.as_ref().map(contact_from).transpose()
+    }
+
+    async fn conversation(&self, id: i64) -> Result<Option<Conversation>> {
+        let r = sqlx::query("SELECT * FROM conversations WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        r.as_ref().map(conversation_from).transpose()
+    }
+
+    async fn open_ticket(&self, conversation_id: i64) -> Result<Option<Ticket>> {
+        let r = sqlx::query("SELECT * FROM tickets WHERE conversation_id = ? AND status IN ('open', 'pending') ORDER BY id DESC LIMIT 1")
+            .bind(conversation_id)
+            .fetch_optional(&self.read)
+            .await?;
+        r.as_ref().map(ticket_from).transpose()
+    }
+
+    async fn allocate_id(&self, counter: &str) -> Result<i64> {
+        if counter == "ticket" {
+            return Ok(self
+                .last_ticket
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1);
+        }
+        let counter = counter.to_string();
+        self.write(move |tx| {
+            Ok(tx.query_row(
+                "INSERT INTO counters (name, value) VALUES (?1, 1) ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+                params![counter],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    async fn eligible_agents(&self, queue: &str) -> Result<Vec<AgentLoad>> {
+        if !self
+            .staffed
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(queue)
+        {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT a.id, a.capacity, a.last_assigned_at, \
+               (SELECT count(*) FROM conversations v WHERE v.assignee = a.id AND v.status <> 'resolved') AS open \
+             FROM agents a, json_each(a.queues) q \
+             WHERE a.availability = 'online' AND q.value = ? ORDER BY a.id",
+        )
+        .bind(queue)
+        .fetch_all(&self.read)
+        .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let l = AgentLoad {
+                id: r.try_get("id")?,
+                open: r.try_get::<i64, _>("open")? as u32,
+                capacity: r.try_get::<i64, _>("capacity")? as u32,
+                last_assigned_at: r.try_get("last_assigned_at")?,
+            };
+            if l.open < l.capacity {
+                out.push(l);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn waiting_conversations(&self, queue: &str, limit: i64) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM conversations WHERE queue = ? AND assignee IS NULL AND status <> 'resolved' \
+             ORDER BY queued_at, id LIMIT ?",
+        )
+        .bind(queue)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    async fn previous_assignee(&self, conversation_id: i64) -> Result<Option<String>> {
+        let r: Option<String> = sqlx::query_scalar(
+            "SELECT json_extract(after, '$.assignee') FROM audit WHERE entity = ? \
+             AND json_extract(after, '$.assignee') IS NOT NULL ORDER BY id DESC LIMIT 1",
+        )
+        .bind(format!("conversation:{conversation_id}"))
+        .fetch_optional(&self.read)
+        .await?
+        .flatten();
+        Ok(r)
+    }
+
+    async fn commit(&self, cs: Changeset) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteOp::Commit(Box::new(Encoded::new(cs)), tx))
+            .await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn due_jobs(&self, now: Millis, limit: i64) -> Result<Vec<Job>> {
+        let rows = sqlx::query("SELECT id, conversation_id, kind, name, due_at FROM jobs WHERE done_at IS NULL AND due_at <= ? ORDER BY due_at, id LIMIT ?")
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Job {
+                    id: r.try_get("id")?,
+                    conversation_id: r.try_get("conversation_id")?,
+                    kind: r.try_get("kind")?,
+                    name: r.try_get("name")?,
+                    due_at: r.try_get("due_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_outbox(&self, now: Millis, limit: i64) -> Result<Vec<OutboxRow>> {
+        let rows: Vec<(i64, Option<i64>, i64, String)> = self
+            .write(move |tx| {
+                let mut st = tx.prepare_cached(
+                    "UPDATE outbox SET status = 'sending', attempts = attempts + 1, updated_at = ?1 \
+                     WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2) \
+                     RETURNING id, message_id, attempts, payload",
+                )?;
+                let rows = st
+                    .query_map(params![now, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })
+            .await?;
+        let mut out: Vec<OutboxRow> = rows
+            .into_iter()
+            .map(|(id, message_id, attempts, payload)| {
+                Ok(OutboxRow {
+                    id,
+                    message_id,
+                    attempts: attempts as u32,
+                    item: parse(&payload, "outbox payload")?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        out.sort_by_key(|r| r.id);
+        Ok(out)
+    }
+
+    async fn outbox_sent(&self, id: i64, provider_id: &str, now: Millis) -> Result<()> {
+        let provider_id = provider_id.to_string();
+        self.write(move |tx| {
+            tx.execute("UPDATE outbox SET status = 'sent', updated_at = ?1 WHERE id = ?2", params![now, id])?;
+            tx.execute(
+                "UPDATE messages SET status = 'sent', provider_id = ?1 WHERE id = (SELECT message_id FROM outbox WHERE id = ?2)",
+                params![provider_id, id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn outbox_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<Millis>,
+        now: Millis,
+    ) -> Result<()> {
+        let error = error.to_string();
+        self.write(move |tx| {
+            match retry_at {
+                Some(at) => {
+                    tx.execute(
+                        "UPDATE outbox SET status = 'pending', next_attempt_at = ?1, last_error = ?2, updated_at = ?3 WHERE id = ?4",
+                        params![at, error, now, id],
+                    )?;
+                }
+                None => {
+                    tx.execute(
+                        "UPDATE outbox SET status = 'failed', last_error = ?1, updated_at = ?2 WHERE id = ?3",
+                        params![error, now, id],
+                    )?;
+                    tx.execute(
+                        "UPDATE messages SET status = 'failed', error = ?1 WHERE id = (SELECT message_id FROM outbox WHERE id = ?2)",
+                        params![error, id],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn recover_outbox(&self, now: Millis) -> Result<u64> {
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE messages SET status = 'unknown', error = 'the process stopped while sending; not sent again' \
+                 WHERE id IN (SELECT message_id FROM outbox WHERE status = 'sending')",
+                [],
+            )?;
+            let n = tx.execute(
+                "UPDATE outbox SET status = 'unknown', updated_at = ?1 WHERE status = 'sending'",
+                params![now],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn record_status(
+        &self,
+        channel: &str,
+        provider_id: &str,
+        status: &str,
+        error: Option<&str>,
+        now: Millis,
+    ) -> Result<StatusRecorded> {
+        // How far a message has come; a status only ever moves it forward.
+        const RANK: &str = "CASE {} WHEN 'pending' THEN 0 WHEN 'sending' THEN 0 WHEN 'unknown' THEN 0 WHEN 'sent' THEN 1 \
+                            WHEN 'delivered' THEN 2 WHEN 'failed' THEN 2 WHEN 'read' THEN 3 ELSE 0 END";
+        let new_rank = RANK.replace("{}", "?1");
+        let old_rank = RANK.replace("{}", "status");
+        let (channel, provider_id) = (channel.to_string(), provider_id.to_string());
+        let (status, error) = (status.to_string(), error.map(str::to_string));
+        self.write(move |tx| {
+            let updated = tx.execute(
+                &format!(
+                    "UPDATE messages SET status = ?1, error = COALESCE(?2, error) \
+                     WHERE channel = ?3 AND provider_id = ?4 AND direction = 'out' AND {old_rank} < {new_rank}"
+                ),
+                params![status, error, channel, provider_id],
+            )?;
+            if updated > 0 {
+                return Ok(StatusRecorded::Updated);
+            }
+            let known: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM messages WHERE channel = ?1 AND provider_id = ?2",
+                    params![channel, provider_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if known.is_some() {
+                return Ok(StatusRecorded::Unchanged);
+            }
+            tx.execute(
+                "INSERT INTO audit (at, actor, entity, action, before, after) \
+                 VALUES (?1, 'system', ?2, 'status_for_unknown_message', 'null', ?3)",
+                params![
+                    now,
+                    format!("message:{channel}:{provider_id}"),
+                    json(&serde_json::json!({ "status": status, "error": error }))
+                ],
+            )?;
+            Ok(StatusRecorded::UnknownMessage)
+        })
+        .await
+    }
+
+    async fn claim(&self, conversation_id: i64, agent: &str, now: Millis) -> Result<Claim> {
+        let agent = agent.to_string();
+        let (claimed, owner) = self
+            .write(move |tx| {
+                let done = tx.execute(
+                    "UPDATE conversations SET assignee = ?1, updated_at = ?2 WHERE id = ?3 AND assignee IS NULL",
+                    params![agent, now, conversation_id],
+                )?;
+                if done == 1 {
+                    tx.execute(
+                        "INSERT INTO audit (at, actor, entity, action, before, after) VALUES (?1, ?2, ?3, 'assigned', ?4, ?5)",
+                        params![
+                            now,
+                            agent,
+                            format!("conversation:{conversation_id}"),
+                            json(&serde_json::json!({ "assignee": null })),
+                            json(&serde_json::json!({ "assignee": agent, "how": "claim" }))
+                        ],
+                    )?;
+                    return Ok((true, None));
+                }
+                let owner: Option<Option<String>> = tx
+                    .query_row(
+                        "SELECT assignee FROM conversations WHERE id = ?1",
+                        params![conversation_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                Ok((false, Some((agent, owner))))
+            })
+            .await?;
+        if claimed {
+            // After the COMMIT, so a reader cannot put the old owner back.
+            self.cache.forget(conversation_id);
+            return Ok(Claim::Claimed);
+        }
+        Ok(match owner {
+            None | Some((_, None)) | Some((_, Some(None))) => Claim::NotFound,
+            Some((agent, Some(Some(o)))) if o == agent => Claim::Claimed,
+            Some((_, Some(Some(o)))) => Claim::Taken(o),
+        })
+    }
+
+    async fn upsert_agent(&self, a: &Agent, now: Millis) -> Result<()> {
+        let a = a.clone();
+        let staffed = self
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO agents (id, name, role, queues, capacity, availability) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name, role = excluded.role, queues = excluded.queues, \
+                     capacity = excluded.capacity, availability = excluded.availability",
+                    params![a.id, a.name, a.role, json(&a.queues), a.capacity as i64, a.availability],
+                )?;
+                tx.execute(
+                    "INSERT INTO audit (at, actor, entity, action, before, after) VALUES (?1, 'system', ?2, 'saved', 'null', ?3)",
+                    params![now, format!("agent:{}", a.id), json(&a)],
+                )?;
+                staffed_queues(tx)
+            })
+            .await?;
+        *self.staffed.write().unwrap_or_else(|e| e.into_inner()) = staffed;
+        Ok(())
+    }
+
+    async fn messages(&self, conversation_id: i64) -> Result<Vec<Message>> {
+        let rows = sqlx::query("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id")
+            .bind(conversation_id)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Message {
+                    id: r.try_get("id")?,
+                    conversation_id: r.try_get("conversation_id")?,
+                    direction: if r.try_get::<String, _>("direction")? == "in" {
+                        Direction::In
+                    } else {
+                        Direction::Out
+                    },
+                    kind: r.try_get("kind")?,
+                    body: r.try_get("body")?,
+                    payload: parse(&r.try_get::<String, _>("payload")?, "message payload")?,
+                    provider_id: r.try_get("provider_id")?,
+                    author: r.try_get("author")?,
+                    status: r.try_get("status")?,
+                    error: r.try_get("error")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn notes(&self, conversation_id: i64) -> Result<Vec<Note>> {
+        let rows = sqlx::query("SELECT * FROM notes WHERE conversation_id = ? ORDER BY id")
+            .bind(conversation_id)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Note {
+                    id: r.try_get("id")?,
+                    conversation_id: r.try_get("conversation_id")?,
+                    author: r.try_get("author")?,
+                    text: r.try_get("text")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn tickets(&self, conversation_id: i64) -> Result<Vec<Ticket>> {
+        let rows = sqlx::query("SELECT * FROM tickets WHERE conversation_id = ? ORDER BY id")
+            .bind(conversation_id)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(ticket_from).collect()
+    }
+
+    async fn ticket_history(&self, ticket_id: i64) -> Result<Vec<Value>> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT change FROM ticket_events WHERE ticket_id = ? ORDER BY id")
+                .bind(ticket_id)
+                .fetch_all(&self.read)
+                .await?;
+        rows.iter().map(|s| parse(s, "ticket event")).collect()
+    }
+
+    async fn audit(&self, entity: &str) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query("SELECT * FROM audit WHERE entity = ? ORDER BY id")
+            .bind(entity)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    entity: r.try_get("entity")?,
+                    action: r.try_get("action")?,
+                    before: parse(&r.try_get::<String, _>("before")?, "audit")?,
+                    after: parse(&r.try_get::<String, _>("after")?, "audit")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn traces(&self, conversation_id: i64) -> Result<Vec<(String, Value)>> {
+        let rows = sqlx::query(
+            "SELECT pack_hash, trace FROM traces WHERE conversation_id = ? ORDER BY id",
+        )
+        .bind(conversation_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("pack_hash")?,
+                    parse(&r.try_get::<String, _>("trace")?, "trace")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn outbox_payloads(&self) -> Result<Vec<(String, Value)>> {
+        let rows = sqlx::query("SELECT status, payload FROM outbox ORDER BY id")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("status")?,
+                    parse(&r.try_get::<String, _>("payload")?, "outbox payload")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn conversation_ids(&self) -> Result<Vec<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM conversations ORDER BY id")
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+}
