@@ -59,16 +59,63 @@ enum Command {
     /// Print the JSON Schema of rule-pack files (for editor autocompletion).
     Schema,
     /// Serve the webhooks on embedded SQLite; outbound messages go to the sandbox (printed).
-    Serve {
-        #[arg(long, default_value = "examples/pk-ecommerce")]
-        rules: PathBuf,
-        #[arg(long, default_value = "sqlite://switchyard.db")]
-        db: String,
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: String,
-    },
+    Serve(ServeArgs),
     /// Play sample conversations through the example pack on a fresh SQLite file.
     Demo,
+}
+
+/// `switchyard serve`: every option can also be set by the environment variable shown.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The rule pack.
+    #[arg(
+        long,
+        env = "SWITCHYARD_RULES",
+        default_value = "examples/pk-ecommerce"
+    )]
+    rules: PathBuf,
+    /// The database (`sqlite://FILE`).
+    #[arg(long, env = "SWITCHYARD_DB", default_value = "sqlite://switchyard.db")]
+    db: String,
+    /// Address and port for the webhooks and the API.
+    #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Log lines as text or as JSON objects (one per line), on stderr.
+    #[arg(
+        long,
+        env = "SWITCHYARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    /// The WhatsApp business number's id (Meta's "phone number ID"). With an access token,
+    /// replies go out through the Cloud API; without, they go to the sandbox (printed).
+    #[arg(long, env = "WHATSAPP_PHONE_NUMBER_ID")]
+    whatsapp_phone_number_id: Option<String>,
+    /// The Cloud API access token (a system user token). Environment only, never logged.
+    #[arg(long, env = "WHATSAPP_ACCESS_TOKEN", hide_env_values = true)]
+    whatsapp_access_token: Option<String>,
+    /// The token Meta echoes in the webhook verification handshake.
+    #[arg(long, env = "WHATSAPP_VERIFY_TOKEN", hide_env_values = true)]
+    whatsapp_verify_token: Option<String>,
+    /// The app secret: webhooks without a valid `X-Hub-Signature-256` are refused.
+    #[arg(long, env = "WHATSAPP_APP_SECRET", hide_env_values = true)]
+    whatsapp_app_secret: Option<String>,
+    /// The Graph API base URL.
+    #[arg(long, env = "WHATSAPP_API_BASE", default_value = switchyard_connectors::cloud_api::CloudApiConfig::DEFAULT_BASE_URL)]
+    whatsapp_api_base: String,
+    /// The Graph API version.
+    #[arg(long, env = "WHATSAPP_API_VERSION", default_value = switchyard_connectors::cloud_api::CloudApiConfig::DEFAULT_VERSION)]
+    whatsapp_api_version: String,
+    /// Most messages sent per second through the number (Meta's default throughput is 80).
+    #[arg(long, env = "WHATSAPP_SEND_RATE", default_value_t = 80)]
+    whatsapp_send_rate: u32,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -85,7 +132,7 @@ fn main() -> ExitCode {
         },
         Command::Test { dir, filter } => test_cmd(&dir, filter.as_deref()),
         Command::Schema => schema(),
-        Command::Serve { rules, db, listen } => serve(&rules, &db, &listen),
+        Command::Serve(args) => serve(args),
         Command::Demo => demo(),
     };
     match r {
@@ -397,36 +444,84 @@ async fn start_runtime(
     Ok(Arc::new(rt))
 }
 
-fn serve(rules: &Path, db: &str, listen: &str) -> Result<ExitCode> {
-    let Some(pack) = valid_pack(rules)? else {
+/// The outbound side of `serve`: the Cloud API for WhatsApp when a number and a token are
+/// given, the sandbox (printing) for the rest; and a sentence saying which.
+fn outbound(a: &ServeArgs) -> Result<(Arc<dyn switchyard_engine::ports::Channel>, String)> {
+    use switchyard_connectors::cloud_api::{CloudApi, CloudApiConfig};
+    let sandbox = Arc::new(switchyard_connectors::sandbox::SandboxChannel::printing());
+    let id = a
+        .whatsapp_phone_number_id
+        .as_deref()
+        .filter(|v| !v.trim().is_empty());
+    let token = a
+        .whatsapp_access_token
+        .as_deref()
+        .filter(|v| !v.trim().is_empty());
+    match (id, token) {
+        (Some(id), Some(token)) => {
+            let api = CloudApi::new(CloudApiConfig {
+                base_url: a.whatsapp_api_base.clone(),
+                version: a.whatsapp_api_version.clone(),
+                rate_per_second: a.whatsapp_send_rate,
+                ..CloudApiConfig::new(id, token)
+            })?;
+            let router = switchyard_connectors::channels::ByChannel::new(sandbox)
+                .with("whatsapp", Arc::new(api));
+            Ok((
+                Arc::new(router),
+                format!("WhatsApp replies go out through the Cloud API as number {id}; other channels to the sandbox (printed here)"),
+            ))
+        }
+        (None, None) => Ok((
+            sandbox,
+            "no WhatsApp credentials: outbound messages go to the sandbox (printed here)".into(),
+        )),
+        (Some(_), None) => anyhow::bail!(
+            "WHATSAPP_PHONE_NUMBER_ID is set but WHATSAPP_ACCESS_TOKEN is not: set both to send through WhatsApp, or neither to use the sandbox"
+        ),
+        (None, Some(_)) => anyhow::bail!(
+            "WHATSAPP_ACCESS_TOKEN is set but WHATSAPP_PHONE_NUMBER_ID is not: set both to send through WhatsApp, or neither to use the sandbox"
+        ),
+    }
+}
+
+fn serve(a: ServeArgs) -> Result<ExitCode> {
+    let Some(pack) = valid_pack(&a.rules)? else {
         return Ok(ExitCode::from(1));
     };
     // Logs on stderr; `RUST_LOG` sets the level (default info). Message bodies are never logged.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match a.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    switchyard_connectors::cloud_api::install_tls();
+    let (channel, outbound_says) = outbound(&a)?;
+    let (db, listen) = (a.db.as_str(), a.listen.as_str());
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let runtime = start_runtime(
             pack,
             db,
-            Arc::new(switchyard_connectors::sandbox::SandboxChannel::printing()),
+            channel,
             Arc::new(switchyard_connectors::sandbox::SandboxNotifier::default()),
         )
         .await?;
         let state = Arc::new(switchyard_api::AppState {
             runtime: runtime.clone(),
-            whatsapp_verify_token: std::env::var("WHATSAPP_VERIFY_TOKEN").ok(),
-            whatsapp_app_secret: std::env::var("WHATSAPP_APP_SECRET").ok().map(String::into_bytes),
+            whatsapp_verify_token: a.whatsapp_verify_token.clone(),
+            whatsapp_app_secret: a.whatsapp_app_secret.clone().map(String::into_bytes),
             body_limit: switchyard_api::DEFAULT_BODY_LIMIT,
         });
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        tracing::info!(rules = %a.rules.display(), listen = %listener.local_addr()?, db, "serving");
         eprintln!(
-            "switchyard: serving {} on http://{} with {db}; outbound messages go to the sandbox (printed here)",
-            rules.display(),
+            "switchyard: serving {} on http://{} with {db}; {outbound_says}",
+            a.rules.display(),
             listener.local_addr()?
         );
         let shutdown = async {

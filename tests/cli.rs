@@ -199,3 +199,24 @@ fn demo_plays_the_sample_conversations_on_a_fresh_database() {
     );
     assert!(out.contains("queue complaints"), "{out}");
 }
+
+#[test]
+fn serve_refuses_half_of_the_whatsapp_credentials_and_bad_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("s.db").display());
+    let out = bin()
+        .args(["serve", "--db", &db, "--listen", "127.0.0.1:0"])
+        .env("WHATSAPP_PHONE_NUMBER_ID", "111")
+        .env_remove("WHATSAPP_ACCESS_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("WHATSAPP_ACCESS_TOKEN is not"), "{err}");
+    let out = bin()
+        .args(["serve", "--log-format", "xml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("json"));
+}

@@ -32,6 +32,15 @@ struct Server {
 }
 
 async fn server(secret: Option<&str>, body_limit: usize) -> Server {
+    server_sending_with(secret, body_limit, None).await
+}
+
+/// A server whose replies go to `channel` (the sandbox when `None`).
+async fn server_sending_with(
+    secret: Option<&str>,
+    body_limit: usize,
+    channel_override: Option<Arc<dyn switchyard_engine::ports::Channel>>,
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
@@ -55,12 +64,13 @@ async fn server(secret: Option<&str>, body_limit: usize) -> Server {
     let channel = Arc::new(SandboxChannel::new());
     let cfg = WorkerConfig {
         poll: Duration::from_millis(20),
+        backoff: Duration::from_millis(20),
         ..Default::default()
     };
     let runtime = Arc::new(
         Runtime::start(
             engine,
-            channel.clone(),
+            channel_override.unwrap_or_else(|| channel.clone()),
             Arc::new(SandboxNotifier::default()),
             cfg,
         )
@@ -82,6 +92,12 @@ async fn server(secret: Option<&str>, body_limit: usize) -> Server {
         store,
         _dir: dir,
     }
+}
+
+/// An HTTP client (after installing the process's TLS provider, as the binary does).
+fn client() -> reqwest::Client {
+    switchyard_connectors::cloud_api::install_tls();
+    reqwest::Client::new()
 }
 
 async fn post_whatsapp(c: &reqwest::Client, s: &Server, body: &str) -> reqwest::Response {
@@ -112,7 +128,7 @@ async fn replies(s: &Server, n: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_the_verification_handshake() {
     let s = server(None, 1 << 20).await;
-    let c = reqwest::Client::new();
+    let c = client();
     assert_eq!(
         c.get(format!("{}/healthz", s.base))
             .send()
@@ -148,7 +164,7 @@ async fn health_and_the_verification_handshake() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whatsapp_message_is_committed_answered_and_deduplicated() {
     let s = server(None, 1 << 20).await;
-    let c = reqwest::Client::new();
+    let c = client();
     let r: Value = post_whatsapp(&c, &s, TEXT).await.json().await.unwrap();
     assert_eq!(r, json!({ "received": 1, "duplicates": 0, "statuses": 0 }));
     // Meta redelivers: acknowledged, nothing done twice.
@@ -168,7 +184,7 @@ async fn a_whatsapp_message_is_committed_answered_and_deduplicated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signatures_are_required_when_an_app_secret_is_set() {
     let s = server(Some("app-secret"), 1 << 20).await;
-    let c = reqwest::Client::new();
+    let c = client();
     let missing = c
         .post(format!("{}/webhooks/whatsapp", s.base))
         .body(TEXT)
@@ -203,7 +219,7 @@ async fn signatures_are_required_when_an_app_secret_is_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bodies_get_json_errors_and_lose_nothing() {
     let s = server(None, 2048).await;
-    let c = reqwest::Client::new();
+    let c = client();
     let bad = c
         .post(format!("{}/webhooks/whatsapp", s.base))
         .body("{nope")
@@ -277,7 +293,7 @@ fn status_body(id: &str, status: &str, error: Option<i64>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_statuses_only_move_forward() {
     let s = server(None, 1 << 20).await;
-    let c = reqwest::Client::new();
+    let c = client();
     c.post(format!("{}/webhooks/whatsapp", s.base))
         .body(TEXT)
         .send()
@@ -345,4 +361,157 @@ async fn delivery_statuses_only_move_forward() {
         .unwrap();
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].action, "status_for_unknown_message");
+}
+
+// ---- sending through a fake Graph API server -----------------------------------------------
+
+mod graph {
+    use super::*;
+    use switchyard_connectors::cloud_api::{CloudApi, CloudApiConfig};
+    use wiremock::matchers::{body_string_contains, header, method, path};
+    use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+    fn graph_error(status: u16, code: i64) -> ResponseTemplate {
+        ResponseTemplate::new(status).set_body_json(json!({ "error": {
+            "message": format!("(#{code}) title"), "type": "OAuthException", "code": code,
+            "error_data": { "messaging_product": "whatsapp", "details": "details" }, "fbtrace_id": "A" } }))
+    }
+
+    fn text_from(from: &str, id: &str, body: &str) -> String {
+        json!({ "object": "whatsapp_business_account", "entry": [ { "id": "1", "changes": [ { "field": "messages", "value": {
+            "messaging_product": "whatsapp", "metadata": { "display_phone_number": "15550000000", "phone_number_id": "111" },
+            "contacts": [ { "profile": { "name": "C" }, "wa_id": from } ],
+            "messages": [ { "from": from, "id": id, "timestamp": "1700000000", "type": "text", "text": { "body": body } } ] } } ] } ] })
+        .to_string()
+    }
+
+    /// Every reply ends in its right state: sent after a throttle or a 500, failed with its
+    /// code when undeliverable, and failed + handed to a human when the window is closed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_graph_outcome_ends_in_the_right_state() {
+        let graph = MockServer::start().await;
+        let messages = || path("/v21.0/111/messages");
+        let token = || header("authorization", "Bearer TEST-TOKEN");
+        for (text, response, times) in [
+            ("got: window", graph_error(400, 131047), None),
+            ("got: invalid", graph_error(400, 131026), None),
+            ("got: throttled", graph_error(400, 130429), Some(1)),
+            ("got: flaky", ResponseTemplate::new(500), Some(1)),
+        ] {
+            let m = Mock::given(method("POST"))
+                .and(messages())
+                .and(token())
+                .and(body_string_contains(text));
+            let m = m.respond_with(response).with_priority(1);
+            match times {
+                Some(n) => m.up_to_n_times(n).mount(&graph).await,
+                None => m.mount(&graph).await,
+            }
+        }
+        // Everything else is accepted, each message with an id of its own.
+        Mock::given(method("POST"))
+            .and(messages())
+            .and(token())
+            .respond_with(|r: &Request| {
+                let to = serde_json::from_slice::<Value>(&r.body).unwrap()["to"].as_str().unwrap().to_string();
+                ResponseTemplate::new(200).set_body_json(json!({ "messaging_product": "whatsapp",
+                    "contacts": [ { "input": to, "wa_id": to } ], "messages": [ { "id": format!("wamid.out.{to}") } ] }))
+            })
+            .with_priority(5)
+            .mount(&graph)
+            .await;
+        let api = CloudApi::new(CloudApiConfig {
+            base_url: graph.uri(),
+            ..CloudApiConfig::new("111", "TEST-TOKEN")
+        })
+        .unwrap();
+        let s = server_sending_with(None, 1 << 20, Some(Arc::new(api))).await;
+        let c = client();
+        for (from, text) in [
+            ("923000000001", "window"),
+            ("923000000002", "invalid"),
+            ("923000000003", "throttled"),
+            ("923000000004", "flaky"),
+        ] {
+            let r =
+                post_whatsapp(&c, &s, &text_from(from, &format!("wamid.in.{from}"), text)).await;
+            assert_eq!(r.status(), 200);
+        }
+        // Wait until no reply is pending or being sent.
+        let mut done = false;
+        for _ in 0..250 {
+            let out = s.store.outbox_payloads().await.unwrap();
+            if out.len() == 4 && out.iter().all(|(st, _)| st != "pending" && st != "sending") {
+                done = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            done,
+            "replies still pending: {:?}",
+            s.store.outbox_payloads().await.unwrap()
+        );
+        let requests = graph.received_requests().await.unwrap();
+        let tries = |t: &str| {
+            requests
+                .iter()
+                .filter(|r| String::from_utf8_lossy(&r.body).contains(t))
+                .count()
+        };
+        let mut by_text = std::collections::HashMap::new();
+        for id in s.store.conversation_ids().await.unwrap() {
+            for m in s.store.messages(id).await.unwrap() {
+                if m.direction == switchyard_engine::model::Direction::Out {
+                    by_text.insert(m.body.clone(), (id, m));
+                }
+            }
+        }
+        let (_, m) = &by_text["got: throttled"];
+        assert_eq!(
+            (m.status.as_str(), tries("got: throttled")),
+            ("sent", 2),
+            "130429, then sent"
+        );
+        assert_eq!(m.provider_id.as_deref(), Some("wamid.out.+923000000003"));
+        let (_, m) = &by_text["got: flaky"];
+        assert_eq!(
+            (m.status.as_str(), tries("got: flaky")),
+            ("sent", 2),
+            "500, then sent"
+        );
+        let (_, m) = &by_text["got: invalid"];
+        assert_eq!(
+            (m.status.as_str(), tries("got: invalid")),
+            ("failed", 1),
+            "131026 is not retried"
+        );
+        assert!(
+            m.error.as_deref().unwrap_or("").contains("131026"),
+            "{:?}",
+            m.error
+        );
+        let (conv, m) = &by_text["got: window"];
+        assert_eq!(
+            (m.status.as_str(), tries("got: window")),
+            ("failed", 1),
+            "131047 is not retried free-form"
+        );
+        assert!(
+            m.error.as_deref().unwrap_or("").contains("131047"),
+            "{:?}",
+            m.error
+        );
+        let notes = s.store.notes(*conv).await.unwrap();
+        assert!(
+            notes.iter().any(|n| n.text.contains("24-hour window")),
+            "a human is told why: {notes:?}"
+        );
+        let conv = s.store.conversation(*conv).await.unwrap().unwrap();
+        assert_eq!(
+            conv.queue.as_deref(),
+            Some("support"),
+            "handed to the default queue"
+        );
+    }
 }

@@ -270,3 +270,217 @@ fn send_requests_have_the_cloud_api_shapes() {
         "cancel"
     );
 }
+
+// ---- sending through the Cloud API (a fake Graph server on loopback) ----------------------
+
+mod cloud_api {
+    use super::fixture;
+    use serde_json::{json, Value};
+    use std::time::{Duration, Instant};
+    use switchyard_connectors::cloud_api::{classify, CloudApi, CloudApiConfig};
+    use switchyard_engine::model::Outbound;
+    use switchyard_engine::ports::{Channel, SendError};
+    use wiremock::matchers::{body_json, header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn config(server: &MockServer, rate: u32) -> CloudApiConfig {
+        CloudApiConfig {
+            base_url: server.uri(),
+            rate_per_second: rate,
+            timeout: Duration::from_millis(500),
+            ..CloudApiConfig::new("111", "TEST-TOKEN")
+        }
+    }
+
+    fn text(body: &str) -> Outbound {
+        Outbound {
+            channel: "whatsapp".into(),
+            to: "923001234567".into(),
+            text: body.into(),
+            buttons: vec![],
+            list: None,
+            template: None,
+        }
+    }
+
+    fn json_fixture(name: &str) -> Value {
+        serde_json::from_slice(&fixture(name)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_send_posts_the_request_with_the_token_and_returns_the_message_id() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v21.0/111/messages"))
+            .and(header("authorization", "Bearer TEST-TOKEN"))
+            .and(body_json(json!({
+                "messaging_product": "whatsapp", "recipient_type": "individual",
+                "to": "+923001234567", "type": "text",
+                "text": { "preview_url": true, "body": "Aap ka order #20001 raaste mein hai" }
+            })))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json_fixture("wa_send_response.json")),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let api = CloudApi::new(config(&server, 80)).unwrap();
+        let id = api
+            .send(&text("Aap ka order #20001 raaste mein hai"))
+            .await
+            .unwrap();
+        let want = json_fixture("wa_send_response.json")["messages"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(id, want);
+    }
+
+    #[tokio::test]
+    async fn graph_errors_are_classified_by_their_code_not_the_http_status() {
+        let cases: &[(u16, Value, &str)] = &[
+            // Real bodies: a missing template came back as HTTP 404.
+            (404, json_fixture("wa_send_error_132001.json"), "permanent"),
+            (400, json_fixture("wa_send_error_131030.json"), "permanent"),
+            (
+                400,
+                json!({"error": {"code": 131047, "message": "Re-engagement message"}}),
+                "window",
+            ),
+            (
+                400,
+                json!({"error": {"code": 130429, "message": "Rate limit hit"}}),
+                "retry",
+            ),
+            (
+                400,
+                json!({"error": {"code": 131056, "message": "Pair rate limit hit"}}),
+                "retry",
+            ),
+            (
+                400,
+                json!({"error": {"code": 131026, "message": "Message undeliverable"}}),
+                "permanent",
+            ),
+            (
+                400,
+                json!({"error": {"code": 131050, "message": "Opted out of marketing"}}),
+                "permanent",
+            ),
+            (
+                400,
+                json!({"error": {"code": 132000, "message": "Param count mismatch"}}),
+                "permanent",
+            ),
+            (
+                500,
+                json!({"error": {"code": 131000, "message": "Something went wrong"}}),
+                "retry",
+            ),
+            (502, Value::Null, "retry"),
+            (
+                401,
+                json!({"error": {"code": 190, "message": "Invalid OAuth access token"}}),
+                "retry",
+            ),
+            (
+                400,
+                json!({"error": {"code": 100, "message": "Invalid parameter"}}),
+                "permanent",
+            ),
+        ];
+        for (status, body, want) in cases {
+            let got = classify(*status, body);
+            let kind = match &got {
+                SendError::Retry(_) => "retry",
+                SendError::Permanent(_) => "permanent",
+                SendError::WindowClosed(_) => "window",
+            };
+            assert_eq!(kind, *want, "HTTP {status} {body}");
+            if let Some(code) = body["error"]["code"].as_i64() {
+                assert!(
+                    got.to_string().contains(&code.to_string()),
+                    "the code is kept: {got}"
+                );
+            }
+        }
+        let e = classify(404, &json_fixture("wa_send_error_132001.json")).to_string();
+        assert!(
+            e.contains("does not exist in en"),
+            "Meta's details are kept for agents: {e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_timeout_and_an_unreachable_server_are_retried() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+            .mount(&server)
+            .await;
+        let api = CloudApi::new(config(&server, 80)).unwrap();
+        assert!(
+            matches!(api.send(&text("hi")).await, Err(SendError::Retry(e)) if e.contains("timed out"))
+        );
+        let gone = CloudApi::new(CloudApiConfig {
+            base_url: "http://127.0.0.1:9".into(),
+            ..config(&server, 80)
+        })
+        .unwrap();
+        assert!(matches!(
+            gone.send(&text("hi")).await,
+            Err(SendError::Retry(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn sends_are_paced_per_number() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json_fixture("wa_send_response.json")),
+            )
+            .mount(&server)
+            .await;
+        let api = CloudApi::new(config(&server, 5)).unwrap();
+        let t = Instant::now();
+        for _ in 0..10 {
+            api.send(&text("hi")).await.unwrap();
+        }
+        // 5 per second: the first 5 at once (the burst), the next 5 one every 200 ms.
+        assert!(
+            t.elapsed() >= Duration::from_millis(900),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn mark_as_read_and_bad_configuration() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(body_json(json!({ "messaging_product": "whatsapp", "status": "read", "message_id": "wamid.IN" })))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "success": true })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        CloudApi::new(config(&server, 80))
+            .unwrap()
+            .mark_read("wamid.IN")
+            .await
+            .unwrap();
+        for bad in [
+            CloudApiConfig {
+                access_token: " ".into(),
+                ..config(&server, 80)
+            },
+            CloudApiConfig {
+                phone_number_id: "".into(),
+                ..config(&server, 80)
+            },
+            config(&server, 0),
+        ] {
+            assert!(CloudApi::new(bad).is_err());
+        }
+    }
+}

@@ -316,6 +316,7 @@ pub enum OutboxItem {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxRow {
     pub id: i64,
+    pub conversation_id: i64,
     pub message_id: Option<i64>,
     pub attempts: u32,
     pub item: OutboxItem,

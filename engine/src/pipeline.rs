@@ -251,6 +251,38 @@ impl Engine {
         Ok(n)
     }
 
+    /// A channel refused a message because the customer service window is closed: the
+    /// conversation goes to the default queue with a note saying what happened and what to do
+    /// (send an approved template), audited as `system`.
+    pub async fn send_refused(
+        &self,
+        conversation_id: i64,
+        reason: &str,
+        now: Millis,
+    ) -> Result<(), EngineError> {
+        let (ctx, _guard) = self
+            .locked_context(conversation_id)
+            .await?
+            .ok_or(EngineError::Missing(conversation_id))?;
+        let pack = self.pack();
+        let mut run = Run::new(self, &pack, ctx, now);
+        run.audit(
+            "system",
+            "send_refused",
+            Value::Null,
+            json!({ "reason": reason }),
+        );
+        let note = format!(
+            "WhatsApp refused a reply because the customer's 24-hour window is closed ({reason}). \
+             Reach them with an approved template."
+        );
+        run.handoff(None, None, Some(note), "system", 0).await?;
+        run.drain_caused().await?;
+        let out = run.finish();
+        self.store.commit(out).await?;
+        Ok(())
+    }
+
     /// Fires a due job (flow timeout, timer, snooze) and commits its outcome.
     pub async fn fire_job(&self, job: &Job, now: Millis) -> Result<Processed, EngineError> {
         let (ctx, _guard) = self

@@ -17,6 +17,11 @@ pub enum SendError {
     /// Never retry (invalid number, blocked, template rejected): recorded on the message.
     #[error("permanent: {0}")]
     Permanent(String),
+    /// The channel refused a free-form message because the customer service window is
+    /// closed (WhatsApp 131047). Never retried: the message is failed and the conversation
+    /// goes to a human, who can send an approved template.
+    #[error("window closed: {0}")]
+    WindowClosed(String),
 }
 
 /// A channel that sends messages (WhatsApp Cloud API, web chat, the sandbox).

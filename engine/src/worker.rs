@@ -302,6 +302,10 @@ async fn outbox_loop(
                     .map_err(|e| SendError::Retry(e.to_string())),
             };
             let t = now();
+            if let Err(e) = &result {
+                // The reason only: never the message body.
+                tracing::warn!(outbox.id = row.id, conversation.id = row.conversation_id, attempt = row.attempts, error = %e, "send failed");
+            }
             let r = match result {
                 Ok(provider_id) => engine.store.outbox_sent(row.id, &provider_id, t).await,
                 Err(SendError::Retry(e)) if row.attempts < cfg.max_attempts => {
@@ -325,6 +329,18 @@ async fn outbox_loop(
                 }
                 Err(SendError::Permanent(e)) => {
                     engine.store.outbox_failed(row.id, &e, None, t).await
+                }
+                Err(SendError::WindowClosed(e)) => {
+                    match engine.store.outbox_failed(row.id, &e, None, t).await {
+                        Ok(()) => engine
+                            .send_refused(row.conversation_id, &e, t)
+                            .await
+                            .map_err(|e| match e {
+                                EngineError::Store(s) => s,
+                                other => StoreError::Corrupt(other.to_string()),
+                            }),
+                        Err(e) => Err(e),
+                    }
                 }
             };
             if let Err(e) = r {

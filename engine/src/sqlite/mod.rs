@@ -568,24 +568,27 @@ impl Store for SqliteStore {
     }
 
     async fn claim_outbox(&self, now: Millis, limit: i64) -> Result<Vec<OutboxRow>> {
-        let rows: Vec<(i64, Option<i64>, i64, String)> = self
+        let rows: Vec<(i64, i64, Option<i64>, i64, String)> = self
             .write(move |tx| {
                 let mut st = tx.prepare_cached(
                     "UPDATE outbox SET status = 'sending', attempts = attempts + 1, updated_at = ?1 \
                      WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2) \
-                     RETURNING id, message_id, attempts, payload",
+                     RETURNING id, conversation_id, message_id, attempts, payload",
                 )?;
                 let rows = st
-                    .query_map(params![now, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .query_map(params![now, limit], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 Ok(rows)
             })
             .await?;
         let mut out: Vec<OutboxRow> = rows
             .into_iter()
-            .map(|(id, message_id, attempts, payload)| {
+            .map(|(id, conversation_id, message_id, attempts, payload)| {
                 Ok(OutboxRow {
                     id,
+                    conversation_id,
                     message_id,
                     attempts: attempts as u32,
                     item: parse(&payload, "outbox payload")?,
