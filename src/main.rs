@@ -60,6 +60,21 @@ enum Command {
     Schema,
     /// Serve the webhooks on embedded SQLite; outbound messages go to the sandbox (printed).
     Serve(ServeArgs),
+    /// Post webhook payloads from a file (one JSON body per line) to a running server, signed
+    /// when a secret is given; prints progress and a summary. Exits 1 if any was rejected.
+    Replay {
+        /// A JSONL file: one WhatsApp webhook body per line (blank lines are skipped).
+        file: PathBuf,
+        /// The webhook URL, e.g. http://127.0.0.1:8080/webhooks/whatsapp
+        #[arg(long)]
+        to: String,
+        /// The app secret to sign each body with (`X-Hub-Signature-256`).
+        #[arg(long, env = "WHATSAPP_APP_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
     /// Play sample conversations through the example pack on a fresh SQLite file.
     Demo,
 }
@@ -133,6 +148,12 @@ fn main() -> ExitCode {
         Command::Test { dir, filter } => test_cmd(&dir, filter.as_deref()),
         Command::Schema => schema(),
         Command::Serve(args) => serve(args),
+        Command::Replay {
+            file,
+            to,
+            secret,
+            concurrency,
+        } => replay(&file, &to, secret.as_deref(), concurrency),
         Command::Demo => demo(),
     };
     match r {
@@ -543,6 +564,89 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn replay(file: &Path, to: &str, secret: Option<&str>, concurrency: usize) -> Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    // Check every line before sending any: a bad file sends nothing.
+    let mut bodies = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        serde_json::from_str::<serde_json::Value>(line).with_context(|| {
+            format!(
+                "{}:{}: not a JSON body; nothing was sent",
+                file.display(),
+                i + 1
+            )
+        })?;
+        bodies.push(line.to_string());
+    }
+    switchyard_connectors::cloud_api::install_tls();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let bar = indicatif::ProgressBar::new(bodies.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let rt = tokio::runtime::Runtime::new()?;
+    let started = std::time::Instant::now();
+    let (accepted, rejected, errors) = rt.block_on(async {
+        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+        let counts = Arc::new([
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        ]);
+        let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for body in bodies {
+            let permit = permits.clone().acquire_owned().await?;
+            let mut req = client.post(to).header("content-type", "application/json");
+            if let Some(s) = secret {
+                let sig = switchyard_connectors::whatsapp::signature(s.as_bytes(), body.as_bytes());
+                req = req.header("x-hub-signature-256", sig);
+            }
+            let (counts, bar) = (counts.clone(), bar.clone());
+            tasks.spawn(async move {
+                let slot = match req.body(body).send().await {
+                    Ok(r) if r.status().is_success() => 0,
+                    Ok(r) => {
+                        bar.set_message(format!("last rejection: HTTP {}", r.status()));
+                        1
+                    }
+                    Err(e) => {
+                        bar.set_message(format!("last error: {e}"));
+                        2
+                    }
+                };
+                counts[slot].fetch_add(1, Relaxed);
+                bar.inc(1);
+                drop(permit);
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok::<_, anyhow::Error>((
+            counts[0].load(Relaxed),
+            counts[1].load(Relaxed),
+            counts[2].load(Relaxed),
+        ))
+    })?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let sent = accepted + rejected + errors;
+    println!(
+        "sent {sent}, accepted {accepted}, rejected {rejected}, failed to send {errors} in {secs:.2} s ({:.0}/s)",
+        sent as f64 / secs.max(1e-9)
+    );
+    Ok(if rejected + errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// One scripted customer action of the demo.

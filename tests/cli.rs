@@ -220,3 +220,78 @@ fn serve_refuses_half_of_the_whatsapp_credentials_and_bad_options() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("json"));
 }
+
+/// `replay` against a real `serve`: signed bodies are accepted, unsigned ones rejected (exit
+/// 1), a file with a broken line sends nothing (exit 2).
+#[test]
+fn replay_posts_signed_webhooks_to_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = bin()
+        .args(["serve", "--listen", &addr])
+        .arg("--db")
+        .arg(format!("sqlite://{}", dir.path().join("s.db").display()))
+        .env("WHATSAPP_APP_SECRET", "shh")
+        .env_remove("WHATSAPP_PHONE_NUMBER_ID")
+        .env_remove("WHATSAPP_ACCESS_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+    let file = dir.path().join("hooks.jsonl");
+    let line = |id: &str| {
+        format!(
+            r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1","changes":[{{"field":"messages","value":{{"metadata":{{"phone_number_id":"111"}},"contacts":[{{"profile":{{"name":"A"}},"wa_id":"923001234567"}}],"messages":[{{"from":"923001234567","id":"{id}","timestamp":"1700000000","type":"text","text":{{"body":"order kahan hai"}}}}]}}}}]}}]}}"#
+        )
+    };
+    std::fs::write(
+        &file,
+        format!("{}\n\n{}\n{}\n", line("w1"), line("w2"), line("w3")),
+    )
+    .unwrap();
+    let url = format!("http://{addr}/webhooks/whatsapp");
+    let signed = bin()
+        .args([
+            "replay",
+            file.to_str().unwrap(),
+            "--to",
+            &url,
+            "--secret",
+            "shh",
+        ])
+        .env_remove("WHATSAPP_APP_SECRET")
+        .output()
+        .unwrap();
+    let unsigned = bin()
+        .args(["replay", file.to_str().unwrap(), "--to", &url])
+        .env_remove("WHATSAPP_APP_SECRET")
+        .output()
+        .unwrap();
+    std::fs::write(&file, format!("{}\nnot json\n", line("w4"))).unwrap();
+    let broken = bin()
+        .args(["replay", file.to_str().unwrap(), "--to", &url])
+        .output()
+        .unwrap();
+    server.kill().unwrap();
+    let _ = server.wait();
+    assert!(up, "serve did not start on {addr}");
+    let out = String::from_utf8_lossy(&signed.stdout);
+    assert_eq!(signed.status.code(), Some(0), "{out}");
+    assert!(out.contains("sent 3, accepted 3, rejected 0"), "{out}");
+    let out = String::from_utf8_lossy(&unsigned.stdout);
+    assert_eq!(unsigned.status.code(), Some(1), "{out}");
+    assert!(out.contains("sent 3, accepted 0, rejected 3"), "{out}");
+    assert_eq!(broken.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&broken.stderr).contains(":2: not a JSON body; nothing was sent")
+    );
+}

@@ -26,6 +26,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The `X-Hub-Signature-256` value Meta sends for `body`: `sha256=<hex HMAC-SHA256>` (used by
+/// `switchyard replay` to sign what it posts).
+pub fn signature(app_secret: &[u8], body: &[u8]) -> String {
+    // HMAC takes a key of any length: this cannot fail.
+    let mut mac = Hmac::<Sha256>::new_from_slice(app_secret).expect("HMAC accepts any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
 /// Checks `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body with the app secret>`,
 /// in constant time. Check it before parsing anything.
 pub fn signature_valid(app_secret: &[u8], body: &[u8], header: Option<&str>) -> bool {

@@ -484,3 +484,42 @@ mod cloud_api {
         }
     }
 }
+
+/// Every webhook payload in `../shared/fixtures/whatsapp/` (when that directory exists: it is
+/// not part of a clone) parses into at least one message or status, and every send response
+/// or error there is classified.
+#[test]
+fn every_shared_fixture_is_understood() {
+    let dir = std::path::Path::new("../../shared/fixtures/whatsapp");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        eprintln!("skipped: {} is not here", dir.display());
+        return;
+    };
+    let mut seen = 0;
+    for e in entries {
+        let path = e.unwrap().path();
+        if path.extension().and_then(|x| x.to_str()) != Some("json") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let body = std::fs::read(&path).unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if name.starts_with("wa_send_error") {
+            let e = switchyard_connectors::cloud_api::classify(400, &v);
+            let code = v["error"]["code"].to_string();
+            assert!(e.to_string().contains(&code), "{name}: {e}");
+        } else if name.starts_with("wa_send_") {
+            // Request bodies and the success response: not notifications.
+            assert!(v.get("messaging_product").is_some(), "{name}");
+        } else {
+            let n = parse(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(
+                !n.messages.is_empty() || !n.statuses.is_empty(),
+                "{name}: nothing understood"
+            );
+        }
+        seen += 1;
+    }
+    assert!(seen > 0, "no fixture in {}", dir.display());
+    eprintln!("{seen} shared fixtures understood");
+}
