@@ -10,6 +10,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use switchyard_rules::{load_dir, Loaded, Pack, UNKNOWN};
 
+mod config;
+use config::{LogFormat, ServeArgs};
+
 /// mimalloc: the pipeline allocates many small maps and strings per message from several
 /// threads, where it is markedly faster than the system allocator (benches/README.md).
 #[global_allocator]
@@ -77,60 +80,6 @@ enum Command {
     },
     /// Play sample conversations through the example pack on a fresh SQLite file.
     Demo,
-}
-
-/// `switchyard serve`: every option can also be set by the environment variable shown.
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// The rule pack.
-    #[arg(
-        long,
-        env = "SWITCHYARD_RULES",
-        default_value = "examples/pk-ecommerce"
-    )]
-    rules: PathBuf,
-    /// The database (`sqlite://FILE`).
-    #[arg(long, env = "SWITCHYARD_DB", default_value = "sqlite://switchyard.db")]
-    db: String,
-    /// Address and port for the webhooks and the API.
-    #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: String,
-    /// Log lines as text or as JSON objects (one per line), on stderr.
-    #[arg(
-        long,
-        env = "SWITCHYARD_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
-    log_format: LogFormat,
-    /// The WhatsApp business number's id (Meta's "phone number ID"). With an access token,
-    /// replies go out through the Cloud API; without, they go to the sandbox (printed).
-    #[arg(long, env = "WHATSAPP_PHONE_NUMBER_ID")]
-    whatsapp_phone_number_id: Option<String>,
-    /// The Cloud API access token (a system user token). Environment only, never logged.
-    #[arg(long, env = "WHATSAPP_ACCESS_TOKEN", hide_env_values = true)]
-    whatsapp_access_token: Option<String>,
-    /// The token Meta echoes in the webhook verification handshake.
-    #[arg(long, env = "WHATSAPP_VERIFY_TOKEN", hide_env_values = true)]
-    whatsapp_verify_token: Option<String>,
-    /// The app secret: webhooks without a valid `X-Hub-Signature-256` are refused.
-    #[arg(long, env = "WHATSAPP_APP_SECRET", hide_env_values = true)]
-    whatsapp_app_secret: Option<String>,
-    /// The Graph API base URL.
-    #[arg(long, env = "WHATSAPP_API_BASE", default_value = switchyard_connectors::cloud_api::CloudApiConfig::DEFAULT_BASE_URL)]
-    whatsapp_api_base: String,
-    /// The Graph API version.
-    #[arg(long, env = "WHATSAPP_API_VERSION", default_value = switchyard_connectors::cloud_api::CloudApiConfig::DEFAULT_VERSION)]
-    whatsapp_api_version: String,
-    /// Most messages sent per second through the number (Meta's default throughput is 80).
-    #[arg(long, env = "WHATSAPP_SEND_RATE", default_value_t = 80)]
-    whatsapp_send_rate: u32,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 fn main() -> ExitCode {
@@ -445,6 +394,7 @@ async fn start_runtime(
     db: &str,
     channel: Arc<dyn switchyard_engine::ports::Channel>,
     notifier: Arc<dyn switchyard_engine::ports::Notifier>,
+    default_queues: &[(String, String)],
 ) -> Result<Arc<switchyard_engine::worker::Runtime>> {
     let store: Arc<dyn switchyard_engine::Store> = Arc::new(
         switchyard_engine::sqlite::SqliteStore::open(db)
@@ -454,75 +404,97 @@ async fn start_runtime(
     let lookup = Arc::new(switchyard_connectors::demo::DemoStore::new(sample_orders(
         &pack,
     )));
-    let engine = Arc::new(switchyard_engine::Engine::new(
-        store,
-        Arc::new(pack),
-        lookup,
-    ));
+    let mut engine = switchyard_engine::Engine::new(store, Arc::new(pack), lookup);
+    for (channel, queue) in default_queues {
+        engine = engine.with_default_queue(channel, queue);
+    }
+    let engine = Arc::new(engine);
     let rt =
         switchyard_engine::worker::Runtime::start(engine, channel, notifier, Default::default())
             .await?;
     Ok(Arc::new(rt))
 }
 
-/// The outbound side of `serve`: the Cloud API for WhatsApp when a number and a token are
-/// given, the sandbox (printing) for the rest; and a sentence saying which.
-fn outbound(a: &ServeArgs) -> Result<(Arc<dyn switchyard_engine::ports::Channel>, String)> {
-    use switchyard_connectors::cloud_api::{CloudApi, CloudApiConfig};
+/// The outbound side of `serve`: each WhatsApp number's Cloud API on its channel, the sandbox
+/// (printing) for the rest; and a sentence saying which.
+fn outbound(
+    numbers: &[config::Number],
+) -> Result<(Arc<dyn switchyard_engine::ports::Channel>, String)> {
+    use switchyard_connectors::cloud_api::CloudApi;
     let sandbox = Arc::new(switchyard_connectors::sandbox::SandboxChannel::printing());
-    let id = a
-        .whatsapp_phone_number_id
-        .as_deref()
-        .filter(|v| !v.trim().is_empty());
-    let token = a
-        .whatsapp_access_token
-        .as_deref()
-        .filter(|v| !v.trim().is_empty());
-    match (id, token) {
-        (Some(id), Some(token)) => {
-            let api = CloudApi::new(CloudApiConfig {
-                base_url: a.whatsapp_api_base.clone(),
-                version: a.whatsapp_api_version.clone(),
-                rate_per_second: a.whatsapp_send_rate,
-                ..CloudApiConfig::new(id, token)
-            })?;
-            let router = switchyard_connectors::channels::ByChannel::new(sandbox)
-                .with("whatsapp", Arc::new(api));
-            Ok((
-                Arc::new(router),
-                format!("WhatsApp replies go out through the Cloud API as number {id}; other channels to the sandbox (printed here)"),
-            ))
-        }
-        (None, None) => Ok((
+    if numbers.is_empty() {
+        return Ok((
             sandbox,
-            "no WhatsApp credentials: outbound messages go to the sandbox (printed here)".into(),
-        )),
-        (Some(_), None) => anyhow::bail!(
-            "WHATSAPP_PHONE_NUMBER_ID is set but WHATSAPP_ACCESS_TOKEN is not: set both to send through WhatsApp, or neither to use the sandbox"
-        ),
-        (None, Some(_)) => anyhow::bail!(
-            "WHATSAPP_ACCESS_TOKEN is set but WHATSAPP_PHONE_NUMBER_ID is not: set both to send through WhatsApp, or neither to use the sandbox"
-        ),
+            "no WhatsApp number configured: outbound messages go to the sandbox (printed here)"
+                .into(),
+        ));
     }
+    let mut router = switchyard_connectors::channels::ByChannel::new(sandbox);
+    for (i, n) in numbers.iter().enumerate() {
+        router = router.with(
+            &config::channel_of(i, n),
+            Arc::new(CloudApi::new(n.api.clone())?),
+        );
+    }
+    let ids: Vec<&str> = numbers
+        .iter()
+        .map(|n| n.api.phone_number_id.as_str())
+        .collect();
+    Ok((
+        Arc::new(router),
+        format!(
+            "WhatsApp replies go out through the Cloud API as number {}; other channels to the sandbox (printed here)",
+            ids.join(", ")
+        ),
+    ))
 }
 
 fn serve(a: ServeArgs) -> Result<ExitCode> {
-    let Some(pack) = valid_pack(&a.rules)? else {
+    let cfg = config::resolve(&a, |name| std::env::var(name).ok())?;
+    let Some(pack) = valid_pack(&cfg.rules)? else {
         return Ok(ExitCode::from(1));
     };
+    for n in &cfg.numbers {
+        if let Some(q) = &n.default_queue {
+            if !pack.queues.contains_key(q.as_str()) {
+                anyhow::bail!(
+                    "number {}: its default queue `{q}` is not a queue of the pack {} (queues: {})",
+                    n.api.phone_number_id,
+                    cfg.rules.display(),
+                    pack.queues
+                        .keys()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+    }
     // Logs on stderr; `RUST_LOG` sets the level (default info). Message bodies are never logged.
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match a.log_format {
+    match cfg.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
     switchyard_connectors::cloud_api::install_tls();
-    let (channel, outbound_says) = outbound(&a)?;
-    let (db, listen) = (a.db.as_str(), a.listen.as_str());
+    let (channel, outbound_says) = outbound(&cfg.numbers)?;
+    let default_queues: Vec<(String, String)> = cfg
+        .numbers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| Some((config::channel_of(i, n), n.default_queue.clone()?)))
+        .collect();
+    let numbers = switchyard_connectors::whatsapp::Numbers::new(
+        cfg.numbers
+            .iter()
+            .map(|n| n.api.phone_number_id.clone())
+            .collect(),
+    );
+    let (db, listen) = (cfg.db.as_str(), cfg.listen.as_str());
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let runtime = start_runtime(
@@ -530,19 +502,22 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
             db,
             channel,
             Arc::new(switchyard_connectors::sandbox::SandboxNotifier::default()),
+            &default_queues,
         )
         .await?;
         let state = Arc::new(switchyard_api::AppState {
             runtime: runtime.clone(),
-            whatsapp_verify_token: a.whatsapp_verify_token.clone(),
-            whatsapp_app_secret: a.whatsapp_app_secret.clone().map(String::into_bytes),
+            whatsapp_verify_token: cfg.verify_token.clone(),
+            whatsapp_app_secret: cfg.app_secret.clone().map(String::into_bytes),
+            whatsapp_numbers: numbers,
             body_limit: switchyard_api::DEFAULT_BODY_LIMIT,
         });
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-        tracing::info!(rules = %a.rules.display(), listen = %listener.local_addr()?, db, "serving");
+        let from = cfg.file.as_ref().map(|f| format!(" (configuration: {})", f.display())).unwrap_or_default();
+        tracing::info!(rules = %cfg.rules.display(), listen = %listener.local_addr()?, db, "serving");
         eprintln!(
-            "switchyard: serving {} on http://{} with {db}; {outbound_says}",
-            a.rules.display(),
+            "switchyard: serving {} on http://{} with {db}{from}; {outbound_says}",
+            cfg.rules.display(),
             listener.local_addr()?
         );
         let shutdown = async {
@@ -668,7 +643,7 @@ fn demo() -> Result<ExitCode> {
     writeln!(out, "Switchyard demo: the example pack on a fresh SQLite file ({db}),\nthe demo store and the sandbox channel. Each line goes through the durable pipeline.\n")?;
     rt.block_on(async {
         let channel = Arc::new(switchyard_connectors::sandbox::SandboxChannel::new());
-        let runtime = start_runtime(pack, &db, channel.clone(), Arc::new(switchyard_connectors::sandbox::SandboxNotifier::default())).await?;
+        let runtime = start_runtime(pack, &db, channel.clone(), Arc::new(switchyard_connectors::sandbox::SandboxNotifier::default()), &[]).await?;
         use DemoStep::*;
         let script = [
             NewCodOrder("923001234567", "#20001"),

@@ -29,6 +29,8 @@ pub struct AppState {
     pub whatsapp_verify_token: Option<String>,
     /// The app secret: when set, `X-Hub-Signature-256` is required and checked.
     pub whatsapp_app_secret: Option<Vec<u8>>,
+    /// The business numbers, for the channel of each message and status.
+    pub whatsapp_numbers: whatsapp::Numbers,
     pub body_limit: usize,
 }
 
@@ -164,7 +166,8 @@ async fn whatsapp_post(
             ));
         }
     }
-    let n = whatsapp::parse(&b).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let mut n = whatsapp::parse(&b).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    s.whatsapp_numbers.assign(&mut n);
     let statuses = n.statuses.len();
     // Acknowledged only after the commits.
     let (new, dup) = ingest(&s, n.messages).await?;
@@ -178,14 +181,9 @@ async fn whatsapp_post(
             .error
             .as_ref()
             .map(|(code, title)| format!("{code}: {title}"));
+        let channel = s.whatsapp_numbers.channel(st.phone_number_id.as_deref());
         store
-            .record_status(
-                "whatsapp",
-                &st.provider_id,
-                &st.status,
-                error.as_deref(),
-                now,
-            )
+            .record_status(&channel, &st.provider_id, &st.status, error.as_deref(), now)
             .await
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     }

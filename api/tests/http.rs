@@ -15,7 +15,7 @@ use switchyard_engine::{Engine, Store};
 const PACK: &str = r#"
 version: 1
 settings: { default_queue: support }
-queues: { support: { assignment: round_robin } }
+queues: { support: { assignment: round_robin }, brand_b: { assignment: round_robin } }
 rules:
   - name: echo
     when: message.received
@@ -32,7 +32,7 @@ struct Server {
 }
 
 async fn server(secret: Option<&str>, body_limit: usize) -> Server {
-    server_sending_with(secret, body_limit, None).await
+    server_sending_with(secret, body_limit, None, Default::default(), &[]).await
 }
 
 /// A server whose replies go to `channel` (the sandbox when `None`).
@@ -40,6 +40,8 @@ async fn server_sending_with(
     secret: Option<&str>,
     body_limit: usize,
     channel_override: Option<Arc<dyn switchyard_engine::ports::Channel>>,
+    numbers: switchyard_connectors::whatsapp::Numbers,
+    default_queues: &[(&str, &str)],
 ) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(
@@ -56,11 +58,11 @@ async fn server_sending_with(
         "t",
     );
     let lookup = Arc::new(switchyard_connectors::demo::DemoStore::new(vec![]));
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        Arc::new(l.pack.unwrap()),
-        lookup,
-    ));
+    let mut engine = Engine::new(store.clone(), Arc::new(l.pack.unwrap()), lookup);
+    for (channel, queue) in default_queues {
+        engine = engine.with_default_queue(channel, queue);
+    }
+    let engine = Arc::new(engine);
     let channel = Arc::new(SandboxChannel::new());
     let cfg = WorkerConfig {
         poll: Duration::from_millis(20),
@@ -81,6 +83,7 @@ async fn server_sending_with(
         runtime,
         whatsapp_verify_token: Some("verify-me".into()),
         whatsapp_app_secret: secret.map(|s| s.as_bytes().to_vec()),
+        whatsapp_numbers: numbers,
         body_limit,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -425,7 +428,8 @@ mod graph {
             ..CloudApiConfig::new("111", "TEST-TOKEN")
         })
         .unwrap();
-        let s = server_sending_with(None, 1 << 20, Some(Arc::new(api))).await;
+        let s =
+            server_sending_with(None, 1 << 20, Some(Arc::new(api)), Default::default(), &[]).await;
         let c = client();
         for (from, text) in [
             ("923000000001", "window"),
@@ -513,5 +517,150 @@ mod graph {
             Some("support"),
             "handed to the default queue"
         );
+    }
+
+    /// Two business numbers (two brands): each customer conversation stays on the number it
+    /// came in on, replies go out from that number with its own token, and its hand-offs go
+    /// to its own default queue; statuses find their message on the right number.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_number_answers_with_its_own_credentials_and_queue() {
+        use switchyard_connectors::channels::ByChannel;
+        use switchyard_connectors::whatsapp::Numbers;
+        let graph = MockServer::start().await;
+        let ok = |r: &Request| {
+            let v = serde_json::from_slice::<Value>(&r.body).unwrap();
+            let n = r.url.path().split('/').nth(2).unwrap().to_string();
+            ResponseTemplate::new(200).set_body_json(json!({ "messages": [ { "id": format!("wamid.{n}.{}", v["to"].as_str().unwrap()) } ] }))
+        };
+        Mock::given(method("POST"))
+            .and(path("/v21.0/111/messages"))
+            .and(header("authorization", "Bearer TOKEN-A"))
+            .respond_with(ok)
+            .mount(&graph)
+            .await;
+        // Brand B's number: the customer's window turns out to be closed.
+        Mock::given(method("POST"))
+            .and(path("/v21.0/222/messages"))
+            .and(header("authorization", "Bearer TOKEN-B"))
+            .and(body_string_contains("closed"))
+            .respond_with(graph_error(400, 131047))
+            .with_priority(1)
+            .mount(&graph)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/v21.0/222/messages"))
+            .and(header("authorization", "Bearer TOKEN-B"))
+            .respond_with(ok)
+            .with_priority(5)
+            .mount(&graph)
+            .await;
+        let api = |id: &str, token: &str| -> Arc<dyn switchyard_engine::ports::Channel> {
+            Arc::new(
+                CloudApi::new(CloudApiConfig {
+                    base_url: graph.uri(),
+                    ..CloudApiConfig::new(id, token)
+                })
+                .unwrap(),
+            )
+        };
+        let fallback: Arc<dyn switchyard_engine::ports::Channel> = Arc::new(SandboxChannel::new());
+        let router = ByChannel::new(fallback)
+            .with("whatsapp", api("111", "TOKEN-A"))
+            .with("whatsapp:222", api("222", "TOKEN-B"));
+        let numbers = Numbers::new(vec!["111".into(), "222".into()]);
+        let s = server_sending_with(
+            None,
+            1 << 20,
+            Some(Arc::new(router)),
+            numbers,
+            &[("whatsapp:222", "brand_b")],
+        )
+        .await;
+        let c = client();
+        let to = |number: &str, from: &str, id: &str, text: &str| {
+            text_from(from, id, text).replace(
+                "\"phone_number_id\":\"111\"",
+                &format!("\"phone_number_id\":\"{number}\""),
+            )
+        };
+        for body in [
+            to("111", "923000000001", "wamid.a1", "hello A"),
+            to("222", "923000000001", "wamid.b1", "hello B"),
+            to("222", "923000000002", "wamid.b2", "closed"),
+        ] {
+            assert_eq!(post_whatsapp(&c, &s, &body).await.status(), 200);
+        }
+        let mut settled = false;
+        for _ in 0..250 {
+            let out = s.store.outbox_payloads().await.unwrap();
+            if out.len() == 3 && out.iter().all(|(st, _)| st != "pending" && st != "sending") {
+                settled = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(settled, "{:?}", s.store.outbox_payloads().await.unwrap());
+        let mut by_channel = std::collections::BTreeMap::new();
+        for id in s.store.conversation_ids().await.unwrap() {
+            let conv = s.store.conversation(id).await.unwrap().unwrap();
+            let out: Vec<_> = s
+                .store
+                .messages(id)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|m| m.direction == switchyard_engine::model::Direction::Out)
+                .collect();
+            by_channel
+                .entry(conv.channel.clone())
+                .or_insert_with(Vec::new)
+                .push((conv, out));
+        }
+        assert_eq!(
+            by_channel["whatsapp"].len(),
+            1,
+            "one conversation on brand A's number"
+        );
+        assert_eq!(
+            by_channel["whatsapp:222"].len(),
+            2,
+            "the same customer has a second one on brand B's"
+        );
+        let (_, out) = &by_channel["whatsapp"][0];
+        assert_eq!(
+            out[0].provider_id.as_deref(),
+            Some("wamid.111.+923000000001"),
+            "answered from number A"
+        );
+        let b: Vec<_> = by_channel["whatsapp:222"].iter().collect();
+        let sent_b = b.iter().find(|(_, out)| out[0].status == "sent").unwrap();
+        assert_eq!(
+            sent_b.1[0].provider_id.as_deref(),
+            Some("wamid.222.+923000000001"),
+            "answered from number B"
+        );
+        let refused = b.iter().find(|(_, out)| out[0].status == "failed").unwrap();
+        assert_eq!(
+            refused.0.queue.as_deref(),
+            Some("brand_b"),
+            "brand B's hand-offs go to brand B's queue"
+        );
+        // A status of number B's message finds it on number B's channel.
+        let status = json!({ "object": "whatsapp_business_account", "entry": [ { "id": "1", "changes": [ { "field": "messages", "value": {
+            "metadata": { "phone_number_id": "222" },
+            "statuses": [ { "id": "wamid.222.+923000000001", "status": "read", "timestamp": "1700000001", "recipient_id": "923000000001" } ] } } ] } ] });
+        assert_eq!(
+            post_whatsapp(&c, &s, &status.to_string()).await.status(),
+            200
+        );
+        let m = s
+            .store
+            .messages(sent_b.0.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| m.direction == switchyard_engine::model::Direction::Out)
+            .unwrap();
+        assert_eq!(m.status, "read");
     }
 }

@@ -51,6 +51,42 @@ pub fn signature_valid(app_secret: &[u8], body: &[u8], header: Option<&str>) -> 
     mac.verify_slice(&sig).is_ok()
 }
 
+/// The engine channel of each business number: the first number is `whatsapp`, every other
+/// `whatsapp:<phone_number_id>` — so a customer who writes to two brands has two
+/// conversations, each answered from its own number.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Numbers {
+    ids: Vec<String>,
+}
+
+impl Numbers {
+    /// `ids` in configuration order; the first is the primary number.
+    pub fn new(ids: Vec<String>) -> Numbers {
+        Numbers { ids }
+    }
+
+    /// The channel of `phone_number_id`; `whatsapp` for the primary number and for numbers
+    /// not configured (one number, or a payload without metadata).
+    pub fn channel(&self, phone_number_id: Option<&str>) -> String {
+        match phone_number_id {
+            Some(id) if self.ids.iter().skip(1).any(|x| x == id) => format!("whatsapp:{id}"),
+            _ => "whatsapp".into(),
+        }
+    }
+
+    /// Puts every message of `n` on its number's channel.
+    pub fn assign(&self, n: &mut Notification) {
+        for m in &mut n.messages {
+            if let Inbound::Message {
+                channel, payload, ..
+            } = m
+            {
+                *channel = self.channel(payload["phone_number_id"].as_str());
+            }
+        }
+    }
+}
+
 /// A delivery status of a message we sent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusUpdate {

@@ -209,6 +209,12 @@ pub struct Job {
     pub due_at: Millis,
 }
 
+/// Whether a channel limits free-form messages to 24 hours after the customer's last one:
+/// WhatsApp — `whatsapp` (the first number) and `whatsapp:<phone_number_id>` (any other).
+pub fn has_service_window(channel: &str) -> bool {
+    channel == "whatsapp" || channel.starts_with("whatsapp:")
+}
+
 /// What arrives from a channel or a store, before it has a conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

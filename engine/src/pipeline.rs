@@ -52,6 +52,9 @@ pub struct Engine {
     pub lookup: Arc<dyn Lookup>,
     /// One lock per conversation: inbox events and timers of a conversation never interleave.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Default queues by channel (one per WhatsApp number of a multi-brand shop), over the
+    /// pack's `settings.default_queue`.
+    default_queues: HashMap<String, String>,
 }
 
 /// A decided, not yet committed, event (see [`Engine::decide`]).
@@ -79,7 +82,25 @@ impl Engine {
             pack: ArcSwap::new(pack),
             lookup,
             locks: Mutex::new(HashMap::new()),
+            default_queues: HashMap::new(),
         }
+    }
+
+    /// Conversations on `channel` that nothing handled go to `queue` instead of the pack's
+    /// default queue (while the pack has that queue).
+    pub fn with_default_queue(mut self, channel: &str, queue: &str) -> Engine {
+        self.default_queues
+            .insert(channel.to_string(), queue.to_string());
+        self
+    }
+
+    /// The queue for what nothing handled on `channel`.
+    fn default_queue(&self, channel: &str, pack: &Pack) -> String {
+        self.default_queues
+            .get(channel)
+            .filter(|q| pack.queues.contains_key(q.as_str()))
+            .cloned()
+            .unwrap_or_else(|| pack.settings.default_queue.clone())
     }
 
     pub fn pack(&self) -> Arc<Pack> {
@@ -658,7 +679,7 @@ impl<'a> Run<'a> {
             handled = self.run_rules("message.received", &cls.intent, 0).await?;
         }
         if !handled && self.conv.assignee.is_none() && self.conv.queue.is_none() {
-            let q = self.pack.settings.default_queue.clone();
+            let q = self.eng.default_queue(&self.conv.channel, self.pack);
             self.trace.push(json!({ "unhandled": true, "route": q }));
             self.route(&q, "system", 0).await?;
         }
@@ -1430,7 +1451,7 @@ impl<'a> Run<'a> {
         if let Some(n) = note {
             self.note(actor, n);
         }
-        let q = queue.unwrap_or_else(|| self.pack.settings.default_queue.clone());
+        let q = queue.unwrap_or_else(|| self.eng.default_queue(&self.conv.channel, self.pack));
         self.route(&q, actor, depth).await?;
         if let Some(a) = agent {
             self.assign(&a, actor, depth);
@@ -1602,7 +1623,7 @@ impl<'a> Run<'a> {
             }
         }
         // WhatsApp allows free-form messages only within 24 hours of the customer's last one.
-        let window = self.conv.channel != "whatsapp" || self.conv.window_open(self.now);
+        let window = !has_service_window(&self.conv.channel) || self.conv.window_open(self.now);
         if window {
             // Inside the window the text form goes out, with the template's quick replies as
             // reply buttons when they fit.
