@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use switchyard_connectors::whatsapp;
 use switchyard_engine::model::Inbound;
-use switchyard_engine::store::Ingested;
+use switchyard_engine::store::{Ingested, StatusRecorded};
 use switchyard_engine::worker::Runtime;
 
 /// Default limit of a webhook body: WhatsApp batches up to 3 MB.
@@ -176,17 +176,34 @@ async fn whatsapp_post(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
+    let mut status_events = Vec::new();
     for st in &n.statuses {
         let error = st
             .error
             .as_ref()
             .map(|(code, title)| format!("{code}: {title}"));
         let channel = s.whatsapp_numbers.channel(st.phone_number_id.as_deref());
-        store
+        let recorded = store
             .record_status(&channel, &st.provider_id, &st.status, error.as_deref(), now)
             .await
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        // A status that is the message's current one reaches the `message.status` rules,
+        // once (the inbox deduplicates a redelivery; a crash between the two commits is
+        // repaired by Meta's redelivery, which finds the status current).
+        if let (StatusRecorded::Updated | StatusRecorded::Repeated, Some(to)) =
+            (recorded, &st.recipient)
+        {
+            status_events.push(Inbound::Status {
+                channel,
+                to: to.clone(),
+                provider_id: format!("status:{}:{}", st.provider_id, st.status),
+                message: st.provider_id.clone(),
+                status: st.status.clone(),
+                error,
+            });
+        }
     }
+    ingest(&s, status_events).await?;
     Ok(Json(
         json!({ "received": new, "duplicates": dup, "statuses": statuses }),
     ))

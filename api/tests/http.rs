@@ -20,6 +20,12 @@ rules:
   - name: echo
     when: message.received
     then: [ { reply: { text: "got: {{message.text}}" } } ]
+  - name: a failed delivery goes to a person
+    when: message.status
+    if: event.status == "failed"
+    then:
+      - tag: delivery_failed
+      - handoff: { queue: brand_b, note: "Delivery failed: {{event.error}}" }
 "#;
 
 const TEXT: &str = r#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550000000","phone_number_id":"111"},"contacts":[{"profile":{"name":"Ayesha"},"wa_id":"923001234567"}],"messages":[{"from":"923001234567","id":"wamid.ONE","timestamp":"1700000000","type":"text","text":{"body":"hello"}}]}}]}]}"#;
@@ -284,12 +290,16 @@ async fn sent_id(s: &Server, conv: i64) -> String {
 }
 
 fn status_body(id: &str, status: &str, error: Option<i64>) -> String {
+    status_body_to("923001234567", id, status, error)
+}
+
+fn status_body_to(to: &str, id: &str, status: &str, error: Option<i64>) -> String {
     let errors = error
         .map(|c| json!([{ "code": c, "title": "Re-engagement message" }]))
         .unwrap_or(json!([]));
     json!({ "object": "whatsapp_business_account", "entry": [ { "id": "1", "changes": [ { "field": "messages", "value": {
         "messaging_product": "whatsapp", "metadata": { "display_phone_number": "15550000000", "phone_number_id": "111" },
-        "statuses": [ { "id": id, "status": status, "timestamp": "1700000001", "recipient_id": "923001234567", "errors": errors } ] } } ] } ] })
+        "statuses": [ { "id": id, "status": status, "timestamp": "1700000001", "recipient_id": to, "errors": errors } ] } } ] } ] })
     .to_string()
 }
 
@@ -335,7 +345,7 @@ async fn delivery_statuses_only_move_forward() {
     let conv2 = *s.store.conversation_ids().await.unwrap().last().unwrap();
     let id2 = sent_id(&s, conv2).await;
     c.post(format!("{}/webhooks/whatsapp", s.base))
-        .body(status_body(&id2, "failed", Some(131026)))
+        .body(status_body_to("923009999999", &id2, "failed", Some(131026)))
         .send()
         .await
         .unwrap();
@@ -364,6 +374,42 @@ async fn delivery_statuses_only_move_forward() {
         .unwrap();
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].action, "status_for_unknown_message");
+    // The `message.status` rules ran: for the failure, once per status of a message.
+    let mut handed = None;
+    for _ in 0..250 {
+        let conv = s.store.conversation(conv2).await.unwrap().unwrap();
+        if conv.tags.iter().any(|t| t == "delivery_failed") {
+            handed = Some(conv);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let handed = handed.expect("the message.status rule tagged the conversation");
+    assert_eq!(handed.queue.as_deref(), Some("brand_b"));
+    let notes = s.store.notes(conv2).await.unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.text == "Delivery failed: 131026: Re-engagement message"),
+        "{notes:?}"
+    );
+    let read_events = s
+        .store
+        .traces(conv)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|(_, t)| t.to_string().contains(r#""status":"read""#))
+        .count();
+    assert_eq!(
+        read_events, 1,
+        "read was delivered twice; the rules saw it once"
+    );
+    let conv1 = s.store.conversation(conv).await.unwrap().unwrap();
+    assert!(
+        conv1.tags.is_empty(),
+        "statuses that are not failures change nothing here"
+    );
 }
 
 // ---- sending through a fake Graph API server -----------------------------------------------

@@ -247,26 +247,45 @@ pub enum Inbound {
         event: String,
         order: Value,
     },
+    /// A delivery status of a message we sent, after it moved the message forward: runs the
+    /// `message.status` rules of the conversation.
+    Status {
+        channel: String,
+        /// The customer the message went to.
+        to: String,
+        /// `status:<wamid>:<status>` (deduplication: each status of a message once).
+        provider_id: String,
+        /// The provider's id of our message (`wamid`).
+        message: String,
+        /// `sent`, `delivered`, `read`, `failed`.
+        status: String,
+        /// For `failed`: the code and reason.
+        error: Option<String>,
+    },
 }
 
 impl Inbound {
     pub fn channel(&self) -> &str {
         match self {
-            Inbound::Message { channel, .. } | Inbound::Order { channel, .. } => channel,
+            Inbound::Message { channel, .. }
+            | Inbound::Order { channel, .. }
+            | Inbound::Status { channel, .. } => channel,
         }
     }
     pub fn provider_id(&self) -> &str {
         match self {
-            Inbound::Message { provider_id, .. } | Inbound::Order { provider_id, .. } => {
-                provider_id
-            }
+            Inbound::Message { provider_id, .. }
+            | Inbound::Order { provider_id, .. }
+            | Inbound::Status { provider_id, .. } => provider_id,
         }
     }
     /// The customer the event is about: events with the same key are processed in order.
     pub fn contact_key(&self) -> String {
         match self {
             Inbound::Message { channel, from, .. } => format!("{channel}:{from}"),
-            Inbound::Order { channel, to, .. } => format!("{channel}:{to}"),
+            Inbound::Order { channel, to, .. } | Inbound::Status { channel, to, .. } => {
+                format!("{channel}:{to}")
+            }
         }
     }
 }

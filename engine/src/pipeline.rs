@@ -169,6 +169,7 @@ impl Engine {
                 phone,
                 ..
             } => (channel, to, name, phone),
+            Inbound::Status { channel, to, .. } => (channel, to, &None, &None),
         };
         // Lock first, then read: the state read is the state decided on.
         let lock = self.lock_for(&format!("{channel}:{ext}"));
@@ -208,6 +209,14 @@ impl Engine {
             }
             Inbound::Order { event, order, .. } => {
                 run.on_event(event, Some(order.clone())).await?;
+            }
+            Inbound::Status {
+                message,
+                status,
+                error,
+                ..
+            } => {
+                run.on_status(message, status, error.as_deref()).await?;
             }
         }
         run.drain_caused().await?;
@@ -695,6 +704,25 @@ impl<'a> Run<'a> {
         self.vars.set_json("event", &json!({ "name": event }));
         self.refresh_vars();
         self.run_rules(event, UNKNOWN, 0).await?;
+        Ok(())
+    }
+
+    /// A delivery status that moved one of our messages forward: the `message.status` rules
+    /// see `event.status`, `event.error` and `event.message` (the provider's id).
+    async fn on_status(
+        &mut self,
+        message: &str,
+        status: &str,
+        error: Option<&str>,
+    ) -> Result<(), EngineError> {
+        self.vars.set_json(
+            "event",
+            &json!({ "name": "message.status", "message": message, "status": status, "error": error }),
+        );
+        self.trace
+            .push(json!({ "status": status, "message": message }));
+        self.refresh_vars();
+        self.run_rules("message.status", UNKNOWN, 0).await?;
         Ok(())
     }
 

@@ -108,7 +108,9 @@ pub struct Context {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusRecorded {
     Updated,
-    /// Not newer than what the message already has.
+    /// The message already has this status (a redelivery).
+    Repeated,
+    /// Older than what the message already has (a late `delivered` after `read`).
     Unchanged,
     /// No outbound message has that id; the status was audited.
     UnknownMessage,

@@ -431,7 +431,7 @@ async fn delivery_statuses_only_move_forward(store: Arc<dyn Store>) {
     );
     assert_eq!(
         rec("read", None).await,
-        S::Unchanged,
+        S::Repeated,
         "the same status twice"
     );
     assert_eq!(status().await.status, "read");

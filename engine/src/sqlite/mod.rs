@@ -686,15 +686,17 @@ impl Store for SqliteStore {
             if updated > 0 {
                 return Ok(StatusRecorded::Updated);
             }
-            let known: Option<i64> = tx
+            let known: Option<String> = tx
                 .query_row(
-                    "SELECT id FROM messages WHERE channel = ?1 AND provider_id = ?2",
+                    "SELECT status FROM messages WHERE channel = ?1 AND provider_id = ?2",
                     params![channel, provider_id],
                     |r| r.get(0),
                 )
                 .optional()?;
-            if known.is_some() {
-                return Ok(StatusRecorded::Unchanged);
+            match known {
+                Some(s) if s == status => return Ok(StatusRecorded::Repeated),
+                Some(_) => return Ok(StatusRecorded::Unchanged),
+                None => {}
             }
             tx.execute(
                 "INSERT INTO audit (at, actor, entity, action, before, after) \
