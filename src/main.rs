@@ -78,8 +78,24 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
     },
-    /// Play sample conversations through the example pack on a fresh SQLite file.
-    Demo,
+    /// Play sample conversations through the example pack on a fresh SQLite file, over HTTP.
+    Demo {
+        /// Keep serving afterwards, so you can go on with curl (the sandbox prints replies).
+        #[arg(long)]
+        keep_serving: bool,
+        /// Where to serve with --keep-serving (otherwise a free port on loopback).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Talk to a pack as a customer in the terminal, on a temporary store: the bot's replies
+    /// are printed, buttons and list rows as numbered choices (type the number to pick one).
+    Chat {
+        #[arg(long, default_value = "examples/pk-ecommerce")]
+        rules: PathBuf,
+        /// The customer's WhatsApp number.
+        #[arg(long = "as", default_value = "923001234567")]
+        customer: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -103,7 +119,11 @@ fn main() -> ExitCode {
             secret,
             concurrency,
         } => replay(&file, &to, secret.as_deref(), concurrency),
-        Command::Demo => demo(),
+        Command::Demo {
+            keep_serving,
+            listen,
+        } => demo(keep_serving, &listen),
+        Command::Chat { rules, customer } => chat(&rules, &customer),
     };
     match r {
         Ok(code) => code,
@@ -631,7 +651,98 @@ enum DemoStep {
     NewCodOrder(&'static str, &'static str),
 }
 
-fn demo() -> Result<ExitCode> {
+/// A WhatsApp Cloud API webhook body with one customer message: text, or a tapped reply button.
+fn wa_webhook(who: &str, id: &str, text: &str, button: Option<&str>) -> serde_json::Value {
+    let message = match button {
+        Some(b) => {
+            serde_json::json!({ "from": who, "id": id, "timestamp": "1700000000", "type": "interactive",
+            "interactive": { "type": "button_reply", "button_reply": { "id": b, "title": text } } })
+        }
+        None => {
+            serde_json::json!({ "from": who, "id": id, "timestamp": "1700000000", "type": "text", "text": { "body": text } })
+        }
+    };
+    serde_json::json!({ "object": "whatsapp_business_account", "entry": [ { "id": "demo", "changes": [ { "field": "messages", "value": {
+        "messaging_product": "whatsapp", "metadata": { "display_phone_number": "15550000000", "phone_number_id": "demo" },
+        "contacts": [ { "profile": { "name": format!("Customer {}", &who[who.len().saturating_sub(4)..]) }, "wa_id": who } ],
+        "messages": [ message ] } } ] } ] })
+}
+
+/// Prints the bot's messages, with their buttons or list rows; returns the choices offered
+/// by the last one (`(id, title)`), numbered from 1 in what was printed.
+fn print_replies(
+    out: &mut impl Write,
+    who: &str,
+    sent: &[(String, switchyard_engine::model::Outbound)],
+    numbered: bool,
+) -> Result<Vec<(String, String)>> {
+    let mut choices = Vec::new();
+    for (_, m) in sent {
+        choices = match &m.template {
+            Some(t) => t.buttons.iter().map(|b| (b.clone(), b.clone())).collect(),
+            None if !m.buttons.is_empty() => m.buttons.clone(),
+            None => m.list.as_ref().map(|l| l.rows.clone()).unwrap_or_default(),
+        };
+        let kind = match &m.template {
+            Some(t) => format!("  (approved template {})", t.name),
+            None => String::new(),
+        };
+        if numbered {
+            writeln!(out, "bot: {}{kind}", m.text)?;
+            for (i, (_, title)) in choices.iter().enumerate() {
+                writeln!(out, "     {}) {title}", i + 1)?;
+            }
+        } else {
+            let titles: Vec<&str> = choices.iter().map(|c| c.1.as_str()).collect();
+            let extra = if titles.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", titles.join(" | "))
+            };
+            writeln!(out, "    bot → {who}: {}{kind}{extra}", m.text)?;
+        }
+    }
+    Ok(choices)
+}
+
+/// One line on the conversation of `who`: status, queue, owner, tags, flow, open ticket.
+async fn print_state(
+    out: &mut impl Write,
+    store: &Arc<dyn switchyard_engine::Store>,
+    who: &str,
+    indent: &str,
+) -> Result<()> {
+    let ctx = store
+        .load_context("whatsapp", who, None, None, now_ms())
+        .await?;
+    let c = &ctx.conversation;
+    let ticket = ctx
+        .ticket
+        .as_ref()
+        .map(|t| format!(", ticket {} ({}, {})", t.id, t.title, t.priority.as_str()))
+        .unwrap_or_default();
+    let flow = c
+        .flow
+        .as_ref()
+        .map(|f| format!(", flow {}/{}", f.flow, f.step))
+        .unwrap_or_default();
+    let owner = c
+        .assignee
+        .as_ref()
+        .map(|a| format!(", owner {a}"))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "{indent}conversation {}: {}, queue {}{owner}, tags [{}]{flow}{ticket}",
+        c.id,
+        c.status.as_str(),
+        c.queue.as_deref().unwrap_or("none"),
+        c.tags.join(", ")
+    )?;
+    Ok(())
+}
+
+fn demo(keep_serving: bool, listen: &str) -> Result<ExitCode> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pk-ecommerce");
     let Some(pack) = valid_pack(&dir)? else {
         return Ok(ExitCode::from(1));
@@ -639,11 +750,28 @@ fn demo() -> Result<ExitCode> {
     let tmp = tempfile::tempdir()?;
     let db = format!("sqlite://{}", tmp.path().join("demo.db").display());
     let rt = tokio::runtime::Runtime::new()?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "Switchyard demo: the example pack on a fresh SQLite file ({db}),\nthe demo store and the sandbox channel. Each line goes through the durable pipeline.\n")?;
+    // Not locked: with --keep-serving the sandbox prints on stdout too.
+    let mut out = std::io::stdout();
     rt.block_on(async {
         let channel = Arc::new(switchyard_connectors::sandbox::SandboxChannel::new());
         let runtime = start_runtime(pack, &db, channel.clone(), Arc::new(switchyard_connectors::sandbox::SandboxNotifier::default()), &[]).await?;
+        let addr = if keep_serving { listen } else { "127.0.0.1:0" };
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let state = Arc::new(switchyard_api::AppState {
+            runtime: runtime.clone(),
+            whatsapp_verify_token: None,
+            whatsapp_app_secret: None,
+            whatsapp_numbers: Default::default(),
+            body_limit: switchyard_api::DEFAULT_BODY_LIMIT,
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(switchyard_api::launch(listener, state, async {
+            let _ = stopped.await;
+        }));
+        switchyard_connectors::cloud_api::install_tls();
+        let http = reqwest::Client::new();
+        writeln!(out, "Switchyard demo: the example pack served on {base} with a fresh SQLite file ({db}),\nthe demo store and the sandbox channel. Customer messages are posted to /webhooks/whatsapp\nand go through the durable pipeline.\n")?;
         use DemoStep::*;
         let script = [
             NewCodOrder("923001234567", "#20001"),
@@ -656,10 +784,19 @@ fn demo() -> Result<ExitCode> {
         ];
         for (i, step) in script.iter().enumerate() {
             let before = channel.sent().len();
-            let (who, ev, line) = match step {
-                Says(who, text) => (who, msg(who, i, "text", text, None), format!("{who} says: {text}")),
-                Taps(who, id) => (who, msg(who, i, "button", id, Some(id)), format!("{who} taps the button `{id}`")),
+            let id = format!("wamid.demo.{i}");
+            let (who, line) = match step {
+                Says(who, text) => {
+                    post_webhook(&http, &base, &wa_webhook(who, &id, text, None)).await?;
+                    (who, format!("{who} says: {text}"))
+                }
+                Taps(who, b) => {
+                    post_webhook(&http, &base, &wa_webhook(who, &id, b, Some(b))).await?;
+                    (who, format!("{who} taps the button `{b}`"))
+                }
                 NewCodOrder(who, name) => {
+                    // Store webhooks get their route with the Shopify connector (#7): the order
+                    // event goes straight into the inbox here.
                     let order = sample_orders(&runtime.engine.pack()).into_iter().find(|o| o["name"] == *name).map(serde_json::Value::Object).unwrap_or_default();
                     let ev = switchyard_engine::model::Inbound::Order {
                         channel: "whatsapp".into(),
@@ -670,35 +807,122 @@ fn demo() -> Result<ExitCode> {
                         event: "order.created".into(),
                         order,
                     };
-                    (who, ev, format!("store: new cash-on-delivery order {name} for {who}"))
+                    runtime.ingest(vec![ev]).await?;
+                    (who, format!("store: new cash-on-delivery order {name} for {who}"))
                 }
             };
-            writeln!(out, "▸ {line}")?;
-            runtime.ingest(vec![ev]).await?;
             settle(&runtime).await?;
-            for (_, m) in &channel.sent()[before..] {
-                let extra = match &m.template {
-                    Some(t) => format!("  (approved template {}) [{}]", t.name, t.buttons.join(" | ")),
-                    None if !m.buttons.is_empty() => format!("  [{}]", m.buttons.iter().map(|b| b.1.as_str()).collect::<Vec<_>>().join(" | ")),
-                    None => String::new(),
-                };
-                writeln!(out, "    bot → {who}: {}{extra}", m.text)?;
-            }
-            let store = &runtime.engine.store;
-            let ctx = store.load_context("whatsapp", who, None, None, now_ms()).await?;
-            let c = &ctx.conversation;
-            let ticket = ctx.ticket.as_ref().map(|t| format!(", ticket {} ({}, {})", t.id, t.title, t.priority.as_str())).unwrap_or_default();
-            let flow = c.flow.as_ref().map(|f| format!(", flow {}/{}", f.flow, f.step)).unwrap_or_default();
-            writeln!(
-                out,
-                "    conversation {}: {}, queue {}, tags [{}]{flow}{ticket}",
-                c.id,
-                c.status.as_str(),
-                c.queue.as_deref().unwrap_or("none"),
-                c.tags.join(", ")
-            )?;
+            writeln!(out, "▸ {line}")?;
+            print_replies(&mut out, who, &channel.sent()[before..], false)?;
+            print_state(&mut out, &runtime.engine.store, who, "    ").await?;
         }
         writeln!(out, "\nEvery decision is in the database with its trace; `switchyard test examples/pk-ecommerce` runs the pack's 38 cases.")?;
+        if keep_serving {
+            channel.set_printing(true);
+            writeln!(
+                out,
+                "\nStill serving on {base} (replies are printed here). Go on, e.g.:\n  curl -X POST {base}/webhooks/webchat -H 'content-type: application/json' -d '{{\"id\":\"w1\",\"from\":\"guest\",\"text\":\"mera order kahan hai #55120\"}}'\nCtrl-C stops."
+            )?;
+            out.flush()?;
+            tokio::signal::ctrl_c().await?;
+        }
+        let _ = stop.send(());
+        server.await??;
+        if let Ok(rt) = Arc::try_unwrap(runtime) {
+            rt.shutdown().await;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn post_webhook(http: &reqwest::Client, base: &str, body: &serde_json::Value) -> Result<()> {
+    let r = http
+        .post(format!("{base}/webhooks/whatsapp"))
+        .json(body)
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        anyhow::bail!(
+            "the webhook answered {}: {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn chat(rules: &Path, who: &str) -> Result<ExitCode> {
+    let Some(pack) = valid_pack(rules)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let tmp = tempfile::tempdir()?;
+    let db = format!("sqlite://{}", tmp.path().join("chat.db").display());
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut out = std::io::stdout();
+    writeln!(
+        out,
+        "Talking to {} as +{who} on a temporary store (orders come from the demo store).\nType a message; a number picks a choice; /state shows the conversation; /quit or Ctrl-D ends.",
+        rules.display()
+    )?;
+    rt.block_on(async {
+        let channel = Arc::new(switchyard_connectors::sandbox::SandboxChannel::new());
+        let runtime = start_runtime(
+            pack,
+            &db,
+            channel.clone(),
+            Arc::new(switchyard_connectors::sandbox::SandboxNotifier::default()),
+            &[],
+        )
+        .await?;
+        let mut choices: Vec<(String, String)> = Vec::new();
+        let stdin = std::io::stdin();
+        let prompt = |out: &mut std::io::Stdout| -> Result<()> {
+            use std::io::IsTerminal;
+            if std::io::stdin().is_terminal() {
+                write!(out, "> ")?;
+                out.flush()?;
+            }
+            Ok(())
+        };
+        prompt(&mut out)?;
+        for (i, line) in stdin.lock().lines().enumerate() {
+            let line = line?;
+            let text = line.trim();
+            match text {
+                "" => {
+                    prompt(&mut out)?;
+                    continue;
+                }
+                "/quit" | "/exit" => break,
+                "/state" => {
+                    print_state(&mut out, &runtime.engine.store, who, "").await?;
+                    prompt(&mut out)?;
+                    continue;
+                }
+                _ => {}
+            }
+            let picked = text
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|n| choices.get(n))
+                .cloned();
+            let ev = match &picked {
+                Some((id, title)) => msg(who, i, "button", title, Some(id)),
+                None => msg(who, i, "text", text, None),
+            };
+            let before = channel.sent().len();
+            runtime.ingest(vec![ev]).await?;
+            settle(&runtime).await?;
+            let sent = channel.sent();
+            if sent.len() == before {
+                writeln!(out, "(no reply)")?;
+                print_state(&mut out, &runtime.engine.store, who, "").await?;
+            }
+            choices = print_replies(&mut out, who, &sent[before..], true)?;
+            prompt(&mut out)?;
+        }
         if let Ok(rt) = Arc::try_unwrap(runtime) {
             rt.shutdown().await;
         }

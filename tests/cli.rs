@@ -295,3 +295,149 @@ fn replay_posts_signed_webhooks_to_a_running_server() {
         String::from_utf8_lossy(&broken.stderr).contains(":2: not a JSON body; nothing was sent")
     );
 }
+
+#[test]
+fn chat_talks_to_a_pack_and_numbers_the_choices() {
+    use std::io::Write;
+    let mut child = bin()
+        .args([
+            "chat",
+            "--rules",
+            "examples/pk-ecommerce",
+            "--as",
+            "923001234567",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Answered by the bot, then handed to a person; /state shows where the conversation is.
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            "mera order kahan hai #55120\nkisi insaan se baat karwao\n/state\n/quit\n".as_bytes(),
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("bot: Your order #55120 is out for delivery"),
+        "{text}"
+    );
+    assert!(text.contains("bot: Connecting you to our team"), "{text}");
+    assert!(
+        text.contains("queue support"),
+        "/state shows the hand-off: {text}"
+    );
+}
+
+#[test]
+fn chat_picks_a_numbered_choice() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pack.yaml"),
+        r#"
+version: 1
+settings: { default_queue: support }
+queues: { support: { assignment: round_robin } }
+rules:
+  - name: menu
+    when: message.received
+    if: message.choice == ()
+    then: [ { reply: { buttons: { body: "Pick one", buttons: [ { id: "yes", title: "Haan" }, { id: "no", title: "Nahin" } ] } } } ]
+  - name: picked
+    when: message.received
+    if: message.choice != ()
+    then: [ { reply: { text: "You picked {{message.choice}}" } } ]
+"#,
+    )
+    .unwrap();
+    let mut child = bin()
+        .args(["chat", "--rules", dir.path().to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hi\n2\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("bot: Pick one\n     1) Haan\n     2) Nahin\n"),
+        "{text}"
+    );
+    assert!(text.contains("bot: You picked no"), "{text}");
+}
+
+#[test]
+fn demo_keep_serving_answers_over_http_afterwards() {
+    use std::io::BufRead;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = bin()
+        .args([
+            "demo",
+            "--keep-serving",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while let Ok(l) =
+            rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            if l.contains(needle) {
+                return true;
+            }
+        }
+        false
+    };
+    let serving = wait_for("Still serving on");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chat.jsonl");
+    std::fs::write(
+        &file,
+        r#"{"id":"w1","from":"guest","text":"mera order kahan hai #55120"}"#,
+    )
+    .unwrap();
+    let replay = bin()
+        .args([
+            "replay",
+            file.to_str().unwrap(),
+            "--to",
+            &format!("http://127.0.0.1:{port}/webhooks/webchat"),
+        ])
+        .output()
+        .unwrap();
+    let answered =
+        serving && wait_for("[sandbox → webchat guest] Your order #55120 is out for delivery");
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(serving, "the demo did not say it keeps serving");
+    assert_eq!(
+        replay.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&replay.stdout)
+    );
+    assert!(answered, "the reply to the webchat message was not printed");
+}

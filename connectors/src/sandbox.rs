@@ -11,7 +11,7 @@ use switchyard_engine::ports::{Channel, LookupError, Notifier, SendError};
 pub struct SandboxChannel {
     sent: Mutex<Vec<(String, Outbound)>>,
     /// Print each message instead of keeping it (for `serve` without credentials).
-    print: bool,
+    print: std::sync::atomic::AtomicBool,
     count: std::sync::atomic::AtomicU64,
 }
 
@@ -22,10 +22,14 @@ impl SandboxChannel {
 
     /// A sandbox that prints what it would send on stdout and keeps nothing.
     pub fn printing() -> SandboxChannel {
-        SandboxChannel {
-            print: true,
-            ..Default::default()
-        }
+        let s = SandboxChannel::default();
+        s.set_printing(true);
+        s
+    }
+
+    /// From now on, print (`true`) or keep (`false`) what is sent.
+    pub fn set_printing(&self, on: bool) {
+        self.print.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Everything sent so far, with the ids it was given.
@@ -40,7 +44,7 @@ impl Channel for SandboxChannel {
         let n = self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let id = format!("sandbox.{}.{n}", std::process::id());
         let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        if self.print {
+        if self.print.load(std::sync::atomic::Ordering::SeqCst) {
             println!(
                 "[sandbox → {} {}] {}",
                 message.channel, message.to, message.text
