@@ -742,6 +742,50 @@ async fn print_state(
     Ok(())
 }
 
+/// One line per decision recorded for `who`'s conversation since the last call: the intent
+/// and its confidence, the rules that matched, flow steps, routes and hand-offs.
+async fn print_decisions(
+    out: &mut impl Write,
+    store: &Arc<dyn switchyard_engine::Store>,
+    who: &str,
+    seen: &mut std::collections::HashMap<i64, usize>,
+) -> Result<()> {
+    let ctx = store
+        .load_context("whatsapp", who, None, None, now_ms())
+        .await?;
+    let id = ctx.conversation.id;
+    let traces = store.traces(id).await?;
+    let from = seen.insert(id, traces.len()).unwrap_or(0);
+    for (_, t) in traces.iter().skip(from) {
+        let mut parts = Vec::new();
+        if let Some(i) = t["intent"]["intent"].as_str() {
+            parts.push(format!("intent {i} ({})", t["intent"]["confidence"]));
+        }
+        for step in t["steps"].as_array().into_iter().flatten() {
+            if step["matched"] == true {
+                parts.push(format!(
+                    "rule “{}” on {}",
+                    step["rule"].as_str().unwrap_or("?"),
+                    step["event"].as_str().unwrap_or("?")
+                ));
+            } else if let (Some(f), Some(s)) = (step["flow"].as_str(), step["step"].as_str()) {
+                parts.push(format!("flow {f}/{s}"));
+            } else if let Some(q) = step["handoff"].as_str() {
+                parts.push(format!("hand-off to {q}"));
+            } else if let Some(q) = step["route"].as_str() {
+                parts.push(format!("route {q}"));
+            } else if let Some(a) = step["assigned"].as_str() {
+                parts.push(format!("assigned to {a}"));
+            }
+        }
+        parts.dedup();
+        if !parts.is_empty() {
+            writeln!(out, "    decided: {}", parts.join(" · "))?;
+        }
+    }
+    Ok(())
+}
+
 fn demo(keep_serving: bool, listen: &str) -> Result<ExitCode> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pk-ecommerce");
     let Some(pack) = valid_pack(&dir)? else {
@@ -782,6 +826,7 @@ fn demo(keep_serving: bool, listen: &str) -> Result<ExitCode> {
             Says("923009876543", "kisi insaan se baat karwao"),
             Says("923111234567", "میرا پارسل کب آئے گا"),
         ];
+        let mut seen = std::collections::HashMap::new();
         for (i, step) in script.iter().enumerate() {
             let before = channel.sent().len();
             let id = format!("wamid.demo.{i}");
@@ -813,6 +858,7 @@ fn demo(keep_serving: bool, listen: &str) -> Result<ExitCode> {
             };
             settle(&runtime).await?;
             writeln!(out, "▸ {line}")?;
+            print_decisions(&mut out, &runtime.engine.store, who, &mut seen).await?;
             print_replies(&mut out, who, &channel.sent()[before..], false)?;
             print_state(&mut out, &runtime.engine.store, who, "    ").await?;
         }
