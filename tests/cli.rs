@@ -198,6 +198,11 @@ fn demo_plays_the_sample_conversations_on_a_fresh_database() {
         "{out}"
     );
     assert!(out.contains("queue complaints"), "{out}");
+    assert!(
+        out.contains("decided: intent complaint (")
+            && out.contains("rule “complaints become tickets” on message.received"),
+        "the decisions are shown: {out}"
+    );
 }
 
 #[test]
