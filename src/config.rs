@@ -336,56 +336,33 @@ mod tests {
         assert_eq!(s.numbers[0].default_queue.as_deref(), Some("brand_b"));
     }
 
+    /// The error `resolve` gives for the file `p`.
+    fn error_of(p: PathBuf, env: impl Fn(&str) -> Option<String>) -> String {
+        let args = ServeArgs {
+            config: Some(p),
+            ..Default::default()
+        };
+        resolve(&args, env).unwrap_err().to_string()
+    }
+
     #[test]
     fn bad_files_say_what_is_wrong() {
         let (_d, p) = file(TWO_BRANDS);
-        let e = resolve(
-            &ServeArgs {
-                config: Some(p),
-                ..Default::default()
-            },
-            |_| None,
-        )
-        .unwrap_err()
-        .to_string();
+        let e = error_of(p, |_| None);
         assert!(
             e.contains("whatsapp.numbers[0] (111)") && e.contains("BRAND_A_TOKEN"),
             "{e}"
         );
         let (_d, p) = file("listen: 1.2.3.4:80\nlisten_on: x\n");
-        let e = resolve(
-            &ServeArgs {
-                config: Some(p),
-                ..Default::default()
-            },
-            env,
-        )
-        .unwrap_err()
-        .to_string();
+        let e = error_of(p, env);
         assert!(
             e.contains("listen_on") && e.contains("hint: the keys are"),
             "{e}"
         );
         let (_d, p) = file("whatsapp:\n  numbers:\n    - { phone_number_id: '1', access_token_env: BRAND_A_TOKEN }\n    - { phone_number_id: '1', access_token_env: BRAND_B_TOKEN }\n");
-        let e = resolve(
-            &ServeArgs {
-                config: Some(p),
-                ..Default::default()
-            },
-            env,
-        )
-        .unwrap_err()
-        .to_string();
+        let e = error_of(p, env);
         assert!(e.contains("listed twice"), "{e}");
-        let e = resolve(
-            &ServeArgs {
-                config: Some("nowhere.yaml".into()),
-                ..Default::default()
-            },
-            env,
-        )
-        .unwrap_err()
-        .to_string();
+        let e = error_of("nowhere.yaml".into(), env);
         assert!(
             e.contains("cannot read the configuration file nowhere.yaml"),
             "{e}"

@@ -7,6 +7,15 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_switchyard"))
 }
 
+/// A port nothing listens on (for a child process to bind).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn run(args: &[&str]) -> (i32, String, String) {
     let o = bin().args(args).output().expect("runs");
     (
@@ -231,11 +240,7 @@ fn serve_refuses_half_of_the_whatsapp_credentials_and_bad_options() {
 #[test]
 fn replay_posts_signed_webhooks_to_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut server = bin()
         .args(["serve", "--listen", &addr])
@@ -380,11 +385,7 @@ rules:
 #[test]
 fn demo_keep_serving_answers_over_http_afterwards() {
     use std::io::BufRead;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = bin()
         .args([
             "demo",

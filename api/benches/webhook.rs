@@ -208,6 +208,36 @@ async fn sqlite(dir: &std::path::Path, name: &str) -> Arc<dyn Store> {
     )
 }
 
+/// The example pack's engine and workers on a fresh SQLite file, replies to the sandbox.
+async fn workers(dir: &std::path::Path, name: &str) -> Runtime {
+    let store = sqlite(dir, name).await;
+    let pack = switchyard_rules::load_dir(std::path::Path::new(PACK))
+        .unwrap()
+        .pack
+        .unwrap();
+    let lookup = Arc::new(switchyard_connectors::demo::DemoStore::new(vec![]));
+    let engine = Arc::new(Engine::new(store, Arc::new(pack), lookup));
+    Runtime::start(
+        engine,
+        Arc::new(SandboxChannel::new()),
+        Arc::new(SandboxNotifier::default()),
+        WorkerConfig::default(),
+    )
+    .await
+    .unwrap()
+}
+
+/// The server's state: signatures required.
+fn app(runtime: Runtime) -> Arc<AppState> {
+    Arc::new(AppState {
+        runtime: Arc::new(runtime),
+        whatsapp_verify_token: None,
+        whatsapp_app_secret: Some(SECRET.as_bytes().to_vec()),
+        whatsapp_numbers: Default::default(),
+        body_limit: switchyard_api::DEFAULT_BODY_LIMIT,
+    })
+}
+
 fn main() {
     let secs: u64 = std::env::var("BENCH_SECS")
         .ok()
@@ -252,31 +282,7 @@ fn main() {
     });
     // As `switchyard serve` runs on this machine: a runtime with one thread per core (2).
     let (switchyard, _) = serve(2, move || {
-        Box::pin(async move {
-            let store = sqlite(&d2, "switchyard.db").await;
-            let pack = switchyard_rules::load_dir(std::path::Path::new(PACK))
-                .unwrap()
-                .pack
-                .unwrap();
-            let lookup = Arc::new(switchyard_connectors::demo::DemoStore::new(vec![]));
-            let engine = Arc::new(Engine::new(store, Arc::new(pack), lookup));
-            let runtime = Runtime::start(
-                engine,
-                Arc::new(SandboxChannel::new()),
-                Arc::new(SandboxNotifier::default()),
-                WorkerConfig::default(),
-            )
-            .await
-            .unwrap();
-            let state = Arc::new(AppState {
-                runtime: Arc::new(runtime),
-                whatsapp_verify_token: None,
-                whatsapp_app_secret: Some(SECRET.as_bytes().to_vec()),
-                whatsapp_numbers: Default::default(),
-                body_limit: switchyard_api::DEFAULT_BODY_LIMIT,
-            });
-            router(state)
-        })
+        Box::pin(async move { router(app(workers(&d2, "switchyard.db").await)) })
     });
     let d3 = dir.path().to_path_buf();
     let (ack_only, _) = serve(1, move || {
@@ -288,33 +294,11 @@ fn main() {
                     .enable_all()
                     .build()
                     .unwrap();
-                rt.block_on(async move {
-                    let store = sqlite(&d3, "ack.db").await;
-                    let pack = switchyard_rules::load_dir(std::path::Path::new(PACK))
-                        .unwrap()
-                        .pack
-                        .unwrap();
-                    let lookup = Arc::new(switchyard_connectors::demo::DemoStore::new(vec![]));
-                    let engine = Arc::new(Engine::new(store, Arc::new(pack), lookup));
-                    Runtime::start(
-                        engine,
-                        Arc::new(SandboxChannel::new()),
-                        Arc::new(SandboxNotifier::default()),
-                        WorkerConfig::default(),
-                    )
-                    .await
-                    .unwrap()
-                })
+                rt.block_on(workers(&d3, "ack.db"))
             })
             .join()
             .unwrap();
-            router(Arc::new(AppState {
-                runtime: Arc::new(runtime),
-                whatsapp_verify_token: None,
-                whatsapp_app_secret: Some(SECRET.as_bytes().to_vec()),
-                whatsapp_numbers: Default::default(),
-                body_limit: switchyard_api::DEFAULT_BODY_LIMIT,
-            }))
+            router(app(runtime))
         })
     });
     let node_red: Option<(SocketAddr, String)> = std::env::var("NODE_RED_URL").ok().map(|u| {
