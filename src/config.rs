@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// The app secret: webhooks without a valid `X-Hub-Signature-256` are refused.
     #[arg(long, env = "WHATSAPP_APP_SECRET", hide_env_values = true)]
     pub whatsapp_app_secret: Option<String>,
+    /// Accepted as an admin token of the API (bootstrapping; create real tokens with
+    /// `switchyard token create`).
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// The Graph API base URL [default: https://graph.facebook.com].
     #[arg(long, env = "WHATSAPP_API_BASE")]
     pub whatsapp_api_base: Option<String>,
@@ -113,6 +117,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub verify_token: Option<String>,
     pub app_secret: Option<String>,
+    pub admin_token: Option<String>,
     /// In order; the first is the primary number. Empty: the sandbox.
     pub numbers: Vec<Number>,
 }
@@ -240,6 +245,7 @@ pub fn resolve(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result
             .unwrap_or(LogFormat::Text),
         verify_token: args.whatsapp_verify_token.clone(),
         app_secret: args.whatsapp_app_secret.clone(),
+        admin_token: nonempty(&args.admin_token).map(str::to_string),
         numbers,
         file: file_path,
     })

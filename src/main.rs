@@ -87,6 +87,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
     },
+    /// API tokens: create one (shown once, stored hashed) or revoke one.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Talk to a pack as a customer in the terminal, on a temporary store: the bot's replies
     /// are printed, buttons and list rows as numbered choices (type the number to pick one).
     Chat {
@@ -96,6 +99,78 @@ enum Command {
         #[arg(long = "as", default_value = "923001234567")]
         customer: String,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Creates a token and prints it (the only time it is shown; only its hash is stored).
+    Create {
+        /// `agent`, `supervisor` or `admin`.
+        #[arg(long)]
+        role: String,
+        /// The agent the token acts as (required for `agent`).
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long, env = "SWITCHYARD_DB", default_value = "sqlite://switchyard.db")]
+        db: String,
+    },
+    /// Revokes a token by its id.
+    Revoke {
+        id: i64,
+        #[arg(long, env = "SWITCHYARD_DB", default_value = "sqlite://switchyard.db")]
+        db: String,
+    },
+}
+
+fn token_cmd(cmd: TokenCommand) -> Result<ExitCode> {
+    use switchyard_api::admin::{new_token, token_hash, Role};
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let open = |db: String| async move {
+            switchyard_engine::sqlite::SqliteStore::open(&db)
+                .await
+                .with_context(|| format!("cannot open the database {db}"))
+        };
+        match cmd {
+            TokenCommand::Create { role, agent, db } => {
+                let Some(role) = Role::parse(&role) else {
+                    anyhow::bail!("--role: one of agent, supervisor, admin (not `{role}`)");
+                };
+                let agent = agent.filter(|a| !a.trim().is_empty());
+                if role == Role::Agent && agent.is_none() {
+                    anyhow::bail!("--agent: an agent token must name the agent it acts as");
+                }
+                let store = open(db).await?;
+                let token = new_token().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                let id = switchyard_engine::Store::create_token(
+                    &store,
+                    &token_hash(&token),
+                    role.as_str(),
+                    agent.as_deref(),
+                    "cli",
+                    now_ms(),
+                )
+                .await?;
+                println!("{token}");
+                eprintln!(
+                    "token {id} ({}{}) created; it is not shown again",
+                    role.as_str(),
+                    agent.map(|a| format!(", agent {a}")).unwrap_or_default()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            TokenCommand::Revoke { id, db } => {
+                let store = open(db).await?;
+                if switchyard_engine::Store::revoke_token(&store, id, "cli", now_ms()).await? {
+                    eprintln!("token {id} revoked");
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    eprintln!("no live token {id}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    })
 }
 
 fn main() -> ExitCode {
@@ -124,6 +199,7 @@ fn main() -> ExitCode {
             listen,
         } => demo(keep_serving, &listen),
         Command::Chat { rules, customer } => chat(&rules, &customer),
+        Command::Token(cmd) => token_cmd(cmd),
     };
     match r {
         Ok(code) => code,
@@ -531,6 +607,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
             whatsapp_app_secret: cfg.app_secret.clone().map(String::into_bytes),
             whatsapp_numbers: numbers,
             body_limit: switchyard_api::DEFAULT_BODY_LIMIT,
+            admin_token: cfg.admin_token.clone(),
         });
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let from = cfg.file.as_ref().map(|f| format!(" (configuration: {})", f.display())).unwrap_or_default();
@@ -808,6 +885,7 @@ fn demo(keep_serving: bool, listen: &str) -> Result<ExitCode> {
             whatsapp_app_secret: None,
             whatsapp_numbers: Default::default(),
             body_limit: switchyard_api::DEFAULT_BODY_LIMIT,
+            admin_token: None,
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(switchyard_api::launch(listener, state, async {

@@ -447,3 +447,33 @@ fn demo_keep_serving_answers_over_http_afterwards() {
     );
     assert!(answered, "the reply to the webchat message was not printed");
 }
+
+#[test]
+fn token_create_prints_once_and_revoke_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("t.db").display());
+    let out = bin()
+        .args([
+            "token", "create", "--role", "agent", "--agent", "ayesha", "--db", &db,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(token.starts_with("sy_") && token.len() == 67, "{token}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token 1 (agent, agent ayesha) created"));
+    let (code, _, err) = run(&["token", "create", "--role", "agent", "--db", &db]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--agent"), "{err}");
+    assert_eq!(run(&["token", "revoke", "1", "--db", &db]).0, 0);
+    assert_eq!(
+        run(&["token", "revoke", "1", "--db", &db]).0,
+        1,
+        "no live token 1 any more"
+    );
+}

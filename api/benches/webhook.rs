@@ -235,6 +235,7 @@ fn app(runtime: Runtime) -> Arc<AppState> {
         whatsapp_app_secret: Some(SECRET.as_bytes().to_vec()),
         whatsapp_numbers: Default::default(),
         body_limit: switchyard_api::DEFAULT_BODY_LIMIT,
+        admin_token: None,
     })
 }
 

@@ -1,6 +1,8 @@
-//! The HTTP API (axum): webhooks and health. Handlers turn requests into engine calls; errors
-//! are JSON `{"error": {"code", "message"}}` with the right status, never a 500 for bad input.
-//! The admin API comes with issue #5.
+//! The HTTP API (axum): webhooks, health and the admin API (`admin`, in part). Handlers turn
+//! requests into engine calls; errors are JSON `{"error": {"code", "message"}}` with the right
+//! status, never a 500 for bad input.
+
+pub mod admin;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,6 +34,8 @@ pub struct AppState {
     /// The business numbers, for the channel of each message and status.
     pub whatsapp_numbers: whatsapp::Numbers,
     pub body_limit: usize,
+    /// `SWITCHYARD_ADMIN_TOKEN`: accepted as an admin token (bootstrapping, tests).
+    pub admin_token: Option<String>,
 }
 
 /// One error type for every route.
@@ -40,6 +44,10 @@ pub enum ApiError {
     BadRequest(String),
     Unauthorized(String),
     Forbidden(String),
+    NotFound(String),
+    Conflict(String),
+    /// A field's value is not acceptable; the message names the field.
+    Unprocessable(String),
     TooLarge(usize),
     Unavailable(String),
 }
@@ -50,6 +58,9 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
+            ApiError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
             ApiError::TooLarge(n) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
@@ -96,6 +107,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(whatsapp_handshake).post(whatsapp_post),
         )
         .route("/webhooks/webchat", axum::routing::post(webchat_post))
+        .route("/api/v1/tokens", axum::routing::post(admin::create_token))
+        .route(
+            "/api/v1/tokens/{id}",
+            axum::routing::delete(admin::revoke_token),
+        )
+        .route("/api/v1/conversations/{id}", get(admin::conversation))
+        .route(
+            "/api/v1/conversations/{id}/claim",
+            axum::routing::post(admin::claim),
+        )
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

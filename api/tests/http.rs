@@ -30,10 +30,14 @@ rules:
 
 const TEXT: &str = r#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550000000","phone_number_id":"111"},"contacts":[{"profile":{"name":"Ayesha"},"wa_id":"923001234567"}],"messages":[{"from":"923001234567","id":"wamid.ONE","timestamp":"1700000000","type":"text","text":{"body":"hello"}}]}}]}]}"#;
 
+/// `SWITCHYARD_ADMIN_TOKEN` of the test servers.
+const ADMIN: &str = "test-admin-token";
+
 struct Server {
     base: String,
     channel: Arc<SandboxChannel>,
     store: Arc<dyn Store>,
+    runtime: Arc<Runtime>,
     _dir: tempfile::TempDir,
 }
 
@@ -86,11 +90,12 @@ async fn server_sending_with(
         .unwrap(),
     );
     let state = Arc::new(AppState {
-        runtime,
+        runtime: runtime.clone(),
         whatsapp_verify_token: Some("verify-me".into()),
         whatsapp_app_secret: secret.map(|s| s.as_bytes().to_vec()),
         whatsapp_numbers: numbers,
         body_limit,
+        admin_token: Some(ADMIN.into()),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -99,6 +104,7 @@ async fn server_sending_with(
         base,
         channel,
         store,
+        runtime,
         _dir: dir,
     }
 }
@@ -708,5 +714,309 @@ mod graph {
             .find(|m| m.direction == switchyard_engine::model::Direction::Out)
             .unwrap();
         assert_eq!(m.status, "read");
+    }
+}
+
+// ---- the admin API: tokens, roles, reading and claiming conversations -----------------------
+
+mod admin {
+    use super::*;
+    use switchyard_engine::model::Agent;
+
+    fn agent(id: &str, queues: &[&str]) -> Agent {
+        Agent {
+            id: id.into(),
+            name: id.into(),
+            role: "agent".into(),
+            queues: queues.iter().map(|q| q.to_string()).collect(),
+            capacity: 5,
+            availability: "away".into(),
+        }
+    }
+
+    /// A token made through the API with the admin token.
+    async fn token(
+        c: &reqwest::Client,
+        s: &Server,
+        role: &str,
+        agent: Option<&str>,
+    ) -> (i64, String) {
+        let r = c
+            .post(format!("{}/api/v1/tokens", s.base))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "role": role, "agent": agent }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let v: Value = r.json().await.unwrap();
+        (
+            v["id"].as_i64().unwrap(),
+            v["token"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// A conversation waiting in the `support` queue (handed off by the engine).
+    async fn waiting_conversation(c: &reqwest::Client, s: &Server, from: &str) -> i64 {
+        let body = TEXT
+            .replace("923001234567", from)
+            .replace("wamid.ONE", &format!("wamid.{from}"));
+        assert_eq!(post_whatsapp(c, s, &body).await.status(), 200);
+        for _ in 0..250 {
+            for id in s.store.conversation_ids().await.unwrap() {
+                let conv = s.store.conversation(id).await.unwrap().unwrap();
+                if s.store
+                    .contact(conv.contact_id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .external_id
+                    == from
+                {
+                    s.runtime.engine.send_refused(id, "test", 1).await.unwrap();
+                    assert_eq!(
+                        s.store
+                            .conversation(id)
+                            .await
+                            .unwrap()
+                            .unwrap()
+                            .queue
+                            .as_deref(),
+                        Some("support")
+                    );
+                    return id;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no conversation for {from}");
+    }
+
+    /// Every route × every kind of caller: 401 without a valid token, 403 without the role or
+    /// outside one's queues, the right answer otherwise.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_role_matrix() {
+        let s = server(None, 1 << 20).await;
+        let c = client();
+        s.store
+            .upsert_agent(&agent("ayesha", &["support"]), 1)
+            .await
+            .unwrap();
+        s.store
+            .upsert_agent(&agent("bilal", &["complaints"]), 1)
+            .await
+            .unwrap();
+        let conv = waiting_conversation(&c, &s, "923001111111").await;
+        let (_, ayesha) = token(&c, &s, "agent", Some("ayesha")).await;
+        let (_, bilal) = token(&c, &s, "agent", Some("bilal")).await;
+        let (_, sara) = token(&c, &s, "supervisor", Some("sara")).await;
+        let (victim, _) = token(&c, &s, "agent", Some("zain")).await;
+        let callers: [(&str, Option<&str>); 6] = [
+            ("none", None),
+            ("bad", Some("sy_not-a-token")),
+            ("agent of the queue", Some(&ayesha)),
+            ("agent of another queue", Some(&bilal)),
+            ("supervisor", Some(&sara)),
+            ("admin", Some(ADMIN)),
+        ];
+        let send = |rb: reqwest::RequestBuilder, t: Option<&str>| match t {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        };
+        let get_conv = format!("{}/api/v1/conversations/{conv}", s.base);
+        let mut got = Vec::new();
+        for ((who, t), want) in callers.iter().zip([401, 401, 200, 403, 200, 200]) {
+            let r = send(c.get(&get_conv), *t).send().await.unwrap();
+            got.push((
+                format!("GET conversation as {who}"),
+                r.status().as_u16(),
+                want,
+            ));
+        }
+        for ((who, t), want) in callers.iter().zip([401, 401, 403, 403, 403, 201]) {
+            let r = send(c.post(format!("{}/api/v1/tokens", s.base)), *t)
+                .json(&json!({ "role": "supervisor" }))
+                .send()
+                .await
+                .unwrap();
+            got.push((format!("POST token as {who}"), r.status().as_u16(), want));
+        }
+        for ((who, t), want) in callers.iter().zip([401, 401, 403, 403, 403, 204]) {
+            let r = send(c.delete(format!("{}/api/v1/tokens/{victim}", s.base)), *t)
+                .send()
+                .await
+                .unwrap();
+            got.push((format!("DELETE token as {who}"), r.status().as_u16(), want));
+        }
+        // Claims in this order: the agent of the queue wins, the supervisor finds it taken,
+        // the admin token acts for no agent.
+        let claim = format!("{}/api/v1/conversations/{conv}/claim", s.base);
+        for i in [0, 1, 3, 2, 4, 5] {
+            let (who, t) = callers[i];
+            let want = [401, 401, 200, 403, 409, 422][i];
+            let r = send(c.post(&claim), t).send().await.unwrap();
+            got.push((format!("claim as {who}"), r.status().as_u16(), want));
+        }
+        let wrong: Vec<_> = got.iter().filter(|(_, g, w)| g != w).collect();
+        assert!(wrong.is_empty(), "(route, got, wanted): {wrong:?}");
+        // Now the owner, ayesha sees it; the detail has messages, notes and the window.
+        let v: Value = c
+            .get(&get_conv)
+            .bearer_auth(&ayesha)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["conversation"]["assignee"], "ayesha");
+        assert!(v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["direction"] == "in"));
+        assert!(v["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["text"].as_str().unwrap().contains("24-hour window")));
+        assert_eq!(v["window_open"], true);
+        // Errors are JSON with a code; a missing conversation is 404; bad values name the field.
+        let r = c
+            .get(format!("{}/api/v1/conversations/999999", s.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"]["code"],
+            "not_found"
+        );
+        for (body, field) in [
+            (json!({ "role": "agent" }), "agent:"),
+            (json!({ "role": "root" }), "role:"),
+        ] {
+            let r = c
+                .post(format!("{}/api/v1/tokens", s.base))
+                .bearer_auth(ADMIN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 422);
+            assert!(r.json::<Value>().await.unwrap()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(field));
+        }
+        let r = c
+            .post(format!("{}/api/v1/tokens", s.base))
+            .bearer_auth(ADMIN)
+            .body("{")
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+    }
+
+    /// Of 20 agents claiming one conversation at once, exactly one wins; the others are told
+    /// who owns it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_claim_wins() {
+        let s = server(None, 1 << 20).await;
+        let c = client();
+        let conv = waiting_conversation(&c, &s, "923002222222").await;
+        let mut tokens = Vec::new();
+        for i in 0..20 {
+            let id = format!("agent{i}");
+            s.store
+                .upsert_agent(&agent(&id, &["support"]), 1)
+                .await
+                .unwrap();
+            tokens.push((id.clone(), token(&c, &s, "agent", Some(&id)).await.1));
+        }
+        let url = format!("{}/api/v1/conversations/{conv}/claim", s.base);
+        let tasks: Vec<_> = tokens
+            .into_iter()
+            .map(|(_, t)| {
+                let (c, url) = (c.clone(), url.clone());
+                tokio::spawn(async move {
+                    let r = c.post(&url).bearer_auth(t).send().await.unwrap();
+                    (r.status().as_u16(), r.json::<Value>().await.unwrap())
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        let winners: Vec<_> = results.iter().filter(|(st, _)| *st == 200).collect();
+        assert_eq!(winners.len(), 1, "{results:?}");
+        let owner = winners[0].1["assignee"].as_str().unwrap().to_string();
+        for (st, v) in results.iter().filter(|(st, _)| *st != 200) {
+            assert_eq!(*st, 409);
+            assert!(v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("owned by {owner}")));
+        }
+        assert_eq!(
+            s.store
+                .conversation(conv)
+                .await
+                .unwrap()
+                .unwrap()
+                .assignee
+                .as_deref(),
+            Some(owner.as_str())
+        );
+    }
+
+    /// Tokens are kept as hashes only, and a revoked token stops working at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tokens_are_hashed_and_revocable() {
+        let s = server(None, 1 << 20).await;
+        let c = client();
+        let (id, t) = token(&c, &s, "supervisor", None).await;
+        assert!(t.starts_with("sy_") && t.len() == 67, "{t}");
+        let url = format!("{}/api/v1/conversations/1", s.base);
+        assert_ne!(
+            c.get(&url).bearer_auth(&t).send().await.unwrap().status(),
+            401
+        );
+        let mut stored = Vec::new();
+        for e in std::fs::read_dir(s._dir.path()).unwrap() {
+            stored.extend(std::fs::read(e.unwrap().path()).unwrap());
+        }
+        let needle = &t.as_bytes()[3..];
+        assert!(
+            !stored.windows(needle.len()).any(|w| w == needle),
+            "the token is stored in plain text"
+        );
+        let r = c
+            .delete(format!("{}/api/v1/tokens/{id}", s.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(
+            c.get(&url).bearer_auth(&t).send().await.unwrap().status(),
+            401
+        );
+        let r = c
+            .delete(format!("{}/api/v1/tokens/{id}", s.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "revoking twice");
+        assert_eq!(
+            s.store.audit(&format!("token:{id}")).await.unwrap().len(),
+            2,
+            "created and revoked, audited"
+        );
     }
 }

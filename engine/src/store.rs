@@ -116,6 +116,17 @@ pub enum StatusRecorded {
     UnknownMessage,
 }
 
+/// A stored API token (its hash only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: i64,
+    /// `agent`, `supervisor` or `admin`.
+    pub role: String,
+    /// The agent it acts as, if any.
+    pub agent: Option<String>,
+    pub revoked: bool,
+}
+
 /// What a claim did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -229,6 +240,21 @@ pub trait Store: Send + Sync {
     /// Atomically gives an unowned conversation to `agent`.
     async fn claim(&self, conversation_id: i64, agent: &str, now: Millis) -> Result<Claim>;
     async fn upsert_agent(&self, agent: &Agent, now: Millis) -> Result<()>;
+    async fn agent(&self, id: &str) -> Result<Option<Agent>>;
+
+    /// Stores a token by its hash, audited as `actor`; returns its id.
+    async fn create_token(
+        &self,
+        hash: &str,
+        role: &str,
+        agent: Option<&str>,
+        actor: &str,
+        now: Millis,
+    ) -> Result<i64>;
+    /// The token with this hash, revoked or not.
+    async fn token(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// Revokes a token, audited as `actor`; `false` when there is no such live token.
+    async fn revoke_token(&self, id: i64, actor: &str, now: Millis) -> Result<bool>;
 
     async fn messages(&self, conversation_id: i64) -> Result<Vec<Message>>;
     async fn notes(&self, conversation_id: i64) -> Result<Vec<Note>>;

@@ -776,6 +776,84 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn agent(&self, id: &str) -> Result<Option<Agent>> {
+        let r = sqlx::query("SELECT * FROM agents WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        r.map(|r| {
+            Ok(Agent {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                role: r.try_get("role")?,
+                queues: parse(&r.try_get::<String, _>("queues")?, "agent queues")?,
+                capacity: r.try_get::<i64, _>("capacity")? as u32,
+                availability: r.try_get("availability")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn create_token(
+        &self,
+        hash: &str,
+        role: &str,
+        agent: Option<&str>,
+        actor: &str,
+        now: Millis,
+    ) -> Result<i64> {
+        let (hash, role) = (hash.to_string(), role.to_string());
+        let (agent, actor) = (agent.map(str::to_string), actor.to_string());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO tokens (hash, role, agent, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![hash, role, agent, now],
+            )?;
+            let id = tx.last_insert_rowid();
+            // The audit names the token by id, never by its value or hash.
+            tx.execute(
+                "INSERT INTO audit (at, actor, entity, action, before, after) VALUES (?1, ?2, ?3, 'created', 'null', ?4)",
+                params![now, actor, format!("token:{id}"), json(&serde_json::json!({ "role": role, "agent": agent }))],
+            )?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let r = sqlx::query("SELECT id, role, agent, revoked_at FROM tokens WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.read)
+            .await?;
+        r.map(|r| {
+            Ok(TokenRecord {
+                id: r.try_get("id")?,
+                role: r.try_get("role")?,
+                agent: r.try_get("agent")?,
+                revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+            })
+        })
+        .transpose()
+    }
+
+    async fn revoke_token(&self, id: i64, actor: &str, now: Millis) -> Result<bool> {
+        let actor = actor.to_string();
+        self.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+                params![now, id],
+            )?;
+            if n == 1 {
+                tx.execute(
+                    "INSERT INTO audit (at, actor, entity, action, before, after) VALUES (?1, ?2, ?3, 'revoked', 'null', 'null')",
+                    params![now, actor, format!("token:{id}")],
+                )?;
+            }
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn messages(&self, conversation_id: i64) -> Result<Vec<Message>> {
         let rows = sqlx::query("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id")
             .bind(conversation_id)

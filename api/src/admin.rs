@@ -1,0 +1,289 @@
+//! The admin API under `/api/v1` (issue #5, first part): bearer tokens with roles, reading a
+//! conversation, and the atomic claim.
+//!
+//! Tokens are random (`sy_` + 64 hex digits), shown once, stored as their SHA-256 only.
+//! `SWITCHYARD_ADMIN_TOKEN`, when set at start, is accepted as an admin token.
+//!
+//! | route | agent | supervisor | admin |
+//! |---|---|---|---|
+//! | `POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}` | 403 | 403 | yes |
+//! | `GET /api/v1/conversations/{id}` | theirs or their queues' | yes | yes |
+//! | `POST /api/v1/conversations/{id}/claim` | their queues' | with an agent id | with an agent id |
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use switchyard_engine::model::Conversation;
+use switchyard_engine::store::Claim;
+
+use crate::{ApiError, AppState};
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Agent,
+    Supervisor,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Supervisor => "supervisor",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "agent" => Some(Role::Agent),
+            "supervisor" => Some(Role::Supervisor),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Who is calling, from their bearer token.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub role: Role,
+    /// The agent the token acts as.
+    pub agent: Option<String>,
+    /// The actor of audit records: the agent id, else `token:<id>`, or `admin-token`.
+    pub actor: String,
+}
+
+/// The stored form of a token.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A new random token.
+pub fn new_token() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| ApiError::Unavailable(format!("no randomness for a token: {e}")))?;
+    Ok(format!("sy_{}", hex::encode(bytes)))
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Unavailable(e.to_string())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl FromRequestParts<Arc<AppState>> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Arc<AppState>) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer <token>`".into()))?;
+        let hash = token_hash(token);
+        // Hashes are compared, not tokens: the comparison's timing says nothing usable.
+        if s.admin_token.as_deref().map(token_hash).as_deref() == Some(hash.as_str()) {
+            return Ok(Principal {
+                role: Role::Admin,
+                agent: None,
+                actor: "admin-token".into(),
+            });
+        }
+        let rec = s
+            .runtime
+            .engine
+            .store
+            .token(&hash)
+            .await
+            .map_err(unavailable)?;
+        match rec {
+            Some(r) if !r.revoked => {
+                let role = Role::parse(&r.role).ok_or_else(|| {
+                    ApiError::Unavailable(format!("token {} has an unknown role", r.id))
+                })?;
+                Ok(Principal {
+                    role,
+                    actor: r.agent.clone().unwrap_or_else(|| format!("token:{}", r.id)),
+                    agent: r.agent,
+                })
+            }
+            _ => Err(ApiError::Unauthorized("unknown or revoked token".into())),
+        }
+    }
+}
+
+fn require(p: &Principal, role: Role) -> Result<(), ApiError> {
+    if p.role >= role {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "this needs the {} role; the token is {}",
+            role.as_str(),
+            p.role.as_str()
+        )))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    role: String,
+    agent: Option<String>,
+}
+
+/// `POST /api/v1/tokens` (admin): `{role, agent?}` → 201 `{id, token, role, agent}`. The token
+/// is shown this once.
+pub async fn create_token(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+    body: Result<Json<NewToken>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require(&p, Role::Admin)?;
+    let Json(t) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let role = Role::parse(&t.role)
+        .ok_or_else(|| ApiError::Unprocessable("role: one of agent, supervisor, admin".into()))?;
+    let agent = t.agent.filter(|a| !a.trim().is_empty());
+    if role == Role::Agent && agent.is_none() {
+        return Err(ApiError::Unprocessable(
+            "agent: an agent token must name the agent it acts as".into(),
+        ));
+    }
+    let token = new_token()?;
+    let id = s
+        .runtime
+        .engine
+        .store
+        .create_token(
+            &token_hash(&token),
+            role.as_str(),
+            agent.as_deref(),
+            &p.actor,
+            now(),
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "token": token, "role": role.as_str(), "agent": agent })),
+    ))
+}
+
+/// `DELETE /api/v1/tokens/{id}` (admin) → 204, or 404.
+pub async fn revoke_token(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    require(&p, Role::Admin)?;
+    let done = s
+        .runtime
+        .engine
+        .store
+        .revoke_token(id, &p.actor, now())
+        .await
+        .map_err(unavailable)?;
+    if done {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("no live token {id}")))
+    }
+}
+
+/// The conversation, if `p` may see it: supervisors and admins all; an agent those they own
+/// and those in the queues they belong to.
+async fn visible(s: &AppState, p: &Principal, id: i64) -> Result<Conversation, ApiError> {
+    let store = &s.runtime.engine.store;
+    let conv = store
+        .conversation(id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::NotFound(format!("no conversation {id}")))?;
+    if p.role >= Role::Supervisor {
+        return Ok(conv);
+    }
+    let me = p.agent.as_deref().unwrap_or("");
+    if conv.assignee.as_deref() == Some(me) {
+        return Ok(conv);
+    }
+    let queues = match store.agent(me).await.map_err(unavailable)? {
+        Some(a) => a.queues,
+        None => Vec::new(),
+    };
+    match &conv.queue {
+        Some(q) if queues.contains(q) => Ok(conv),
+        _ => Err(ApiError::Forbidden(format!(
+            "conversation {id} is neither yours nor in one of your queues"
+        ))),
+    }
+}
+
+/// `GET /api/v1/conversations/{id}`: the conversation with its contact, messages (both
+/// directions, delivery status, author), internal notes, tickets and the 24-hour window.
+pub async fn conversation(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let conv = visible(&s, &p, id).await?;
+    let store = &s.runtime.engine.store;
+    let contact = store.contact(conv.contact_id).await.map_err(unavailable)?;
+    let messages = store.messages(id).await.map_err(unavailable)?;
+    let notes = store.notes(id).await.map_err(unavailable)?;
+    let tickets = store.tickets(id).await.map_err(unavailable)?;
+    let window_open = conv.window_open(now());
+    Ok(Json(json!({
+        "conversation": conv,
+        "contact": contact,
+        "messages": messages,
+        "notes": notes,
+        "tickets": tickets,
+        "window_open": window_open,
+    })))
+}
+
+/// `POST /api/v1/conversations/{id}/claim`: atomic; of concurrent claims one wins, the others
+/// get 409 with the owner.
+pub async fn claim(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(me) = p.agent.clone() else {
+        return Err(ApiError::Unprocessable(
+            "agent: this token acts for no agent, so it cannot own a conversation".into(),
+        ));
+    };
+    visible(&s, &p, id).await?;
+    match s
+        .runtime
+        .engine
+        .store
+        .claim(id, &me, now())
+        .await
+        .map_err(unavailable)?
+    {
+        Claim::Claimed => Ok(Json(json!({ "conversation": id, "assignee": me }))),
+        Claim::Taken(owner) => Err(ApiError::Conflict(format!(
+            "conversation {id} is already owned by {owner}"
+        ))),
+        Claim::NotFound => Err(ApiError::NotFound(format!("no conversation {id}"))),
+    }
+}
