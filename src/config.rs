@@ -251,16 +251,6 @@ pub fn resolve(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result
     })
 }
 
-/// The channel of each number: the primary one is `whatsapp`, the others
-/// `whatsapp:<phone_number_id>` (see `switchyard_connectors::whatsapp::Numbers`).
-pub fn channel_of(i: usize, n: &Number) -> String {
-    if i == 0 {
-        "whatsapp".into()
-    } else {
-        format!("whatsapp:{}", n.api.phone_number_id)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,7 +314,6 @@ mod tests {
         assert_eq!(s.numbers[1].api.rate_per_second, 20);
         assert_eq!(s.numbers[0].api.rate_per_second, 80);
         assert_eq!(s.numbers[1].default_queue.as_deref(), Some("brand_b"));
-        assert_eq!(channel_of(1, &s.numbers[1]), "whatsapp:222");
         // WHATSAPP_PHONE_NUMBER_ID/WHATSAPP_ACCESS_TOKEN name the primary number.
         let args = ServeArgs {
             whatsapp_phone_number_id: Some("222".into()),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use switchyard_engine::model::now_millis as now_ms;
 use switchyard_rules::{load_dir, Loaded, Pack, UNKNOWN};
 
 mod config;
@@ -478,13 +479,6 @@ fn sample_orders(pack: &Pack) -> Vec<serde_json::Map<String, serde_json::Value>>
         .collect()
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 async fn start_runtime(
     pack: Pack,
     db: &str,
@@ -515,6 +509,7 @@ async fn start_runtime(
 /// (printing) for the rest; and a sentence saying which.
 fn outbound(
     numbers: &[config::Number],
+    channels: &switchyard_connectors::whatsapp::Numbers,
 ) -> Result<(Arc<dyn switchyard_engine::ports::Channel>, String)> {
     use switchyard_connectors::cloud_api::CloudApi;
     let sandbox = Arc::new(switchyard_connectors::sandbox::SandboxChannel::printing());
@@ -526,9 +521,9 @@ fn outbound(
         ));
     }
     let mut router = switchyard_connectors::channels::ByChannel::new(sandbox);
-    for (i, n) in numbers.iter().enumerate() {
+    for n in numbers {
         router = router.with(
-            &config::channel_of(i, n),
+            &channels.channel(Some(&n.api.phone_number_id)),
             Arc::new(CloudApi::new(n.api.clone())?),
         );
     }
@@ -577,19 +572,23 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         LogFormat::Json => logs.json().init(),
     }
     switchyard_connectors::cloud_api::install_tls();
-    let (channel, outbound_says) = outbound(&cfg.numbers)?;
-    let default_queues: Vec<(String, String)> = cfg
-        .numbers
-        .iter()
-        .enumerate()
-        .filter_map(|(i, n)| Some((config::channel_of(i, n), n.default_queue.clone()?)))
-        .collect();
+    // One rule names each number's channel, for the webhook route, the senders and the
+    // default queues alike.
     let numbers = switchyard_connectors::whatsapp::Numbers::new(
         cfg.numbers
             .iter()
             .map(|n| n.api.phone_number_id.clone())
             .collect(),
     );
+    let (channel, outbound_says) = outbound(&cfg.numbers, &numbers)?;
+    let default_queues: Vec<(String, String)> = cfg
+        .numbers
+        .iter()
+        .filter_map(|n| {
+            let q = n.default_queue.clone()?;
+            Some((numbers.channel(Some(&n.api.phone_number_id)), q))
+        })
+        .collect();
     let (db, listen) = (cfg.db.as_str(), cfg.listen.as_str());
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {

@@ -19,7 +19,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use switchyard_engine::model::Conversation;
+use switchyard_engine::model::{now_millis as now, Conversation};
 use switchyard_engine::store::Claim;
 
 use crate::{ApiError, AppState};
@@ -77,13 +77,6 @@ pub fn new_token() -> Result<String, ApiError> {
 
 fn unavailable(e: impl std::fmt::Display) -> ApiError {
     ApiError::Unavailable(e.to_string())
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl FromRequestParts<Arc<AppState>> for Principal {

@@ -158,7 +158,13 @@ async fn whatsapp_handshake(
     })
 }
 
-async fn ingest(s: &AppState, events: Vec<Inbound>) -> Result<(usize, usize), ApiError> {
+/// Commits `events` to the inbox; returns how many of the first `counted` were new and how
+/// many were duplicates.
+async fn ingest(
+    s: &AppState,
+    events: Vec<Inbound>,
+    counted: usize,
+) -> Result<(usize, usize), ApiError> {
     if events.is_empty() {
         return Ok((0, 0));
     }
@@ -167,6 +173,7 @@ async fn ingest(s: &AppState, events: Vec<Inbound>) -> Result<(usize, usize), Ap
         .ingest(events)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let r = &r[..counted.min(r.len())];
     let new = r.iter().filter(|x| matches!(x, Ingested::New(_))).count();
     Ok((new, r.len() - new))
 }
@@ -190,13 +197,8 @@ async fn whatsapp_post(
     let mut n = whatsapp::parse(&b).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     s.whatsapp_numbers.assign(&mut n);
     let statuses = n.statuses.len();
-    // Acknowledged only after the commits.
-    let (new, dup) = ingest(&s, n.messages).await?;
     let store = &s.runtime.engine.store;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now = switchyard_engine::model::now_millis();
     let mut status_events = Vec::new();
     for st in &n.statuses {
         let error = st
@@ -224,7 +226,11 @@ async fn whatsapp_post(
             });
         }
     }
-    ingest(&s, status_events).await?;
+    // The messages and the status events in one commit; acknowledged only after it.
+    let counted = n.messages.len();
+    let mut events = n.messages;
+    events.extend(status_events);
+    let (new, dup) = ingest(&s, events, counted).await?;
     Ok(Json(
         json!({ "received": new, "duplicates": dup, "statuses": statuses }),
     ))
@@ -275,6 +281,6 @@ async fn webchat_post(
         choice,
         payload: Value::Null,
     };
-    let (new, dup) = ingest(&s, vec![ev]).await?;
+    let (new, dup) = ingest(&s, vec![ev], 1).await?;
     Ok(Json(json!({ "received": new, "duplicates": dup })))
 }

@@ -432,6 +432,21 @@ mod graph {
             "error_data": { "messaging_product": "whatsapp", "details": "details" }, "fbtrace_id": "A" } }))
     }
 
+    /// Waits until `n` replies exist and none is pending or being sent.
+    async fn sends_finished(s: &Server, n: usize) {
+        for _ in 0..250 {
+            let out = s.store.outbox_payloads().await.unwrap();
+            if out.len() == n && out.iter().all(|(st, _)| st != "pending" && st != "sending") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "replies not finished: {:?}",
+            s.store.outbox_payloads().await.unwrap()
+        );
+    }
+
     fn text_from(from: &str, id: &str, body: &str) -> String {
         json!({ "object": "whatsapp_business_account", "entry": [ { "id": "1", "changes": [ { "field": "messages", "value": {
             "messaging_product": "whatsapp", "metadata": { "display_phone_number": "15550000000", "phone_number_id": "111" },
@@ -493,21 +508,7 @@ mod graph {
                 post_whatsapp(&c, &s, &text_from(from, &format!("wamid.in.{from}"), text)).await;
             assert_eq!(r.status(), 200);
         }
-        // Wait until no reply is pending or being sent.
-        let mut done = false;
-        for _ in 0..250 {
-            let out = s.store.outbox_payloads().await.unwrap();
-            if out.len() == 4 && out.iter().all(|(st, _)| st != "pending" && st != "sending") {
-                done = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(
-            done,
-            "replies still pending: {:?}",
-            s.store.outbox_payloads().await.unwrap()
-        );
+        sends_finished(&s, 4).await;
         let requests = graph.received_requests().await.unwrap();
         let tries = |t: &str| {
             requests
@@ -642,16 +643,7 @@ mod graph {
         ] {
             assert_eq!(post_whatsapp(&c, &s, &body).await.status(), 200);
         }
-        let mut settled = false;
-        for _ in 0..250 {
-            let out = s.store.outbox_payloads().await.unwrap();
-            if out.len() == 3 && out.iter().all(|(st, _)| st != "pending" && st != "sending") {
-                settled = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(settled, "{:?}", s.store.outbox_payloads().await.unwrap());
+        sends_finished(&s, 3).await;
         let mut by_channel = std::collections::BTreeMap::new();
         for id in s.store.conversation_ids().await.unwrap() {
             let conv = s.store.conversation(id).await.unwrap().unwrap();

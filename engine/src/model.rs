@@ -7,6 +7,11 @@ pub use switchyard_rules::config::{Priority, Status};
 
 pub type Millis = i64;
 
+/// The current time in [`Millis`].
+pub fn now_millis() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
 pub fn status_from(s: &str) -> Status {
     match s {
         "open" => Status::Open,

@@ -6,10 +6,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::model::now_millis as now;
 use crate::model::*;
 use crate::pipeline::{Engine, EngineError};
 use crate::ports::{Channel, Notifier, SendError};
@@ -36,10 +36,6 @@ impl Default for WorkerConfig {
             backoff: Duration::from_secs(1),
         }
     }
-}
-
-fn now() -> Millis {
-    Utc::now().timestamp_millis()
 }
 
 /// The running workers. Dropping it does not stop them: call [`Runtime::shutdown`].
