@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// Most messages per second through the primary number [default: 80, Meta's default].
     #[arg(long, env = "WHATSAPP_SEND_RATE")]
     pub whatsapp_send_rate: Option<u32>,
+    /// Reload the rule pack when its files change (a pack with errors is refused and the one
+    /// serving keeps serving).
+    #[arg(long)]
+    pub watch: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]

@@ -601,13 +601,16 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         )
         .await?;
         let state = Arc::new(switchyard_api::AppState {
-            runtime: runtime.clone(),
             whatsapp_verify_token: cfg.verify_token.clone(),
             whatsapp_app_secret: cfg.app_secret.clone().map(String::into_bytes),
             whatsapp_numbers: numbers,
-            body_limit: switchyard_api::DEFAULT_BODY_LIMIT,
             admin_token: cfg.admin_token.clone(),
+            rules: switchyard_api::oversight::RulesSource::new(Some(cfg.rules.clone())),
+            ..switchyard_api::AppState::new(runtime.clone())
         });
+        if a.watch {
+            tokio::spawn(watch_rules(state.clone()));
+        }
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let from = cfg.file.as_ref().map(|f| format!(" (configuration: {})", f.display())).unwrap_or_default();
         tracing::info!(rules = %cfg.rules.display(), listen = %listener.local_addr()?, db, "serving");
@@ -635,6 +638,82 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the pack's files look like on disk: each `*.yaml`'s path, length and modification
+/// time. A change means the pack may have changed.
+fn pack_signature(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+                out.push((p, m.len(), m.modified().ok()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `serve --watch`: looks at the pack's files twice a second; when they changed and have
+/// been quiet for half a second (an editor or `git pull` writing several files), reloads
+/// with the same guarantee as `POST /api/v1/rules/reload`.
+async fn watch_rules(state: Arc<switchyard_api::AppState>) {
+    use switchyard_api::oversight::{reload_from_disk, Reload};
+    let Some(dir) = state.rules.dir.clone() else {
+        return;
+    };
+    let sig = |d: PathBuf| async move {
+        tokio::task::spawn_blocking(move || pack_signature(&d))
+            .await
+            .unwrap_or_default()
+    };
+    let mut seen = sig(dir.clone()).await;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let now = sig(dir.clone()).await;
+        if now == seen {
+            continue;
+        }
+        // Let a burst of writes settle.
+        let mut settled = now;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let again = sig(dir.clone()).await;
+            if again == settled {
+                break;
+            }
+            settled = again;
+        }
+        seen = settled;
+        match reload_from_disk(&state).await {
+            Ok(Reload::Loaded {
+                hash,
+                changed: true,
+            }) => {
+                tracing::info!(%hash, "rule pack changed on disk; reloaded");
+                eprintln!("switchyard: rule pack reloaded ({hash})");
+            }
+            Ok(Reload::Loaded { .. }) => {}
+            Ok(Reload::Rejected(d)) => {
+                let text: Vec<String> = d.items.iter().map(|x| x.to_string()).collect();
+                tracing::warn!("the changed rule pack is invalid; the old one keeps serving");
+                eprintln!(
+                    "switchyard: the changed rule pack is invalid; the old one keeps serving:\n{}",
+                    text.join("\n")
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "reloading the rule pack failed"),
+        }
+    }
 }
 
 fn replay(file: &Path, to: &str, secret: Option<&str>, concurrency: usize) -> Result<ExitCode> {
@@ -878,14 +957,7 @@ fn demo(keep_serving: bool, listen: &str) -> Result<ExitCode> {
         let addr = if keep_serving { listen } else { "127.0.0.1:0" };
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let base = format!("http://{}", listener.local_addr()?);
-        let state = Arc::new(switchyard_api::AppState {
-            runtime: runtime.clone(),
-            whatsapp_verify_token: None,
-            whatsapp_app_secret: None,
-            whatsapp_numbers: Default::default(),
-            body_limit: switchyard_api::DEFAULT_BODY_LIMIT,
-            admin_token: None,
-        });
+        let state = Arc::new(switchyard_api::AppState::new(runtime.clone()));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(switchyard_api::launch(listener, state, async {
             let _ = stopped.await;

@@ -230,12 +230,8 @@ async fn workers(dir: &std::path::Path, name: &str) -> Runtime {
 /// The server's state: signatures required.
 fn app(runtime: Runtime) -> Arc<AppState> {
     Arc::new(AppState {
-        runtime: Arc::new(runtime),
-        whatsapp_verify_token: None,
         whatsapp_app_secret: Some(SECRET.as_bytes().to_vec()),
-        whatsapp_numbers: Default::default(),
-        body_limit: switchyard_api::DEFAULT_BODY_LIMIT,
-        admin_token: None,
+        ..AppState::new(Arc::new(runtime))
     })
 }
 

@@ -1,5 +1,5 @@
-//! The admin API under `/api/v1` (issue #5, first part): bearer tokens with roles, reading a
-//! conversation, and the atomic claim.
+//! Access to the admin API under `/api/v1`: bearer tokens with roles, token routes, and
+//! reading one conversation.
 //!
 //! Tokens are random (`sy_` + 64 hex digits), shown once, stored as their SHA-256 only.
 //! `SWITCHYARD_ADMIN_TOKEN`, when set at start, is accepted as an admin token.
@@ -20,9 +20,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use switchyard_engine::model::{now_millis as now, Conversation};
-use switchyard_engine::store::Claim;
 
-use crate::{ApiError, AppState};
+use crate::{unavailable, ApiError, AppState};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -75,10 +74,6 @@ pub fn new_token() -> Result<String, ApiError> {
     Ok(format!("sy_{}", hex::encode(bytes)))
 }
 
-fn unavailable(e: impl std::fmt::Display) -> ApiError {
-    ApiError::Unavailable(e.to_string())
-}
-
 impl FromRequestParts<Arc<AppState>> for Principal {
     type Rejection = ApiError;
 
@@ -92,6 +87,13 @@ impl FromRequestParts<Arc<AppState>> for Principal {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer <token>`".into()))?;
         let hash = token_hash(token);
+        if let Some(l) = &s.token_limiter {
+            if let Err(not_until) = l.check_key(&hash) {
+                use governor::clock::{Clock, DefaultClock};
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                return Err(ApiError::TooMany(wait.as_secs_f64().ceil() as u64));
+            }
+        }
         // Hashes are compared, not tokens: the comparison's timing says nothing usable.
         if s.admin_token.as_deref().map(token_hash).as_deref() == Some(hash.as_str()) {
             return Ok(Principal {
@@ -123,7 +125,7 @@ impl FromRequestParts<Arc<AppState>> for Principal {
     }
 }
 
-fn require(p: &Principal, role: Role) -> Result<(), ApiError> {
+pub(crate) fn require(p: &Principal, role: Role) -> Result<(), ApiError> {
     if p.role >= role {
         Ok(())
     } else {
@@ -202,7 +204,11 @@ pub async fn revoke_token(
 
 /// The conversation, if `p` may see it: supervisors and admins all; an agent those they own
 /// and those in the queues they belong to.
-async fn visible(s: &AppState, p: &Principal, id: i64) -> Result<Conversation, ApiError> {
+pub(crate) async fn visible(
+    s: &AppState,
+    p: &Principal,
+    id: i64,
+) -> Result<Conversation, ApiError> {
     let store = &s.runtime.engine.store;
     let conv = store
         .conversation(id)
@@ -250,33 +256,4 @@ pub async fn conversation(
         "tickets": tickets,
         "window_open": window_open,
     })))
-}
-
-/// `POST /api/v1/conversations/{id}/claim`: atomic; of concurrent claims one wins, the others
-/// get 409 with the owner.
-pub async fn claim(
-    State(s): State<Arc<AppState>>,
-    p: Principal,
-    Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
-    let Some(me) = p.agent.clone() else {
-        return Err(ApiError::Unprocessable(
-            "agent: this token acts for no agent, so it cannot own a conversation".into(),
-        ));
-    };
-    visible(&s, &p, id).await?;
-    match s
-        .runtime
-        .engine
-        .store
-        .claim(id, &me, now())
-        .await
-        .map_err(unavailable)?
-    {
-        Claim::Claimed => Ok(Json(json!({ "conversation": id, "assignee": me }))),
-        Claim::Taken(owner) => Err(ApiError::Conflict(format!(
-            "conversation {id} is already owned by {owner}"
-        ))),
-        Claim::NotFound => Err(ApiError::NotFound(format!("no conversation {id}"))),
-    }
 }

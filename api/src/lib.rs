@@ -3,6 +3,10 @@
 //! status, never a 500 for bad input.
 
 pub mod admin;
+mod extract;
+pub mod oversight;
+pub mod team;
+pub mod work;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,7 +17,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use switchyard_connectors::whatsapp;
@@ -36,6 +40,41 @@ pub struct AppState {
     pub body_limit: usize,
     /// `SWITCHYARD_ADMIN_TOKEN`: accepted as an admin token (bootstrapping, tests).
     pub admin_token: Option<String>,
+    /// Where the pack came from, for `GET/POST /api/v1/rules…`.
+    pub rules: oversight::RulesSource,
+    pub metrics: oversight::ApiMetrics,
+    /// Requests per token (429 beyond); `None` for no limit.
+    pub token_limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
+}
+
+/// Requests a token may make: 50 a second, bursts of 100.
+pub const DEFAULT_TOKEN_RATE: (u32, u32) = (50, 100);
+
+impl AppState {
+    /// A state with no WhatsApp settings, no admin token, the default body limit and token
+    /// rate, and no pack directory; set the fields that differ.
+    pub fn new(runtime: Arc<Runtime>) -> AppState {
+        AppState {
+            metrics: oversight::ApiMetrics::new(&runtime.engine),
+            runtime,
+            whatsapp_verify_token: None,
+            whatsapp_app_secret: None,
+            whatsapp_numbers: Default::default(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            admin_token: None,
+            rules: oversight::RulesSource::new(None),
+            token_limiter: Some(token_limiter(DEFAULT_TOKEN_RATE.0, DEFAULT_TOKEN_RATE.1)),
+        }
+    }
+}
+
+/// A per-token limiter: `per_second` on average, bursts of `burst`.
+pub fn token_limiter(per_second: u32, burst: u32) -> governor::DefaultKeyedRateLimiter<String> {
+    let q = governor::Quota::per_second(
+        std::num::NonZeroU32::new(per_second.max(1)).unwrap_or(std::num::NonZeroU32::MIN),
+    )
+    .allow_burst(std::num::NonZeroU32::new(burst.max(1)).unwrap_or(std::num::NonZeroU32::MIN));
+    governor::RateLimiter::hashmap(q)
 }
 
 /// One error type for every route.
@@ -49,11 +88,21 @@ pub enum ApiError {
     /// A field's value is not acceptable; the message names the field.
     Unprocessable(String),
     TooLarge(usize),
+    /// Free text outside WhatsApp's 24-hour window: these approved templates can be sent.
+    WindowClosed(Vec<String>),
+    /// A token sent more requests than its rate allows; retry after this many seconds.
+    TooMany(u64),
     Unavailable(String),
+}
+
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Unavailable(e.to_string())
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let mut extra = None;
+        let mut retry_after = None;
         let (status, code, message) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m),
@@ -64,8 +113,31 @@ impl IntoResponse for ApiError {
             ApiError::TooLarge(n) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                format!("the body is larger than {n} bytes"),
+                if n == 0 {
+                    "the body is too large".into()
+                } else {
+                    format!("the body is larger than {n} bytes")
+                },
             ),
+            ApiError::WindowClosed(templates) => {
+                let m = format!(
+                    "the customer's 24-hour window is closed: WhatsApp accepts only an approved template; send one of: {}",
+                    if templates.is_empty() { "(the rule pack has none)".to_string() } else { templates.join(", ") }
+                );
+                extra = Some(("templates", json!(templates)));
+                (StatusCode::UNPROCESSABLE_ENTITY, "window_closed", m)
+            }
+            ApiError::TooMany(secs) => {
+                retry_after = Some(secs.max(1));
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "too many requests with this token; retry in {} s",
+                        secs.max(1)
+                    ),
+                )
+            }
             ApiError::Unavailable(m) => {
                 // Internals are logged, not shown.
                 tracing::error!(error = %m, "store unavailable");
@@ -76,15 +148,20 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        (
-            status,
-            Json(json!({ "error": { "code": code, "message": message } })),
-        )
-            .into_response()
+        let mut error = json!({ "code": code, "message": message });
+        if let Some((k, v)) = extra {
+            error[k] = v;
+        }
+        let mut r = (status, Json(json!({ "error": error }))).into_response();
+        if let Some(secs) = retry_after {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        r
     }
 }
 
-fn body(b: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) fn body(b: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
     b.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge(limit)
@@ -112,13 +189,65 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/tokens/{id}",
             axum::routing::delete(admin::revoke_token),
         )
+        .route("/api/v1/conversations", get(work::list_conversations))
         .route("/api/v1/conversations/{id}", get(admin::conversation))
+        .route("/api/v1/conversations/{id}/claim", post(work::claim))
+        .route("/api/v1/conversations/{id}/assign", post(work::assign))
+        .route("/api/v1/conversations/{id}/handoff", post(work::handoff))
+        .route("/api/v1/conversations/{id}/status", post(work::status))
+        .route("/api/v1/conversations/{id}/priority", post(work::priority))
+        .route("/api/v1/conversations/{id}/tags", post(work::tags))
+        .route("/api/v1/conversations/{id}/notes", post(work::note))
+        .route("/api/v1/conversations/{id}/reply", post(work::reply))
         .route(
-            "/api/v1/conversations/{id}/claim",
-            axum::routing::post(admin::claim),
+            "/api/v1/tickets",
+            get(work::list_tickets).post(work::create_ticket),
         )
+        .route(
+            "/api/v1/tickets/{id}",
+            get(work::ticket).patch(work::update_ticket),
+        )
+        .route("/api/v1/agents", get(team::list).post(team::create))
+        .route("/api/v1/agents/{id}", axum::routing::patch(team::update))
+        .route("/api/v1/queues", get(team::queues))
+        .route("/api/v1/rules", get(oversight::rules))
+        .route("/api/v1/rules/validate", post(oversight::validate))
+        .route("/api/v1/rules/reload", post(oversight::reload))
+        .route("/api/v1/audit", get(oversight::audit))
+        .route("/api/v1/reports/kpis", get(oversight::kpis))
+        .route("/api/v1/events", get(oversight::events))
+        .route("/metrics", get(oversight::metrics))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// Counts requests by route pattern and status for `/metrics`.
+async fn count_requests(
+    State(s): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let r = next.run(req).await;
+    s.metrics
+        .requests
+        .get_or_create(&vec![
+            ("method", method),
+            ("route", route),
+            ("status", r.status().as_u16().to_string()),
+        ])
+        .inc();
+    r
 }
 
 /// Serves until `shutdown` completes; tests call it on a loopback listener.

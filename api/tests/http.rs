@@ -16,7 +16,14 @@ const PACK: &str = r#"
 version: 1
 settings: { default_queue: support }
 queues: { support: { assignment: round_robin }, brand_b: { assignment: round_robin } }
+templates:
+  followup:
+    text: "Hello again, we have news about your order."
+    whatsapp: { name: followup_v1, language: en }
 rules:
+  - name: a person answered
+    when: agent.replied
+    then: [ { tag: human_replied } ]
   - name: echo
     when: message.received
     then: [ { reply: { text: "got: {{message.text}}" } } ]
@@ -35,6 +42,8 @@ const ADMIN: &str = "test-admin-token";
 
 struct Server {
     base: String,
+    /// The pack's directory (`p.yaml`), which `POST /api/v1/rules/reload` reads.
+    pack_dir: std::path::PathBuf,
     channel: Arc<SandboxChannel>,
     store: Arc<dyn Store>,
     runtime: Arc<Runtime>,
@@ -45,6 +54,11 @@ async fn server(secret: Option<&str>, body_limit: usize) -> Server {
     server_sending_with(secret, body_limit, None, Default::default(), &[]).await
 }
 
+/// A server whose state is changed by `tweak` before it starts.
+async fn server_with(tweak: impl FnOnce(&mut AppState)) -> Server {
+    server_full(None, 1 << 20, None, Default::default(), &[], tweak).await
+}
+
 /// A server whose replies go to `channel` (the sandbox when `None`).
 async fn server_sending_with(
     secret: Option<&str>,
@@ -53,20 +67,35 @@ async fn server_sending_with(
     numbers: switchyard_connectors::whatsapp::Numbers,
     default_queues: &[(&str, &str)],
 ) -> Server {
+    server_full(
+        secret,
+        body_limit,
+        channel_override,
+        numbers,
+        default_queues,
+        |_| {},
+    )
+    .await
+}
+
+async fn server_full(
+    secret: Option<&str>,
+    body_limit: usize,
+    channel_override: Option<Arc<dyn switchyard_engine::ports::Channel>>,
+    numbers: switchyard_connectors::whatsapp::Numbers,
+    default_queues: &[(&str, &str)],
+    tweak: impl FnOnce(&mut AppState),
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
+    let pack_dir = dir.path().join("pack");
+    std::fs::create_dir(&pack_dir).unwrap();
+    std::fs::write(pack_dir.join("p.yaml"), PACK).unwrap();
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
             .await
             .unwrap(),
     );
-    let l = switchyard_rules::load_files(
-        vec![switchyard_rules::SourceFile {
-            rel: "p.yaml".into(),
-            display: "p.yaml".into(),
-            text: PACK.into(),
-        }],
-        "t",
-    );
+    let l = switchyard_rules::load_dir(&pack_dir).unwrap();
     let lookup = Arc::new(switchyard_connectors::demo::DemoStore::new(vec![]));
     let mut engine = Engine::new(store.clone(), Arc::new(l.pack.unwrap()), lookup);
     for (channel, queue) in default_queues {
@@ -89,19 +118,23 @@ async fn server_sending_with(
         .await
         .unwrap(),
     );
-    let state = Arc::new(AppState {
-        runtime: runtime.clone(),
+    let mut state = AppState {
         whatsapp_verify_token: Some("verify-me".into()),
         whatsapp_app_secret: secret.map(|s| s.as_bytes().to_vec()),
         whatsapp_numbers: numbers,
         body_limit,
         admin_token: Some(ADMIN.into()),
-    });
+        rules: switchyard_api::oversight::RulesSource::new(Some(pack_dir.clone())),
+        ..AppState::new(runtime.clone())
+    };
+    tweak(&mut state);
+    let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(launch(listener, state, std::future::pending()));
     Server {
         base,
+        pack_dir,
         channel,
         store,
         runtime,
@@ -791,11 +824,11 @@ mod admin {
         let s = server(None, 1 << 20).await;
         let c = client();
         s.store
-            .upsert_agent(&agent("ayesha", &["support"]), 1)
+            .upsert_agent(&agent("ayesha", &["support"]), "system", 1)
             .await
             .unwrap();
         s.store
-            .upsert_agent(&agent("bilal", &["complaints"]), 1)
+            .upsert_agent(&agent("bilal", &["complaints"]), "system", 1)
             .await
             .unwrap();
         let conv = waiting_conversation(&c, &s, "923001111111").await;
@@ -924,7 +957,7 @@ mod admin {
         for i in 0..20 {
             let id = format!("agent{i}");
             s.store
-                .upsert_agent(&agent(&id, &["support"]), 1)
+                .upsert_agent(&agent(&id, &["support"]), "system", 1)
                 .await
                 .unwrap();
             tokens.push((id.clone(), token(&c, &s, "agent", Some(&id)).await.1));
@@ -946,7 +979,10 @@ mod admin {
         }
         let winners: Vec<_> = results.iter().filter(|(st, _)| *st == 200).collect();
         assert_eq!(winners.len(), 1, "{results:?}");
-        let owner = winners[0].1["assignee"].as_str().unwrap().to_string();
+        let owner = winners[0].1["conversation"]["assignee"]
+            .as_str()
+            .unwrap()
+            .to_string();
         for (st, v) in results.iter().filter(|(st, _)| *st != 200) {
             assert_eq!(*st, 409);
             assert!(v["error"]["message"]
@@ -980,7 +1016,10 @@ mod admin {
         );
         let mut stored = Vec::new();
         for e in std::fs::read_dir(s._dir.path()).unwrap() {
-            stored.extend(std::fs::read(e.unwrap().path()).unwrap());
+            let p = e.unwrap().path();
+            if p.is_file() {
+                stored.extend(std::fs::read(p).unwrap());
+            }
         }
         let needle = &t.as_bytes()[3..];
         assert!(
@@ -1010,5 +1049,879 @@ mod admin {
             2,
             "created and revoked, audited"
         );
+    }
+}
+
+// ---- the admin API: the agents' work, tickets, the list, rules, the live feed, limits ------
+
+mod work {
+    use super::*;
+    use switchyard_engine::model::{Direction, Inbound};
+
+    /// Sends `body` as `token` and returns the status and the JSON answer.
+    async fn call(
+        c: &reqwest::Client,
+        method: reqwest::Method,
+        url: String,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut rb = c.request(method, url).bearer_auth(token);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.unwrap();
+        let st = r.status().as_u16();
+        (st, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(c: &reqwest::Client, s: &Server, path: &str, t: &str, b: Value) -> (u16, Value) {
+        call(
+            c,
+            reqwest::Method::POST,
+            format!("{}{path}", s.base),
+            t,
+            Some(b),
+        )
+        .await
+    }
+
+    async fn get(c: &reqwest::Client, s: &Server, path: &str, t: &str) -> (u16, Value) {
+        call(
+            c,
+            reqwest::Method::GET,
+            format!("{}{path}", s.base),
+            t,
+            None,
+        )
+        .await
+    }
+
+    async fn new_token(c: &reqwest::Client, s: &Server, role: &str, agent: Option<&str>) -> String {
+        let (st, v) = post(
+            c,
+            s,
+            "/api/v1/tokens",
+            ADMIN,
+            json!({ "role": role, "agent": agent }),
+        )
+        .await;
+        assert_eq!(st, 201, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    }
+
+    /// A customer writes on WhatsApp; returns their conversation once the bot answered.
+    async fn customer_writes(c: &reqwest::Client, s: &Server, from: &str, text: &str) -> i64 {
+        let body = TEXT
+            .replace("923001234567", from)
+            .replace("wamid.ONE", &format!("wamid.{from}.{}", text.len()))
+            .replace("\"hello\"", &format!("\"{text}\""));
+        assert_eq!(post_whatsapp(c, s, &body).await.status(), 200);
+        for _ in 0..250 {
+            for id in s.store.conversation_ids().await.unwrap() {
+                let conv = s.store.conversation(id).await.unwrap().unwrap();
+                let contact = s.store.contact(conv.contact_id).await.unwrap().unwrap();
+                let answered = s
+                    .store
+                    .messages(id)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|m| m.direction == Direction::Out && m.body == format!("got: {text}"));
+                if contact.external_id == from && answered {
+                    return id;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no answered conversation for {from}");
+    }
+
+    async fn wait_sent(s: &Server, text: &str) -> switchyard_engine::model::Outbound {
+        for _ in 0..250 {
+            if let Some((_, m)) = s.channel.sent().into_iter().find(|(_, m)| m.text == text) {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("`{text}` was never sent");
+    }
+
+    /// An agent comes online and pulls the waiting conversation; notes stay inside, the reply
+    /// goes out with the agent as author and `agent.replied` reaches the rules; a hand-off
+    /// with a note lets go; a ticket moves through its states with history; the audit shows
+    /// who did what.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_agent_works_a_conversation() {
+        let s = server(None, 1 << 20).await;
+        let c = client();
+        let (st, v) = post(
+            &c,
+            &s,
+            "/api/v1/agents",
+            ADMIN,
+            json!({ "id": "ayesha", "queues": ["support"], "capacity": 3 }),
+        )
+        .await;
+        assert_eq!(st, 201, "{v}");
+        assert_eq!(v["agent"]["availability"], "offline");
+        let (st, v) = post(&c, &s, "/api/v1/agents", ADMIN, json!({ "id": "ayesha" })).await;
+        assert_eq!((st, v["error"]["code"].as_str()), (409, Some("conflict")));
+        let (st, v) = post(
+            &c,
+            &s,
+            "/api/v1/agents",
+            ADMIN,
+            json!({ "id": "x", "queues": ["nope"] }),
+        )
+        .await;
+        assert_eq!(st, 422);
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("queues:"),
+            "{v}"
+        );
+        let ayesha = new_token(&c, &s, "agent", Some("ayesha")).await;
+        let sup = new_token(&c, &s, "supervisor", Some("sara")).await;
+
+        let conv = customer_writes(&c, &s, "923003000001", "where is my parcel").await;
+        s.runtime
+            .engine
+            .send_refused(conv, "test", 1)
+            .await
+            .unwrap();
+        let (_, v) = get(&c, &s, "/api/v1/queues", &sup).await;
+        let support = v["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["queue"] == "support")
+            .unwrap();
+        assert_eq!(
+            (
+                support["waiting"].as_i64(),
+                support["agents_online"].as_i64()
+            ),
+            (Some(1), Some(0))
+        );
+
+        // Coming online pulls the waiting conversation.
+        let (st, v) = call(
+            &c,
+            reqwest::Method::PATCH,
+            format!("{}/api/v1/agents/ayesha", s.base),
+            &ayesha,
+            Some(json!({ "availability": "online" })),
+        )
+        .await;
+        assert_eq!((st, v["assigned"].as_i64()), (200, Some(1)), "{v}");
+        let (_, v) = get(&c, &s, &format!("/api/v1/conversations/{conv}"), &ayesha).await;
+        assert_eq!(v["conversation"]["assignee"], "ayesha");
+        // An agent cannot change their own queues.
+        let (st, _) = call(
+            &c,
+            reqwest::Method::PATCH,
+            format!("{}/api/v1/agents/ayesha", s.base),
+            &ayesha,
+            Some(json!({ "queues": ["brand_b"] })),
+        )
+        .await;
+        assert_eq!(st, 403);
+
+        let p = |x: &str| format!("/api/v1/conversations/{conv}/{x}");
+        let (st, _) = post(
+            &c,
+            &s,
+            &p("notes"),
+            &ayesha,
+            json!({ "text": "SECRET-NOTE customer is upset" }),
+        )
+        .await;
+        assert_eq!(st, 201);
+        let (st, v) = post(&c, &s, &p("notes"), &ayesha, json!({ "text": "  " })).await;
+        assert_eq!(st, 422);
+        assert!(v["error"]["message"].as_str().unwrap().starts_with("text:"));
+        let (st, v) = post(
+            &c,
+            &s,
+            &p("reply"),
+            &ayesha,
+            json!({ "text": "Your parcel ships today." }),
+        )
+        .await;
+        assert_eq!(st, 202, "{v}");
+        assert!(
+            v["conversation"]["tags"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("human_replied")),
+            "agent.replied ran through the rules: {v}"
+        );
+        wait_sent(&s, "Your parcel ships today.").await;
+        let msgs = s.store.messages(conv).await.unwrap();
+        let reply = msgs
+            .iter()
+            .find(|m| m.body == "Your parcel ships today.")
+            .unwrap();
+        assert_eq!(reply.author, "ayesha");
+        // The note never left: not in any outbox row, not in anything sent.
+        let outbox = serde_json::to_string(&s.store.outbox_payloads().await.unwrap()).unwrap();
+        assert!(!outbox.contains("SECRET-NOTE"));
+        assert!(s
+            .channel
+            .sent()
+            .iter()
+            .all(|(_, m)| !m.text.contains("SECRET-NOTE")));
+
+        let (st, v) = post(
+            &c,
+            &s,
+            &p("status"),
+            &ayesha,
+            json!({ "status": "sleeping" }),
+        )
+        .await;
+        assert_eq!(st, 422);
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("status:"));
+        let (st, v) = post(
+            &c,
+            &s,
+            &p("status"),
+            &ayesha,
+            json!({ "status": "waiting" }),
+        )
+        .await;
+        assert_eq!(
+            (st, v["conversation"]["status"].as_str()),
+            (200, Some("waiting"))
+        );
+        // Agents do not set priority or tags; supervisors do.
+        let (st, _) = post(
+            &c,
+            &s,
+            &p("priority"),
+            &ayesha,
+            json!({ "priority": "high" }),
+        )
+        .await;
+        assert_eq!(st, 403);
+        let (st, v) = post(&c, &s, &p("priority"), &sup, json!({ "priority": "high" })).await;
+        assert_eq!(
+            (st, v["conversation"]["priority"].as_str()),
+            (200, Some("high"))
+        );
+        let (st, v) = post(
+            &c,
+            &s,
+            &p("tags"),
+            &sup,
+            json!({ "add": ["vip"], "remove": ["human_replied"] }),
+        )
+        .await;
+        assert_eq!(
+            (st, v["conversation"]["tags"].clone()),
+            (200, json!(["vip"]))
+        );
+
+        // A ticket from the conversation, through its states.
+        let (st, v) = post(
+            &c,
+            &s,
+            "/api/v1/tickets",
+            &ayesha,
+            json!({ "conversation": conv, "title": "Parcel late", "category": "delivery" }),
+        )
+        .await;
+        assert_eq!(st, 201, "{v}");
+        let t = v["ticket"]["id"].as_i64().unwrap();
+        assert_eq!(v["ticket"]["owner"], "ayesha");
+        let tp = format!("{}/api/v1/tickets/{t}", s.base);
+        let patch = |b: Value, tok: String| {
+            let (c, tp) = (c.clone(), tp.clone());
+            async move { call(&c, reqwest::Method::PATCH, tp, &tok, Some(b)).await }
+        };
+        assert_eq!(
+            patch(json!({ "status": "pending" }), ayesha.clone())
+                .await
+                .0,
+            200
+        );
+        assert_eq!(
+            patch(json!({ "status": "resolved" }), ayesha.clone())
+                .await
+                .0,
+            200
+        );
+        let (st, v) = patch(json!({ "status": "pending" }), ayesha.clone()).await;
+        assert_eq!(st, 422, "resolved → pending is not a move: {v}");
+        assert_eq!(
+            patch(json!({ "status": "closed" }), ayesha.clone()).await.0,
+            200
+        );
+        let (st, v) = patch(json!({ "status": "open" }), ayesha.clone()).await;
+        assert_eq!(
+            (st, v["ticket"]["status"].as_str()),
+            (200, Some("open")),
+            "reopen"
+        );
+        let (st, _) = patch(json!({ "owner": "sara" }), ayesha.clone()).await;
+        assert_eq!(st, 403, "an agent does not give tickets away");
+        let (_, v) = get(&c, &s, &format!("/api/v1/tickets/{t}"), &ayesha).await;
+        assert_eq!(v["history"].as_array().unwrap().len(), 5, "{v}");
+        let (_, v) = get(&c, &s, "/api/v1/tickets?status=open", &ayesha).await;
+        assert_eq!(v["tickets"].as_array().unwrap().len(), 1);
+        let (st, _) = get(&c, &s, "/api/v1/tickets?owner=sara", &ayesha).await;
+        assert_eq!(st, 403);
+
+        // A hand-off to another queue with a note lets go of the conversation.
+        let (st, v) = post(
+            &c,
+            &s,
+            &p("handoff"),
+            &ayesha,
+            json!({ "queue": "brand_b", "note": "Brand B order, not ours" }),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(
+            (
+                v["conversation"]["queue"].as_str(),
+                v["conversation"]["assignee"].as_str()
+            ),
+            (Some("brand_b"), None)
+        );
+        let (st, _) = post(
+            &c,
+            &s,
+            &p("reply"),
+            &ayesha,
+            json!({ "text": "still here?" }),
+        )
+        .await;
+        assert_eq!(st, 403, "no longer hers");
+        let (_, v) = get(&c, &s, "/api/v1/conversations?queue=brand_b", &sup).await;
+        assert_eq!(v["conversations"][0]["id"], conv);
+        let (_, v) = get(&c, &s, &format!("/api/v1/conversations/{conv}"), &sup).await;
+        assert!(v["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["text"] == "Brand B order, not ours" && n["author"] == "ayesha"));
+
+        // The audit: newest first, filtered, paginated.
+        let (st, v) = get(
+            &c,
+            &s,
+            &format!("/api/v1/audit?entity=conversation:{conv}&actor=ayesha&limit=2"),
+            &sup,
+        )
+        .await;
+        assert_eq!(st, 200);
+        let page = v["audit"].as_array().unwrap();
+        assert_eq!(page.len(), 2);
+        assert!(page[0]["id"].as_i64() > page[1]["id"].as_i64());
+        let cursor = v["next_cursor"].as_i64().unwrap();
+        let (_, v2) = get(
+            &c,
+            &s,
+            &format!(
+                "/api/v1/audit?entity=conversation:{conv}&actor=ayesha&cursor={cursor}&limit=200"
+            ),
+            &sup,
+        )
+        .await;
+        let actions: Vec<&str> = page
+            .iter()
+            .chain(v2["audit"].as_array().unwrap())
+            .map(|a| a["action"].as_str().unwrap())
+            .collect();
+        for a in ["ticket_opened", "status_changed", "routed", "unassigned"] {
+            assert!(actions.contains(&a), "{a} in {actions:?}");
+        }
+        let (st, _) = get(&c, &s, "/api/v1/audit", &ayesha).await;
+        assert_eq!(st, 403);
+    }
+
+    /// Outside WhatsApp's 24-hour window free text is refused with the templates that can go;
+    /// a template goes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reply_outside_the_window_offers_the_templates() {
+        let s = server(None, 1 << 20).await;
+        let c = client();
+        // An order event opens a conversation the customer never wrote in.
+        s.runtime
+            .ingest(vec![Inbound::Order {
+                channel: "whatsapp".into(),
+                to: "923004000001".into(),
+                name: Some("Bilal".into()),
+                phone: Some("+923004000001".into()),
+                provider_id: "order-1".into(),
+                event: "order.created".into(),
+                order: json!({ "name": "#1001" }),
+            }])
+            .await
+            .unwrap();
+        let mut conv = None;
+        for _ in 0..250 {
+            if let Some(id) = s.store.conversation_ids().await.unwrap().first() {
+                conv = Some(*id);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let conv = conv.expect("a conversation");
+        let sup = new_token(&c, &s, "supervisor", None).await;
+        let url = format!("/api/v1/conversations/{conv}/reply");
+        let (st, v) = post(
+            &c,
+            &s,
+            &url,
+            &sup,
+            json!({ "text": "Hi, about your order" }),
+        )
+        .await;
+        assert_eq!(st, 422, "{v}");
+        assert_eq!(v["error"]["code"], "window_closed");
+        assert_eq!(v["error"]["templates"], json!(["followup"]));
+        assert!(v["error"]["message"].as_str().unwrap().contains("followup"));
+        assert!(
+            s.store.outbox_payloads().await.unwrap().is_empty(),
+            "nothing queued"
+        );
+        let (st, v) = post(&c, &s, &url, &sup, json!({ "template": "followup" })).await;
+        assert_eq!(st, 202, "{v}");
+        let m = wait_sent(&s, "Hello again, we have news about your order.").await;
+        assert_eq!(m.template.unwrap().name, "followup_v1");
+        let (st, v) = post(&c, &s, &url, &sup, json!({ "template": "nope" })).await;
+        assert_eq!(st, 422);
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("template:"));
+    }
+
+    /// Longest waiting first, in pages that together hold every conversation once; filters;
+    /// an agent sees only their queues.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_list_filters_and_pages() {
+        let s = server(None, 1 << 20).await;
+        let c = client();
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let id =
+                customer_writes(&c, &s, &format!("92300500000{i}"), &format!("question {i}")).await;
+            s.runtime.engine.send_refused(id, "test", 1).await.unwrap();
+            ids.push(id);
+        }
+        let sup = new_token(&c, &s, "supervisor", None).await;
+        let mut seen = Vec::new();
+        let mut url = "/api/v1/conversations?queue=support&limit=2".to_string();
+        loop {
+            let (st, v) = get(&c, &s, &url, &sup).await;
+            assert_eq!(st, 200, "{v}");
+            for x in v["conversations"].as_array().unwrap() {
+                seen.push((
+                    x["waiting_since"].as_i64().unwrap(),
+                    x["id"].as_i64().unwrap(),
+                ));
+            }
+            match v["next_cursor"].as_str() {
+                Some(cur) => {
+                    url = format!("/api/v1/conversations?queue=support&limit=2&cursor={cur}")
+                }
+                None => break,
+            }
+        }
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(seen, sorted, "longest waiting first");
+        let mut got: Vec<i64> = seen.iter().map(|x| x.1).collect();
+        got.sort();
+        assert_eq!(got, ids, "every conversation once");
+        let (_, v) = get(&c, &s, "/api/v1/conversations?q=question%203", &sup).await;
+        assert_eq!(v["conversations"].as_array().unwrap().len(), 1);
+        assert_eq!(v["conversations"][0]["id"], ids[3]);
+        let (_, v) = get(&c, &s, "/api/v1/conversations?q=100%25", &sup).await;
+        assert_eq!(
+            v["conversations"].as_array().unwrap().len(),
+            0,
+            "% is literal"
+        );
+        let (st, v) = get(&c, &s, "/api/v1/conversations?status=lost", &sup).await;
+        assert_eq!(st, 422);
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("status:"));
+        let (st, _) = get(&c, &s, "/api/v1/conversations?colour=red", &sup).await;
+        assert_eq!(st, 400, "unknown parameter");
+        let (st, _) = get(&c, &s, "/api/v1/conversations?limit=0", &sup).await;
+        assert_eq!(st, 422);
+        s.store
+            .upsert_agent(&admin_agent("bilal", &["brand_b"]), "system", 1)
+            .await
+            .unwrap();
+        let bilal = new_token(&c, &s, "agent", Some("bilal")).await;
+        let (_, v) = get(&c, &s, "/api/v1/conversations", &bilal).await;
+        assert_eq!(
+            v["conversations"].as_array().unwrap().len(),
+            0,
+            "not his queue"
+        );
+    }
+
+    fn admin_agent(id: &str, queues: &[&str]) -> switchyard_engine::model::Agent {
+        switchyard_engine::model::Agent {
+            id: id.into(),
+            name: id.into(),
+            role: "agent".into(),
+            queues: queues.iter().map(|q| q.to_string()).collect(),
+            capacity: 5,
+            availability: "away".into(),
+        }
+    }
+
+    /// A bad pack on disk is refused with its diagnostics and the old pack keeps serving; a
+    /// good one replaces it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bad_reload_keeps_the_old_pack() {
+        let s = server(None, 1 << 20).await;
+        let c = client();
+        let (_, before) = get(&c, &s, "/api/v1/rules", ADMIN).await;
+        let hash = before["hash"].as_str().unwrap().to_string();
+        std::fs::write(
+            s.pack_dir.join("p.yaml"),
+            PACK.replace("reply: {", "replyy: {"),
+        )
+        .unwrap();
+        let (st, v) = post(&c, &s, "/api/v1/rules/reload", ADMIN, json!({})).await;
+        assert_eq!(st, 422, "{v}");
+        assert_eq!(v["error"]["code"], "invalid_pack");
+        let d = &v["error"]["diagnostics"][0];
+        assert!(
+            d["file"].as_str().unwrap().ends_with("p.yaml") && d["line"].as_u64().unwrap() > 0,
+            "{v}"
+        );
+        let (_, now) = get(&c, &s, "/api/v1/rules", ADMIN).await;
+        assert_eq!(now["hash"], hash.as_str());
+        customer_writes(&c, &s, "923006000001", "still echoed").await;
+
+        std::fs::write(s.pack_dir.join("p.yaml"), PACK.replace("got: ", "we got: ")).unwrap();
+        let (st, v) = post(&c, &s, "/api/v1/rules/reload", ADMIN, json!({})).await;
+        assert_eq!((st, v["changed"].as_bool()), (200, Some(true)), "{v}");
+        assert_ne!(v["hash"], hash.as_str());
+        let body = TEXT
+            .replace("wamid.ONE", "wamid.after-reload")
+            .replace("923001234567", "923006000002");
+        post_whatsapp(&c, &s, &body).await;
+        wait_sent(&s, "we got: hello").await;
+
+        // Validation of an upload, as a map of file name → YAML; reload and validate are
+        // for admins.
+        let (st, v) = post(
+            &c,
+            &s,
+            "/api/v1/rules/validate",
+            ADMIN,
+            json!({ "a.yaml": "version: 1\nsettings: { default_queue: nowhere }\n" }),
+        )
+        .await;
+        assert_eq!((st, v["valid"].as_bool()), (200, Some(false)), "{v}");
+        assert!(
+            v["diagnostics"][0]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("a.yaml:"),
+            "{v}"
+        );
+        let (st, v) = post(
+            &c,
+            &s,
+            "/api/v1/rules/validate",
+            ADMIN,
+            json!({ "p.yaml": PACK }),
+        )
+        .await;
+        assert_eq!((st, v["valid"].as_bool()), (200, Some(true)), "{v}");
+        let sup = new_token(&c, &s, "supervisor", None).await;
+        assert_eq!(
+            post(&c, &s, "/api/v1/rules/reload", &sup, json!({}))
+                .await
+                .0,
+            403
+        );
+    }
+
+    /// Reads server-sent events until `until` holds for one or `wait` passes.
+    async fn sse_events(mut r: reqwest::Response, wait: Duration) -> Vec<(String, Value)> {
+        let mut buf = String::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(deadline, r.chunk()).await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        buf.split("\n\n")
+            .filter_map(|block| {
+                let mut event = None;
+                let mut data = None;
+                for line in block.lines() {
+                    if let Some(e) = line.strip_prefix("event: ") {
+                        event = Some(e.to_string());
+                    }
+                    if let Some(d) = line.strip_prefix("data: ") {
+                        data = serde_json::from_str(d).ok();
+                    }
+                }
+                Some((event?, data?))
+            })
+            .collect()
+    }
+
+    /// An assignment reaches the agent it is for (and supervisors), not another agent of the
+    /// same queue.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_live_feed_tells_the_right_agent() {
+        let s = server(None, 1 << 20).await;
+        let c = client();
+        for a in ["ayesha", "bilal"] {
+            s.store
+                .upsert_agent(&admin_agent(a, &["support"]), "system", 1)
+                .await
+                .unwrap();
+        }
+        let ayesha = new_token(&c, &s, "agent", Some("ayesha")).await;
+        let bilal = new_token(&c, &s, "agent", Some("bilal")).await;
+        let sup = new_token(&c, &s, "supervisor", None).await;
+        let open = |t: String| {
+            let c = c.clone();
+            let url = format!("{}/api/v1/events", s.base);
+            async move {
+                let r = c.get(url).bearer_auth(t).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                assert!(r.headers()["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/event-stream"));
+                r
+            }
+        };
+        let (ra, rb, rs) = (
+            open(ayesha).await,
+            open(bilal).await,
+            open(sup.clone()).await,
+        );
+        let conv = customer_writes(&c, &s, "923007000001", "help please").await;
+        // Into the support queue, where nobody is online to take it.
+        s.runtime
+            .engine
+            .send_refused(conv, "test", 1)
+            .await
+            .unwrap();
+        let (st, v) = post(
+            &c,
+            &s,
+            &format!("/api/v1/conversations/{conv}/assign"),
+            &sup,
+            json!({ "agent": "ayesha" }),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        let wait = Duration::from_millis(1500);
+        let (ea, eb, es) = tokio::join!(
+            sse_events(ra, wait),
+            sse_events(rb, wait),
+            sse_events(rs, wait)
+        );
+        let assigned = |evs: &[(String, Value)]| {
+            evs.iter().any(|(k, v)| {
+                k == "conversation.assigned"
+                    && v["conversation_id"] == conv
+                    && v["assignee"] == "ayesha"
+            })
+        };
+        assert!(assigned(&ea), "ayesha: {ea:?}");
+        assert!(assigned(&es), "supervisor: {es:?}");
+        assert!(
+            !eb.iter().any(|(k, _)| k == "conversation.assigned"),
+            "bilal: {eb:?}"
+        );
+        for (who, evs) in [("ayesha", &ea), ("bilal", &eb)] {
+            assert!(
+                evs.iter()
+                    .any(|(k, v)| k == "conversation.queued" && v["queue"] == "support"),
+                "{who} sees the conversation arrive in the queue: {evs:?}"
+            );
+        }
+    }
+
+    /// A token over its rate gets 429 with `Retry-After`; other tokens are not affected.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_token_over_its_rate_gets_429() {
+        let s =
+            server_with(|st| st.token_limiter = Some(switchyard_api::token_limiter(1, 3))).await;
+        let c = client();
+        let url = format!("{}/api/v1/queues", s.base);
+        let mut codes = Vec::new();
+        for _ in 0..5 {
+            let r = c.get(&url).bearer_auth(ADMIN).send().await.unwrap();
+            codes.push(r.status().as_u16());
+            if r.status() == 429 {
+                assert!(r.headers().contains_key("retry-after"));
+                assert_eq!(
+                    r.json::<Value>().await.unwrap()["error"]["code"],
+                    "rate_limited"
+                );
+            }
+        }
+        assert_eq!(&codes[..3], &[200, 200, 200]);
+        assert_eq!(codes[4], 429, "{codes:?}");
+        let r = c
+            .get(&url)
+            .bearer_auth("another-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "a different token has its own budget");
+    }
+
+    /// Prometheus text with requests, the backlog and the engine's measurements.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn metrics_show_requests_backlog_and_pipeline() {
+        let s = server(None, 1 << 20).await;
+        let c = client();
+        customer_writes(&c, &s, "923008000001", "hi").await;
+        let text = c
+            .get(format!("{}/metrics", s.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for needle in [
+            "switchyard_http_requests_total{method=\"POST\",route=\"/webhooks/whatsapp\",status=\"200\"} 1",
+            "switchyard_inbox_depth 0",
+            "switchyard_pipeline_seconds_count 1",
+            "switchyard_sends_total{result=\"sent\"} 1",
+            "switchyard_rule_errors_total 0",
+        ] {
+            assert!(text.contains(needle), "{needle} in\n{text}");
+        }
+    }
+
+    /// The role matrix of the routes that read or refuse before changing anything.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn roles_for_the_oversight_routes() {
+        let s = server(None, 1 << 20).await;
+        let c = client();
+        s.store
+            .upsert_agent(&admin_agent("ayesha", &["support"]), "system", 1)
+            .await
+            .unwrap();
+        let agent = new_token(&c, &s, "agent", Some("ayesha")).await;
+        let sup = new_token(&c, &s, "supervisor", None).await;
+        let conv = customer_writes(&c, &s, "923009000001", "hello there").await;
+        let q = "from=0&to=9999999999999";
+        let cases: Vec<(&str, String, Option<Value>, [u16; 4])> = vec![
+            (
+                "GET",
+                "/api/v1/conversations".into(),
+                None,
+                [401, 200, 200, 200],
+            ),
+            ("GET", "/api/v1/tickets".into(), None, [401, 200, 200, 200]),
+            ("GET", "/api/v1/agents".into(), None, [401, 403, 200, 200]),
+            ("GET", "/api/v1/queues".into(), None, [401, 403, 200, 200]),
+            ("GET", "/api/v1/audit".into(), None, [401, 403, 200, 200]),
+            (
+                "GET",
+                format!("/api/v1/reports/kpis?{q}"),
+                None,
+                [401, 403, 200, 200],
+            ),
+            ("GET", "/api/v1/rules".into(), None, [401, 403, 403, 200]),
+            (
+                "POST",
+                "/api/v1/rules/validate".into(),
+                Some(json!({ "p.yaml": PACK })),
+                [401, 403, 403, 200],
+            ),
+            (
+                "POST",
+                "/api/v1/agents".into(),
+                Some(json!({ "id": "new1" })),
+                [401, 403, 403, 201],
+            ),
+            (
+                "POST",
+                format!("/api/v1/conversations/{conv}/assign"),
+                Some(json!({ "queue": "support" })),
+                [401, 403, 200, 200],
+            ),
+            (
+                "POST",
+                format!("/api/v1/conversations/{conv}/priority"),
+                Some(json!({ "priority": "low" })),
+                [401, 403, 200, 200],
+            ),
+            (
+                "POST",
+                format!("/api/v1/conversations/{conv}/tags"),
+                Some(json!({ "add": ["x"] })),
+                [401, 403, 200, 200],
+            ),
+            (
+                "POST",
+                format!("/api/v1/conversations/{conv}/reply"),
+                Some(json!({ "text": "hi" })),
+                [401, 403, 202, 202],
+            ),
+            (
+                "POST",
+                format!("/api/v1/conversations/{conv}/notes"),
+                Some(json!({ "text": "n" })),
+                [401, 403, 201, 201],
+            ),
+            (
+                "POST",
+                format!("/api/v1/conversations/{conv}/status"),
+                Some(json!({ "status": "open" })),
+                [401, 403, 200, 200],
+            ),
+        ];
+        let mut wrong = Vec::new();
+        for (method, path, body, wants) in cases {
+            for (t, want) in [None, Some(&agent), Some(&sup), Some(&ADMIN.to_string())]
+                .into_iter()
+                .zip(wants)
+            {
+                let mut rb = c.request(method.parse().unwrap(), format!("{}{path}", s.base));
+                if let Some(t) = t {
+                    rb = rb.bearer_auth(t);
+                }
+                if let Some(b) = &body {
+                    rb = rb.json(b);
+                }
+                let r = rb.send().await.unwrap();
+                let got = r.status().as_u16();
+                let v: Value = r.json().await.unwrap_or(Value::Null);
+                if got != want {
+                    wrong.push(format!(
+                        "{method} {path} as {:?}: {got} (wanted {want}) {v}",
+                        t.map(|x| &x[..6])
+                    ));
+                }
+                if got >= 400 {
+                    assert!(v["error"]["code"].is_string(), "{method} {path}: {v}");
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        let (st, v) = get(&c, &s, "/api/v1/nowhere", ADMIN).await;
+        assert_eq!((st, v["error"]["code"].as_str()), (404, Some("not_found")));
     }
 }

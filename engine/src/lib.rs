@@ -2,9 +2,12 @@
 //! tickets, the `Store` port with its SQLite implementation, workers, and the pack test runner.
 //! It talks to vendors only through the ports in [`ports`]; it knows no HTTP.
 
+pub mod feed;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod ports;
+pub mod reports;
 pub mod sqlite;
 pub mod store;
 

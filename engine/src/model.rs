@@ -12,6 +12,13 @@ pub fn now_millis() -> Millis {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// An RFC 3339 time in [`Millis`].
+pub fn parse_rfc3339(s: &str) -> Option<Millis> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
 pub fn status_from(s: &str) -> Status {
     match s {
         "open" => Status::Open,

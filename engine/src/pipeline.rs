@@ -22,6 +22,9 @@ use crate::model::*;
 use crate::ports::{Lookup, LookupError};
 use crate::store::{Changeset, NewJob, NewMessage, Store, StoreError, TicketChange};
 
+mod act;
+pub use act::{approved_templates, ActError, Acted, Actor, AgentAction, TicketUpdate};
+
 /// How deep events caused by actions may chain (the loop guard), and how many one event may
 /// cause in all.
 pub const MAX_EVENT_DEPTH: u32 = 6;
@@ -55,6 +58,9 @@ pub struct Engine {
     /// Default queues by channel (one per WhatsApp number of a multi-brand shop), over the
     /// pack's `settings.default_queue`.
     default_queues: HashMap<String, String>,
+    /// What committed changesets changed, for live inboxes.
+    feed: tokio::sync::broadcast::Sender<crate::feed::FeedEvent>,
+    pub metrics: crate::metrics::EngineMetrics,
 }
 
 /// A decided, not yet committed, event (see [`Engine::decide`]).
@@ -83,7 +89,36 @@ impl Engine {
             lookup,
             locks: Mutex::new(HashMap::new()),
             default_queues: HashMap::new(),
+            feed: tokio::sync::broadcast::channel(1024).0,
+            metrics: Default::default(),
         }
+    }
+
+    /// The live feed of what committed changes did (see [`crate::feed`]).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<crate::feed::FeedEvent> {
+        self.feed.subscribe()
+    }
+
+    /// Commits a changeset, then tells the feed's subscribers (if any) what it changed.
+    async fn commit(&self, cs: Changeset) -> Result<(), EngineError> {
+        let events = if self.feed.receiver_count() > 0 {
+            crate::feed::events_of(&cs)
+        } else {
+            Vec::new()
+        };
+        let errors = cs
+            .audit
+            .iter()
+            .filter(|a| a.action == "script_failed")
+            .count();
+        self.store.commit(cs).await?;
+        if errors > 0 {
+            self.metrics.rule_errors.inc_by(errors as u64);
+        }
+        for e in events {
+            let _ = self.feed.send(e);
+        }
+        Ok(())
     }
 
     /// Conversations on `channel` that nothing handled go to `queue` instead of the pack's
@@ -143,7 +178,7 @@ impl Engine {
     /// Processes one committed inbox event and commits its outcome (marking it processed).
     pub async fn process(&self, row: &InboxRow, now: Millis) -> Result<Processed, EngineError> {
         let d = self.decide(row, now).await?;
-        self.store.commit(d.changeset).await?;
+        self.commit(d.changeset).await?;
         drop(d.guard);
         if let Some(q) = d.freed {
             self.assign_waiting(&q, now).await?;
@@ -264,14 +299,19 @@ impl Engine {
             assigned += 1;
             run.drain_caused().await?;
             let out = run.finish();
-            self.store.commit(out).await?;
+            self.commit(out).await?;
         }
         Ok(assigned)
     }
 
     /// Saves an agent; one who is online pulls waiting conversations of their queues.
-    pub async fn save_agent(&self, agent: &Agent, now: Millis) -> Result<usize, EngineError> {
-        self.store.upsert_agent(agent, now).await?;
+    pub async fn save_agent(
+        &self,
+        agent: &Agent,
+        actor: &str,
+        now: Millis,
+    ) -> Result<usize, EngineError> {
+        self.store.upsert_agent(agent, actor, now).await?;
         let mut n = 0;
         if agent.availability == "online" {
             for q in &agent.queues {
@@ -309,7 +349,7 @@ impl Engine {
         run.handoff(None, None, Some(note), "system", 0).await?;
         run.drain_caused().await?;
         let out = run.finish();
-        self.store.commit(out).await?;
+        self.commit(out).await?;
         Ok(())
     }
 
@@ -331,7 +371,7 @@ impl Engine {
             intent: None,
             trace: out.trace.as_ref().map(|t| t.1.clone()).unwrap_or_default(),
         };
-        self.store.commit(out).await?;
+        self.commit(out).await?;
         drop(_guard);
         if let Some(q) = freed {
             self.assign_waiting(&q, now).await?;
@@ -1588,8 +1628,19 @@ impl<'a> Run<'a> {
         );
     }
 
-    /// Renders and queues a message; honours the 24-hour window on WhatsApp.
+    /// Renders and queues a message from the bot; honours the 24-hour window on WhatsApp.
     async fn send(&mut self, m: &MessageRt, actor: &str, depth: u32) -> Result<(), EngineError> {
+        self.send_as(m, actor, "bot", depth).await
+    }
+
+    /// [`Run::send`] with the message's author (`bot`, or the agent who replied).
+    async fn send_as(
+        &mut self,
+        m: &MessageRt,
+        actor: &str,
+        author: &str,
+        depth: u32,
+    ) -> Result<(), EngineError> {
         self.refresh_vars();
         let lang = self.contact.language.clone();
         let default_lang = self.pack.settings.default_language.clone();
@@ -1682,7 +1733,7 @@ impl<'a> Run<'a> {
             body: out.text.clone(),
             payload,
             provider_id: None,
-            author: "bot".into(),
+            author: author.into(),
             status: "pending".into(),
             outbound: Some(out),
         });

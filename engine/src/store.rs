@@ -127,13 +127,72 @@ pub struct TokenRecord {
     pub revoked: bool,
 }
 
-/// What a claim did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    Claimed,
-    /// Someone else owns it.
-    Taken(String),
-    NotFound,
+/// Filters of the conversation list; `None` matches everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConversationQuery {
+    pub status: Option<Status>,
+    pub queue: Option<String>,
+    pub assignee: Option<String>,
+    pub tag: Option<String>,
+    pub priority: Option<Priority>,
+    /// Text searched in the messages, the contact's name and phone.
+    pub q: Option<String>,
+    /// An agent's view: conversations they own or in these queues.
+    pub visible_to: Option<(String, Vec<String>)>,
+    /// Resume after this `(waiting_since, id)`.
+    pub after: Option<(Millis, i64)>,
+    pub limit: i64,
+}
+
+/// A line of the conversation list.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ConversationLine {
+    #[serde(flatten)]
+    pub conversation: Conversation,
+    pub contact_name: Option<String>,
+    pub contact_phone: Option<String>,
+    /// Since when it waits: it entered its queue, else it was created. The list is longest
+    /// waiting first.
+    pub waiting_since: Millis,
+    pub last_message: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TicketQuery {
+    pub status: Option<TicketStatus>,
+    pub queue: Option<String>,
+    pub owner: Option<String>,
+    pub category: Option<String>,
+    pub priority: Option<Priority>,
+    /// Ids below this (the list is newest first).
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditQuery {
+    /// `conversation:12`, or a prefix ending in `:` (`ticket:`).
+    pub entity: Option<String>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub from: Option<Millis>,
+    pub to: Option<Millis>,
+    /// Ids below this (the list is newest first).
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+/// A queue's state for supervisors.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct QueueStats {
+    pub queue: String,
+    /// Conversations in the queue with no owner, not resolved.
+    pub waiting: i64,
+    /// When the longest-waiting of them entered the queue.
+    pub oldest_waiting_since: Option<Millis>,
+    /// Owned and not resolved.
+    pub assigned: i64,
+    pub agents_online: i64,
 }
 
 #[async_trait]
@@ -237,10 +296,26 @@ pub trait Store: Send + Sync {
         error: Option<&str>,
         now: Millis,
     ) -> Result<StatusRecorded>;
-    /// Atomically gives an unowned conversation to `agent`.
-    async fn claim(&self, conversation_id: i64, agent: &str, now: Millis) -> Result<Claim>;
-    async fn upsert_agent(&self, agent: &Agent, now: Millis) -> Result<()>;
+    /// Creates or updates an agent, audited as `actor`.
+    async fn upsert_agent(&self, agent: &Agent, actor: &str, now: Millis) -> Result<()>;
     async fn agent(&self, id: &str) -> Result<Option<Agent>>;
+    async fn agents(&self) -> Result<Vec<Agent>>;
+    /// Waiting and assigned counts of these queues.
+    async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStats>>;
+    async fn list_conversations(&self, q: &ConversationQuery) -> Result<Vec<ConversationLine>>;
+    async fn ticket(&self, id: i64) -> Result<Option<Ticket>>;
+    async fn list_tickets(&self, q: &TicketQuery) -> Result<Vec<Ticket>>;
+    /// Audit records, newest first, with their ids.
+    async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<(i64, AuditRecord)>>;
+    /// What the KPIs of conversations created in `[from, to)` are computed from.
+    async fn kpi_facts(
+        &self,
+        from: Millis,
+        to: Millis,
+        queue: Option<&str>,
+    ) -> Result<crate::reports::KpiFacts>;
+    /// Unprocessed inbox events and outbox rows by status (for `/metrics`).
+    async fn backlog(&self) -> Result<(i64, Vec<(String, i64)>)>;
 
     /// Stores a token by its hash, audited as `actor`; returns its id.
     async fn create_token(

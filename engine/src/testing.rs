@@ -71,7 +71,7 @@ pub async fn run_case(
                 .map(|v| v.value.clone())
                 .unwrap_or_else(|| "online".into()),
         };
-        store.upsert_agent(&agent, now).await?;
+        store.upsert_agent(&agent, "system", now).await?;
     }
     let attr = |k: &str| {
         case.contact

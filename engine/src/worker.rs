@@ -210,8 +210,15 @@ async fn conversation_task(
                     .remove(&key);
                 return;
             }
+            let started = std::time::Instant::now();
             match engine.process(&row, now()).await {
-                Ok(_) => break,
+                Ok(_) => {
+                    engine
+                        .metrics
+                        .pipeline_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    break;
+                }
                 Err(EngineError::Store(e)) => {
                     tracing::error!(inbox.id = row.id, error = %e, "processing failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -302,6 +309,12 @@ async fn outbox_loop(
                 // The reason only: never the message body.
                 tracing::warn!(outbox.id = row.id, conversation.id = row.conversation_id, attempt = row.attempts, error = %e, "send failed");
             }
+            engine.metrics.send_result(match &result {
+                Ok(_) => "sent",
+                Err(SendError::Retry(_)) => "retry",
+                Err(SendError::Permanent(_)) => "failed",
+                Err(SendError::WindowClosed(_)) => "window_closed",
+            });
             let r = match result {
                 Ok(provider_id) => engine.store.outbox_sent(row.id, &provider_id, t).await,
                 Err(SendError::Retry(e)) if row.attempts < cfg.max_attempts => {

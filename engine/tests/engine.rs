@@ -11,9 +11,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use switchyard_engine::model::*;
+use switchyard_engine::pipeline::{ActError, Actor, AgentAction};
 use switchyard_engine::ports::{Channel, Lookup, LookupError, Notifier, SendError};
 use switchyard_engine::sqlite::SqliteStore;
-use switchyard_engine::store::{Claim, Ingested, Store};
+use switchyard_engine::store::{Ingested, Store};
 use switchyard_engine::worker::{Runtime, WorkerConfig};
 use switchyard_engine::Engine;
 use switchyard_rules::pack::LookupAction;
@@ -283,14 +284,22 @@ async fn one_owner_when_agents_claim_at_once(store: Arc<dyn Store>) {
         .open_conversation("webchat", "c9", None, None, 0)
         .await
         .unwrap();
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        pack(ECHO_PACK),
+        Arc::new(NoLookup),
+    ));
     let mut tasks = Vec::new();
     for a in 0..10 {
-        let store = store.clone();
+        let engine = engine.clone();
         tasks.push(tokio::spawn(async move {
-            (
-                format!("agent{a}"),
-                store.claim(conv.id, &format!("agent{a}"), 1).await.unwrap(),
-            )
+            let me = format!("agent{a}");
+            let by = Actor {
+                id: me.clone(),
+                agent: Some(me.clone()),
+                supervisor: false,
+            };
+            (me, engine.act(conv.id, AgentAction::Claim, &by, 1).await)
         }));
     }
     let mut winners = Vec::new();
@@ -298,11 +307,11 @@ async fn one_owner_when_agents_claim_at_once(store: Arc<dyn Store>) {
     for t in tasks {
         let (a, r) = t.await.unwrap();
         match r {
-            Claim::Claimed => winners.push(a),
-            Claim::Taken(o) => {
-                owners.insert(o);
+            Ok(_) => winners.push(a),
+            Err(ActError::Taken { owner, .. }) => {
+                owners.insert(owner);
             }
-            Claim::NotFound => panic!("the conversation exists"),
+            Err(e) => panic!("a claim failed: {e}"),
         }
     }
     assert_eq!(winners.len(), 1, "exactly one claim wins: {winners:?}");
@@ -552,7 +561,174 @@ stories!(
     sticky_and_least_loaded,
     a_second_complaint_updates_the_open_ticket,
     a_reload_that_removes_the_current_step_hands_off,
+    kpis_of_a_scripted_day,
 );
+
+/// A day of five conversations with known times; the KPIs are what a person computes by
+/// hand from the script.
+async fn kpis_of_a_scripted_day(store: Arc<dyn Store>) {
+    use switchyard_engine::model::TicketStatus;
+    use switchyard_engine::pipeline::TicketUpdate;
+    let day = pack(
+        r#"
+version: 1
+settings: { default_queue: support }
+queues: { support: { assignment: manual } }
+rules:
+  - name: bye
+    when: message.received
+    if: message.text == "thanks"
+    then: [ { reply: { text: "bye" } }, { set_status: resolved } ]
+    stop: true
+  - name: a person, please
+    when: message.received
+    if: message.text == "human"
+    then: [ { handoff: { queue: support } } ]
+    stop: true
+  - name: echo
+    when: message.received
+    then: [ { reply: { text: "ok" } } ]
+"#,
+    );
+    let engine = Engine::new(store.clone(), day, Arc::new(NoLookup));
+    const T0: i64 = 1_700_000_000_000;
+    let at = |s: i64| T0 + s * 1000;
+    let mut last = 0;
+    let mut n = 0;
+    let mut conv_of = BTreeMap::new();
+    // Customer messages: (seconds, customer, text).
+    let mut say = async |t: i64, who: &str, text: &str| {
+        n += 1;
+        store
+            .ingest(vec![msg(who, &format!("m{n}"), text)], at(t))
+            .await
+            .unwrap();
+        for row in store.pending_inbox(last, 10).await.unwrap() {
+            last = row.id;
+            let p = engine.process(&row, at(t)).await.unwrap();
+            conv_of.insert(who.to_string(), p.conversation_id);
+        }
+        conv_of[who]
+    };
+    let person = |a: &str| Actor {
+        id: a.into(),
+        agent: Some(a.into()),
+        supervisor: false,
+    };
+    // E, the day before: outside the range.
+    say(-1000, "e", "thanks").await;
+    // A: the bot answers and the customer is done after a minute.
+    say(0, "a", "hi").await;
+    say(60, "a", "thanks").await;
+    // B: handed to people at 100 s, claimed at 160 s, answered at 220 s, resolved at 400 s;
+    // a delivery ticket opened at 230 s and resolved at 390 s.
+    let b = say(100, "b", "human").await;
+    engine
+        .act(b, AgentAction::Claim, &person("ayesha"), at(160))
+        .await
+        .unwrap();
+    let reply = |t: &str| AgentAction::Reply {
+        text: Some(t.into()),
+        template: None,
+    };
+    engine
+        .act(b, reply("on it"), &person("ayesha"), at(220))
+        .await
+        .unwrap();
+    let ticket = engine
+        .act(
+            b,
+            AgentAction::OpenTicket {
+                title: "late".into(),
+                category: Some("delivery".into()),
+                priority: None,
+            },
+            &person("ayesha"),
+            at(230),
+        )
+        .await
+        .unwrap()
+        .ticket
+        .unwrap();
+    let resolve = TicketUpdate {
+        status: Some(TicketStatus::Resolved),
+        ..Default::default()
+    };
+    engine
+        .act(
+            b,
+            AgentAction::UpdateTicket {
+                ticket: ticket.id,
+                change: resolve,
+            },
+            &person("ayesha"),
+            at(390),
+        )
+        .await
+        .unwrap();
+    engine
+        .act(
+            b,
+            AgentAction::Status(Status::Resolved),
+            &person("ayesha"),
+            at(400),
+        )
+        .await
+        .unwrap();
+    // C: handed over at 200 s, claimed at 230 s, answered at 260 s, still open.
+    let c = say(200, "c", "human").await;
+    engine
+        .act(c, AgentAction::Claim, &person("bilal"), at(230))
+        .await
+        .unwrap();
+    engine
+        .act(c, reply("hello"), &person("bilal"), at(260))
+        .await
+        .unwrap();
+    // D: the bot only, not resolved.
+    say(300, "d", "hi").await;
+
+    let facts = store.kpi_facts(at(0), at(3600), None).await.unwrap();
+    let k = switchyard_engine::reports::kpis(&facts);
+    assert_eq!(k.conversations, 4, "A, B, C, D; not E");
+    // First responses 120 s (B) and 60 s (C): nearest-rank median 60, p90 120.
+    assert_eq!(
+        (
+            k.first_response.count,
+            k.first_response.median_s,
+            k.first_response.p90_s
+        ),
+        (2, Some(60.0), Some(120.0))
+    );
+    // Resolutions 60 s (A) and 300 s (B).
+    assert_eq!(
+        (
+            k.resolution.count,
+            k.resolution.median_s,
+            k.resolution.p90_s
+        ),
+        (2, Some(60.0), Some(300.0))
+    );
+    assert_eq!(k.bot_containment_rate, Some(0.5), "A of A and B");
+    assert_eq!(k.handoff_rate, Some(0.5), "B and C of four");
+    let work: Vec<(&str, i64, i64)> = k
+        .agents
+        .iter()
+        .map(|a| (a.agent.as_str(), a.assigned, a.replies))
+        .collect();
+    assert_eq!(work, [("ayesha", 1, 1), ("bilal", 1, 1)]);
+    assert_eq!(k.tickets_opened.get("delivery"), Some(&1));
+    assert_eq!(k.tickets_resolved.get("delivery"), Some(&1));
+    assert_eq!(k.sla_breaches, 0);
+    // The queue filter: all of them sit in `support` or in none.
+    let k = switchyard_engine::reports::kpis(
+        &store
+            .kpi_facts(at(0), at(3600), Some("support"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(k.conversations, 2, "B and C");
+}
 
 // ---- the tests --------------------------------------------------------------------------
 
@@ -774,7 +950,7 @@ async fn owner(store: &Arc<dyn Store>, from: &str) -> Option<String> {
 async fn assignment_waits_and_follows_capacity_and_availability(store: Arc<dyn Store>) {
     let engine = Engine::new(store.clone(), pack(ROUTING_PACK), Arc::new(NoLookup));
     engine
-        .save_agent(&agent("a1", &["support"], 1, "online"), 0)
+        .save_agent(&agent("a1", &["support"], 1, "online"), "system", 0)
         .await
         .unwrap();
     step(&engine, vec![msg("c1", "1", "kuch poochna hai")], 1).await;
@@ -790,14 +966,14 @@ async fn assignment_waits_and_follows_capacity_and_availability(store: Arc<dyn S
     assert_eq!(owner(&store, "c2").await.as_deref(), Some("a1"));
     // Nobody online: c3 waits until an agent comes online.
     engine
-        .save_agent(&agent("a2", &["support"], 3, "away"), 4)
+        .save_agent(&agent("a2", &["support"], 3, "away"), "system", 4)
         .await
         .unwrap();
     step(&engine, vec![msg("c3", "4", "hello?")], 5).await;
     assert_eq!(owner(&store, "c3").await, None);
     assert_eq!(
         engine
-            .save_agent(&agent("a2", &["support"], 3, "online"), 6)
+            .save_agent(&agent("a2", &["support"], 3, "online"), "system", 6)
             .await
             .unwrap(),
         1
@@ -819,11 +995,11 @@ async fn assignment_waits_and_follows_capacity_and_availability(store: Arc<dyn S
 async fn sticky_and_least_loaded(store: Arc<dyn Store>) {
     let engine = Engine::new(store.clone(), pack(ROUTING_PACK), Arc::new(NoLookup));
     engine
-        .save_agent(&agent("v1", &["vip"], 5, "online"), 0)
+        .save_agent(&agent("v1", &["vip"], 5, "online"), "system", 0)
         .await
         .unwrap();
     engine
-        .save_agent(&agent("v2", &["vip"], 5, "online"), 0)
+        .save_agent(&agent("v2", &["vip"], 5, "online"), "system", 0)
         .await
         .unwrap();
     step(&engine, vec![msg("s1", "1", "go vip")], 1).await;
@@ -835,11 +1011,11 @@ async fn sticky_and_least_loaded(store: Arc<dyn Store>) {
     assert_eq!(owner(&store, "s1").await.as_deref(), Some("v1"));
 
     engine
-        .save_agent(&agent("b1", &["busy"], 5, "online"), 0)
+        .save_agent(&agent("b1", &["busy"], 5, "online"), "system", 0)
         .await
         .unwrap();
     engine
-        .save_agent(&agent("b2", &["busy"], 5, "online"), 0)
+        .save_agent(&agent("b2", &["busy"], 5, "online"), "system", 0)
         .await
         .unwrap();
     step(&engine, vec![msg("l1", "4", "go busy")], 4).await;

@@ -27,6 +27,14 @@ pub struct TemplateError {
 }
 
 impl Template {
+    /// Text taken as it is: `{{` in it is not a hole (what an agent types).
+    pub fn literal(text: &str) -> Template {
+        Template {
+            parts: vec![Part::Lit(text.to_string())],
+            source: text.to_string(),
+        }
+    }
+
     pub fn compile(sandbox: &Sandbox, src: &str) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = src;

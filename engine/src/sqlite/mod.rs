@@ -24,7 +24,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::model::*;
@@ -110,8 +110,12 @@ impl ContextCache {
         if let Some(c) = &cs.contact {
             ctx.contact = c.clone();
         }
-        if let Some(t) = cs.tickets.last() {
-            ctx.ticket = t.ticket.status.is_open().then(|| t.ticket.clone());
+        for t in &cs.tickets {
+            if t.ticket.status.is_open() {
+                ctx.ticket = Some(t.ticket.clone());
+            } else if ctx.ticket.as_ref().is_some_and(|o| o.id == t.ticket.id) {
+                ctx.ticket = None;
+            }
         }
     }
     fn forget(&self, id: i64) {
@@ -236,6 +240,35 @@ fn conversation_from(r: &SqliteRow) -> Result<Conversation> {
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
+}
+
+fn agent_from(r: &SqliteRow) -> Result<Agent> {
+    Ok(Agent {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        role: r.try_get("role")?,
+        queues: parse(&r.try_get::<String, _>("queues")?, "agent queues")?,
+        capacity: r.try_get::<i64, _>("capacity")? as u32,
+        availability: r.try_get("availability")?,
+    })
+}
+
+fn audit_from(r: &SqliteRow) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        at: r.try_get("at")?,
+        actor: r.try_get("actor")?,
+        entity: r.try_get("entity")?,
+        action: r.try_get("action")?,
+        before: parse(&r.try_get::<String, _>("before")?, "audit")?,
+        after: parse(&r.try_get::<String, _>("after")?, "audit")?,
+    })
+}
+
+/// `text` for a `LIKE … ESCAPE '\'` pattern.
+fn like_escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 fn ticket_from(r: &SqliteRow) -> Result<Ticket> {
@@ -712,51 +745,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim(&self, conversation_id: i64, agent: &str, now: Millis) -> Result<Claim> {
-        let agent = agent.to_string();
-        let (claimed, owner) = self
-            .write(move |tx| {
-                let done = tx.execute(
-                    "UPDATE conversations SET assignee = ?1, updated_at = ?2 WHERE id = ?3 AND assignee IS NULL",
-                    params![agent, now, conversation_id],
-                )?;
-                if done == 1 {
-                    tx.execute(
-                        "INSERT INTO audit (at, actor, entity, action, before, after) VALUES (?1, ?2, ?3, 'assigned', ?4, ?5)",
-                        params![
-                            now,
-                            agent,
-                            format!("conversation:{conversation_id}"),
-                            json(&serde_json::json!({ "assignee": null })),
-                            json(&serde_json::json!({ "assignee": agent, "how": "claim" }))
-                        ],
-                    )?;
-                    return Ok((true, None));
-                }
-                let owner: Option<Option<String>> = tx
-                    .query_row(
-                        "SELECT assignee FROM conversations WHERE id = ?1",
-                        params![conversation_id],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                Ok((false, Some((agent, owner))))
-            })
-            .await?;
-        if claimed {
-            // After the COMMIT, so a reader cannot put the old owner back.
-            self.cache.forget(conversation_id);
-            return Ok(Claim::Claimed);
-        }
-        Ok(match owner {
-            None | Some((_, None)) | Some((_, Some(None))) => Claim::NotFound,
-            Some((agent, Some(Some(o)))) if o == agent => Claim::Claimed,
-            Some((_, Some(Some(o)))) => Claim::Taken(o),
-        })
-    }
-
-    async fn upsert_agent(&self, a: &Agent, now: Millis) -> Result<()> {
+    async fn upsert_agent(&self, a: &Agent, actor: &str, now: Millis) -> Result<()> {
         let a = a.clone();
+        let actor = actor.to_string();
         let staffed = self
             .write(move |tx| {
                 tx.execute(
@@ -766,8 +757,9 @@ impl Store for SqliteStore {
                     params![a.id, a.name, a.role, json(&a.queues), a.capacity as i64, a.availability],
                 )?;
                 tx.execute(
-                    "INSERT INTO audit (at, actor, entity, action, before, after) VALUES (?1, 'system', ?2, 'saved', 'null', ?3)",
-                    params![now, format!("agent:{}", a.id), json(&a)],
+                    "INSERT INTO audit (at, actor, entity, action, before, after) VALUES (?1, ?2, ?3, 'saved', \
+                     coalesce((SELECT after FROM audit WHERE entity = ?3 ORDER BY id DESC LIMIT 1), 'null'), ?4)",
+                    params![now, actor, format!("agent:{}", a.id), json(&a)],
                 )?;
                 staffed_queues(tx)
             })
@@ -781,17 +773,268 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_optional(&self.read)
             .await?;
-        r.map(|r| {
-            Ok(Agent {
-                id: r.try_get("id")?,
-                name: r.try_get("name")?,
-                role: r.try_get("role")?,
-                queues: parse(&r.try_get::<String, _>("queues")?, "agent queues")?,
-                capacity: r.try_get::<i64, _>("capacity")? as u32,
-                availability: r.try_get("availability")?,
+        r.as_ref().map(agent_from).transpose()
+    }
+
+    async fn agents(&self) -> Result<Vec<Agent>> {
+        let rows = sqlx::query("SELECT * FROM agents ORDER BY id")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(agent_from).collect()
+    }
+
+    async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStats>> {
+        let mut out = Vec::new();
+        for q in queues {
+            let r = sqlx::query(
+                "SELECT \
+                   count(*) FILTER (WHERE assignee IS NULL) AS waiting, \
+                   min(queued_at) FILTER (WHERE assignee IS NULL) AS oldest, \
+                   count(*) FILTER (WHERE assignee IS NOT NULL) AS assigned, \
+                   (SELECT count(*) FROM agents a, json_each(a.queues) j WHERE a.availability = 'online' AND j.value = ?1) AS online \
+                 FROM conversations WHERE queue = ?1 AND status <> 'resolved'",
+            )
+            .bind(q)
+            .fetch_one(&self.read)
+            .await?;
+            out.push(QueueStats {
+                queue: q.clone(),
+                waiting: r.try_get("waiting")?,
+                oldest_waiting_since: r.try_get("oldest")?,
+                assigned: r.try_get("assigned")?,
+                agents_online: r.try_get("online")?,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn list_conversations(&self, q: &ConversationQuery) -> Result<Vec<ConversationLine>> {
+        let mut b = QueryBuilder::<Sqlite>::new(
+            "SELECT v.*, c.name AS contact_name, c.phone AS contact_phone, \
+               coalesce(v.queued_at, v.created_at) AS waiting_since, \
+               (SELECT body FROM messages m WHERE m.conversation_id = v.id ORDER BY m.id DESC LIMIT 1) AS last_message \
+             FROM conversations v JOIN contacts c ON c.id = v.contact_id WHERE 1 = 1",
+        );
+        if let Some(s) = q.status {
+            b.push(" AND v.status = ").push_bind(s.as_str());
+        }
+        if let Some(x) = &q.queue {
+            b.push(" AND v.queue = ").push_bind(x.clone());
+        }
+        if let Some(x) = &q.assignee {
+            b.push(" AND v.assignee = ").push_bind(x.clone());
+        }
+        if let Some(x) = &q.tag {
+            b.push(" AND EXISTS (SELECT 1 FROM json_each(v.tags) t WHERE t.value = ")
+                .push_bind(x.clone())
+                .push(")");
+        }
+        if let Some(p) = q.priority {
+            b.push(" AND v.priority = ").push_bind(p.as_str());
+        }
+        if let Some(text) = q.q.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            let pattern = format!("%{}%", like_escape(text));
+            b.push(" AND (c.name LIKE ")
+                .push_bind(pattern.clone())
+                .push(" ESCAPE '\\' OR c.phone LIKE ")
+                .push_bind(pattern.clone())
+                .push(" ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = v.id AND m.body LIKE ")
+                .push_bind(pattern)
+                .push(" ESCAPE '\\'))");
+        }
+        if let Some((agent, queues)) = &q.visible_to {
+            b.push(" AND (v.assignee = ").push_bind(agent.clone());
+            for x in queues {
+                b.push(" OR v.queue = ").push_bind(x.clone());
+            }
+            b.push(")");
+        }
+        if let Some((since, id)) = q.after {
+            b.push(" AND (coalesce(v.queued_at, v.created_at), v.id) > (")
+                .push_bind(since)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        b.push(" ORDER BY waiting_since, v.id LIMIT ")
+            .push_bind(q.limit);
+        let rows = b.build().fetch_all(&self.read).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ConversationLine {
+                    conversation: conversation_from(r)?,
+                    contact_name: r.try_get("contact_name")?,
+                    contact_phone: r.try_get("contact_phone")?,
+                    waiting_since: r.try_get("waiting_since")?,
+                    last_message: r.try_get("last_message")?,
+                })
             })
+            .collect()
+    }
+
+    async fn kpi_facts(
+        &self,
+        from: Millis,
+        to: Millis,
+        queue: Option<&str>,
+    ) -> Result<crate::reports::KpiFacts> {
+        use crate::reports::{ConversationFacts, KpiFacts};
+        let rows = sqlx::query(
+            "SELECT v.id, v.created_at, \
+               (SELECT min(at) FROM audit a WHERE a.entity = 'conversation:' || v.id AND a.action = 'routed') AS queued_at, \
+               (SELECT min(created_at) FROM messages m WHERE m.conversation_id = v.id AND m.direction = 'out' AND m.author <> 'bot') AS human_at, \
+               (SELECT min(at) FROM audit a WHERE a.entity = 'conversation:' || v.id AND a.action = 'status_changed' \
+                  AND json_extract(a.after, '$.status') = 'resolved') AS resolved_at, \
+               EXISTS (SELECT 1 FROM audit a WHERE a.entity = 'conversation:' || v.id AND a.action = 'assigned') AS assigned \
+             FROM conversations v WHERE v.created_at >= ?1 AND v.created_at < ?2 AND (?3 IS NULL OR v.queue = ?3) ORDER BY v.id",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(queue)
+        .fetch_all(&self.read)
+        .await?;
+        let conversations = rows
+            .iter()
+            .map(|r| {
+                Ok(ConversationFacts {
+                    id: r.try_get("id")?,
+                    created_at: r.try_get("created_at")?,
+                    queued_at: r.try_get("queued_at")?,
+                    first_human_reply_at: r.try_get("human_at")?,
+                    resolved_at: r.try_get("resolved_at")?,
+                    assigned: r.try_get("assigned")?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let counts = |sql: &'static str| async move {
+            let rows: Vec<(Option<String>, i64)> = sqlx::query_as(sql)
+                .bind(from)
+                .bind(to)
+                .bind(queue)
+                .fetch_all(&self.read)
+                .await?;
+            Ok::<_, StoreError>(
+                rows.into_iter()
+                    .map(|(k, n)| (k.unwrap_or_default(), n))
+                    .collect(),
+            )
+        };
+        Ok(KpiFacts {
+            conversations,
+            assignments: counts(
+                "SELECT json_extract(after, '$.assignee'), count(*) FROM audit \
+                 WHERE action = 'assigned' AND entity LIKE 'conversation:%' AND at >= ?1 AND at < ?2 \
+                 AND (?3 IS NULL OR json_extract(after, '$.queue') = ?3) GROUP BY 1",
+            )
+            .await?,
+            replies: counts(
+                "SELECT author, count(*) FROM messages \
+                 WHERE direction = 'out' AND author <> 'bot' AND created_at >= ?1 AND created_at < ?2 \
+                 AND (?3 IS NULL OR conversation_id IN (SELECT id FROM conversations WHERE queue = ?3)) GROUP BY 1",
+            )
+            .await?,
+            tickets_opened: counts(
+                "SELECT category, count(*) FROM tickets \
+                 WHERE created_at >= ?1 AND created_at < ?2 AND (?3 IS NULL OR queue = ?3) GROUP BY 1",
+            )
+            .await?,
+            tickets_resolved: counts(
+                "SELECT json_extract(after, '$.category'), count(*) FROM audit \
+                 WHERE entity LIKE 'ticket:%' AND action = 'updated' AND at >= ?1 AND at < ?2 \
+                 AND json_extract(after, '$.status') = 'resolved' AND json_extract(before, '$.status') <> 'resolved' \
+                 AND (?3 IS NULL OR json_extract(after, '$.queue') = ?3) GROUP BY 1",
+            )
+            .await?,
+            sla_breaches: sqlx::query_scalar(
+                "SELECT count(*) FROM audit WHERE action = 'sla_breached' AND at >= ?1 AND at < ?2 \
+                 AND (?3 IS NULL OR json_extract(after, '$.queue') = ?3)",
+            )
+            .bind(from)
+            .bind(to)
+            .bind(queue)
+            .fetch_one(&self.read)
+            .await?,
         })
-        .transpose()
+    }
+
+    async fn backlog(&self) -> Result<(i64, Vec<(String, i64)>)> {
+        let inbox: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM inbox WHERE processed_at IS NULL")
+                .fetch_one(&self.read)
+                .await?;
+        let outbox: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, count(*) FROM outbox GROUP BY status ORDER BY status")
+                .fetch_all(&self.read)
+                .await?;
+        Ok((inbox, outbox))
+    }
+
+    async fn ticket(&self, id: i64) -> Result<Option<Ticket>> {
+        let r = sqlx::query("SELECT * FROM tickets WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        r.as_ref().map(ticket_from).transpose()
+    }
+
+    async fn list_tickets(&self, q: &TicketQuery) -> Result<Vec<Ticket>> {
+        let mut b = QueryBuilder::<Sqlite>::new("SELECT * FROM tickets WHERE 1 = 1");
+        if let Some(s) = q.status {
+            b.push(" AND status = ").push_bind(s.as_str());
+        }
+        if let Some(x) = &q.queue {
+            b.push(" AND queue = ").push_bind(x.clone());
+        }
+        if let Some(x) = &q.owner {
+            b.push(" AND owner = ").push_bind(x.clone());
+        }
+        if let Some(x) = &q.category {
+            b.push(" AND category = ").push_bind(x.clone());
+        }
+        if let Some(p) = q.priority {
+            b.push(" AND priority = ").push_bind(p.as_str());
+        }
+        if let Some(id) = q.before {
+            b.push(" AND id < ").push_bind(id);
+        }
+        b.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit);
+        let rows = b.build().fetch_all(&self.read).await?;
+        rows.iter().map(ticket_from).collect()
+    }
+
+    async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<(i64, AuditRecord)>> {
+        let mut b = QueryBuilder::<Sqlite>::new("SELECT * FROM audit WHERE 1 = 1");
+        match q.entity.as_deref() {
+            Some(e) if e.ends_with(':') => {
+                b.push(" AND entity LIKE ")
+                    .push_bind(format!("{}%", like_escape(e)))
+                    .push(" ESCAPE '\\'");
+            }
+            Some(e) => {
+                b.push(" AND entity = ").push_bind(e.to_string());
+            }
+            None => {}
+        }
+        if let Some(x) = &q.actor {
+            b.push(" AND actor = ").push_bind(x.clone());
+        }
+        if let Some(x) = &q.action {
+            b.push(" AND action = ").push_bind(x.clone());
+        }
+        if let Some(t) = q.from {
+            b.push(" AND at >= ").push_bind(t);
+        }
+        if let Some(t) = q.to {
+            b.push(" AND at < ").push_bind(t);
+        }
+        if let Some(id) = q.before {
+            b.push(" AND id < ").push_bind(id);
+        }
+        b.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit);
+        let rows = b.build().fetch_all(&self.read).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, audit_from(r)?)))
+            .collect()
     }
 
     async fn create_token(
@@ -922,18 +1165,7 @@ impl Store for SqliteStore {
             .bind(entity)
             .fetch_all(&self.read)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    at: r.try_get("at")?,
-                    actor: r.try_get("actor")?,
-                    entity: r.try_get("entity")?,
-                    action: r.try_get("action")?,
-                    before: parse(&r.try_get::<String, _>("before")?, "audit")?,
-                    after: parse(&r.try_get::<String, _>("after")?, "audit")?,
-                })
-            })
-            .collect()
+        rows.iter().map(audit_from).collect()
     }
 
     async fn traces(&self, conversation_id: i64) -> Result<Vec<(String, Value)>> {

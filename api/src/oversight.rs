@@ -1,0 +1,457 @@
+//! Oversight: the audit log, KPIs, the live feed (server-sent events), the rule pack at run
+//! time (what is loaded, validate an upload, reload from disk) and `/metrics`.
+
+use std::convert::Infallible;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use axum::Json;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use switchyard_engine::model::{now_millis as now, Millis};
+use switchyard_engine::store::AuditQuery;
+use switchyard_rules::{Diagnostics, Loaded, SourceFile};
+use tokio_stream::{Stream, StreamExt};
+
+use crate::admin::{require, Principal, Role};
+use crate::extract::Params;
+use crate::work::limit;
+use crate::{unavailable, ApiError, AppState};
+
+// ---- audit --------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    entity: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
+    /// Milliseconds since the epoch, or RFC 3339.
+    since: Option<String>,
+    until: Option<String>,
+    cursor: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// A time as milliseconds since the epoch or RFC 3339.
+fn time_param(field: &'static str, v: &str) -> Result<Millis, ApiError> {
+    if let Ok(n) = v.parse::<i64>() {
+        return Ok(n);
+    }
+    chrono_parse(v).ok_or_else(|| {
+        ApiError::Unprocessable(format!(
+            "{field}: `{v}` is neither milliseconds since the epoch nor an RFC 3339 time"
+        ))
+    })
+}
+
+fn chrono_parse(v: &str) -> Option<Millis> {
+    switchyard_engine::model::parse_rfc3339(v)
+}
+
+/// `GET /api/v1/audit` (supervisor): newest first; filters `entity` (`conversation:12`, or a
+/// prefix such as `ticket:`), `actor`, `action`, `since`, `until`; `cursor` from
+/// `next_cursor`. The log is append-only: no route changes or deletes a record.
+pub async fn audit(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+    Params(f): Params<AuditParams>,
+) -> Result<Json<Value>, ApiError> {
+    require(&p, Role::Supervisor)?;
+    let limit = limit(f.limit)?;
+    let q = AuditQuery {
+        entity: f.entity,
+        actor: f.actor,
+        action: f.action,
+        from: f
+            .since
+            .as_deref()
+            .map(|v| time_param("since", v))
+            .transpose()?,
+        to: f
+            .until
+            .as_deref()
+            .map(|v| time_param("until", v))
+            .transpose()?,
+        before: f.cursor,
+        limit,
+    };
+    let rows = s
+        .runtime
+        .engine
+        .store
+        .list_audit(&q)
+        .await
+        .map_err(unavailable)?;
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.0))
+        .flatten();
+    let records: Vec<Value> = rows
+        .into_iter()
+        .map(|(id, r)| {
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            v["id"] = json!(id);
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "audit": records, "next_cursor": next })))
+}
+
+// ---- KPIs ---------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KpiParams {
+    from: String,
+    to: String,
+    queue: Option<String>,
+}
+
+/// `GET /api/v1/reports/kpis?from=&to=&queue=` (supervisor); definitions in
+/// `switchyard_engine::reports`.
+pub async fn kpis(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+    Params(f): Params<KpiParams>,
+) -> Result<Json<Value>, ApiError> {
+    require(&p, Role::Supervisor)?;
+    let from = time_param("from", &f.from)?;
+    let to = time_param("to", &f.to)?;
+    if to <= from {
+        return Err(ApiError::Unprocessable("to: must be after `from`".into()));
+    }
+    let facts = s
+        .runtime
+        .engine
+        .store
+        .kpi_facts(from, to, f.queue.as_deref())
+        .await
+        .map_err(unavailable)?;
+    let k = switchyard_engine::reports::kpis(&facts);
+    Ok(Json(
+        json!({ "from": from, "to": to, "queue": f.queue, "kpis": k }),
+    ))
+}
+
+// ---- live feed ----------------------------------------------------------------------------
+
+/// `GET /api/v1/events`: server-sent events for the live inbox. Supervisors get everything;
+/// an agent gets assignments to them, and the other events of conversations they own or that
+/// sit in their queues (the queues as they were when the stream opened).
+pub async fn events(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let rx = s.runtime.engine.subscribe();
+    let queues = match (&p.role, &p.agent) {
+        (Role::Agent, Some(me)) => s
+            .runtime
+            .engine
+            .store
+            .agent(me)
+            .await
+            .map_err(unavailable)?
+            .map(|a| a.queues)
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |r| match r {
+        Ok(ev) => {
+            let mine = ev.assignee.is_some() && ev.assignee == p.agent;
+            let seen = p.role >= Role::Supervisor
+                || mine
+                || (ev.kind != "conversation.assigned"
+                    && ev.queue.as_ref().is_some_and(|q| queues.contains(q)));
+            seen.then(|| {
+                Ok(Event::default()
+                    .event(ev.kind)
+                    .json_data(&ev)
+                    .unwrap_or_else(|_| Event::default().comment("unencodable event")))
+            })
+        }
+        Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+            Some(Ok(Event::default()
+                .event("lagged")
+                .data(format!("{n} events were dropped; reload the inbox"))))
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+// ---- rules --------------------------------------------------------------------------------
+
+/// The loaded pack's directory and when it was loaded.
+#[derive(Debug)]
+pub struct RulesSource {
+    pub dir: Option<PathBuf>,
+    pub loaded_at: std::sync::Mutex<Millis>,
+    /// One reload at a time.
+    pub reloading: tokio::sync::Mutex<()>,
+}
+
+impl RulesSource {
+    pub fn new(dir: Option<PathBuf>) -> RulesSource {
+        RulesSource {
+            dir,
+            loaded_at: std::sync::Mutex::new(now()),
+            reloading: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+fn diagnostics_json(d: &Diagnostics) -> Value {
+    json!(d
+        .items
+        .iter()
+        .map(|x| json!({
+            "severity": match x.severity { switchyard_rules::Severity::Error => "error", switchyard_rules::Severity::Warning => "warning" },
+            "file": x.file,
+            "line": x.pos.line,
+            "col": x.pos.col,
+            "message": x.message,
+            "hint": x.hint,
+            "text": x.to_string(),
+        }))
+        .collect::<Vec<_>>())
+}
+
+/// `GET /api/v1/rules` (admin): the pack's hash, when it was loaded, from where, and its size.
+pub async fn rules(State(s): State<Arc<AppState>>, p: Principal) -> Result<Json<Value>, ApiError> {
+    require(&p, Role::Admin)?;
+    let pack = s.runtime.engine.pack();
+    let loaded_at = *s.rules.loaded_at.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(Json(json!({
+        "hash": pack.hash,
+        "loaded_at": loaded_at,
+        "source": s.rules.dir.as_ref().map(|d| d.display().to_string()),
+        "rules": pack.rules.len(),
+        "flows": pack.flows.len(),
+        "queues": pack.queues.keys().collect::<Vec<_>>(),
+    })))
+}
+
+/// The files of an uploaded pack: a tar (`Content-Type: application/x-tar`) or a JSON object
+/// of file name → YAML text.
+fn uploaded_files(headers: &HeaderMap, body: &[u8]) -> Result<Vec<SourceFile>, ApiError> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut files = Vec::new();
+    let mut add = |name: String, text: String| {
+        let name = name.trim_start_matches("./").to_string();
+        if name.ends_with(".yaml") || name.ends_with(".yml") {
+            files.push(SourceFile {
+                display: name.clone(),
+                rel: name,
+                text,
+            });
+        }
+    };
+    if ctype.starts_with("application/x-tar") || ctype.starts_with("application/tar") {
+        let mut archive = tar::Archive::new(body);
+        let entries = archive
+            .entries()
+            .map_err(|e| ApiError::BadRequest(format!("not a tar archive: {e}")))?;
+        for e in entries {
+            let mut e = e.map_err(|e| ApiError::BadRequest(format!("broken tar entry: {e}")))?;
+            if !e.header().entry_type().is_file() {
+                continue;
+            }
+            let name = e
+                .path()
+                .map_err(|e| ApiError::BadRequest(format!("tar entry name: {e}")))?
+                .to_string_lossy()
+                .into_owned();
+            let mut text = String::new();
+            e.read_to_string(&mut text).map_err(|err| {
+                ApiError::Unprocessable(format!("{name}: not UTF-8 text ({err})"))
+            })?;
+            add(name, text);
+        }
+    } else if ctype.starts_with("application/json") {
+        let map: std::collections::BTreeMap<String, String> = serde_json::from_slice(body)
+            .map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "expected a JSON object of file name → YAML text: {e}"
+                ))
+            })?;
+        for (k, v) in map {
+            add(k, v);
+        }
+    } else {
+        return Err(ApiError::BadRequest(
+            "send the pack as application/x-tar or as application/json (file name → YAML)".into(),
+        ));
+    }
+    files.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(files)
+}
+
+/// `POST /api/v1/rules/validate` (admin): validates an uploaded pack without loading it; the
+/// same diagnostics as `switchyard validate`. 200 with `valid` true or false.
+pub async fn validate(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    require(&p, Role::Admin)?;
+    let body = crate::body(body, s.body_limit)?;
+    let files = uploaded_files(&headers, &body)?;
+    let loaded = tokio::task::spawn_blocking(move || switchyard_rules::load_files(files, "upload"))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("validation stopped: {e}")))?;
+    Ok(Json(json!({
+        "valid": loaded.pack.is_some(),
+        "hash": loaded.pack.as_ref().map(|p| p.hash.clone()),
+        "diagnostics": diagnostics_json(&loaded.diagnostics),
+    })))
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub enum Reload {
+    /// The new pack serves; `changed` is false when its hash is the old one's.
+    Loaded { hash: String, changed: bool },
+    /// The pack on disk is invalid; the old one keeps serving.
+    Rejected(Diagnostics),
+}
+
+/// Reloads the pack from its directory: validated fully, then swapped atomically (events in
+/// flight finish on the old pack). A bad pack is rejected and the old one keeps serving.
+pub async fn reload_from_disk(s: &AppState) -> Result<Reload, String> {
+    let Some(dir) = s.rules.dir.clone() else {
+        return Err("this server was not started from a pack directory".into());
+    };
+    let _one = s.rules.reloading.lock().await;
+    let loaded: Loaded = tokio::task::spawn_blocking(move || switchyard_rules::load_dir(&dir))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let Some(pack) = loaded.pack else {
+        return Ok(Reload::Rejected(loaded.diagnostics));
+    };
+    let old = s.runtime.engine.pack();
+    let changed = old.hash != pack.hash;
+    let hash = pack.hash.clone();
+    if changed {
+        s.runtime.engine.replace_pack(Arc::new(pack));
+        *s.rules.loaded_at.lock().unwrap_or_else(|e| e.into_inner()) = now();
+    }
+    Ok(Reload::Loaded { hash, changed })
+}
+
+/// `POST /api/v1/rules/reload` (admin): 200 with the new hash, or 422 with the diagnostics
+/// (the old pack keeps serving).
+pub async fn reload(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+) -> Result<axum::response::Response, ApiError> {
+    require(&p, Role::Admin)?;
+    match reload_from_disk(&s).await {
+        Ok(Reload::Loaded { hash, changed }) => {
+            tracing::info!(%hash, changed, by = %p.actor, "rule pack reloaded");
+            Ok(Json(json!({ "hash": hash, "changed": changed })).into_response())
+        }
+        Ok(Reload::Rejected(d)) => {
+            tracing::warn!(by = %p.actor, "reload rejected: the pack on disk is invalid; the old pack keeps serving");
+            Ok((
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({
+                    "error": {
+                        "code": "invalid_pack",
+                        "message": "the pack on disk is invalid; the old pack keeps serving",
+                        "diagnostics": diagnostics_json(&d),
+                    }
+                })),
+            )
+                .into_response())
+        }
+        Err(e) => Err(ApiError::Conflict(e)),
+    }
+}
+
+// ---- metrics ------------------------------------------------------------------------------
+
+type Labels = Vec<(&'static str, String)>;
+
+/// What `/metrics` shows besides the engine's own measurements.
+#[derive(Debug)]
+pub struct ApiMetrics {
+    registry: Registry,
+    /// Requests by route pattern and status.
+    pub requests: Family<Labels, Counter>,
+    inbox: Gauge,
+    outbox: Family<Labels, Gauge>,
+}
+
+impl ApiMetrics {
+    pub fn new(engine: &switchyard_engine::Engine) -> ApiMetrics {
+        let mut registry = Registry::default();
+        let requests = Family::<Labels, Counter>::default();
+        let inbox = Gauge::default();
+        let outbox = Family::<Labels, Gauge>::default();
+        registry.register(
+            "switchyard_http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "switchyard_inbox_depth",
+            "Inbox events committed and not yet processed",
+            inbox.clone(),
+        );
+        registry.register(
+            "switchyard_outbox",
+            "Outbox rows by status (pending is the backlog)",
+            outbox.clone(),
+        );
+        engine.metrics.register(&mut registry);
+        ApiMetrics {
+            registry,
+            requests,
+            inbox,
+            outbox,
+        }
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(s): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
+    let (inbox, outbox) = s
+        .runtime
+        .engine
+        .store
+        .backlog()
+        .await
+        .map_err(unavailable)?;
+    s.metrics.inbox.set(inbox);
+    for (status, n) in outbox {
+        s.metrics
+            .outbox
+            .get_or_create(&vec![("status", status)])
+            .set(n);
+    }
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &s.metrics.registry)
+        .map_err(|e| ApiError::Unavailable(format!("encoding metrics: {e}")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    ))
+}

@@ -1,0 +1,184 @@
+//! Agents and queues: who works which queue, how much they can take, whether they are in;
+//! and each queue's depth for supervisors.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use switchyard_engine::model::{now_millis as now, Agent};
+
+use crate::admin::{require, Principal, Role};
+use crate::extract::Body;
+use crate::{unavailable, ApiError, AppState};
+
+const AVAILABILITY: [&str; 3] = ["online", "away", "offline"];
+
+fn check_agent(s: &AppState, a: &Agent) -> Result<(), ApiError> {
+    if a.id.trim().is_empty() || a.id.len() > 64 || a.id.contains(char::is_whitespace) {
+        return Err(ApiError::Unprocessable(
+            "id: 1 to 64 characters, no spaces".into(),
+        ));
+    }
+    if !AVAILABILITY.contains(&a.availability.as_str()) {
+        return Err(ApiError::Unprocessable(format!(
+            "availability: `{}` is not one of online, away, offline",
+            a.availability
+        )));
+    }
+    if Role::parse(&a.role).is_none() {
+        return Err(ApiError::Unprocessable(format!(
+            "role: `{}` is not one of agent, supervisor, admin",
+            a.role
+        )));
+    }
+    if !(1..=1000).contains(&a.capacity) {
+        return Err(ApiError::Unprocessable(
+            "capacity: between 1 and 1000 open conversations".into(),
+        ));
+    }
+    let pack = s.runtime.engine.pack();
+    if let Some(q) = a
+        .queues
+        .iter()
+        .find(|q| !pack.queues.contains_key(q.as_str()))
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "queues: no queue `{q}` in the rule pack (queues: {})",
+            pack.queues.keys().cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Saves an agent; one who is online pulls waiting conversations of their queues.
+async fn save(s: &AppState, a: &Agent, p: &Principal) -> Result<usize, ApiError> {
+    check_agent(s, a)?;
+    let n = s
+        .runtime
+        .engine
+        .save_agent(a, &p.actor, now())
+        .await
+        .map_err(unavailable)?;
+    s.runtime.wake_outbox();
+    Ok(n)
+}
+
+/// `GET /api/v1/agents` (supervisor).
+pub async fn list(State(s): State<Arc<AppState>>, p: Principal) -> Result<Json<Value>, ApiError> {
+    require(&p, Role::Supervisor)?;
+    let agents = s.runtime.engine.store.agents().await.map_err(unavailable)?;
+    Ok(Json(json!({ "agents": agents })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAgent {
+    id: String,
+    name: Option<String>,
+    #[serde(default)]
+    queues: Vec<String>,
+    capacity: Option<u32>,
+    availability: Option<String>,
+    role: Option<String>,
+}
+
+/// `POST /api/v1/agents` (admin): `{id, name?, queues, capacity?, availability?, role?}` → 201;
+/// 409 when the id is taken.
+pub async fn create(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+    Body(b): Body<NewAgent>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require(&p, Role::Admin)?;
+    let store = &s.runtime.engine.store;
+    if store.agent(&b.id).await.map_err(unavailable)?.is_some() {
+        return Err(ApiError::Conflict(format!(
+            "agent `{}` exists; change it with PATCH",
+            b.id
+        )));
+    }
+    let a = Agent {
+        name: b.name.unwrap_or_else(|| b.id.clone()),
+        id: b.id,
+        role: b.role.unwrap_or_else(|| "agent".into()),
+        queues: b.queues,
+        capacity: b.capacity.unwrap_or(5),
+        availability: b.availability.unwrap_or_else(|| "offline".into()),
+    };
+    let pulled = save(&s, &a, &p).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "agent": a, "assigned": pulled })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentPatch {
+    name: Option<String>,
+    queues: Option<Vec<String>>,
+    capacity: Option<u32>,
+    availability: Option<String>,
+    role: Option<String>,
+}
+
+/// `PATCH /api/v1/agents/{id}`: admins change anything; an agent sets their own availability,
+/// a supervisor anyone's. Becoming online pulls waiting conversations per the queues' policy.
+pub async fn update(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+    Path(id): Path<String>,
+    Body(b): Body<AgentPatch>,
+) -> Result<Json<Value>, ApiError> {
+    let only_availability =
+        b.name.is_none() && b.queues.is_none() && b.capacity.is_none() && b.role.is_none();
+    let own = p.agent.as_deref() == Some(id.as_str());
+    if !only_availability {
+        require(&p, Role::Admin)?;
+    } else if !own {
+        require(&p, Role::Supervisor)?;
+    }
+    let mut a = s
+        .runtime
+        .engine
+        .store
+        .agent(&id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::NotFound(format!("no agent `{id}`")))?;
+    if let Some(v) = b.name {
+        a.name = v;
+    }
+    if let Some(v) = b.queues {
+        a.queues = v;
+    }
+    if let Some(v) = b.capacity {
+        a.capacity = v;
+    }
+    if let Some(v) = b.availability {
+        a.availability = v;
+    }
+    if let Some(v) = b.role {
+        a.role = v;
+    }
+    let pulled = save(&s, &a, &p).await?;
+    Ok(Json(json!({ "agent": a, "assigned": pulled })))
+}
+
+/// `GET /api/v1/queues` (supervisor): for each queue of the pack, conversations waiting, since
+/// when the oldest waits, those assigned, and agents online.
+pub async fn queues(State(s): State<Arc<AppState>>, p: Principal) -> Result<Json<Value>, ApiError> {
+    require(&p, Role::Supervisor)?;
+    let names: Vec<String> = s.runtime.engine.pack().queues.keys().cloned().collect();
+    let stats = s
+        .runtime
+        .engine
+        .store
+        .queue_stats(&names)
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(json!({ "queues": stats })))
+}
