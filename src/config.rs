@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// Most messages per second through the primary number [default: 80, Meta's default].
     #[arg(long, env = "WHATSAPP_SEND_RATE")]
     pub whatsapp_send_rate: Option<u32>,
+    /// Admin API requests per second per token, bursts of twice that; 0 for no limit
+    /// [default: 50].
+    #[arg(long, env = "SWITCHYARD_API_RATE")]
+    pub api_rate: Option<u32>,
     /// Reload the rule pack when its files change (a pack with errors is refused and the one
     /// serving keeps serving).
     #[arg(long)]
@@ -78,6 +82,7 @@ struct FileConfig {
     db: Option<String>,
     listen: Option<String>,
     log_format: Option<LogFormat>,
+    api_rate: Option<u32>,
     #[serde(default)]
     whatsapp: FileWhatsApp,
 }
@@ -119,6 +124,8 @@ pub struct Settings {
     pub db: String,
     pub listen: String,
     pub log_format: LogFormat,
+    /// Admin API requests per second per token; 0 for no limit.
+    pub api_rate: u32,
     pub verify_token: Option<String>,
     pub app_secret: Option<String>,
     pub admin_token: Option<String>,
@@ -144,7 +151,7 @@ pub fn resolve(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result
                 .with_context(|| format!("cannot read the configuration file {}", p.display()))?;
             serde_saphyr::from_str(&text).map_err(|e| {
                 anyhow::anyhow!(
-                    "{}: {e}\nhint: the keys are rules, db, listen, log_format and whatsapp \
+                    "{}: {e}\nhint: the keys are rules, db, listen, log_format, api_rate and whatsapp \
                      (api_base, api_version, numbers: [{{phone_number_id, access_token_env, default_queue, send_rate}}])",
                     p.display()
                 )
@@ -247,6 +254,7 @@ pub fn resolve(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result
             .log_format
             .or(file.log_format)
             .unwrap_or(LogFormat::Text),
+        api_rate: args.api_rate.or(file.api_rate).unwrap_or(50),
         verify_token: args.whatsapp_verify_token.clone(),
         app_secret: args.whatsapp_app_secret.clone(),
         admin_token: nonempty(&args.admin_token).map(str::to_string),

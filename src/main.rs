@@ -63,7 +63,7 @@ enum Command {
     /// Print the JSON Schema of rule-pack files (for editor autocompletion).
     Schema,
     /// Serve the webhooks on embedded SQLite; outbound messages go to the sandbox (printed).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Post webhook payloads from a file (one JSON body per line) to a running server, signed
     /// when a secret is given; prints progress and a summary. Exits 1 if any was rejected.
     Replay {
@@ -188,7 +188,7 @@ fn main() -> ExitCode {
         },
         Command::Test { dir, filter } => test_cmd(&dir, filter.as_deref()),
         Command::Schema => schema(),
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Replay {
             file,
             to,
@@ -606,6 +606,8 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
             whatsapp_numbers: numbers,
             admin_token: cfg.admin_token.clone(),
             rules: switchyard_api::oversight::RulesSource::new(Some(cfg.rules.clone())),
+            token_limiter: (cfg.api_rate > 0)
+                .then(|| switchyard_api::token_limiter(cfg.api_rate, cfg.api_rate.saturating_mul(2))),
             ..switchyard_api::AppState::new(runtime.clone())
         });
         if a.watch {

@@ -477,3 +477,100 @@ fn token_create_prints_once_and_revoke_works() {
         "no live token 1 any more"
     );
 }
+
+/// A plain HTTP GET over loopback; the status and the body.
+fn http_get(addr: &str, path: &str, token: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    (status, body)
+}
+
+/// `serve --watch`: a change on disk is loaded; a broken pack is refused, said on stderr, and
+/// the old pack keeps serving.
+#[test]
+fn serve_watch_reloads_good_packs_and_keeps_serving_on_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let pack = dir.path().join("pack");
+    std::fs::create_dir(&pack).unwrap();
+    let yaml = |reply: &str| {
+        format!(
+            "version: 1\nsettings: {{ default_queue: support }}\nqueues: {{ support: {{ assignment: manual }} }}\nrules:\n  - name: echo\n    when: message.received\n    then: [ {{ reply: {{ text: \"{reply}\" }} }} ]\n"
+        )
+    };
+    std::fs::write(pack.join("p.yaml"), yaml("one")).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = dir.path().join("serve.log");
+    let mut server = bin()
+        .args(["serve", "--watch", "--listen", &addr])
+        .arg("--rules")
+        .arg(&pack)
+        .arg("--db")
+        .arg(format!("sqlite://{}", dir.path().join("s.db").display()))
+        .env("SWITCHYARD_ADMIN_TOKEN", "watch-admin")
+        .env_remove("WHATSAPP_PHONE_NUMBER_ID")
+        .env_remove("WHATSAPP_ACCESS_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let up = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+    let hash = || {
+        let (st, body) = http_get(&addr, "/api/v1/rules", "watch-admin");
+        assert_eq!(st, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["hash"].as_str().unwrap().to_string()
+    };
+    let wait_for = |what: &dyn Fn() -> bool| {
+        (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            what()
+        })
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert!(up, "serve did not start on {addr}");
+        let first = hash();
+        std::fs::write(
+            pack.join("p.yaml"),
+            yaml("one").replace("reply:", "replly:"),
+        )
+        .unwrap();
+        let refused = wait_for(&|| {
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .contains("the changed rule pack is invalid; the old one keeps serving")
+        });
+        assert!(refused, "{}", std::fs::read_to_string(&log).unwrap());
+        assert!(
+            std::fs::read_to_string(&log).unwrap().contains("p.yaml:"),
+            "diagnostics with positions"
+        );
+        assert_eq!(hash(), first, "the old pack keeps serving");
+        std::fs::write(pack.join("p.yaml"), yaml("two")).unwrap();
+        assert!(wait_for(&|| hash() != first), "the good pack was loaded");
+    }));
+    server.kill().unwrap();
+    let _ = server.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}

@@ -12,15 +12,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use switchyard_engine::model::{now_millis as now, Conversation};
+use switchyard_engine::model::{now_millis as now, Contact, Conversation, Message, Note, Ticket};
 
+use crate::extract::{Body, Id};
 use crate::{unavailable, ApiError, AppState};
 
 /// What a token may do.
@@ -137,22 +137,34 @@ pub(crate) fn require(p: &Principal, role: Role) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
+    /// `agent`, `supervisor` or `admin`.
     role: String,
+    /// The agent the token acts as (required for `agent`).
     agent: Option<String>,
 }
 
-/// `POST /api/v1/tokens` (admin): `{role, agent?}` → 201 `{id, token, role, agent}`. The token
-/// is shown this once.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenCreated {
+    pub id: i64,
+    /// Shown this once; only its SHA-256 is kept.
+    pub token: String,
+    pub role: String,
+    pub agent: Option<String>,
+}
+
+/// Creates an API token (admin). The token is shown this once.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "access", request_body = NewToken,
+    security(("bearer" = [])),
+    responses((status = 201, body = TokenCreated), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn create_token(
     State(s): State<Arc<AppState>>,
     p: Principal,
-    body: Result<Json<NewToken>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+    Body(t): Body<NewToken>,
+) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
     require(&p, Role::Admin)?;
-    let Json(t) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let role = Role::parse(&t.role)
         .ok_or_else(|| ApiError::Unprocessable("role: one of agent, supervisor, admin".into()))?;
     let agent = t.agent.filter(|a| !a.trim().is_empty());
@@ -177,15 +189,23 @@ pub async fn create_token(
         .map_err(unavailable)?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "id": id, "token": token, "role": role.as_str(), "agent": agent })),
+        Json(TokenCreated {
+            id,
+            token,
+            role: role.as_str().into(),
+            agent,
+        }),
     ))
 }
 
-/// `DELETE /api/v1/tokens/{id}` (admin) → 204, or 404.
+/// Revokes a token (admin); it stops working at once.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "access",
+    params(("id" = i64, Path, description = "the token's id")), security(("bearer" = [])),
+    responses((status = 204, description = "revoked"), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn revoke_token(
     State(s): State<Arc<AppState>>,
     p: Principal,
-    Path(id): Path<i64>,
+    Id(id): Id,
 ) -> Result<StatusCode, ApiError> {
     require(&p, Role::Admin)?;
     let done = s
@@ -234,13 +254,30 @@ pub(crate) async fn visible(
     }
 }
 
-/// `GET /api/v1/conversations/{id}`: the conversation with its contact, messages (both
-/// directions, delivery status, author), internal notes, tickets and the 24-hour window.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ConversationDetail {
+    /// Status, queue, owner, priority, tags, attributes and flow state.
+    pub conversation: Conversation,
+    pub contact: Option<Contact>,
+    /// Both directions, with delivery status and author.
+    pub messages: Vec<Message>,
+    /// Internal notes: never sent.
+    pub notes: Vec<Note>,
+    pub tickets: Vec<Ticket>,
+    /// Whether WhatsApp's 24-hour window is open (free text allowed).
+    pub window_open: bool,
+}
+
+/// One conversation with its contact, messages, notes, tickets and the 24-hour window. Agents
+/// see theirs and their queues'.
+#[utoipa::path(get, path = "/api/v1/conversations/{id}", tag = "conversations",
+    params(("id" = i64, Path)), security(("bearer" = [])),
+    responses((status = 200, body = ConversationDetail), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn conversation(
     State(s): State<Arc<AppState>>,
     p: Principal,
-    Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
+    Id(id): Id,
+) -> Result<Json<ConversationDetail>, ApiError> {
     let conv = visible(&s, &p, id).await?;
     let store = &s.runtime.engine.store;
     let contact = store.contact(conv.contact_id).await.map_err(unavailable)?;
@@ -248,12 +285,12 @@ pub async fn conversation(
     let notes = store.notes(id).await.map_err(unavailable)?;
     let tickets = store.tickets(id).await.map_err(unavailable)?;
     let window_open = conv.window_open(now());
-    Ok(Json(json!({
-        "conversation": conv,
-        "contact": contact,
-        "messages": messages,
-        "notes": notes,
-        "tickets": tickets,
-        "window_open": window_open,
-    })))
+    Ok(Json(ConversationDetail {
+        conversation: conv,
+        contact,
+        messages,
+        notes,
+        tickets,
+        window_open,
+    }))
 }

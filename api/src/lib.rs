@@ -1,8 +1,9 @@
-//! The HTTP API (axum): webhooks, health and the admin API (`admin`, in part). Handlers turn
-//! requests into engine calls; errors are JSON `{"error": {"code", "message"}}` with the right
-//! status, never a 500 for bad input.
+//! The HTTP API (axum): webhooks, health and the admin API. Handlers turn requests into engine
+//! calls; errors are JSON `{"error": {"code", "message"}}` with the right status, never a 500
+//! for bad input. The OpenAPI document is generated from the handlers' annotations (`docs`).
 
 pub mod admin;
+pub mod docs;
 mod extract;
 pub mod oversight;
 pub mod team;
@@ -19,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::Value;
 use switchyard_connectors::whatsapp;
 use switchyard_engine::model::Inbound;
 use switchyard_engine::store::{Ingested, StatusRecorded};
@@ -47,7 +48,7 @@ pub struct AppState {
     pub token_limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
 }
 
-/// Requests a token may make: 50 a second, bursts of 100.
+/// Requests a token may make by default: 50 a second, bursts of 100.
 pub const DEFAULT_TOKEN_RATE: (u32, u32) = (50, 100);
 
 impl AppState {
@@ -77,6 +78,45 @@ pub fn token_limiter(per_second: u32, burst: u32) -> governor::DefaultKeyedRateL
     governor::RateLimiter::hashmap(q)
 }
 
+/// The body of every error.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `invalid`,
+    /// `window_closed`, `invalid_pack`, `too_large`, `rate_limited`, `unavailable`.
+    pub code: String,
+    /// What went wrong; for `invalid`, it starts with the field's name.
+    pub message: String,
+    /// For `window_closed`: the approved templates that can be sent instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub templates: Option<Vec<String>>,
+    /// For `invalid_pack`: the pack's diagnostics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<Vec<oversight::DiagnosticBody>>,
+}
+
+/// `{"status": …}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+/// What a webhook delivery did.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Received {
+    /// New events committed to the inbox.
+    pub received: usize,
+    /// Events seen before (redeliveries).
+    pub duplicates: usize,
+    /// Delivery statuses in the body (WhatsApp only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statuses: Option<usize>,
+}
+
 /// One error type for every route.
 #[derive(Debug)]
 pub enum ApiError {
@@ -101,7 +141,7 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut extra = None;
+        let mut templates = None;
         let mut retry_after = None;
         let (status, code, message) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
@@ -119,12 +159,12 @@ impl IntoResponse for ApiError {
                     format!("the body is larger than {n} bytes")
                 },
             ),
-            ApiError::WindowClosed(templates) => {
+            ApiError::WindowClosed(list) => {
                 let m = format!(
                     "the customer's 24-hour window is closed: WhatsApp accepts only an approved template; send one of: {}",
-                    if templates.is_empty() { "(the rule pack has none)".to_string() } else { templates.join(", ") }
+                    if list.is_empty() { "(the rule pack has none)".to_string() } else { list.join(", ") }
                 );
-                extra = Some(("templates", json!(templates)));
+                templates = Some(list);
                 (StatusCode::UNPROCESSABLE_ENTITY, "window_closed", m)
             }
             ApiError::TooMany(secs) => {
@@ -148,11 +188,15 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let mut error = json!({ "code": code, "message": message });
-        if let Some((k, v)) = extra {
-            error[k] = v;
-        }
-        let mut r = (status, Json(json!({ "error": error }))).into_response();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.into(),
+                message,
+                templates,
+                diagnostics: None,
+            },
+        };
+        let mut r = (status, Json(body)).into_response();
         if let Some(secs) = retry_after {
             r.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, secs.into());
@@ -174,10 +218,9 @@ pub(crate) fn body(b: Result<Bytes, BytesRejection>, limit: usize) -> Result<Byt
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.body_limit;
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(healthz))
+        .route("/api/v1/openapi.json", get(docs::openapi_json))
+        .route("/api/docs", get(docs::page))
         .route("/readyz", get(readyz))
         .route(
             "/webhooks/whatsapp",
@@ -261,17 +304,36 @@ pub async fn launch(
         .await
 }
 
-async fn readyz(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// Readiness: the store answers (503 when it does not).
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
+pub async fn readyz(State(s): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
     s.runtime
         .engine
         .store
         .pending_inbox(i64::MAX, 1)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    Ok(Json(json!({ "status": "ready" })))
+    Ok(Json(Health {
+        status: "ready".into(),
+    }))
 }
 
-async fn whatsapp_handshake(
+/// Meta's verification handshake: `hub.mode=subscribe` and the right `hub.verify_token` →
+/// the raw `hub.challenge`; else 403.
+#[utoipa::path(get, path = "/webhooks/whatsapp", tag = "webhooks",
+    params(("hub.mode" = Option<String>, Query), ("hub.verify_token" = Option<String>, Query),
+        ("hub.challenge" = Option<String>, Query)),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 403, body = ErrorBody)))]
+pub async fn whatsapp_handshake(
     State(s): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<String, ApiError> {
@@ -307,11 +369,17 @@ async fn ingest(
     Ok((new, r.len() - new))
 }
 
-async fn whatsapp_post(
+/// WhatsApp Cloud API notifications (messages and delivery statuses). With an app secret
+/// configured, `X-Hub-Signature-256` must be valid (401 otherwise). 200 only after the inbox
+/// COMMIT.
+#[utoipa::path(post, path = "/webhooks/whatsapp", tag = "webhooks", request_body = Object,
+    params(("X-Hub-Signature-256" = Option<String>, Header)),
+    responses((status = 200, body = Received), (status = "4XX", body = ErrorBody)))]
+pub async fn whatsapp_post(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Received>, ApiError> {
     let b = body(b, s.body_limit)?;
     if let Some(secret) = &s.whatsapp_app_secret {
         let sig = headers
@@ -360,25 +428,33 @@ async fn whatsapp_post(
     let mut events = n.messages;
     events.extend(status_events);
     let (new, dup) = ingest(&s, events, counted).await?;
-    Ok(Json(
-        json!({ "received": new, "duplicates": dup, "statuses": statuses }),
-    ))
+    Ok(Json(Received {
+        received: new,
+        duplicates: dup,
+        statuses: Some(statuses),
+    }))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct WebchatMessage {
+pub struct WebchatMessage {
+    /// The message's id (deduplication).
     id: String,
+    /// The customer's id.
     from: String,
     name: Option<String>,
+    /// Exactly one of `text` and `button`.
     text: Option<String>,
     button: Option<String>,
 }
 
-async fn webchat_post(
+/// A web chat message: `{"id","from","name"?,"text"}` or `{"id","from","button"}`.
+#[utoipa::path(post, path = "/webhooks/webchat", tag = "webhooks", request_body = WebchatMessage,
+    responses((status = 200, body = Received), (status = "4XX", body = ErrorBody)))]
+pub async fn webchat_post(
     State(s): State<Arc<AppState>>,
     b: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Received>, ApiError> {
     let b = body(b, s.body_limit)?;
     let m: WebchatMessage = serde_json::from_slice(&b).map_err(|e| {
         ApiError::BadRequest(format!(
@@ -411,5 +487,9 @@ async fn webchat_post(
         payload: Value::Null,
     };
     let (new, dup) = ingest(&s, vec![ev], 1).await?;
-    Ok(Json(json!({ "received": new, "duplicates": dup })))
+    Ok(Json(Received {
+        received: new,
+        duplicates: dup,
+        statuses: None,
+    }))
 }

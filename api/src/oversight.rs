@@ -17,9 +17,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde::Deserialize;
-use serde_json::{json, Value};
-use switchyard_engine::model::{now_millis as now, Millis};
+use serde::{Deserialize, Serialize};
+use switchyard_engine::feed::FeedEvent;
+use switchyard_engine::model::{now_millis as now, AuditRecord, Millis};
 use switchyard_engine::store::AuditQuery;
 use switchyard_rules::{Diagnostics, Loaded, SourceFile};
 use tokio_stream::{Stream, StreamExt};
@@ -31,17 +31,38 @@ use crate::{unavailable, ApiError, AppState};
 
 // ---- audit --------------------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
+    /// `conversation:12`, or a prefix ending in `:` such as `ticket:`.
     entity: Option<String>,
+    /// `customer`, `rule:<name>`, `flow:<name>`, an agent id, `system`, `token:<id>`.
     actor: Option<String>,
+    /// E.g. `assigned`, `status_changed`, `routed`, `tagged`.
     action: Option<String>,
-    /// Milliseconds since the epoch, or RFC 3339.
+    /// From this time: milliseconds since the epoch, or RFC 3339.
     since: Option<String>,
+    /// Before this time.
     until: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<i64>,
+    /// 1 to 200 (50).
     limit: Option<i64>,
+}
+
+/// An audit record with its id.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    #[serde(flatten)]
+    pub record: AuditRecord,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    pub audit: Vec<AuditEntry>,
+    pub next_cursor: Option<i64>,
 }
 
 /// A time as milliseconds since the epoch or RFC 3339.
@@ -60,14 +81,16 @@ fn chrono_parse(v: &str) -> Option<Millis> {
     switchyard_engine::model::parse_rfc3339(v)
 }
 
-/// `GET /api/v1/audit` (supervisor): newest first; filters `entity` (`conversation:12`, or a
-/// prefix such as `ticket:`), `actor`, `action`, `since`, `until`; `cursor` from
-/// `next_cursor`. The log is append-only: no route changes or deletes a record.
+/// The audit log, newest first (supervisor). Append-only: no route changes or deletes a
+/// record.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "oversight", params(AuditParams),
+    security(("bearer" = [])),
+    responses((status = 200, body = AuditPage), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn audit(
     State(s): State<Arc<AppState>>,
     p: Principal,
     Params(f): Params<AuditParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditPage>, ApiError> {
     require(&p, Role::Supervisor)?;
     let limit = limit(f.limit)?;
     let q = AuditQuery {
@@ -97,34 +120,48 @@ pub async fn audit(
     let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.0))
         .flatten();
-    let records: Vec<Value> = rows
-        .into_iter()
-        .map(|(id, r)| {
-            let mut v = serde_json::to_value(r).unwrap_or_default();
-            v["id"] = json!(id);
-            v
-        })
-        .collect();
-    Ok(Json(json!({ "audit": records, "next_cursor": next })))
+    Ok(Json(AuditPage {
+        audit: rows
+            .into_iter()
+            .map(|(id, record)| AuditEntry { id, record })
+            .collect(),
+        next_cursor: next,
+    }))
 }
 
 // ---- KPIs ---------------------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct KpiParams {
+    /// Conversations created from this time (milliseconds since the epoch, or RFC 3339).
     from: String,
+    /// … and before this time.
     to: String,
+    /// Only conversations in this queue.
     queue: Option<String>,
 }
 
-/// `GET /api/v1/reports/kpis?from=&to=&queue=` (supervisor); definitions in
-/// `switchyard_engine::reports`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct KpiReport {
+    pub from: Millis,
+    pub to: Millis,
+    pub queue: Option<String>,
+    pub kpis: switchyard_engine::reports::Kpis,
+}
+
+/// KPIs of the conversations created in `[from, to)` (supervisor): first response and
+/// resolution (median, p90), bot containment, hand-off rate, SLA breaches, per-agent work,
+/// tickets by category.
+#[utoipa::path(get, path = "/api/v1/reports/kpis", tag = "oversight", params(KpiParams),
+    security(("bearer" = [])),
+    responses((status = 200, body = KpiReport), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn kpis(
     State(s): State<Arc<AppState>>,
     p: Principal,
     Params(f): Params<KpiParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KpiReport>, ApiError> {
     require(&p, Role::Supervisor)?;
     let from = time_param("from", &f.from)?;
     let to = time_param("to", &f.to)?;
@@ -138,17 +175,23 @@ pub async fn kpis(
         .kpi_facts(from, to, f.queue.as_deref())
         .await
         .map_err(unavailable)?;
-    let k = switchyard_engine::reports::kpis(&facts);
-    Ok(Json(
-        json!({ "from": from, "to": to, "queue": f.queue, "kpis": k }),
-    ))
+    Ok(Json(KpiReport {
+        from,
+        to,
+        queue: f.queue,
+        kpis: switchyard_engine::reports::kpis(&facts),
+    }))
 }
 
 // ---- live feed ----------------------------------------------------------------------------
 
-/// `GET /api/v1/events`: server-sent events for the live inbox. Supervisors get everything;
-/// an agent gets assignments to them, and the other events of conversations they own or that
-/// sit in their queues (the queues as they were when the stream opened).
+/// Server-sent events for the live inbox; each event's data is a `FeedEvent`. Supervisors get
+/// everything; an agent gets assignments to them, and the other events of conversations they
+/// own or that sit in their queues (the queues as they were when the stream opened).
+#[utoipa::path(get, path = "/api/v1/events", tag = "oversight", security(("bearer" = [])),
+    responses((status = 200, content_type = "text/event-stream", body = FeedEvent,
+        description = "`event: <kind>` and `data: <FeedEvent JSON>`, until the client leaves"),
+        (status = "4XX", body = crate::ErrorBody)))]
 pub async fn events(
     State(s): State<Arc<AppState>>,
     p: Principal,
@@ -210,35 +253,71 @@ impl RulesSource {
     }
 }
 
-fn diagnostics_json(d: &Diagnostics) -> Value {
-    json!(d
-        .items
-        .iter()
-        .map(|x| json!({
-            "severity": match x.severity { switchyard_rules::Severity::Error => "error", switchyard_rules::Severity::Warning => "warning" },
-            "file": x.file,
-            "line": x.pos.line,
-            "col": x.pos.col,
-            "message": x.message,
-            "hint": x.hint,
-            "text": x.to_string(),
-        }))
-        .collect::<Vec<_>>())
+/// A problem of a pack, as `switchyard validate` prints it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DiagnosticBody {
+    /// `error` or `warning`.
+    pub severity: String,
+    pub file: String,
+    /// 0 when the problem has no position.
+    pub line: u32,
+    pub col: u32,
+    pub message: String,
+    pub hint: Option<String>,
+    /// `file:line:col: severity: message` and the hint.
+    pub text: String,
 }
 
-/// `GET /api/v1/rules` (admin): the pack's hash, when it was loaded, from where, and its size.
-pub async fn rules(State(s): State<Arc<AppState>>, p: Principal) -> Result<Json<Value>, ApiError> {
+fn diagnostics_json(d: &Diagnostics) -> Vec<DiagnosticBody> {
+    d.items
+        .iter()
+        .map(|x| DiagnosticBody {
+            severity: match x.severity {
+                switchyard_rules::Severity::Error => "error",
+                switchyard_rules::Severity::Warning => "warning",
+            }
+            .into(),
+            file: x.file.clone(),
+            line: x.pos.line,
+            col: x.pos.col,
+            message: x.message.clone(),
+            hint: x.hint.clone(),
+            text: x.to_string(),
+        })
+        .collect()
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RulesInfo {
+    /// The pack's hash (also on every decision trace).
+    pub hash: String,
+    /// When it was loaded (milliseconds since the epoch).
+    pub loaded_at: Millis,
+    /// The directory it was loaded from.
+    pub source: Option<String>,
+    pub rules: usize,
+    pub flows: usize,
+    pub queues: Vec<String>,
+}
+
+/// The pack serving now (admin).
+#[utoipa::path(get, path = "/api/v1/rules", tag = "rules", security(("bearer" = [])),
+    responses((status = 200, body = RulesInfo), (status = "4XX", body = crate::ErrorBody)))]
+pub async fn rules(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+) -> Result<Json<RulesInfo>, ApiError> {
     require(&p, Role::Admin)?;
     let pack = s.runtime.engine.pack();
     let loaded_at = *s.rules.loaded_at.lock().unwrap_or_else(|e| e.into_inner());
-    Ok(Json(json!({
-        "hash": pack.hash,
-        "loaded_at": loaded_at,
-        "source": s.rules.dir.as_ref().map(|d| d.display().to_string()),
-        "rules": pack.rules.len(),
-        "flows": pack.flows.len(),
-        "queues": pack.queues.keys().collect::<Vec<_>>(),
-    })))
+    Ok(Json(RulesInfo {
+        hash: pack.hash.clone(),
+        loaded_at,
+        source: s.rules.dir.as_ref().map(|d| d.display().to_string()),
+        rules: pack.rules.len(),
+        flows: pack.flows.len(),
+        queues: pack.queues.keys().cloned().collect(),
+    }))
 }
 
 /// The files of an uploaded pack: a tar (`Content-Type: application/x-tar`) or a JSON object
@@ -299,25 +378,38 @@ fn uploaded_files(headers: &HeaderMap, body: &[u8]) -> Result<Vec<SourceFile>, A
     Ok(files)
 }
 
-/// `POST /api/v1/rules/validate` (admin): validates an uploaded pack without loading it; the
-/// same diagnostics as `switchyard validate`. 200 with `valid` true or false.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Validation {
+    pub valid: bool,
+    /// The hash the pack would have, when valid.
+    pub hash: Option<String>,
+    pub diagnostics: Vec<DiagnosticBody>,
+}
+
+/// Validates an uploaded pack without loading it (admin): a tar, or a JSON object of file
+/// name → YAML text; the same diagnostics as `switchyard validate`.
+#[utoipa::path(post, path = "/api/v1/rules/validate", tag = "rules", security(("bearer" = [])),
+    request_body(content(
+        (std::collections::HashMap<String, String> = "application/json"),
+        (Vec<u8> = "application/x-tar"))),
+    responses((status = 200, body = Validation), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn validate(
     State(s): State<Arc<AppState>>,
     p: Principal,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Validation>, ApiError> {
     require(&p, Role::Admin)?;
     let body = crate::body(body, s.body_limit)?;
     let files = uploaded_files(&headers, &body)?;
     let loaded = tokio::task::spawn_blocking(move || switchyard_rules::load_files(files, "upload"))
         .await
         .map_err(|e| ApiError::Unavailable(format!("validation stopped: {e}")))?;
-    Ok(Json(json!({
-        "valid": loaded.pack.is_some(),
-        "hash": loaded.pack.as_ref().map(|p| p.hash.clone()),
-        "diagnostics": diagnostics_json(&loaded.diagnostics),
-    })))
+    Ok(Json(Validation {
+        valid: loaded.pack.is_some(),
+        hash: loaded.pack.as_ref().map(|p| p.hash.clone()),
+        diagnostics: diagnostics_json(&loaded.diagnostics),
+    }))
 }
 
 /// What a reload did.
@@ -353,8 +445,17 @@ pub async fn reload_from_disk(s: &AppState) -> Result<Reload, String> {
     Ok(Reload::Loaded { hash, changed })
 }
 
-/// `POST /api/v1/rules/reload` (admin): 200 with the new hash, or 422 with the diagnostics
-/// (the old pack keeps serving).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Reloaded {
+    pub hash: String,
+    /// False when the pack on disk is the one serving.
+    pub changed: bool,
+}
+
+/// Reloads the pack from its directory (admin): validated fully, then swapped atomically. A bad
+/// pack is refused with 422 `invalid_pack` and its diagnostics; the old pack keeps serving.
+#[utoipa::path(post, path = "/api/v1/rules/reload", tag = "rules", security(("bearer" = [])),
+    responses((status = 200, body = Reloaded), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn reload(
     State(s): State<Arc<AppState>>,
     p: Principal,
@@ -363,19 +464,20 @@ pub async fn reload(
     match reload_from_disk(&s).await {
         Ok(Reload::Loaded { hash, changed }) => {
             tracing::info!(%hash, changed, by = %p.actor, "rule pack reloaded");
-            Ok(Json(json!({ "hash": hash, "changed": changed })).into_response())
+            Ok(Json(Reloaded { hash, changed }).into_response())
         }
         Ok(Reload::Rejected(d)) => {
             tracing::warn!(by = %p.actor, "reload rejected: the pack on disk is invalid; the old pack keeps serving");
             Ok((
                 axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                Json(json!({
-                    "error": {
-                        "code": "invalid_pack",
-                        "message": "the pack on disk is invalid; the old pack keeps serving",
-                        "diagnostics": diagnostics_json(&d),
-                    }
-                })),
+                Json(crate::ErrorBody {
+                    error: crate::ErrorDetail {
+                        code: "invalid_pack".into(),
+                        message: "the pack on disk is invalid; the old pack keeps serving".into(),
+                        templates: None,
+                        diagnostics: Some(diagnostics_json(&d)),
+                    },
+                }),
             )
                 .into_response())
         }
@@ -428,7 +530,10 @@ impl ApiMetrics {
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// Prometheus metrics (OpenMetrics text; no token).
+#[utoipa::path(get, path = "/metrics", tag = "oversight",
+    responses((status = 200, content_type = "application/openmetrics-text", body = String),
+        (status = 503, body = crate::ErrorBody)))]
 pub async fn metrics(State(s): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
     let (inbox, outbox) = s
         .runtime

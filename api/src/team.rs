@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use switchyard_engine::model::{now_millis as now, Agent};
+use switchyard_engine::store::QueueStats;
 
 use crate::admin::{require, Principal, Role};
-use crate::extract::Body;
+use crate::extract::{Body, Name};
 use crate::{unavailable, ApiError, AppState};
 
 const AVAILABILITY: [&str; 3] = ["online", "away", "offline"];
@@ -66,14 +66,31 @@ async fn save(s: &AppState, a: &Agent, p: &Principal) -> Result<usize, ApiError>
     Ok(n)
 }
 
-/// `GET /api/v1/agents` (supervisor).
-pub async fn list(State(s): State<Arc<AppState>>, p: Principal) -> Result<Json<Value>, ApiError> {
-    require(&p, Role::Supervisor)?;
-    let agents = s.runtime.engine.store.agents().await.map_err(unavailable)?;
-    Ok(Json(json!({ "agents": agents })))
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AgentList {
+    pub agents: Vec<Agent>,
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AgentSaved {
+    pub agent: Agent,
+    /// Waiting conversations the agent took on saving (coming online).
+    pub assigned: usize,
+}
+
+/// The agents (supervisor).
+#[utoipa::path(get, path = "/api/v1/agents", tag = "team", security(("bearer" = [])),
+    responses((status = 200, body = AgentList), (status = "4XX", body = crate::ErrorBody)))]
+pub async fn list(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+) -> Result<Json<AgentList>, ApiError> {
+    require(&p, Role::Supervisor)?;
+    let agents = s.runtime.engine.store.agents().await.map_err(unavailable)?;
+    Ok(Json(AgentList { agents }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAgent {
     id: String,
@@ -85,13 +102,16 @@ pub struct NewAgent {
     role: Option<String>,
 }
 
-/// `POST /api/v1/agents` (admin): `{id, name?, queues, capacity?, availability?, role?}` → 201;
-/// 409 when the id is taken.
+/// Creates an agent (admin); 409 when the id is taken. Defaults: capacity 5, `offline`, role
+/// `agent`.
+#[utoipa::path(post, path = "/api/v1/agents", tag = "team", request_body = NewAgent,
+    security(("bearer" = [])),
+    responses((status = 201, body = AgentSaved), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn create(
     State(s): State<Arc<AppState>>,
     p: Principal,
     Body(b): Body<NewAgent>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<AgentSaved>), ApiError> {
     require(&p, Role::Admin)?;
     let store = &s.runtime.engine.store;
     if store.agent(&b.id).await.map_err(unavailable)?.is_some() {
@@ -111,11 +131,14 @@ pub async fn create(
     let pulled = save(&s, &a, &p).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "agent": a, "assigned": pulled })),
+        Json(AgentSaved {
+            agent: a,
+            assigned: pulled,
+        }),
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentPatch {
     name: Option<String>,
@@ -125,14 +148,17 @@ pub struct AgentPatch {
     role: Option<String>,
 }
 
-/// `PATCH /api/v1/agents/{id}`: admins change anything; an agent sets their own availability,
-/// a supervisor anyone's. Becoming online pulls waiting conversations per the queues' policy.
+/// Changes an agent: admins anything; an agent their own availability, a supervisor anyone's.
+/// Becoming online pulls waiting conversations per the queues' policy.
+#[utoipa::path(patch, path = "/api/v1/agents/{id}", tag = "team", request_body = AgentPatch,
+    params(("id" = String, Path, description = "the agent's id")), security(("bearer" = [])),
+    responses((status = 200, body = AgentSaved), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn update(
     State(s): State<Arc<AppState>>,
     p: Principal,
-    Path(id): Path<String>,
+    Name(id): Name,
     Body(b): Body<AgentPatch>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AgentSaved>, ApiError> {
     let only_availability =
         b.name.is_none() && b.queues.is_none() && b.capacity.is_none() && b.role.is_none();
     let own = p.agent.as_deref() == Some(id.as_str());
@@ -165,12 +191,25 @@ pub async fn update(
         a.role = v;
     }
     let pulled = save(&s, &a, &p).await?;
-    Ok(Json(json!({ "agent": a, "assigned": pulled })))
+    Ok(Json(AgentSaved {
+        agent: a,
+        assigned: pulled,
+    }))
 }
 
-/// `GET /api/v1/queues` (supervisor): for each queue of the pack, conversations waiting, since
-/// when the oldest waits, those assigned, and agents online.
-pub async fn queues(State(s): State<Arc<AppState>>, p: Principal) -> Result<Json<Value>, ApiError> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct QueueList {
+    pub queues: Vec<QueueStats>,
+}
+
+/// Each queue of the pack (supervisor): conversations waiting, since when the oldest waits,
+/// those assigned, and agents online.
+#[utoipa::path(get, path = "/api/v1/queues", tag = "team", security(("bearer" = [])),
+    responses((status = 200, body = QueueList), (status = "4XX", body = crate::ErrorBody)))]
+pub async fn queues(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+) -> Result<Json<QueueList>, ApiError> {
     require(&p, Role::Supervisor)?;
     let names: Vec<String> = s.runtime.engine.pack().queues.keys().cloned().collect();
     let stats = s
@@ -180,5 +219,5 @@ pub async fn queues(State(s): State<Arc<AppState>>, p: Principal) -> Result<Json
         .queue_stats(&names)
         .await
         .map_err(unavailable)?;
-    Ok(Json(json!({ "queues": stats })))
+    Ok(Json(QueueList { queues: stats }))
 }

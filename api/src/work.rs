@@ -5,17 +5,19 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
-use switchyard_engine::model::{now_millis as now, Priority, Status, TicketStatus};
+use serde_json::Value;
+use switchyard_engine::model::{
+    now_millis as now, Conversation, Priority, Status, Ticket, TicketStatus,
+};
 use switchyard_engine::pipeline::{ActError, Acted, Actor, AgentAction, TicketUpdate};
-use switchyard_engine::store::{ConversationQuery, TicketQuery};
+use switchyard_engine::store::{ConversationLine, ConversationQuery, TicketQuery};
 
 use crate::admin::{require, visible, Principal, Role};
-use crate::extract::{Body, Params};
+use crate::extract::{Body, Id, Params};
 use crate::{unavailable, ApiError, AppState};
 
 impl From<ActError> for ApiError {
@@ -93,26 +95,43 @@ pub(crate) fn limit(l: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListConversations {
+    /// `new`, `open`, `waiting`, `escalated` or `resolved`.
     status: Option<String>,
     queue: Option<String>,
+    /// An agent id.
     assignee: Option<String>,
     tag: Option<String>,
+    /// `low`, `normal`, `high` or `urgent`.
     priority: Option<String>,
+    /// Text in the messages, the contact's name or phone.
     q: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// 1 to 200 (50).
     limit: Option<i64>,
 }
 
-/// `GET /api/v1/conversations`: longest waiting first; `next_cursor` continues the list.
-/// Agents see the conversations they own and those in their queues.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ConversationPage {
+    pub conversations: Vec<ConversationLine>,
+    /// The next page's `cursor`, when there may be more.
+    pub next_cursor: Option<String>,
+}
+
+/// Conversations, longest waiting first (since they entered their queue, else since created).
+/// Agents see those they own and those in their queues.
+#[utoipa::path(get, path = "/api/v1/conversations", tag = "conversations", params(ListConversations),
+    security(("bearer" = [])),
+    responses((status = 200, body = ConversationPage), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn list_conversations(
     State(s): State<Arc<AppState>>,
     p: Principal,
     Params(f): Params<ListConversations>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConversationPage>, ApiError> {
     let store = &s.runtime.engine.store;
     let limit = limit(f.limit)?;
     let after = match f.cursor.as_deref() {
@@ -164,7 +183,10 @@ pub async fn list_conversations(
         .then(|| lines.last())
         .flatten()
         .map(|l| format!("{}.{}", l.waiting_since, l.conversation.id));
-    Ok(Json(json!({ "conversations": lines, "next_cursor": next })))
+    Ok(Json(ConversationPage {
+        conversations: lines,
+        next_cursor: next,
+    }))
 }
 
 async fn act(s: &AppState, p: &Principal, id: i64, action: AgentAction) -> Result<Acted, ApiError> {
@@ -174,17 +196,31 @@ async fn act(s: &AppState, p: &Principal, id: i64, action: AgentAction) -> Resul
     Ok(acted)
 }
 
-fn answer(a: Acted) -> Json<Value> {
-    Json(json!({ "conversation": a.conversation, "ticket": a.ticket }))
+/// A conversation after a change.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Changed {
+    pub conversation: Conversation,
+    /// The ticket the change opened or changed, if any.
+    pub ticket: Option<Ticket>,
 }
 
-/// `POST /api/v1/conversations/{id}/claim`: atomic; of concurrent claims one wins, the others
-/// get 409 naming the owner. Fires `conversation.assigned`.
+fn answer(a: Acted) -> Json<Changed> {
+    Json(Changed {
+        conversation: a.conversation,
+        ticket: a.ticket,
+    })
+}
+
+/// Takes an unowned conversation for the token's agent. Atomic: of concurrent claims one wins,
+/// the others get 409 naming the owner. Fires `conversation.assigned`.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/claim", tag = "conversations",
+    params(("id" = i64, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Changed), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn claim(
     State(s): State<Arc<AppState>>,
     p: Principal,
-    Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
+    Id(id): Id,
+) -> Result<Json<Changed>, ApiError> {
     if p.agent.is_none() {
         return Err(ApiError::Unprocessable(
             "agent: this token acts for no agent, so it cannot own a conversation".into(),
@@ -193,20 +229,23 @@ pub async fn claim(
     Ok(answer(act(&s, &p, id, AgentAction::Claim).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignBody {
     agent: Option<String>,
     queue: Option<String>,
 }
 
-/// `POST /api/v1/conversations/{id}/assign` (supervisor): `{agent?, queue?}`.
+/// Gives the conversation to an agent and/or moves it to a queue (supervisor).
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/assign", tag = "conversations", request_body = AssignBody,
+    params(("id" = i64, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Changed), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn assign(
     State(s): State<Arc<AppState>>,
     p: Principal,
-    Path(id): Path<i64>,
+    Id(id): Id,
     Body(b): Body<AssignBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Changed>, ApiError> {
     require(&p, Role::Supervisor)?;
     let a = AgentAction::Assign {
         agent: b.agent,
@@ -215,7 +254,7 @@ pub async fn assign(
     Ok(answer(act(&s, &p, id, a).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HandoffBody {
     queue: Option<String>,
@@ -223,14 +262,17 @@ pub struct HandoffBody {
     note: Option<String>,
 }
 
-/// `POST /api/v1/conversations/{id}/handoff`: `{queue?, agent?, note?}`; the owner lets go and
-/// the queue's policy (or the named agent) takes it, with the note.
+/// Hands the conversation to a queue (its policy picks the owner) or an agent, with a note; the
+/// current owner lets go.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/handoff", tag = "conversations", request_body = HandoffBody,
+    params(("id" = i64, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Changed), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn handoff(
     State(s): State<Arc<AppState>>,
     p: Principal,
-    Path(id): Path<i64>,
+    Id(id): Id,
     Body(b): Body<HandoffBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Changed>, ApiError> {
     let a = AgentAction::Handoff {
         queue: b.queue,
         agent: b.agent,
@@ -239,42 +281,48 @@ pub async fn handoff(
     Ok(answer(act(&s, &p, id, a).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusBody {
     status: String,
 }
 
-/// `POST /api/v1/conversations/{id}/status`: `{status}`.
+/// Sets the status: `open`, `waiting`, `escalated` or `resolved`.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/status", tag = "conversations", request_body = StatusBody,
+    params(("id" = i64, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Changed), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn status(
     State(s): State<Arc<AppState>>,
     p: Principal,
-    Path(id): Path<i64>,
+    Id(id): Id,
     Body(b): Body<StatusBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Changed>, ApiError> {
     let st = parse_status("status", &b.status)?;
     Ok(answer(act(&s, &p, id, AgentAction::Status(st)).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriorityBody {
     priority: String,
 }
 
-/// `POST /api/v1/conversations/{id}/priority` (supervisor): `{priority}`.
+/// Sets the priority (supervisor): `low`, `normal`, `high` or `urgent`.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/priority", tag = "conversations", request_body = PriorityBody,
+    params(("id" = i64, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Changed), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn priority(
     State(s): State<Arc<AppState>>,
     p: Principal,
-    Path(id): Path<i64>,
+    Id(id): Id,
     Body(b): Body<PriorityBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Changed>, ApiError> {
     require(&p, Role::Supervisor)?;
     let pr = parse_priority("priority", &b.priority)?;
     Ok(answer(act(&s, &p, id, AgentAction::Priority(pr)).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TagsBody {
     #[serde(default)]
@@ -283,13 +331,16 @@ pub struct TagsBody {
     remove: Vec<String>,
 }
 
-/// `POST /api/v1/conversations/{id}/tags` (supervisor): `{add?: [..], remove?: [..]}`.
+/// Adds and removes tags (supervisor).
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/tags", tag = "conversations", request_body = TagsBody,
+    params(("id" = i64, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Changed), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn tags(
     State(s): State<Arc<AppState>>,
     p: Principal,
-    Path(id): Path<i64>,
+    Id(id): Id,
     Body(b): Body<TagsBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Changed>, ApiError> {
     require(&p, Role::Supervisor)?;
     let a = AgentAction::Tags {
         add: b.add,
@@ -298,39 +349,45 @@ pub async fn tags(
     Ok(answer(act(&s, &p, id, a).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoteBody {
     text: String,
 }
 
-/// `POST /api/v1/conversations/{id}/notes`: an internal note; never sent to the customer.
+/// Adds an internal note: stored with its author, never sent to the customer.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/notes", tag = "conversations", request_body = NoteBody,
+    params(("id" = i64, Path)), security(("bearer" = [])),
+    responses((status = 201, body = Changed), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn note(
     State(s): State<Arc<AppState>>,
     p: Principal,
-    Path(id): Path<i64>,
+    Id(id): Id,
     Body(b): Body<NoteBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Changed>), ApiError> {
     let a = act(&s, &p, id, AgentAction::Note(b.text)).await?;
     Ok((StatusCode::CREATED, answer(a)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplyBody {
     text: Option<String>,
     template: Option<String>,
 }
 
-/// `POST /api/v1/conversations/{id}/reply`: `{text}` or `{template}` through the outbox (owner
-/// or supervisor). Outside WhatsApp's 24-hour window free text is refused with 422
+/// Sends `{text}` or an approved `{template}` to the customer through the outbox (the owner or
+/// a supervisor). Outside WhatsApp's 24-hour window free text is refused with 422
 /// `window_closed` and the templates that can be sent. Fires `agent.replied`.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/reply", tag = "conversations", request_body = ReplyBody,
+    params(("id" = i64, Path)), security(("bearer" = [])),
+    responses((status = 202, body = Changed), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn reply(
     State(s): State<Arc<AppState>>,
     p: Principal,
-    Path(id): Path<i64>,
+    Id(id): Id,
     Body(b): Body<ReplyBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Changed>), ApiError> {
     let a = AgentAction::Reply {
         text: b.text,
         template: b.template,
@@ -341,24 +398,51 @@ pub async fn reply(
 
 // ---- tickets ------------------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListTickets {
+    /// `open`, `pending`, `resolved` or `closed`.
     status: Option<String>,
     queue: Option<String>,
+    /// An agent id (agents: only their own).
     owner: Option<String>,
     category: Option<String>,
+    /// `low`, `normal`, `high` or `urgent`.
     priority: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<i64>,
+    /// 1 to 200 (50).
     limit: Option<i64>,
 }
 
-/// `GET /api/v1/tickets`: newest first; agents see the tickets they own.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct TicketPage {
+    pub tickets: Vec<Ticket>,
+    pub next_cursor: Option<i64>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct TicketBody {
+    pub ticket: Option<Ticket>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct TicketDetail {
+    pub ticket: Ticket,
+    /// Each change: who, when, before and after.
+    pub history: Vec<Value>,
+}
+
+/// Tickets, newest first; agents see the tickets they own.
+#[utoipa::path(get, path = "/api/v1/tickets", tag = "tickets", params(ListTickets),
+    security(("bearer" = [])),
+    responses((status = 200, body = TicketPage), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn list_tickets(
     State(s): State<Arc<AppState>>,
     p: Principal,
     Params(f): Params<ListTickets>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TicketPage>, ApiError> {
     let limit = limit(f.limit)?;
     let owner = if p.role >= Role::Supervisor {
         f.owner
@@ -399,10 +483,13 @@ pub async fn list_tickets(
     let next = (t.len() as i64 == limit)
         .then(|| t.last().map(|t| t.id))
         .flatten();
-    Ok(Json(json!({ "tickets": t, "next_cursor": next })))
+    Ok(Json(TicketPage {
+        tickets: t,
+        next_cursor: next,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTicket {
     conversation: i64,
@@ -411,13 +498,17 @@ pub struct NewTicket {
     priority: Option<String>,
 }
 
-/// `POST /api/v1/tickets`: `{conversation, title, category?, priority?}` → 201. A conversation
-/// has one open ticket: when it has one, that ticket is raised instead (200).
+/// Opens a ticket for a conversation → 201. A conversation has one open ticket: when it has
+/// one, that ticket is raised instead (200).
+#[utoipa::path(post, path = "/api/v1/tickets", tag = "tickets", request_body = NewTicket,
+    security(("bearer" = [])),
+    responses((status = 201, body = TicketBody), (status = 200, body = TicketBody),
+        (status = "4XX", body = crate::ErrorBody)))]
 pub async fn create_ticket(
     State(s): State<Arc<AppState>>,
     p: Principal,
     Body(b): Body<NewTicket>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<TicketBody>), ApiError> {
     let priority = b
         .priority
         .as_deref()
@@ -441,7 +532,7 @@ pub async fn create_ticket(
     } else {
         StatusCode::CREATED
     };
-    Ok((code, Json(json!({ "ticket": a.ticket }))))
+    Ok((code, Json(TicketBody { ticket: a.ticket })))
 }
 
 /// A ticket `p` may see: supervisors all, agents their own.
@@ -464,12 +555,15 @@ async fn ticket_visible(
     Ok(t)
 }
 
-/// `GET /api/v1/tickets/{id}`: the ticket with its history.
+/// A ticket with its history.
+#[utoipa::path(get, path = "/api/v1/tickets/{id}", tag = "tickets", params(("id" = i64, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, body = TicketDetail), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn ticket(
     State(s): State<Arc<AppState>>,
     p: Principal,
-    Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
+    Id(id): Id,
+) -> Result<Json<TicketDetail>, ApiError> {
     let t = ticket_visible(&s, &p, id).await?;
     let history = s
         .runtime
@@ -478,16 +572,17 @@ pub async fn ticket(
         .ticket_history(id)
         .await
         .map_err(unavailable)?;
-    Ok(Json(json!({ "ticket": t, "history": history })))
+    Ok(Json(TicketDetail { ticket: t, history }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TicketPatch {
     status: Option<String>,
     priority: Option<String>,
     /// `null` clears the owner.
     #[serde(default, deserialize_with = "some")]
+    #[schema(value_type = Option<String>)]
     owner: Option<Option<String>>,
     category: Option<String>,
 }
@@ -496,14 +591,16 @@ fn some<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>
     Option::<String>::deserialize(d).map(Some)
 }
 
-/// `PATCH /api/v1/tickets/{id}`: `{status?, priority?, owner?, category?}`, with history;
-/// `open → pending → resolved → closed`, reopen with `open`.
+/// Changes a ticket, with history: `open → pending → resolved → closed`, reopen with `open`.
+#[utoipa::path(patch, path = "/api/v1/tickets/{id}", tag = "tickets", request_body = TicketPatch,
+    params(("id" = i64, Path)), security(("bearer" = [])),
+    responses((status = 200, body = TicketBody), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn update_ticket(
     State(s): State<Arc<AppState>>,
     p: Principal,
-    Path(id): Path<i64>,
+    Id(id): Id,
     Body(b): Body<TicketPatch>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TicketBody>, ApiError> {
     let t = ticket_visible(&s, &p, id).await?;
     let change = TicketUpdate {
         status: b
@@ -542,5 +639,5 @@ pub async fn update_ticket(
             now(),
         )
         .await?;
-    Ok(Json(json!({ "ticket": a.ticket })))
+    Ok(Json(TicketBody { ticket: a.ticket }))
 }

@@ -1925,3 +1925,76 @@ mod work {
         assert_eq!((st, v["error"]["code"].as_str()), (404, Some("not_found")));
     }
 }
+
+// ---- the OpenAPI document and the reference page --------------------------------------------
+
+mod docs {
+    use super::*;
+
+    /// Every operation of the document reaches a handler (no 404 for an unknown route, no 405),
+    /// the main routes are documented, and the page lists every path.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_document_and_the_routes_agree() {
+        let s = server(None, 1 << 20).await;
+        let c = client();
+        let doc: Value = c
+            .get(format!("{}/api/v1/openapi.json", s.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let paths = doc["paths"].as_object().unwrap();
+        let page = c
+            .get(format!("{}/api/docs", s.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let mut ops = 0;
+        for (path, item) in paths {
+            assert!(
+                page.contains(&format!("<code>{path}</code>")),
+                "{path} on the page"
+            );
+            for method in item.as_object().unwrap().keys() {
+                let url = format!("{}{}", s.base, path.replace("{id}", "1"));
+                let r = c
+                    .request(method.to_uppercase().parse().unwrap(), url)
+                    .bearer_auth(ADMIN)
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .unwrap();
+                let st = r.status().as_u16();
+                let text = if path == "/api/v1/events" {
+                    String::new()
+                } else {
+                    r.text().await.unwrap()
+                };
+                assert!(
+                    st != 405 && !text.contains("no such route"),
+                    "{method} {path}: {st} {text}"
+                );
+                ops += 1;
+            }
+        }
+        assert!(ops >= 32, "{ops} operations");
+        // Routes the document must not miss (a handler without an annotation would be absent).
+        for p in [
+            "/api/v1/conversations/{id}/reply",
+            "/api/v1/tickets/{id}",
+            "/api/v1/rules/reload",
+            "/metrics",
+            "/webhooks/whatsapp",
+        ] {
+            assert!(paths.contains_key(p), "{p} documented");
+        }
+        let bearer = &doc["components"]["securitySchemes"]["bearer"];
+        assert_eq!(bearer["scheme"], "bearer");
+    }
+}

@@ -11,10 +11,12 @@ use crate::store::Changeset;
 /// One thing an inbox shows. `queue` and `assignee` are the conversation's after the change,
 /// so the API can send it only to those who may see it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeedEvent {
     /// `conversation.queued` (entered a queue, unowned), `conversation.assigned`,
     /// `message.received` (the customer wrote), `conversation.status_changed`,
     /// `ticket.created`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub kind: &'static str,
     pub conversation_id: i64,
     pub queue: Option<String>,

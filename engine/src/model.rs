@@ -39,6 +39,7 @@ pub fn priority_from(s: &str) -> Priority {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Contact {
     pub id: i64,
     pub channel: String,
@@ -54,6 +55,7 @@ pub struct Contact {
 
 /// A running flow: where the customer is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FlowState {
     pub flow: String,
     pub step: String,
@@ -65,13 +67,18 @@ pub struct FlowState {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Conversation {
     pub id: i64,
     pub contact_id: i64,
     pub channel: String,
+    /// `new`, `open`, `waiting`, `escalated` or `resolved`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub status: Status,
     pub queue: Option<String>,
     pub assignee: Option<String>,
+    /// `low`, `normal`, `high` or `urgent`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub priority: Priority,
     pub tags: Vec<String>,
     pub attributes: Map<String, Value>,
@@ -93,6 +100,7 @@ impl Conversation {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Direction {
     In,
     Out,
@@ -100,6 +108,7 @@ pub enum Direction {
 
 /// A message as stored: both directions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     pub id: i64,
     pub conversation_id: i64,
@@ -120,6 +129,7 @@ pub struct Message {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Note {
     pub id: i64,
     pub conversation_id: i64,
@@ -130,6 +140,7 @@ pub struct Note {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TicketStatus {
     Open,
     Pending,
@@ -160,11 +171,13 @@ impl TicketStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Ticket {
     pub id: i64,
     pub conversation_id: i64,
     pub title: String,
     pub category: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub priority: Priority,
     pub status: TicketStatus,
     pub owner: Option<String>,
@@ -175,6 +188,7 @@ pub struct Ticket {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Agent {
     pub id: String,
     pub name: String,
@@ -198,6 +212,7 @@ pub struct AgentLoad {
 
 /// Append-only: who changed what, from what to what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditRecord {
     pub at: Millis,
     /// `customer`, `rule:<name>`, `flow:<name>`, an agent id, or `system`.

@@ -47,6 +47,7 @@ pub struct KpiFacts {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Spread {
     pub count: usize,
     pub median_s: Option<f64>,
@@ -54,6 +55,7 @@ pub struct Spread {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentWork {
     pub agent: String,
     pub assigned: i64,
@@ -61,6 +63,7 @@ pub struct AgentWork {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Kpis {
     pub conversations: usize,
     pub first_response: Spread,

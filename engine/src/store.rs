@@ -146,6 +146,7 @@ pub struct ConversationQuery {
 
 /// A line of the conversation list.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConversationLine {
     #[serde(flatten)]
     pub conversation: Conversation,
@@ -184,6 +185,7 @@ pub struct AuditQuery {
 
 /// A queue's state for supervisors.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueStats {
     pub queue: String,
     /// Conversations in the queue with no owner, not resolved.
