@@ -128,6 +128,8 @@ pub enum ApiError {
     /// A field's value is not acceptable; the message names the field.
     Unprocessable(String),
     TooLarge(usize),
+    /// The route exists, not with this method.
+    MethodNotAllowed,
     /// Free text outside WhatsApp's 24-hour window: these approved templates can be sent.
     WindowClosed(Vec<String>),
     /// A token sent more requests than its rate allows; retry after this many seconds.
@@ -158,6 +160,11 @@ impl IntoResponse for ApiError {
                 } else {
                     format!("the body is larger than {n} bytes")
                 },
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take this method".into(),
             ),
             ApiError::WindowClosed(list) => {
                 let m = format!(
@@ -261,6 +268,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/events", get(oversight::events))
         .route("/metrics", get(oversight::metrics))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             count_requests,

@@ -195,6 +195,9 @@ pub struct QueueStats {
     /// Owned and not resolved.
     pub assigned: i64,
     pub agents_online: i64,
+    /// Conversations in the queue, not resolved, with an SLA breach on record (audit action
+    /// `sla_breached`).
+    pub breached: i64,
 }
 
 #[async_trait]

@@ -289,6 +289,10 @@ async fn one_owner_when_agents_claim_at_once(store: Arc<dyn Store>) {
         pack(ECHO_PACK),
         Arc::new(NoLookup),
     ));
+    for a in 0..10 {
+        let a = agent(&format!("agent{a}"), &["support"], 5, "away");
+        store.upsert_agent(&a, "system", 0).await.unwrap();
+    }
     let mut tasks = Vec::new();
     for a in 0..10 {
         let engine = engine.clone();
@@ -591,6 +595,10 @@ rules:
 "#,
     );
     let engine = Engine::new(store.clone(), day, Arc::new(NoLookup));
+    for a in ["ayesha", "bilal"] {
+        let a = agent(a, &["support"], 5, "away");
+        store.upsert_agent(&a, "system", 0).await.unwrap();
+    }
     const T0: i64 = 1_700_000_000_000;
     let at = |s: i64| T0 + s * 1000;
     let mut last = 0;

@@ -205,6 +205,7 @@ impl Engine {
                     }
                     Some(_) => {}
                     None => {
+                        self.known_agent(&me).await?;
                         run.end_flow(false, &format!("claimed by {me}"), actor, 0);
                         run.assign(&me, actor, 0);
                     }

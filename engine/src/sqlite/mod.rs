@@ -791,7 +791,9 @@ impl Store for SqliteStore {
                    count(*) FILTER (WHERE assignee IS NULL) AS waiting, \
                    min(queued_at) FILTER (WHERE assignee IS NULL) AS oldest, \
                    count(*) FILTER (WHERE assignee IS NOT NULL) AS assigned, \
-                   (SELECT count(*) FROM agents a, json_each(a.queues) j WHERE a.availability = 'online' AND j.value = ?1) AS online \
+                   (SELECT count(*) FROM agents a, json_each(a.queues) j WHERE a.availability = 'online' AND j.value = ?1) AS online, \
+                   count(*) FILTER (WHERE EXISTS (SELECT 1 FROM audit x WHERE x.entity = 'conversation:' || conversations.id \
+                     AND x.action = 'sla_breached')) AS breached \
                  FROM conversations WHERE queue = ?1 AND status <> 'resolved'",
             )
             .bind(q)
@@ -803,6 +805,7 @@ impl Store for SqliteStore {
                 oldest_waiting_since: r.try_get("oldest")?,
                 assigned: r.try_get("assigned")?,
                 agents_online: r.try_get("online")?,
+                breached: r.try_get("breached")?,
             });
         }
         Ok(out)
