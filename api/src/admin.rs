@@ -87,6 +87,8 @@ impl FromRequestParts<Arc<AppState>> for Principal {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer <token>`".into()))?;
         let hash = token_hash(token);
+        let p = principal(s, &hash).await?;
+        // Counted per valid token only, so made-up tokens cannot grow the limiter's table.
         if let Some(l) = &s.token_limiter {
             if let Err(not_until) = l.check_key(&hash) {
                 use governor::clock::{Clock, DefaultClock};
@@ -94,34 +96,39 @@ impl FromRequestParts<Arc<AppState>> for Principal {
                 return Err(ApiError::TooMany(wait.as_secs_f64().ceil() as u64));
             }
         }
-        // Hashes are compared, not tokens: the comparison's timing says nothing usable.
-        if s.admin_token.as_deref().map(token_hash).as_deref() == Some(hash.as_str()) {
-            return Ok(Principal {
-                role: Role::Admin,
-                agent: None,
-                actor: "admin-token".into(),
-            });
+        Ok(p)
+    }
+}
+
+/// The principal of a token's hash, or 401.
+async fn principal(s: &AppState, hash: &str) -> Result<Principal, ApiError> {
+    // Hashes are compared, not tokens: the comparison's timing says nothing usable.
+    if s.admin_token.as_deref().map(token_hash).as_deref() == Some(hash) {
+        return Ok(Principal {
+            role: Role::Admin,
+            agent: None,
+            actor: "admin-token".into(),
+        });
+    }
+    let rec = s
+        .runtime
+        .engine
+        .store
+        .token(hash)
+        .await
+        .map_err(unavailable)?;
+    match rec {
+        Some(r) if !r.revoked => {
+            let role = Role::parse(&r.role).ok_or_else(|| {
+                ApiError::Unavailable(format!("token {} has an unknown role", r.id))
+            })?;
+            Ok(Principal {
+                role,
+                actor: r.agent.clone().unwrap_or_else(|| format!("token:{}", r.id)),
+                agent: r.agent,
+            })
         }
-        let rec = s
-            .runtime
-            .engine
-            .store
-            .token(&hash)
-            .await
-            .map_err(unavailable)?;
-        match rec {
-            Some(r) if !r.revoked => {
-                let role = Role::parse(&r.role).ok_or_else(|| {
-                    ApiError::Unavailable(format!("token {} has an unknown role", r.id))
-                })?;
-                Ok(Principal {
-                    role,
-                    actor: r.agent.clone().unwrap_or_else(|| format!("token:{}", r.id)),
-                    agent: r.agent,
-                })
-            }
-            _ => Err(ApiError::Unauthorized("unknown or revoked token".into())),
-        }
+        _ => Err(ApiError::Unauthorized("unknown or revoked token".into())),
     }
 }
 

@@ -15,7 +15,7 @@ use crate::store::Changeset;
 pub struct FeedEvent {
     /// `conversation.queued` (entered a queue, unowned), `conversation.assigned`,
     /// `message.received` (the customer wrote), `conversation.status_changed`,
-    /// `ticket.created`.
+    /// `ticket.created`, `sla.warning`, `sla.breached`.
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub kind: &'static str,
     pub conversation_id: i64,
@@ -59,8 +59,61 @@ pub fn events_of(cs: &Changeset) -> Vec<FeedEvent> {
             }),
             "status_changed" => out.push(ev("conversation.status_changed", a.after.clone())),
             "ticket_opened" => out.push(ev("ticket.created", a.after.clone())),
+            // Written by the SLA timers (the time issue): shown to the owner and the queue.
+            "sla_warning" => out.push(ev("sla.warning", a.after.clone())),
+            "sla_breached" => out.push(ev("sla.breached", a.after.clone())),
             _ => {}
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AuditRecord, Conversation, Priority, Status};
+
+    #[test]
+    fn a_changeset_becomes_what_an_inbox_shows() {
+        let conv = Conversation {
+            id: 7,
+            contact_id: 1,
+            channel: "whatsapp".into(),
+            status: Status::Open,
+            queue: Some("support".into()),
+            assignee: Some("ayesha".into()),
+            priority: Priority::Normal,
+            tags: vec![],
+            attributes: Default::default(),
+            flow: None,
+            last_customer_message_at: None,
+            queued_at: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let audit = |action: &str, after: Value| AuditRecord {
+            at: 5,
+            actor: "system".into(),
+            entity: "conversation:7".into(),
+            action: action.into(),
+            before: Value::Null,
+            after,
+        };
+        let cs = Changeset {
+            at: 5,
+            conversation_id: 7,
+            conversation: Some(conv),
+            audit: vec![
+                audit("routed", json!({ "queue": "support" })),
+                audit("assigned", json!({ "assignee": "ayesha" })),
+                audit("tagged", json!({ "tag": "x" })),
+                audit("sla_warning", json!({ "kind": "first_response" })),
+            ],
+            ..Default::default()
+        };
+        let kinds: Vec<_> = events_of(&cs).iter().map(|e| e.kind).collect();
+        // Routed and assigned in one change: the queue did not have to show it as waiting.
+        assert_eq!(kinds, ["conversation.assigned", "sla.warning"]);
+        assert!(events_of(&Changeset::default()).is_empty());
+    }
 }
