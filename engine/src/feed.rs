@@ -88,6 +88,7 @@ mod tests {
             flow: None,
             last_customer_message_at: None,
             queued_at: None,
+            sla: Default::default(),
             created_at: 0,
             updated_at: 0,
         };

@@ -86,8 +86,49 @@ pub struct Conversation {
     pub last_customer_message_at: Option<Millis>,
     /// When it entered its current queue (waiting time for agents).
     pub queued_at: Option<Millis>,
+    /// The SLA clocks running on it (its queue's policy).
+    #[serde(default)]
+    pub sla: SlaState,
     pub created_at: Millis,
     pub updated_at: Millis,
+}
+
+/// The SLA clocks of a conversation (its queue's policy) and whether a person has answered
+/// in the current cycle (a resolution ends the cycle).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SlaState {
+    pub clocks: Vec<SlaClock>,
+    /// A person replied since the conversation last entered a queue.
+    pub responded: bool,
+}
+
+impl SlaState {
+    pub fn is_empty(&self) -> bool {
+        self.clocks.is_empty() && !self.responded
+    }
+}
+
+/// One SLA clock: what it measures, how much of its target has run, when it breaches. A
+/// paused clock (the conversation waits on the customer) has no due time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SlaClock {
+    /// `first_response`, `next_response` or `resolution`.
+    pub kind: String,
+    /// The target, in (business) milliseconds.
+    pub target_ms: i64,
+    /// Time that counted before the current running stretch (business time with a calendar).
+    pub elapsed_ms: i64,
+    /// Since when it runs; `None` while paused.
+    pub running_since: Option<Millis>,
+    /// When it breaches; `None` while paused.
+    pub due_at: Option<Millis>,
+    /// When `sla.warning` fires, if the policy warns and it has not warned yet.
+    pub warn_at: Option<Millis>,
+    pub warned: bool,
+    /// Breaches so far (the clock restarts after each, so ladders can count).
+    pub breaches: u32,
 }
 
 impl Conversation {

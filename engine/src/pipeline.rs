@@ -23,6 +23,7 @@ use crate::ports::{Lookup, LookupError};
 use crate::store::{Changeset, NewJob, NewMessage, Store, StoreError, TicketChange};
 
 mod act;
+mod sla;
 pub use act::{approved_templates, ActError, Acted, Actor, AgentAction, TicketUpdate};
 
 /// How deep events caused by actions may chain (the loop guard), and how many one event may
@@ -416,6 +417,8 @@ struct Run<'a> {
     steps_followed: u32,
     /// Lookup results and event data for a flow that starts later in this event.
     pending_bound: Map<String, Value>,
+    /// While reassigning: the agent the conversation is taken from.
+    not_to: Option<String>,
     /// The state the scope's `conversation`, `contact` and `ticket` were last built from:
     /// [`Run::refresh_vars`] rebuilds only what changed since.
     vars_of: (
@@ -473,6 +476,7 @@ impl<'a> Run<'a> {
             contact_changed: false,
             steps_followed: 0,
             pending_bound: Map::new(),
+            not_to: None,
             vars_of: (None, None, None),
         }
     }
@@ -603,6 +607,7 @@ impl<'a> Run<'a> {
             json!({ "status": status.as_str() }),
         );
         self.conv.status = status;
+        self.sla_on_status(from, status, actor);
         self.caused(
             "conversation.status_changed",
             json!({ "from": from.as_str(), "to": status.as_str() }),
@@ -621,6 +626,7 @@ impl<'a> Run<'a> {
             json!({ "priority": p.as_str() }),
         );
         self.conv.priority = p;
+        self.sla_recompute();
     }
 
     /// Notes, like messages, are append-only records with their author and time: the row is
@@ -672,6 +678,7 @@ impl<'a> Run<'a> {
             self.cs.cancel_jobs.push(("snooze".into(), "snooze".into()));
             self.set_status(Status::Open, "customer", 0);
         }
+        self.sla_on_customer_message();
 
         // Classify.
         let (cls, entities) = self.pack.classify(text);
@@ -802,6 +809,7 @@ impl<'a> Run<'a> {
                 self.vars.set_json("event", &json!({ "name": ev }));
                 self.run_rules(&ev, UNKNOWN, 0).await?;
             }
+            "sla" | "sla_warning" => self.on_sla_job(job).await?,
             "snooze" => {
                 self.trace.push(json!({ "snooze": "ended" }));
                 self.set_status(Status::Open, "system", 0);
@@ -1166,6 +1174,7 @@ impl<'a> Run<'a> {
             }
             ActionRt::EndFlow => self.end_flow(true, &format!("ended by {actor}"), actor, depth),
             ActionRt::Route { queue } => self.route(queue, actor, depth).await?,
+            ActionRt::Reassign => self.reassign(actor, depth).await?,
             ActionRt::Assign { agent, queue } => {
                 if let Some(q) = queue {
                     self.route(q, actor, depth).await?;
@@ -1531,6 +1540,28 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// Takes the conversation from its owner and assigns it again in its queue, never to the
+    /// same owner; with nobody else free it waits in the queue.
+    async fn reassign(&mut self, actor: &str, depth: u32) -> Result<(), EngineError> {
+        let (Some(prev), Some(queue)) = (self.conv.assignee.clone(), self.conv.queue.clone())
+        else {
+            self.trace
+                .push(json!({ "reassign": "skipped", "why": "no owner or no queue" }));
+            return Ok(());
+        };
+        self.audit(
+            actor,
+            "unassigned",
+            json!({ "assignee": prev }),
+            json!({ "assignee": null, "why": "reassigned" }),
+        );
+        self.conv.assignee = None;
+        self.not_to = Some(prev);
+        let r = self.route(&queue, actor, depth).await;
+        self.not_to = None;
+        r
+    }
+
     /// Puts the conversation in `queue` and assigns it per the queue's policy.
     async fn route(&mut self, queue: &str, actor: &str, depth: u32) -> Result<(), EngineError> {
         if self.conv.queue.as_deref() != Some(queue) {
@@ -1560,6 +1591,7 @@ impl<'a> Run<'a> {
             }
             self.trace.push(json!({ "route": queue, "by": actor }));
         }
+        self.sla_on_route();
         if self.conv.assignee.is_some() {
             return Ok(());
         }
@@ -1573,7 +1605,7 @@ impl<'a> Run<'a> {
         for a in &mut agents {
             a.open += self.cs.assigned.iter().filter(|x| **x == a.id).count() as u32;
         }
-        agents.retain(|a| a.open < a.capacity);
+        agents.retain(|a| a.open < a.capacity && Some(&a.id) != self.not_to.as_ref());
         let pick = match policy {
             A::LeastLoaded => agents.iter().min_by(|a, b| {
                 (a.open, a.last_assigned_at, &a.id).cmp(&(b.open, b.last_assigned_at, &b.id))
@@ -1727,6 +1759,9 @@ impl<'a> Run<'a> {
         });
         // The message row (author, time, status) is its own record: no audit row besides.
         self.trace.push(json!({ "send": kind, "by": actor }));
+        if author != "bot" {
+            self.sla_on_agent_reply(actor);
+        }
         self.cs.messages.push(NewMessage {
             direction: Direction::Out,
             kind: kind.into(),

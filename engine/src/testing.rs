@@ -155,6 +155,37 @@ pub async fn run_case(
             };
             ingest_and_process(&engine, ev, now).await?;
         }
+        if let Some(a) = &turn.agent {
+            let by = crate::pipeline::Actor {
+                id: a.id.value.clone(),
+                agent: Some(a.id.value.clone()),
+                // As the owner or a supervisor would: the test says what happens, not who may.
+                supervisor: true,
+            };
+            let mut actions = vec![];
+            if let Some(n) = &a.note {
+                actions.push(crate::pipeline::AgentAction::Note(n.clone()));
+            }
+            if let Some(r) = &a.reply {
+                actions.push(crate::pipeline::AgentAction::Reply {
+                    text: Some(r.clone()),
+                    template: None,
+                });
+            }
+            if let Some(s) = &a.status {
+                actions.push(crate::pipeline::AgentAction::Status(s.value));
+            }
+            for act in actions {
+                match engine.act(conv.id, act, &by, now).await {
+                    Ok(_) => {}
+                    Err(crate::pipeline::ActError::Engine(e)) => return Err(e),
+                    Err(e) => report.failures.push(format!(
+                        "line {}: the agent's action was refused: {e}",
+                        i + 1
+                    )),
+                }
+            }
+        }
         if let Some(w) = &turn.wait {
             let d = parse_duration(&w.value)
                 .map(|d| d.as_millis() as i64)
@@ -255,6 +286,18 @@ fn describe(t: &Turn) -> String {
         format!("event {}", e.name.value)
     } else if let Some(w) = &t.wait {
         format!("wait {}", w.value)
+    } else if let Some(a) = &t.agent {
+        let mut parts = vec![];
+        if let Some(r) = &a.reply {
+            parts.push(format!("replies {r:?}"));
+        }
+        if let Some(n) = &a.note {
+            parts.push(format!("notes {n:?}"));
+        }
+        if let Some(s) = &a.status {
+            parts.push(format!("sets status {}", s.value.as_str()));
+        }
+        format!("agent {} {}", a.id.value, parts.join(", "))
     } else {
         "nothing".into()
     }

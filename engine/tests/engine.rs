@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use switchyard_engine::model::*;
+use switchyard_engine::model::{Priority, Status};
 use switchyard_engine::pipeline::{ActError, Actor, AgentAction};
 use switchyard_engine::ports::{Channel, Lookup, LookupError, Notifier, SendError};
 use switchyard_engine::sqlite::SqliteStore;
@@ -566,6 +567,7 @@ stories!(
     a_second_complaint_updates_the_open_ticket,
     a_reload_that_removes_the_current_step_hands_off,
     kpis_of_a_scripted_day,
+    sla_clocks_warn_pause_recompute_breach_and_stop,
 );
 
 /// A day of five conversations with known times; the KPIs are what a person computes by
@@ -736,6 +738,287 @@ rules:
             .unwrap(),
     );
     assert_eq!(k.conversations, 2, "B and C");
+}
+
+/// One conversation's SLA clocks on a controlled clock: a warning at half the target, a pause
+/// while waiting on the customer, a priority change that makes the first response overdue at
+/// once, the breach (and the clock starting again), an agent's reply meeting it, resolution
+/// meeting the other.
+async fn sla_clocks_warn_pause_recompute_breach_and_stop(store: Arc<dyn Store>) {
+    let p = pack(
+        r#"
+version: 1
+settings: { default_queue: support }
+queues:
+  support:
+    assignment: manual
+    sla:
+      first_response: 10m
+      resolution: 1h
+      warn_at: 0.5
+      by_priority: { urgent: { first_response: 2m } }
+rules:
+  - name: to people
+    when: message.received
+    then: [ { route: { queue: support } } ]
+  - name: warned
+    when: sla.warning
+    then: [ { note: "warning {{sla.kind}}" } ]
+  - name: breached
+    when: sla.breached
+    then: [ { note: "breach {{sla.kind}} {{sla.breaches}} by {{sla.late_s}}s" } ]
+"#,
+    );
+    let engine = Engine::new(store.clone(), p, Arc::new(NoLookup));
+    store
+        .upsert_agent(&agent("ayesha", &["support"], 5, "away"), "system", 0)
+        .await
+        .unwrap();
+    const T0: i64 = 1_700_000_000_000;
+    let at = |m: i64| T0 + m * 60_000;
+    let mut last = 0;
+    let mut n = 0;
+    let mut conv = 0;
+    let mut say = async |t: i64| {
+        n += 1;
+        store
+            .ingest(vec![msg("s1", &format!("s{n}"), "hello")], at(t))
+            .await
+            .unwrap();
+        for row in store.pending_inbox(last, 10).await.unwrap() {
+            last = row.id;
+            conv = engine.process(&row, at(t)).await.unwrap().conversation_id;
+        }
+        conv
+    };
+    // Fires every job due by minute `t`, at its due time.
+    let run_until = async |t: i64| {
+        for job in store.due_jobs(at(t), 100).await.unwrap() {
+            engine.fire_job(&job, job.due_at).await.unwrap();
+        }
+    };
+    let notes = async || -> Vec<String> {
+        let id = store.conversation_ids().await.unwrap()[0];
+        store
+            .notes(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| n.text)
+            .collect()
+    };
+    let sup = Actor {
+        id: "sara".into(),
+        agent: Some("ayesha".into()),
+        supervisor: true,
+    };
+    let c = say(0).await;
+    let clocks = store.conversation(c).await.unwrap().unwrap().sla.clocks;
+    let due: Vec<_> = clocks.iter().map(|k| (k.kind.as_str(), k.due_at)).collect();
+    assert_eq!(
+        due,
+        [
+            ("first_response", Some(at(10))),
+            ("resolution", Some(at(60)))
+        ]
+    );
+    run_until(4).await;
+    assert!(notes().await.is_empty());
+    run_until(6).await;
+    assert_eq!(notes().await, ["warning first_response"]);
+    // Waiting on the customer from minute 7 to 40: nothing counts.
+    engine
+        .act(c, AgentAction::Status(Status::Waiting), &sup, at(7))
+        .await
+        .unwrap();
+    run_until(39).await;
+    assert_eq!(notes().await.len(), 1, "paused clocks do not fire");
+    say(40).await;
+    let clocks = store.conversation(c).await.unwrap().unwrap().sla.clocks;
+    assert_eq!(clocks[0].due_at, Some(at(43)), "3 minutes were left");
+    assert_eq!(clocks[1].due_at, Some(at(93)));
+    // Urgent: a 2-minute first response, 7 of which have passed: due at once.
+    engine
+        .act(c, AgentAction::Priority(Priority::Urgent), &sup, at(41))
+        .await
+        .unwrap();
+    run_until(41).await;
+    assert_eq!(notes().await[1], "breach first_response 1 by 0s");
+    // The clock started again at the breach; a person's answer meets it.
+    engine
+        .act(
+            c,
+            AgentAction::Reply {
+                text: Some("on it".into()),
+                template: None,
+            },
+            &sup,
+            at(42),
+        )
+        .await
+        .unwrap();
+    run_until(62).await;
+    assert_eq!(notes().await.len(), 2, "met: no second breach");
+    // The resolution clock warns at half of its hour of counted time: 7 minutes before the
+    // pause, 23 after it.
+    run_until(63).await;
+    assert_eq!(notes().await[2], "warning resolution");
+    say(64).await;
+    let kinds: Vec<_> = store
+        .conversation(c)
+        .await
+        .unwrap()
+        .unwrap()
+        .sla
+        .clocks
+        .iter()
+        .map(|k| k.kind.clone())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["resolution"],
+        "no new first response once a person answered"
+    );
+    engine
+        .act(c, AgentAction::Status(Status::Resolved), &sup, at(70))
+        .await
+        .unwrap();
+    run_until(500).await;
+    assert_eq!(notes().await.len(), 3, "nothing fires after resolution");
+    let conv = store.conversation(c).await.unwrap().unwrap();
+    assert!(conv.sla.clocks.is_empty());
+    assert!(
+        store.due_jobs(at(10_000), 10).await.unwrap().is_empty(),
+        "no job left pending"
+    );
+    let actions: Vec<String> = store
+        .audit(&format!("conversation:{c}"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .filter(|a| a.starts_with("sla_"))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "sla_warning",
+            "sla_breached",
+            "sla_met",
+            "sla_warning",
+            "sla_met"
+        ]
+    );
+}
+
+const TIMER_CHILD_ENV: &str = "SWITCHYARD_TIMER_CHILD_DIR";
+const TIMER_CONVERSATIONS: usize = 10;
+const TIMER_PACK: &str = r#"
+version: 1
+settings: { default_queue: support }
+queues: { support: { assignment: manual } }
+rules:
+  - name: remind later
+    when: message.received
+    then: [ { timer: { name: remind, after: 2s } } ]
+  - name: the reminder
+    when: timer.remind
+    then: [ { reply: { text: "reminder" } } ]
+"#;
+
+/// Not a test on its own: the child process of `timers_pending_at_a_kill_fire_once_after_restart`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by the timer test as a child process"]
+async fn timer_child() {
+    let dir =
+        std::path::PathBuf::from(std::env::var(TIMER_CHILD_ENV).expect("run by the timer test"));
+    let store = sqlite(&dir).await;
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        pack(TIMER_PACK),
+        Arc::new(NoLookup),
+    ));
+    let ch = Arc::new(Recorder::default());
+    let rt = Runtime::start(engine, ch.clone(), ch.clone(), fast())
+        .await
+        .unwrap();
+    let batch: Vec<Inbound> = (0..TIMER_CONVERSATIONS)
+        .map(|c| msg(&format!("t{c}"), &format!("t{c}"), "hi"))
+        .collect();
+    rt.ingest(batch).await.unwrap();
+    settle(&store).await;
+    println!("READY");
+    std::io::stdout().flush().unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_pending_at_a_kill_fire_once_after_restart() {
+    let d = tmp();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "timer_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(TIMER_CHILD_ENV, d.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    // (libtest prints "test timer_child ... " first, on the same line.)
+    let ready = out.lines().any(|l| l.unwrap().trim().ends_with("READY"));
+    // Killed with every timer pending (they are due 2 s after their message).
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(ready, "the child committed its events");
+    let store = sqlite(d.path()).await;
+    let reminders = async || {
+        all_messages(&store)
+            .await
+            .into_iter()
+            .filter(|m| m.body == "reminder")
+            .count()
+    };
+    assert_eq!(
+        reminders().await,
+        0,
+        "the kill landed before any timer fired"
+    );
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        pack(TIMER_PACK),
+        Arc::new(NoLookup),
+    ));
+    let ch = Arc::new(Recorder::default());
+    let rt = Runtime::start(engine, ch.clone(), ch.clone(), fast())
+        .await
+        .unwrap();
+    for _ in 0..300 {
+        if reminders().await >= TIMER_CONVERSATIONS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Time for a timer to fire twice, if it could.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    settle(&store).await;
+    rt.shutdown().await;
+    let mut per: BTreeMap<i64, usize> = BTreeMap::new();
+    for m in all_messages(&store)
+        .await
+        .into_iter()
+        .filter(|m| m.body == "reminder")
+    {
+        *per.entry(m.conversation_id).or_default() += 1;
+    }
+    assert_eq!(per.len(), TIMER_CONVERSATIONS, "every timer fired: {per:?}");
+    assert!(per.values().all(|n| *n == 1), "each exactly once: {per:?}");
+    assert_eq!(ch.sent.lock().unwrap().len(), TIMER_CONVERSATIONS);
 }
 
 // ---- the tests --------------------------------------------------------------------------

@@ -33,6 +33,75 @@ impl CalendarRt {
         let m = local.hour() * 60 + local.minute();
         m >= self.open && m < self.close
     }
+
+    /// When the opening hours containing or following `at` end, and when they begin; `None`
+    /// when the calendar never opens (within a year and a half).
+    fn window_from(&self, at: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        use chrono::{Duration as D, TimeZone};
+        let local = at.with_timezone(&self.tz);
+        let mut day = local.date_naive();
+        for _ in 0..550 {
+            let open_day = self.days[day.weekday().num_days_from_monday() as usize]
+                && !self.holidays.contains(&day);
+            if open_day && self.close > self.open {
+                let start = day.and_hms_opt(0, 0, 0)? + D::minutes(self.open as i64);
+                let end = day.and_hms_opt(0, 0, 0)? + D::minutes(self.close as i64);
+                // A local time that does not exist (a DST gap) moves to the next that does.
+                let s = self
+                    .tz
+                    .from_local_datetime(&start)
+                    .earliest()?
+                    .with_timezone(&Utc);
+                let e = self
+                    .tz
+                    .from_local_datetime(&end)
+                    .latest()?
+                    .with_timezone(&Utc);
+                if e > at {
+                    return Some((s.max(at), e));
+                }
+            }
+            day = day.succ_opt()?;
+        }
+        None
+    }
+
+    /// `at` plus `d` of opening hours: time while closed does not count. `15m` from 21:55 on
+    /// a day that closes at 22:00 runs out 10 minutes after the next opening.
+    pub fn add_open_time(&self, at: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+        let mut left = chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        let mut t = at;
+        while left > chrono::Duration::zero() {
+            let Some((start, end)) = self.window_from(t) else {
+                // A calendar that never opens: the time runs as on a clock.
+                return t + left;
+            };
+            let here = end - start;
+            if left <= here {
+                return start + left;
+            }
+            left -= here;
+            t = end;
+        }
+        t
+    }
+
+    /// Opening time between `from` and `to` (zero when `to` is not after `from`).
+    pub fn open_time_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> std::time::Duration {
+        let mut total = chrono::Duration::zero();
+        let mut t = from;
+        while t < to {
+            let Some((start, end)) = self.window_from(t) else {
+                break;
+            };
+            if start >= to {
+                break;
+            }
+            total += end.min(to) - start;
+            t = end;
+        }
+        total.to_std().unwrap_or_default()
+    }
 }
 
 pub fn weekday_index(d: Weekday) -> usize {
@@ -135,5 +204,52 @@ mod tests {
         assert!(!cal.is_open(at("2026-11-23T17:00:00Z"))); // 22:00 local
         assert!(!cal.is_open(at("2026-11-22T08:00:00Z"))); // Sunday
         assert!(!cal.is_open(at("2026-12-25T08:00:00Z"))); // holiday
+    }
+
+    #[test]
+    fn business_time_skips_closed_hours() {
+        let cal = CalendarRt {
+            days: [true, true, true, true, true, true, false],
+            open: 10 * 60,
+            close: 22 * 60,
+            holidays: [parse_date("2026-11-24").unwrap()].into(),
+            tz: parse_tz("Asia/Karachi").unwrap(),
+        };
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let m = |n: u64| std::time::Duration::from_secs(n * 60);
+        // 15 minutes from 21:55 on Monday: 5 before closing, 10 after the next opening —
+        // Tuesday is a holiday, so Wednesday 10:10.
+        assert_eq!(
+            cal.add_open_time(at("2026-11-23T21:55:00+05:00"), m(15)),
+            at("2026-11-25T10:10:00+05:00")
+        );
+        // Inside opening hours it is plain time; from before opening it starts at opening.
+        assert_eq!(
+            cal.add_open_time(at("2026-11-23T12:00:00+05:00"), m(30)),
+            at("2026-11-23T12:30:00+05:00")
+        );
+        assert_eq!(
+            cal.add_open_time(at("2026-11-23T08:00:00+05:00"), m(30)),
+            at("2026-11-23T10:30:00+05:00")
+        );
+        // Saturday evening → Monday (Sunday closed).
+        assert_eq!(
+            cal.add_open_time(at("2026-11-28T21:00:00+05:00"), m(120)),
+            at("2026-11-30T11:00:00+05:00")
+        );
+        assert_eq!(
+            cal.open_time_between(
+                at("2026-11-23T21:55:00+05:00"),
+                at("2026-11-25T10:10:00+05:00")
+            ),
+            m(15)
+        );
+        assert_eq!(
+            cal.open_time_between(
+                at("2026-11-23T23:00:00+05:00"),
+                at("2026-11-23T23:30:00+05:00")
+            ),
+            m(0)
+        );
     }
 }

@@ -410,6 +410,7 @@ impl Ctx<'_> {
                 ActionRt::StartFlow(name.value.clone())
             }
             Action::EndFlow => ActionRt::EndFlow,
+            Action::Reassign => ActionRt::Reassign,
             Action::Route(r) => {
                 self.reference(f, &r.queue, "queues", "queue")
                     .then_some(())?;
@@ -740,20 +741,41 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics) -> Option<Pack> {
         let q = &it.value.value;
         let mut rt = QueueRt {
             assignment: q.assignment.value,
-            first_response: None,
-            next_response: None,
-            resolution: None,
-            calendar: None,
+            sla: None,
         };
         if let Some(sla) = &q.sla {
-            rt.first_response = sla.first_response.as_ref().and_then(|x| cx.duration(f, x));
-            rt.next_response = sla.next_response.as_ref().and_then(|x| cx.duration(f, x));
-            rt.resolution = sla.resolution.as_ref().and_then(|x| cx.duration(f, x));
-            if let Some(c) = &sla.calendar {
-                if cx.reference(f, c, "calendars", "calendar") {
-                    rt.calendar = Some(c.value.clone());
+            let sla = &sla.value;
+            let mut targets =
+                |t: [&Option<Sp<String>>; 3]| t.map(|x| x.as_ref().and_then(|x| cx.duration(f, x)));
+            let mut srt = SlaRt {
+                targets: targets([&sla.first_response, &sla.next_response, &sla.resolution]),
+                ..Default::default()
+            };
+            if let Some(bp) = &sla.by_priority {
+                for (i, t) in [&bp.low, &bp.normal, &bp.high, &bp.urgent]
+                    .into_iter()
+                    .enumerate()
+                {
+                    if let Some(t) = t {
+                        srt.by_priority[i] =
+                            targets([&t.first_response, &t.next_response, &t.resolution]);
+                    }
                 }
             }
+            if let Some(c) = &sla.calendar {
+                if cx.reference(f, c, "calendars", "calendar") {
+                    srt.calendar = Some(c.value.clone());
+                }
+            }
+            if let Some(w) = &sla.warn_at {
+                if w.value > 0.0 && w.value < 1.0 {
+                    srt.warn_at = Some(w.value);
+                } else {
+                    cx.err(f, w.pos, format!("warn_at is {}, not a fraction", w.value))
+                        .hint("a number between 0 and 1, e.g. `0.8` to warn when 80% of the time has passed");
+                }
+            }
+            rt.sla = Some(srt);
         }
         queues.insert(it.name.value.clone(), rt);
     }
@@ -1811,14 +1833,29 @@ fn test_case(cx: &mut Ctx, f: usize, t: &Sp<TestCase>) {
         );
     }
     for turn in &t.conversation {
-        let n =
-            turn.customer.is_some() as u8 + turn.event.is_some() as u8 + turn.wait.is_some() as u8;
+        let n = turn.customer.is_some() as u8
+            + turn.event.is_some() as u8
+            + turn.wait.is_some() as u8
+            + turn.agent.is_some() as u8;
         if n != 1 {
             cx.err(
                 f,
                 turn.pos,
-                "each conversation line needs exactly one of `customer`, `event` or `wait`",
+                "each conversation line needs exactly one of `customer`, `event`, `wait` or `agent`",
             );
+        }
+        if let Some(a) = &turn.agent {
+            if !t.agents.iter().any(|x| x.id.value == a.id.value) {
+                cx.err(
+                    f,
+                    a.id.pos,
+                    format!("`{}` is not one of this test's agents", a.id.value),
+                )
+                .hint("list them under `agents:` of the test");
+            }
+            if a.reply.is_none() && a.note.is_none() && a.status.is_none() {
+                cx.err(f, a.pos, "an agent line needs `reply`, `note` or `status`");
+            }
         }
         if let Some(w) = &turn.wait {
             cx.duration(f, w);

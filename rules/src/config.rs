@@ -238,14 +238,35 @@ pub struct Queue {
 #[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sla {
-    /// Time to the first agent reply, e.g. `15m`.
+    /// Time from entering the queue to the first agent reply, e.g. `15m`.
     pub first_response: Option<Sp<String>>,
-    /// Time to each later agent reply.
+    /// Time from a customer message to the agent's answer, once a person has answered.
     pub next_response: Option<Sp<String>>,
-    /// Time to resolution, e.g. `24h`.
+    /// Time from entering the queue to resolution, e.g. `24h`.
     pub resolution: Option<Sp<String>>,
     /// Count only the open hours of this calendar.
     pub calendar: Option<Sp<String>>,
+    /// `sla.warning` fires when this fraction of a target has passed (e.g. `0.8`).
+    pub warn_at: Option<Sp<f64>>,
+    /// Other targets for some priorities (each replaces the queue's for that kind).
+    pub by_priority: Option<SlaByPriority>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlaByPriority {
+    pub low: Option<SlaTargets>,
+    pub normal: Option<SlaTargets>,
+    pub high: Option<SlaTargets>,
+    pub urgent: Option<SlaTargets>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlaTargets {
+    pub first_response: Option<Sp<String>>,
+    pub next_response: Option<Sp<String>>,
+    pub resolution: Option<Sp<String>>,
 }
 
 #[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
@@ -516,6 +537,9 @@ pub enum Action {
     Route(Sp<Route>),
     /// Give the conversation to an agent.
     Assign(Sp<Assign>),
+    /// Take the conversation from its owner and give it to another agent of its queue (per
+    /// the queue's policy); with nobody else free it waits in the queue.
+    Reassign,
     /// Hand the conversation to a human queue or agent with a note; ends any flow.
     Handoff(Sp<Handoff>),
     Tag(Sp<String>),
@@ -550,6 +574,7 @@ impl Action {
             Action::EndFlow => "end_flow",
             Action::Route(_) => "route",
             Action::Assign(_) => "assign",
+            Action::Reassign => "reassign",
             Action::Handoff(_) => "handoff",
             Action::Tag(_) => "tag",
             Action::Untag(_) => "untag",
@@ -720,6 +745,8 @@ pub struct Turn {
     pub event: Option<Sp<TestEvent>>,
     /// Advance the virtual clock, firing due timers.
     pub wait: Option<Sp<String>>,
+    /// What a person does, as through the admin API: `{ id: sana, reply: "…" }`.
+    pub agent: Option<Sp<AgentTurn>>,
     pub expect: Option<Sp<Expect>>,
 }
 
@@ -780,6 +807,18 @@ impl JsonSchema for Say {
             ]
         })
     }
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTurn {
+    /// The agent (one of the test's `agents`).
+    pub id: Sp<String>,
+    /// A message to the customer.
+    pub reply: Option<String>,
+    /// An internal note.
+    pub note: Option<String>,
+    pub status: Option<Sp<Status>>,
 }
 
 #[derive(Debug, Clone, serde::Deserialize, JsonSchema)]

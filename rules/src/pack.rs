@@ -58,10 +58,56 @@ impl TemplateRt {
 #[derive(Debug, Clone)]
 pub struct QueueRt {
     pub assignment: Assignment,
-    pub first_response: Option<Duration>,
-    pub next_response: Option<Duration>,
-    pub resolution: Option<Duration>,
+    pub sla: Option<SlaRt>,
+}
+
+/// What an SLA measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SlaKind {
+    FirstResponse,
+    NextResponse,
+    Resolution,
+}
+
+impl SlaKind {
+    pub const ALL: [SlaKind; 3] = [
+        SlaKind::FirstResponse,
+        SlaKind::NextResponse,
+        SlaKind::Resolution,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlaKind::FirstResponse => "first_response",
+            SlaKind::NextResponse => "next_response",
+            SlaKind::Resolution => "resolution",
+        }
+    }
+    pub fn parse(s: &str) -> Option<SlaKind> {
+        SlaKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A queue's SLA policy.
+#[derive(Debug, Clone, Default)]
+pub struct SlaRt {
+    /// Targets by kind (`SlaKind as usize`).
+    pub targets: [Option<Duration>; 3],
+    /// Per priority (`low`, `normal`, `high`, `urgent`), targets that replace the queue's.
+    pub by_priority: [[Option<Duration>; 3]; 4],
+    /// Count only the open hours of this calendar.
     pub calendar: Option<String>,
+    /// Fraction of a target after which `sla.warning` fires.
+    pub warn_at: Option<f64>,
+}
+
+impl SlaRt {
+    /// The target of `kind` for a conversation of this priority (0 = low … 3 = urgent).
+    pub fn target(&self, kind: SlaKind, priority: usize) -> Option<Duration> {
+        self.by_priority
+            .get(priority)
+            .and_then(|p| p[kind as usize])
+            .or(self.targets[kind as usize])
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +176,7 @@ pub enum ActionRt {
     Reply(MessageRt),
     StartFlow(String),
     EndFlow,
+    Reassign,
     Route {
         queue: String,
     },

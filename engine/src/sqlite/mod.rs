@@ -237,6 +237,11 @@ fn conversation_from(r: &SqliteRow) -> Result<Conversation> {
         flow: flow.map(|f| parse(&f, "flow state")).transpose()?,
         last_customer_message_at: r.try_get("last_customer_message_at")?,
         queued_at: r.try_get("queued_at")?,
+        sla: r
+            .try_get::<Option<String>, _>("sla")?
+            .map(|s| parse(&s, "SLA clocks"))
+            .transpose()?
+            .unwrap_or_default(),
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
