@@ -23,6 +23,7 @@ use crate::ports::{Lookup, LookupError};
 use crate::store::{Changeset, NewJob, NewMessage, Store, StoreError, TicketChange};
 
 mod act;
+mod schedules;
 mod sla;
 pub use act::{approved_templates, ActError, Acted, Actor, AgentAction, TicketUpdate};
 

@@ -91,6 +91,8 @@ pub struct Changeset {
     pub assigned: Vec<String>,
     /// `(pack hash, trace)`.
     pub trace: Option<(String, std::sync::Arc<Value>)>,
+    /// A schedule that fired: `(name, next firing)`; `None` forgets a schedule the pack lost.
+    pub schedule: Option<(String, Option<Millis>)>,
 }
 
 /// A conversation with what the pipeline needs to decide about it.
@@ -312,6 +314,12 @@ pub trait Store: Send + Sync {
     async fn list_tickets(&self, q: &TicketQuery) -> Result<Vec<Ticket>>;
     /// Audit records, newest first, with their ids.
     async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<(i64, AuditRecord)>>;
+    /// Records the pack's schedules that have no next firing yet: `(name, next_at)`.
+    async fn init_schedules(&self, schedules: &[(String, Millis)]) -> Result<()>;
+    /// Schedules due at `now`: `(name, next_at)`, earliest first.
+    async fn due_schedules(&self, now: Millis) -> Result<Vec<(String, Millis)>>;
+    /// Figures for schedules' templates: open and waiting conversations, per queue, per tag.
+    async fn stats(&self) -> Result<Value>;
     /// What the KPIs of conversations created in `[from, to)` are computed from.
     async fn kpi_facts(
         &self,

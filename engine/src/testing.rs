@@ -104,6 +104,7 @@ pub async fn run_case(
         .await?;
 
     let engine = Engine::new(store.clone(), pack.clone(), lookup);
+    engine.init_schedules(now).await?;
     let mut report = CaseReport {
         name: case.name.value.clone(),
         failures: vec![],
@@ -191,14 +192,23 @@ pub async fn run_case(
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0);
             let until = now + d;
+            // Timers and schedules fire in time order, each at its due time.
             loop {
-                let jobs = store.due_jobs(until, 100).await?;
-                if jobs.is_empty() {
-                    break;
-                }
-                for job in jobs {
-                    now = now.max(job.due_at);
-                    engine.fire_job(&job, now).await?;
+                let job = store.due_jobs(until, 1).await?.into_iter().next();
+                let sched = store.due_schedules(until).await?.into_iter().next();
+                let sched_at = sched.map(|s| s.1);
+                match job {
+                    Some(job) if sched_at.is_none_or(|at| job.due_at <= at) => {
+                        now = now.max(job.due_at);
+                        engine.fire_job(&job, now).await?;
+                    }
+                    _ => match sched_at {
+                        Some(at) => {
+                            now = now.max(at);
+                            engine.fire_due_schedules(now).await?;
+                        }
+                        None => break,
+                    },
                 }
             }
             now = until;

@@ -251,9 +251,23 @@ async fn job_loop(
     outbox_wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // The pack whose schedules have their next tick recorded (a reload may add some).
+    let mut scheduled_for = String::new();
     loop {
         if *stop.borrow() {
             break;
+        }
+        let hash = engine.pack().hash.clone();
+        if hash != scheduled_for {
+            match engine.init_schedules(now()).await {
+                Ok(()) => scheduled_for = hash,
+                Err(e) => tracing::error!(error = %e, "recording the schedules failed; retrying"),
+            }
+        }
+        match engine.fire_due_schedules(now()).await {
+            Ok(0) => {}
+            Ok(_) => outbox_wake.notify_one(),
+            Err(e) => tracing::error!(error = %e, "firing a schedule failed; retrying"),
         }
         match engine.store.due_jobs(now(), 100).await {
             Ok(jobs) => {

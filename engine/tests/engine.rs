@@ -568,6 +568,7 @@ stories!(
     a_reload_that_removes_the_current_step_hands_off,
     kpis_of_a_scripted_day,
     sla_clocks_warn_pause_recompute_breach_and_stop,
+    a_schedule_fires_once_per_tick_and_once_for_missed_ticks,
 );
 
 /// A day of five conversations with known times; the KPIs are what a person computes by
@@ -909,6 +910,87 @@ rules:
             "sla_met"
         ]
     );
+}
+
+/// A daily schedule in the pack's time zone: fires at its tick with `stats` in its template,
+/// not again until the next tick, once (not once per missed tick) after days down, and stops
+/// when the pack no longer has it.
+async fn a_schedule_fires_once_per_tick_and_once_for_missed_ticks(store: Arc<dyn Store>) {
+    let yaml = r#"
+version: 1
+settings: { default_queue: support, timezone: Asia/Karachi }
+queues: { support: { assignment: manual } }
+connectors: { ops: { type: webhook, url_env: OPS_URL } }
+rules:
+  - name: unconfirmed
+    when: message.received
+    then: [ { tag: cod_unconfirmed } ]
+schedules:
+  - name: digest
+    cron: "0 0 10 * * *"
+    if: stats.open > 0
+    then: [ { webhook: { connector: ops, body: "{{stats.cod_unconfirmed}} unconfirmed of {{stats.open}} open" } } ]
+"#;
+    let engine = Engine::new(store.clone(), pack(yaml), Arc::new(NoLookup));
+    let at = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis()
+    };
+    engine
+        .init_schedules(at("2026-11-23T09:00:00+05:00"))
+        .await
+        .unwrap();
+    store
+        .ingest(vec![msg("d1", "d1", "hi")], at("2026-11-23T09:10:00+05:00"))
+        .await
+        .unwrap();
+    let row = store.pending_inbox(0, 1).await.unwrap().remove(0);
+    engine
+        .process(&row, at("2026-11-23T09:10:00+05:00"))
+        .await
+        .unwrap();
+    let webhooks = async || -> Vec<String> {
+        store
+            .outbox_payloads()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|(_, p)| p["body"]["text"].as_str().map(String::from))
+            .collect()
+    };
+    let fire = async |t: &str| engine.fire_due_schedules(at(t)).await.unwrap();
+    assert_eq!(fire("2026-11-23T09:59:59+05:00").await, 0);
+    assert_eq!(fire("2026-11-23T10:00:00+05:00").await, 1);
+    assert_eq!(webhooks().await, ["1 unconfirmed of 1 open"]);
+    assert_eq!(
+        fire("2026-11-23T10:30:00+05:00").await,
+        0,
+        "one firing per tick"
+    );
+    // Down from Monday until Thursday noon: Tuesday's, Wednesday's and Thursday's ticks were
+    // missed; one firing makes up for them.
+    assert_eq!(fire("2026-11-26T12:00:00+05:00").await, 1);
+    assert_eq!(fire("2026-11-26T12:00:01+05:00").await, 0);
+    assert_eq!(webhooks().await.len(), 2);
+    assert_eq!(
+        fire("2026-11-27T09:59:00+05:00").await,
+        0,
+        "next is Friday 10:00"
+    );
+    // A reload without the schedule: its next tick finds nothing to do, and it is forgotten.
+    engine.replace_pack(pack(&yaml[..yaml.find("schedules:").unwrap()]));
+    assert_eq!(fire("2026-11-27T10:00:00+05:00").await, 1);
+    assert_eq!(fire("2026-11-28T10:00:00+05:00").await, 0);
+    assert_eq!(webhooks().await.len(), 2);
+    let fired = store
+        .audit("schedule:digest")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.action == "schedule_fired")
+        .count();
+    assert_eq!(fired, 2);
 }
 
 const TIMER_CHILD_ENV: &str = "SWITCHYARD_TIMER_CHILD_DIR";

@@ -1656,8 +1656,26 @@ fn check_event(cx: &mut Ctx, f: usize, when: &Sp<String>) -> bool {
     ok
 }
 
+/// Schedules fire outside any conversation: their actions (and those of rules on
+/// `schedule.<name>`) may only post webhooks.
+fn outside_conversation(cx: &mut Ctx, f: usize, actions: &[Sp<Action>], what: &str) {
+    for a in actions {
+        if !matches!(a.value, Action::Webhook(_) | Action::Stop) {
+            cx.err(
+                f,
+                a.pos,
+                format!("`{}` needs a conversation, and {what} runs outside any", a.value.name()),
+            )
+            .hint("schedules post to webhooks (`webhook: { connector, body }`); act on conversations from rules on their events");
+        }
+    }
+}
+
 fn rule(cx: &mut Ctx, f: usize, r: &Sp<Rule>) -> Option<RuleRt> {
     let ev_ok = check_event(cx, f, &r.when);
+    if r.when.value.starts_with("schedule.") {
+        outside_conversation(cx, f, &r.then, &format!("`{}`", r.when.value));
+    }
     let condition = r.condition.as_ref().map(|c| cx.script(f, c));
     let actions = cx.actions(f, &r.then);
     if r.then.is_empty() {
@@ -1727,6 +1745,7 @@ fn schedule(cx: &mut Ctx, f: usize, s: &Sp<Schedule>) -> Option<ScheduleRt> {
         Some(c) => Some(cx.script(f, c)?),
         None => None,
     };
+    outside_conversation(cx, f, &s.then, "a schedule");
     let actions = cx.actions(f, &s.then)?;
     Some(ScheduleRt {
         name: s.name.value.clone(),

@@ -965,6 +965,64 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn init_schedules(&self, schedules: &[(String, Millis)]) -> Result<()> {
+        let schedules = schedules.to_vec();
+        self.write(move |tx| {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO schedules (name, next_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+            )?;
+            for (name, next) in &schedules {
+                st.execute(params![name, next])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn due_schedules(&self, now: Millis) -> Result<Vec<(String, Millis)>> {
+        Ok(sqlx::query_as(
+            "SELECT name, next_at FROM schedules WHERE next_at <= ? ORDER BY next_at, name",
+        )
+        .bind(now)
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    async fn stats(&self) -> Result<Value> {
+        let (open, waiting): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE assignee IS NULL AND queue IS NOT NULL) \
+             FROM conversations WHERE status <> 'resolved'",
+        )
+        .fetch_one(&self.read)
+        .await?;
+        let queues: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT queue, count(*) FILTER (WHERE assignee IS NULL), count(*) FILTER (WHERE assignee IS NOT NULL) \
+             FROM conversations WHERE status <> 'resolved' AND queue IS NOT NULL GROUP BY queue",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let tags: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT t.value, count(*) FROM conversations v, json_each(v.tags) t \
+             WHERE v.status <> 'resolved' GROUP BY t.value",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let mut q = serde_json::Map::new();
+        for (name, w, a) in queues {
+            q.insert(name, serde_json::json!({ "waiting": w, "assigned": a }));
+        }
+        let tags: serde_json::Map<String, Value> =
+            tags.into_iter().map(|(t, n)| (t, n.into())).collect();
+        let cod = tags.get("cod_unconfirmed").cloned().unwrap_or(0.into());
+        Ok(serde_json::json!({
+            "open": open,
+            "waiting": waiting,
+            "queues": q,
+            "tags": tags,
+            "cod_unconfirmed": cod,
+        }))
+    }
+
     async fn backlog(&self) -> Result<(i64, Vec<(String, i64)>)> {
         let inbox: i64 =
             sqlx::query_scalar("SELECT count(*) FROM inbox WHERE processed_at IS NULL")

@@ -442,6 +442,19 @@ fn apply(tx: &Transaction<'_>, ids: &AtomicI64, group: &[&Encoded]) -> Result<()
         if let Some((hash, t)) = &e.trace {
             trace.execute(params![cs.conversation_id, cs.inbox_id, hash, at, t])?;
         }
+        match &cs.schedule {
+            Some((name, Some(next))) => {
+                tx.prepare_cached(
+                    "UPDATE schedules SET next_at = ?1, last_fired_at = ?2 WHERE name = ?3",
+                )?
+                .execute(params![next, at, name])?;
+            }
+            Some((name, None)) => {
+                tx.prepare_cached("DELETE FROM schedules WHERE name = ?1")?
+                    .execute(params![name])?;
+            }
+            None => {}
+        }
     }
     Ok(())
 }
