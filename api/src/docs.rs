@@ -53,6 +53,7 @@ impl Modify for Bearer {
         work::assign,
         work::handoff,
         work::status,
+        work::snooze,
         work::priority,
         work::tags,
         work::note,

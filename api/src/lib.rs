@@ -86,8 +86,9 @@ pub struct ErrorBody {
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `invalid`,
-    /// `window_closed`, `invalid_pack`, `too_large`, `rate_limited`, `unavailable`.
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`,
+    /// `conflict`, `invalid`, `window_closed`, `invalid_pack`, `too_large`, `rate_limited`,
+    /// `unavailable`.
     pub code: String,
     /// What went wrong; for `invalid`, it starts with the field's name.
     pub message: String,
@@ -245,6 +246,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/conversations/{id}/assign", post(work::assign))
         .route("/api/v1/conversations/{id}/handoff", post(work::handoff))
         .route("/api/v1/conversations/{id}/status", post(work::status))
+        .route("/api/v1/conversations/{id}/snooze", post(work::snooze))
         .route("/api/v1/conversations/{id}/priority", post(work::priority))
         .route("/api/v1/conversations/{id}/tags", post(work::tags))
         .route("/api/v1/conversations/{id}/notes", post(work::note))

@@ -40,6 +40,20 @@ fn check_agent(s: &AppState, a: &Agent) -> Result<(), ApiError> {
         ));
     }
     let pack = s.runtime.engine.pack();
+    if let Some(c) = a
+        .shift
+        .as_ref()
+        .filter(|c| !pack.calendars.contains_key(c.as_str()))
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "shift: no calendar `{c}` in the rule pack (calendars: {})",
+            pack.calendars
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
     if let Some(q) = a
         .queues
         .iter()
@@ -100,6 +114,8 @@ pub struct NewAgent {
     capacity: Option<u32>,
     availability: Option<String>,
     role: Option<String>,
+    /// A calendar of the pack: the agent's working hours (assignment only inside them).
+    shift: Option<String>,
 }
 
 /// Creates an agent (admin); 409 when the id is taken. Defaults: capacity 5, `offline`, role
@@ -127,6 +143,7 @@ pub async fn create(
         queues: b.queues,
         capacity: b.capacity.unwrap_or(5),
         availability: b.availability.unwrap_or_else(|| "offline".into()),
+        shift: b.shift.filter(|s| !s.is_empty()),
     };
     let pulled = save(&s, &a, &p).await?;
     Ok((
@@ -146,6 +163,8 @@ pub struct AgentPatch {
     capacity: Option<u32>,
     availability: Option<String>,
     role: Option<String>,
+    /// A calendar of the pack; `""` for always on shift.
+    shift: Option<String>,
 }
 
 /// Changes an agent: admins anything; an agent their own availability, a supervisor anyone's.
@@ -159,8 +178,11 @@ pub async fn update(
     Name(id): Name,
     Body(b): Body<AgentPatch>,
 ) -> Result<Json<AgentSaved>, ApiError> {
-    let only_availability =
-        b.name.is_none() && b.queues.is_none() && b.capacity.is_none() && b.role.is_none();
+    let only_availability = b.name.is_none()
+        && b.queues.is_none()
+        && b.capacity.is_none()
+        && b.role.is_none()
+        && b.shift.is_none();
     let own = p.agent.as_deref() == Some(id.as_str());
     if !only_availability {
         require(&p, Role::Admin)?;
@@ -189,6 +211,9 @@ pub async fn update(
     }
     if let Some(v) = b.role {
         a.role = v;
+    }
+    if let Some(v) = b.shift {
+        a.shift = Some(v).filter(|s| !s.is_empty());
     }
     let pulled = save(&s, &a, &p).await?;
     Ok(Json(AgentSaved {

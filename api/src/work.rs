@@ -303,6 +303,30 @@ pub async fn status(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct SnoozeBody {
+    /// How long, e.g. `2h`, `30m`, `1d` (up to 30 days).
+    #[serde(rename = "for")]
+    duration: String,
+}
+
+/// Puts the conversation aside (`waiting`, SLA clocks paused) until the time passes or the
+/// customer writes; then it is open again.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/snooze", tag = "conversations", request_body = SnoozeBody,
+    params(("id" = i64, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Changed), (status = "4XX", body = crate::ErrorBody)))]
+pub async fn snooze(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+    Id(id): Id,
+    Body(b): Body<SnoozeBody>,
+) -> Result<Json<Changed>, ApiError> {
+    let d = switchyard_rules::calendar::parse_duration(&b.duration)
+        .map_err(|e| ApiError::Unprocessable(format!("for: {e} (e.g. `2h`, `30m`)")))?;
+    Ok(answer(act(&s, &p, id, AgentAction::Snooze(d)).await?))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PriorityBody {
     priority: String,
 }

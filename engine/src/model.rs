@@ -240,6 +240,9 @@ pub struct Agent {
     pub capacity: u32,
     /// `online`, `away` or `offline`.
     pub availability: String,
+    /// The pack calendar of the agent's working hours; `None` for always on shift.
+    #[serde(default)]
+    pub shift: Option<String>,
 }
 
 /// An agent who could take a conversation, with what assignment policies look at.
@@ -249,6 +252,8 @@ pub struct AgentLoad {
     pub open: u32,
     pub capacity: u32,
     pub last_assigned_at: Option<Millis>,
+    /// Their shift's calendar, if any.
+    pub shift: Option<String>,
 }
 
 /// Append-only: who changed what, from what to what.

@@ -24,6 +24,7 @@ use crate::store::{Changeset, NewJob, NewMessage, Store, StoreError, TicketChang
 
 mod act;
 mod schedules;
+mod shifts;
 mod sla;
 pub use act::{approved_templates, ActError, Acted, Actor, AgentAction, TicketUpdate};
 
@@ -628,6 +629,23 @@ impl<'a> Run<'a> {
         );
         self.conv.priority = p;
         self.sla_recompute();
+    }
+
+    /// Puts the conversation aside (`waiting`) until `d` passes or the customer writes.
+    fn snooze(&mut self, d: std::time::Duration, actor: &str, depth: u32) {
+        self.cs.cancel_jobs.push(("snooze".into(), "snooze".into()));
+        self.cs.new_jobs.push(NewJob {
+            kind: "snooze".into(),
+            name: "snooze".into(),
+            due_at: self.now + d.as_millis() as i64,
+        });
+        self.audit(
+            actor,
+            "snoozed",
+            Value::Null,
+            json!({ "until": time(self.now + d.as_millis() as i64).to_rfc3339() }),
+        );
+        self.set_status(Status::Waiting, actor, depth);
     }
 
     /// Notes, like messages, are append-only records with their author and time: the row is
@@ -1335,15 +1353,7 @@ impl<'a> Run<'a> {
                     json!({ "timer": name, "after_s": after.as_secs() }),
                 );
             }
-            ActionRt::Snooze(d) => {
-                self.cs.cancel_jobs.push(("snooze".into(), "snooze".into()));
-                self.cs.new_jobs.push(NewJob {
-                    kind: "snooze".into(),
-                    name: "snooze".into(),
-                    due_at: self.now + d.as_millis() as i64,
-                });
-                self.set_status(Status::Waiting, actor, depth);
-            }
+            ActionRt::Snooze(d) => self.snooze(*d, actor, depth),
             ActionRt::Stop => return Ok(Flow::Stop),
         }
         Ok(Flow::Continue)
@@ -1606,7 +1616,15 @@ impl<'a> Run<'a> {
         for a in &mut agents {
             a.open += self.cs.assigned.iter().filter(|x| **x == a.id).count() as u32;
         }
-        agents.retain(|a| a.open < a.capacity && Some(&a.id) != self.not_to.as_ref());
+        let now = time(self.now);
+        let in_shift =
+            |a: &AgentLoad| match a.shift.as_ref().and_then(|c| self.pack.calendars.get(c)) {
+                Some(cal) => cal.is_open(now),
+                // No shift, or a calendar the pack no longer has: always on.
+                None => true,
+            };
+        agents
+            .retain(|a| a.open < a.capacity && Some(&a.id) != self.not_to.as_ref() && in_shift(a));
         let pick = match policy {
             A::LeastLoaded => agents.iter().min_by(|a, b| {
                 (a.open, a.last_assigned_at, &a.id).cmp(&(b.open, b.last_assigned_at, &b.id))

@@ -307,6 +307,8 @@ pub trait Store: Send + Sync {
     async fn upsert_agent(&self, agent: &Agent, actor: &str, now: Millis) -> Result<()>;
     async fn agent(&self, id: &str) -> Result<Option<Agent>>;
     async fn agents(&self) -> Result<Vec<Agent>>;
+    /// The conversations `agent` owns that are not resolved.
+    async fn owned_conversations(&self, agent: &str) -> Result<Vec<i64>>;
     /// Waiting and assigned counts of these queues.
     async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStats>>;
     async fn list_conversations(&self, q: &ConversationQuery) -> Result<Vec<ConversationLine>>;

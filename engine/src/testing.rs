@@ -70,6 +70,7 @@ pub async fn run_case(
                 .as_ref()
                 .map(|v| v.value.clone())
                 .unwrap_or_else(|| "online".into()),
+            shift: a.shift.as_ref().map(|s| s.value.clone()),
         };
         store.upsert_agent(&agent, "system", now).await?;
     }
@@ -105,6 +106,8 @@ pub async fn run_case(
 
     let engine = Engine::new(store.clone(), pack.clone(), lookup);
     engine.init_schedules(now).await?;
+    let mut shifts = std::collections::HashMap::new();
+    engine.check_shifts(now, &mut shifts).await?;
     let mut report = CaseReport {
         name: case.name.value.clone(),
         failures: vec![],
@@ -176,6 +179,13 @@ pub async fn run_case(
             if let Some(s) = &a.status {
                 actions.push(crate::pipeline::AgentAction::Status(s.value));
             }
+            if let Some(d) = a
+                .snooze
+                .as_ref()
+                .and_then(|d| parse_duration(&d.value).ok())
+            {
+                actions.push(crate::pipeline::AgentAction::Snooze(d));
+            }
             for act in actions {
                 match engine.act(conv.id, act, &by, now).await {
                     Ok(_) => {}
@@ -212,6 +222,7 @@ pub async fn run_case(
                 }
             }
             now = until;
+            engine.check_shifts(now, &mut shifts).await?;
         }
         now += 1000;
 
@@ -306,6 +317,9 @@ fn describe(t: &Turn) -> String {
         }
         if let Some(s) = &a.status {
             parts.push(format!("sets status {}", s.value.as_str()));
+        }
+        if let Some(d) = &a.snooze {
+            parts.push(format!("snoozes {}", d.value));
         }
         format!("agent {} {}", a.id.value, parts.join(", "))
     } else {

@@ -253,9 +253,20 @@ async fn job_loop(
 ) {
     // The pack whose schedules have their next tick recorded (a reload may add some).
     let mut scheduled_for = String::new();
+    // Who was on shift at the last look, and when that was (shifts are looked at each second).
+    let mut shifts = HashMap::new();
+    let mut shifts_at = 0;
     loop {
         if *stop.borrow() {
             break;
+        }
+        if now() - shifts_at >= 1000 {
+            shifts_at = now();
+            match engine.check_shifts(shifts_at, &mut shifts).await {
+                Ok(0) => {}
+                Ok(_) => outbox_wake.notify_one(),
+                Err(e) => tracing::error!(error = %e, "handing back at shift end failed; retrying"),
+            }
         }
         let hash = engine.pack().hash.clone();
         if hash != scheduled_for {

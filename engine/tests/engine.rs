@@ -1301,6 +1301,7 @@ fn agent(id: &str, queues: &[&str], capacity: u32, availability: &str) -> Agent 
         queues: queues.iter().map(|q| q.to_string()).collect(),
         capacity,
         availability: availability.into(),
+        shift: None,
     }
 }
 

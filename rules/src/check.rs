@@ -742,6 +742,7 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics) -> Option<Pack> {
         let mut rt = QueueRt {
             assignment: q.assignment.value,
             sla: None,
+            on_shift_end: q.on_shift_end.as_ref().map(|x| x.value).unwrap_or_default(),
         };
         if let Some(sla) = &q.sla {
             let sla = &sla.value;
@@ -1851,6 +1852,11 @@ fn test_case(cx: &mut Ctx, f: usize, t: &Sp<TestCase>) {
             format!("test `{}` has no conversation", t.name.value),
         );
     }
+    for a in &t.agents {
+        if let Some(sh) = &a.shift {
+            cx.reference(f, sh, "calendars", "calendar");
+        }
+    }
     for turn in &t.conversation {
         let n = turn.customer.is_some() as u8
             + turn.event.is_some() as u8
@@ -1872,8 +1878,15 @@ fn test_case(cx: &mut Ctx, f: usize, t: &Sp<TestCase>) {
                 )
                 .hint("list them under `agents:` of the test");
             }
-            if a.reply.is_none() && a.note.is_none() && a.status.is_none() {
-                cx.err(f, a.pos, "an agent line needs `reply`, `note` or `status`");
+            if a.reply.is_none() && a.note.is_none() && a.status.is_none() && a.snooze.is_none() {
+                cx.err(
+                    f,
+                    a.pos,
+                    "an agent line needs `reply`, `note`, `status` or `snooze`",
+                );
+            }
+            if let Some(d) = &a.snooze {
+                cx.duration(f, d);
             }
         }
         if let Some(w) = &turn.wait {

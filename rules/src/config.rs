@@ -232,7 +232,18 @@ pub enum Assignment {
 pub struct Queue {
     pub assignment: Sp<Assignment>,
     pub sla: Option<Sp<Sla>>,
+    /// What happens to an agent's open conversations of this queue when their shift ends:
+    /// `keep` (default) or `hand_back` (to the queue, with a note).
+    pub on_shift_end: Option<Sp<OnShiftEnd>>,
     pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnShiftEnd {
+    #[default]
+    Keep,
+    HandBack,
 }
 
 #[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
@@ -726,6 +737,8 @@ pub struct TestAgent {
     pub capacity: Option<u32>,
     /// Default `online`.
     pub availability: Option<Sp<String>>,
+    /// A calendar of the pack: the agent's working hours.
+    pub shift: Option<Sp<String>>,
 }
 
 #[derive(Debug, Clone, Default, serde::Deserialize, JsonSchema)]
@@ -819,6 +832,8 @@ pub struct AgentTurn {
     /// An internal note.
     pub note: Option<String>,
     pub status: Option<Sp<Status>>,
+    /// Put the conversation aside for a while, e.g. `2h`.
+    pub snooze: Option<Sp<String>>,
 }
 
 #[derive(Debug, Clone, serde::Deserialize, JsonSchema)]

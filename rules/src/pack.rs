@@ -59,6 +59,7 @@ impl TemplateRt {
 pub struct QueueRt {
     pub assignment: Assignment,
     pub sla: Option<SlaRt>,
+    pub on_shift_end: crate::config::OnShiftEnd,
 }
 
 /// What an SLA measures.

@@ -40,6 +40,8 @@ pub enum AgentAction {
         note: Option<String>,
     },
     Status(Status),
+    /// Waiting until this long has passed (or the customer writes), then open again.
+    Snooze(std::time::Duration),
     Priority(Priority),
     Tags {
         add: Vec<String>,
@@ -261,6 +263,12 @@ impl Engine {
                     ));
                 }
                 run.set_status(s, actor, 0);
+            }
+            AgentAction::Snooze(d) => {
+                if d.is_zero() || d > std::time::Duration::from_secs(30 * 86400) {
+                    return Err(invalid("for", "between 1 second and 30 days"));
+                }
+                run.snooze(d, actor, 0);
             }
             AgentAction::Priority(p) => run.set_priority(p, actor),
             AgentAction::Tags { add, remove } => {

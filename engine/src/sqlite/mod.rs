@@ -255,6 +255,7 @@ fn agent_from(r: &SqliteRow) -> Result<Agent> {
         queues: parse(&r.try_get::<String, _>("queues")?, "agent queues")?,
         capacity: r.try_get::<i64, _>("capacity")? as u32,
         availability: r.try_get("availability")?,
+        shift: r.try_get("shift")?,
     })
 }
 
@@ -533,7 +534,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let rows = sqlx::query(
-            "SELECT a.id, a.capacity, a.last_assigned_at, \
+            "SELECT a.id, a.capacity, a.last_assigned_at, a.shift, \
                (SELECT count(*) FROM conversations v WHERE v.assignee = a.id AND v.status <> 'resolved') AS open \
              FROM agents a, json_each(a.queues) q \
              WHERE a.availability = 'online' AND q.value = ? ORDER BY a.id",
@@ -548,6 +549,7 @@ impl Store for SqliteStore {
                 open: r.try_get::<i64, _>("open")? as u32,
                 capacity: r.try_get::<i64, _>("capacity")? as u32,
                 last_assigned_at: r.try_get("last_assigned_at")?,
+                shift: r.try_get("shift")?,
             };
             if l.open < l.capacity {
                 out.push(l);
@@ -756,10 +758,10 @@ impl Store for SqliteStore {
         let staffed = self
             .write(move |tx| {
                 tx.execute(
-                    "INSERT INTO agents (id, name, role, queues, capacity, availability) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                    "INSERT INTO agents (id, name, role, queues, capacity, availability, shift) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
                      ON CONFLICT (id) DO UPDATE SET name = excluded.name, role = excluded.role, queues = excluded.queues, \
-                     capacity = excluded.capacity, availability = excluded.availability",
-                    params![a.id, a.name, a.role, json(&a.queues), a.capacity as i64, a.availability],
+                     capacity = excluded.capacity, availability = excluded.availability, shift = excluded.shift",
+                    params![a.id, a.name, a.role, json(&a.queues), a.capacity as i64, a.availability, a.shift],
                 )?;
                 tx.execute(
                     "INSERT INTO audit (at, actor, entity, action, before, after) VALUES (?1, ?2, ?3, 'saved', \
@@ -786,6 +788,15 @@ impl Store for SqliteStore {
             .fetch_all(&self.read)
             .await?;
         rows.iter().map(agent_from).collect()
+    }
+
+    async fn owned_conversations(&self, agent: &str) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM conversations WHERE assignee = ? AND status <> 'resolved' ORDER BY id",
+        )
+        .bind(agent)
+        .fetch_all(&self.read)
+        .await?)
     }
 
     async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStats>> {
