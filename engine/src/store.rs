@@ -273,6 +273,8 @@ pub trait Store: Send + Sync {
     /// Writes a changeset in one transaction.
     async fn commit(&self, cs: Changeset) -> Result<()>;
 
+    /// When the earliest pending job is due.
+    async fn next_job_at(&self) -> Result<Option<Millis>>;
     /// Jobs due at `now`, not done.
     async fn due_jobs(&self, now: Millis, limit: i64) -> Result<Vec<Job>>;
 

@@ -291,8 +291,17 @@ async fn job_loop(
             }
             Err(e) => tracing::error!(error = %e, "reading due jobs failed"),
         }
+        // Until the next job is due (timers fire on time, not on the next poll), or the poll
+        // interval (new jobs, schedules, shifts), whichever comes first; at least 10 ms, so a
+        // job that keeps failing is retried, not spun on.
+        let poll = cfg.poll.as_millis() as i64;
+        let wait = match engine.store.next_job_at().await {
+            Ok(Some(at)) => (at - now()).clamp(10.min(poll), poll),
+            _ => poll,
+        };
+        let wait = Duration::from_millis(wait as u64);
         tokio::select! {
-            _ = tokio::time::sleep(cfg.poll) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => {}
         }
     }

@@ -588,6 +588,14 @@ impl Store for SqliteStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    async fn next_job_at(&self) -> Result<Option<Millis>> {
+        Ok(
+            sqlx::query_scalar("SELECT min(due_at) FROM jobs WHERE done_at IS NULL")
+                .fetch_one(&self.read)
+                .await?,
+        )
+    }
+
     async fn due_jobs(&self, now: Millis, limit: i64) -> Result<Vec<Job>> {
         let rows = sqlx::query("SELECT id, conversation_id, kind, name, due_at FROM jobs WHERE done_at IS NULL AND due_at <= ? ORDER BY due_at, id LIMIT ?")
             .bind(now)
