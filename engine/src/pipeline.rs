@@ -1495,7 +1495,8 @@ impl<'a> Run<'a> {
                     status: TicketStatus::Open,
                     owner: self.conv.assignee.clone(),
                     queue: queue.or_else(|| self.conv.queue.clone()),
-                    due_at: None,
+                    // The conversation's resolution SLA, when one runs.
+                    due_at: self.resolution_due(),
                     created_at: self.now,
                     updated_at: self.now,
                 };
