@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// [default: 50].
     #[arg(long, env = "SWITCHYARD_API_RATE")]
     pub api_rate: Option<u32>,
+    /// The secret Shopify signs order webhooks with; when set, `POST /webhooks/shopify`
+    /// requires a valid `X-Shopify-Hmac-Sha256`.
+    #[arg(long, env = "SHOPIFY_WEBHOOK_SECRET", hide_env_values = true)]
+    pub shopify_webhook_secret: Option<String>,
     /// Reload the rule pack when its files change (a pack with errors is refused and the one
     /// serving keeps serving).
     #[arg(long)]

@@ -479,6 +479,98 @@ fn sample_orders(pack: &Pack) -> Vec<serde_json::Map<String, serde_json::Value>>
         .collect()
 }
 
+/// The pack's connectors as the engine's ports, from the environment variables they name:
+/// Shopify with its shop and token (else the demo store when `fallback: demo`), the demo
+/// store, outbound webhooks with their URL and secret; and a sentence per connector for the
+/// start-up message.
+struct Connectors {
+    lookup: Arc<dyn switchyard_engine::ports::Lookup>,
+    notifier: Arc<dyn switchyard_engine::ports::Notifier>,
+    /// One line per connector for the start-up message.
+    said: Vec<String>,
+}
+
+fn connectors(pack: &Pack, env: impl Fn(&str) -> Option<String>) -> Result<Connectors> {
+    use switchyard_connectors::shopify::{Shopify, ShopifyConfig, Stores};
+    use switchyard_connectors::webhooks::{Endpoint, Target, Webhooks};
+    use switchyard_rules::pack::ConnectorRt;
+    let demo: Arc<dyn switchyard_engine::ports::Lookup> = Arc::new(
+        switchyard_connectors::demo::DemoStore::new(sample_orders(pack)),
+    );
+    let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let mut stores = std::collections::HashMap::new();
+    let mut hooks = std::collections::HashMap::new();
+    let mut said = Vec::new();
+    for (name, c) in pack.connectors.iter() {
+        match c {
+            ConnectorRt::Shopify {
+                shop_env,
+                token_env,
+                api_version,
+                fallback_demo,
+            } => {
+                match (set(shop_env), set(token_env)) {
+                    (Some(shop), Some(token)) => {
+                        let mut cfg = ShopifyConfig::new(&shop, &token);
+                        if let Some(v) = api_version {
+                            cfg.api_version = v.clone();
+                        }
+                        let client = Shopify::new(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+                        said.push(format!("`{name}`: Shopify {shop}"));
+                        stores.insert(
+                            name.clone(),
+                            Ok(Arc::new(client) as Arc<dyn switchyard_engine::ports::Lookup>),
+                        );
+                    }
+                    _ if *fallback_demo => {
+                        said.push(format!(
+                            "`{name}`: the demo store (set {shop_env} and {token_env} for Shopify)"
+                        ));
+                        stores.insert(name.clone(), Ok(demo.clone()));
+                    }
+                    _ => {
+                        said.push(format!(
+                            "`{name}`: not configured (set {shop_env} and {token_env})"
+                        ));
+                        stores.insert(
+                        name.clone(),
+                        Err(format!("the store `{name}` has no credentials: set {shop_env} and {token_env}")),
+                    );
+                    }
+                }
+            }
+            ConnectorRt::Demo => {
+                stores.insert(name.clone(), Ok(demo.clone()));
+            }
+            ConnectorRt::Webhook {
+                url_env,
+                secret_env,
+            } => {
+                let target = match set(url_env) {
+                    Some(url) => Target::Http(Endpoint {
+                        url,
+                        secret: secret_env.as_deref().and_then(set),
+                    }),
+                    None => {
+                        said.push(format!(
+                            "`{name}`: webhook printed here (set {url_env} to post it)"
+                        ));
+                        Target::Print
+                    }
+                };
+                hooks.insert(name.clone(), target);
+            }
+        }
+    }
+    let notifier =
+        Webhooks::new(hooks, std::time::Duration::from_secs(10)).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Connectors {
+        lookup: Arc::new(Stores::new(stores)),
+        notifier: Arc::new(notifier),
+        said,
+    })
+}
+
 async fn start_runtime(
     pack: Pack,
     db: &str,
@@ -486,14 +578,25 @@ async fn start_runtime(
     notifier: Arc<dyn switchyard_engine::ports::Notifier>,
     default_queues: &[(String, String)],
 ) -> Result<Arc<switchyard_engine::worker::Runtime>> {
+    let lookup = Arc::new(switchyard_connectors::demo::DemoStore::new(sample_orders(
+        &pack,
+    )));
+    start_runtime_with(pack, db, channel, notifier, lookup, default_queues).await
+}
+
+async fn start_runtime_with(
+    pack: Pack,
+    db: &str,
+    channel: Arc<dyn switchyard_engine::ports::Channel>,
+    notifier: Arc<dyn switchyard_engine::ports::Notifier>,
+    lookup: Arc<dyn switchyard_engine::ports::Lookup>,
+    default_queues: &[(String, String)],
+) -> Result<Arc<switchyard_engine::worker::Runtime>> {
     let store: Arc<dyn switchyard_engine::Store> = Arc::new(
         switchyard_engine::sqlite::SqliteStore::open(db)
             .await
             .with_context(|| format!("cannot open the database {db}"))?,
     );
-    let lookup = Arc::new(switchyard_connectors::demo::DemoStore::new(sample_orders(
-        &pack,
-    )));
     let mut engine = switchyard_engine::Engine::new(store, Arc::new(pack), lookup);
     for (channel, queue) in default_queues {
         engine = engine.with_default_queue(channel, queue);
@@ -590,17 +693,21 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         })
         .collect();
     let (db, listen) = (cfg.db.as_str(), cfg.listen.as_str());
+    let Connectors {
+        lookup,
+        notifier,
+        said: connectors_say,
+    } = connectors(&pack, |n| std::env::var(n).ok())?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let runtime = start_runtime(
-            pack,
-            db,
-            channel,
-            Arc::new(switchyard_connectors::sandbox::SandboxNotifier::default()),
-            &default_queues,
-        )
-        .await?;
+        let runtime =
+            start_runtime_with(pack, db, channel, notifier, lookup, &default_queues).await?;
         let state = Arc::new(switchyard_api::AppState {
+            shopify_webhook_secret: a
+                .shopify_webhook_secret
+                .clone()
+                .filter(|s| !s.is_empty())
+                .map(String::into_bytes),
             whatsapp_verify_token: cfg.verify_token.clone(),
             whatsapp_app_secret: cfg.app_secret.clone().map(String::into_bytes),
             whatsapp_numbers: numbers,
@@ -621,6 +728,9 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
             cfg.rules.display(),
             listener.local_addr()?
         );
+        for s in &connectors_say {
+            eprintln!("switchyard: connector {s}");
+        }
         let shutdown = async {
             let term = async {
                 #[cfg(unix)]

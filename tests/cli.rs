@@ -574,3 +574,59 @@ fn serve_watch_reloads_good_packs_and_keeps_serving_on_bad_ones() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// `serve` with no credentials: the example pack's store is the demo store, a Shopify order
+/// webhook starts the COD confirmation (printed by the sandbox), and start-up says which
+/// connector is what.
+#[test]
+fn serve_takes_shopify_order_webhooks_with_no_credentials() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut server = bin()
+        .args(["serve", "--listen", &addr])
+        .arg("--db")
+        .arg(format!("sqlite://{}", dir.path().join("s.db").display()))
+        .env_remove("SHOPIFY_SHOP")
+        .env_remove("SHOPIFY_ACCESS_TOKEN")
+        .env_remove("SHOPIFY_WEBHOOK_SECRET")
+        .env_remove("WHATSAPP_PHONE_NUMBER_ID")
+        .env_remove("WHATSAPP_ACCESS_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let up = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+    let order = r##"{"id":20001,"name":"#20001","total_price":"3499.00","payment_gateway_names":["Cash on Delivery (COD)"],"customer":{"first_name":"Ayesha","phone":"+923001234567"},"shipping_address":{"phone":"0300 1234567"}}"##;
+    let mut status = String::new();
+    if up {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "POST /webhooks/shopify HTTP/1.1\r\nHost: {addr}\r\nX-Shopify-Topic: orders/create\r\nX-Shopify-Webhook-Id: w1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{order}",
+            order.len()
+        )
+        .unwrap();
+        s.read_to_string(&mut status).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+    }
+    server.kill().unwrap();
+    let out = server.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(up, "serve did not start: {stderr}");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(
+        stderr.contains("connector `store`: the demo store (set SHOPIFY_SHOP and SHOPIFY_ACCESS_TOKEN for Shopify)"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains(
+            "[sandbox → whatsapp 923001234567] Please confirm your cash-on-delivery order #20001"
+        ),
+        "{stdout}"
+    );
+}

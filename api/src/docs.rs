@@ -45,6 +45,7 @@ impl Modify for Bearer {
         crate::whatsapp_handshake,
         crate::whatsapp_post,
         crate::webchat_post,
+        crate::shopify_post,
         admin::create_token,
         admin::revoke_token,
         work::list_conversations,

@@ -41,6 +41,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// `SWITCHYARD_ADMIN_TOKEN`: accepted as an admin token (bootstrapping, tests).
     pub admin_token: Option<String>,
+    /// `SHOPIFY_WEBHOOK_SECRET`: when set, `X-Shopify-Hmac-Sha256` is required and checked.
+    pub shopify_webhook_secret: Option<Vec<u8>>,
     /// Where the pack came from, for `GET/POST /api/v1/rules…`.
     pub rules: oversight::RulesSource,
     pub metrics: oversight::ApiMetrics,
@@ -63,6 +65,7 @@ impl AppState {
             whatsapp_numbers: Default::default(),
             body_limit: DEFAULT_BODY_LIMIT,
             admin_token: None,
+            shopify_webhook_secret: None,
             rules: oversight::RulesSource::new(None),
             token_limiter: Some(token_limiter(DEFAULT_TOKEN_RATE.0, DEFAULT_TOKEN_RATE.1)),
         }
@@ -116,6 +119,9 @@ pub struct Received {
     /// Delivery statuses in the body (WhatsApp only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub statuses: Option<usize>,
+    /// Why nothing was taken in (e.g. a Shopify topic that is not an order event).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<String>,
 }
 
 /// One error type for every route.
@@ -235,6 +241,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(whatsapp_handshake).post(whatsapp_post),
         )
         .route("/webhooks/webchat", axum::routing::post(webchat_post))
+        .route("/webhooks/shopify", axum::routing::post(shopify_post))
         .route("/api/v1/tokens", axum::routing::post(admin::create_token))
         .route(
             "/api/v1/tokens/{id}",
@@ -442,6 +449,7 @@ pub async fn whatsapp_post(
         received: new,
         duplicates: dup,
         statuses: Some(statuses),
+        ignored: None,
     }))
 }
 
@@ -501,5 +509,76 @@ pub async fn webchat_post(
         received: new,
         duplicates: dup,
         statuses: None,
+        ignored: None,
+    }))
+}
+
+/// Shopify order webhooks (`orders/create`, `orders/updated`, `orders/cancelled`,
+/// `orders/fulfilled`): with `SHOPIFY_WEBHOOK_SECRET` set, `X-Shopify-Hmac-Sha256` must be
+/// valid (401 otherwise); deduplicated on `X-Shopify-Webhook-Id`; committed to the inbox as
+/// `order.created` etc. for the customer's WhatsApp conversation (by the order's phone) before
+/// the 200. Other topics, and orders without a phone, are acknowledged and ignored.
+#[utoipa::path(post, path = "/webhooks/shopify", tag = "webhooks", request_body = Object,
+    params(("X-Shopify-Topic" = String, Header), ("X-Shopify-Webhook-Id" = String, Header),
+        ("X-Shopify-Hmac-Sha256" = Option<String>, Header)),
+    responses((status = 200, body = Received), (status = "4XX", body = ErrorBody)))]
+pub async fn shopify_post(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Json<Received>, ApiError> {
+    use switchyard_connectors::shopify;
+    let b = body(b, s.body_limit)?;
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    if let Some(secret) = &s.shopify_webhook_secret {
+        if !shopify::webhook_signature_valid(secret, &b, header("x-shopify-hmac-sha256")) {
+            return Err(ApiError::Unauthorized(
+                "missing or wrong X-Shopify-Hmac-Sha256".into(),
+            ));
+        }
+    }
+    let ignored = |why: String| {
+        Json(Received {
+            received: 0,
+            duplicates: 0,
+            statuses: None,
+            ignored: Some(why),
+        })
+    };
+    let topic = header("x-shopify-topic").unwrap_or("");
+    let Some(event) = shopify::event_of_topic(topic) else {
+        return Ok(ignored(format!("topic `{topic}` is not an order event")));
+    };
+    let id = header("x-shopify-webhook-id")
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| ApiError::BadRequest("missing X-Shopify-Webhook-Id".into()))?;
+    let raw: Value = serde_json::from_slice(&b)
+        .map_err(|e| ApiError::BadRequest(format!("the order is not JSON: {e}")))?;
+    if !raw.is_object() {
+        return Err(ApiError::BadRequest(
+            "the order must be a JSON object".into(),
+        ));
+    }
+    let order = shopify::order_from_rest(&raw);
+    let Some(phone) = order["phone"].as_str().map(String::from) else {
+        return Ok(ignored(
+            "the order has no phone number: there is no WhatsApp conversation to start".into(),
+        ));
+    };
+    let ev = Inbound::Order {
+        channel: s.whatsapp_numbers.channel(None),
+        to: phone.trim_start_matches('+').to_string(),
+        name: order["customer_name"].as_str().map(String::from),
+        phone: Some(phone),
+        provider_id: format!("shopify:{id}"),
+        event: event.into(),
+        order,
+    };
+    let (new, dup) = ingest(&s, vec![ev], 1).await?;
+    Ok(Json(Received {
+        received: new,
+        duplicates: dup,
+        statuses: None,
+        ignored: None,
     }))
 }

@@ -2101,3 +2101,284 @@ mod docs {
         assert_eq!(bearer["scheme"], "bearer");
     }
 }
+
+// ---- Shopify: order webhooks to the COD confirmation, against a fake shop -------------------
+
+mod shopify {
+    use super::*;
+    use base64::Engine as _;
+    use switchyard_connectors::shopify::{Shopify, ShopifyConfig, Stores};
+    use wiremock::matchers::{body_string_contains, method};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    const SECRET: &str = "shopify-webhook-secret";
+
+    struct Shop {
+        base: String,
+        channel: Arc<SandboxChannel>,
+        store: Arc<dyn Store>,
+        fake: MockServer,
+        _dir: tempfile::TempDir,
+    }
+
+    /// The example pack, its `store` connector on a fake Shopify, the Shopify webhook secret set.
+    async fn shop() -> Shop {
+        let fake = MockServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
+                .await
+                .unwrap(),
+        );
+        let pack = switchyard_rules::load_dir(std::path::Path::new("../examples/pk-ecommerce"))
+            .unwrap()
+            .pack
+            .unwrap();
+        client();
+        let mut cfg = ShopifyConfig::new(&fake.uri(), "shpat_test");
+        cfg.timeout = Duration::from_secs(2);
+        let shopify: Arc<dyn switchyard_engine::ports::Lookup> =
+            Arc::new(Shopify::new(cfg).unwrap());
+        let lookup = Arc::new(Stores::new([("store".to_string(), Ok(shopify))].into()));
+        let engine = Arc::new(Engine::new(store.clone(), Arc::new(pack), lookup));
+        let channel = Arc::new(SandboxChannel::new());
+        let cfg = WorkerConfig {
+            poll: Duration::from_millis(20),
+            ..Default::default()
+        };
+        let runtime = Arc::new(
+            Runtime::start(
+                engine,
+                channel.clone(),
+                Arc::new(SandboxNotifier::default()),
+                cfg,
+            )
+            .await
+            .unwrap(),
+        );
+        let state = Arc::new(AppState {
+            shopify_webhook_secret: Some(SECRET.as_bytes().to_vec()),
+            ..AppState::new(runtime)
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(launch(listener, state, std::future::pending()));
+        Shop {
+            base,
+            channel,
+            store,
+            fake,
+            _dir: dir,
+        }
+    }
+
+    fn sign(body: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    }
+
+    async fn deliver(
+        s: &Shop,
+        topic: &str,
+        id: &str,
+        body: &str,
+        sig: Option<String>,
+    ) -> (u16, Value) {
+        let mut rb = client()
+            .post(format!("{}/webhooks/shopify", s.base))
+            .header("X-Shopify-Topic", topic)
+            .header("X-Shopify-Webhook-Id", id)
+            .body(body.to_string());
+        if let Some(sig) = sig {
+            rb = rb.header("X-Shopify-Hmac-Sha256", sig);
+        }
+        let r = rb.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A new COD order: the webhook (delivered twice, as Shopify may) starts the confirmation
+    /// with the approved template; the customer taps Confirm; the shop is tagged once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cod_order_is_confirmed_on_whatsapp_and_tagged_once_in_the_shop() {
+        let s = shop().await;
+        let node = json!({
+            "id": "gid://shopify/Order/20001", "name": "#20001", "phone": null, "email": null,
+            "createdAt": "2026-11-23T07:00:00Z", "cancelledAt": null, "note": null, "tags": [],
+            "displayFinancialStatus": "PENDING", "displayFulfillmentStatus": "UNFULFILLED",
+            "paymentGatewayNames": ["Cash on Delivery (COD)"],
+            "totalPriceSet": { "shopMoney": { "amount": "3499.00", "currencyCode": "PKR" } },
+            "customer": { "id": "gid://shopify/Customer/5", "displayName": "Ayesha Khan", "phone": "+923001234567" },
+            "shippingAddress": { "phone": "0300 1234567" }, "fulfillments": []
+        });
+        Mock::given(method("POST"))
+            .and(body_string_contains("name:#20001"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({ "data": { "orders": { "nodes": [node] } } })),
+            )
+            .mount(&s.fake)
+            .await;
+        Mock::given(method("POST"))
+            .and(body_string_contains("tagsAdd"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({ "data": { "tagsAdd": { "userErrors": [] } } })),
+            )
+            .expect(1)
+            .mount(&s.fake)
+            .await;
+        Mock::given(method("POST"))
+            .and(body_string_contains("orderUpdate"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({ "data": { "orderUpdate": { "userErrors": [] } } })),
+            )
+            .expect(1)
+            .mount(&s.fake)
+            .await;
+        let order = json!({
+            "id": 20001, "admin_graphql_api_id": "gid://shopify/Order/20001", "name": "#20001",
+            "total_price": "3499.00", "currency": "PKR", "financial_status": "pending",
+            "payment_gateway_names": ["Cash on Delivery (COD)"], "phone": null,
+            "customer": { "first_name": "Ayesha", "last_name": "Khan", "phone": "+923001234567" },
+            "shipping_address": { "phone": "0300 1234567" }
+        })
+        .to_string();
+        let (st, v) = deliver(&s, "orders/create", "wh-1", &order, Some(sign(&order))).await;
+        assert_eq!((st, v["received"].as_u64()), (200, Some(1)), "{v}");
+        let (st, v) = deliver(&s, "orders/create", "wh-1", &order, Some(sign(&order))).await;
+        assert_eq!(
+            (st, v["duplicates"].as_u64()),
+            (200, Some(1)),
+            "a redelivery: {v}"
+        );
+        let (st, _) = deliver(&s, "orders/create", "wh-2", &order, Some(sign("other"))).await;
+        assert_eq!(st, 401, "a wrong signature");
+        let (st, _) = deliver(&s, "orders/create", "wh-3", &order, None).await;
+        assert_eq!(st, 401, "no signature");
+        let (st, v) = deliver(&s, "products/update", "wh-4", "{}", Some(sign("{}"))).await;
+        assert_eq!((st, v["ignored"].is_string()), (200, true), "{v}");
+        let (st, _) = deliver(
+            &s,
+            "orders/create",
+            "wh-5",
+            "not json",
+            Some(sign("not json")),
+        )
+        .await;
+        assert_eq!(st, 400);
+
+        // The confirmation template went out to the order's phone.
+        let mut asked = None;
+        for _ in 0..250 {
+            asked = s
+                .channel
+                .sent()
+                .into_iter()
+                .find(|(_, m)| m.template.is_some());
+            if asked.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (_, m) = asked.expect("the COD confirmation was sent");
+        assert_eq!(m.to, "923001234567");
+        assert_eq!(m.template.as_ref().unwrap().name, "cod_confirmation_v2");
+        assert_eq!(
+            s.channel
+                .sent()
+                .iter()
+                .filter(|(_, m)| m.template.is_some())
+                .count(),
+            1,
+            "once, though delivered twice"
+        );
+
+        // The customer taps Confirm on the template.
+        let tap = TEXT
+            .replace(
+                r#""type":"text","text":{"body":"hello"}"#,
+                r#""type":"button","button":{"payload":"confirm","text":"Confirm"}"#,
+            )
+            .replace("wamid.ONE", "wamid.TAP");
+        let r = client()
+            .post(format!("{}/webhooks/whatsapp", s.base))
+            .body(tap)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let mut confirmed = false;
+        for _ in 0..250 {
+            let id = s.store.conversation_ids().await.unwrap()[0];
+            let c = s.store.conversation(id).await.unwrap().unwrap();
+            if c.tags.contains(&"cod_confirmed".to_string()) {
+                confirmed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(confirmed, "the conversation is tagged cod_confirmed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // `expect(1)` on tagsAdd and orderUpdate: exactly one write of each.
+        s.fake.verify().await;
+    }
+
+    /// The shop down while confirming: the flow hands the customer to a person.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shop_that_does_not_answer_hands_off_to_a_person() {
+        let s = shop().await;
+        Mock::given(method("POST"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({}))
+                    .set_delay(Duration::from_secs(5)),
+            )
+            .mount(&s.fake)
+            .await;
+        let order = json!({
+            "id": 20002, "name": "#20002", "total_price": "1200.00",
+            "payment_gateway_names": ["Cash on Delivery (COD)"],
+            "shipping_address": { "phone": "+923001234567" }
+        })
+        .to_string();
+        let (st, _) = deliver(&s, "orders/create", "wh-10", &order, Some(sign(&order))).await;
+        assert_eq!(st, 200);
+        for _ in 0..250 {
+            if s.channel.sent().iter().any(|(_, m)| m.template.is_some()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let tap = TEXT
+            .replace(
+                r#""type":"text","text":{"body":"hello"}"#,
+                r#""type":"button","button":{"payload":"confirm","text":"Confirm"}"#,
+            )
+            .replace("wamid.ONE", "wamid.TAP2");
+        client()
+            .post(format!("{}/webhooks/whatsapp", s.base))
+            .body(tap)
+            .send()
+            .await
+            .unwrap();
+        let mut handed = None;
+        for _ in 0..300 {
+            let id = s.store.conversation_ids().await.unwrap()[0];
+            let c = s.store.conversation(id).await.unwrap().unwrap();
+            if c.queue.is_some() {
+                handed = Some((c, s.store.notes(id).await.unwrap()));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (c, notes) = handed.expect("a person takes over");
+        assert_eq!(c.queue.as_deref(), Some("support"));
+        assert!(
+            notes.iter().any(|n| n.text.contains("did not answer")),
+            "{notes:?}"
+        );
+        assert!(!c.tags.contains(&"cod_confirmed".to_string()));
+    }
+}
