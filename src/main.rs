@@ -490,57 +490,97 @@ struct Connectors {
     said: Vec<String>,
 }
 
-fn connectors(pack: &Pack, env: impl Fn(&str) -> Option<String>) -> Result<Connectors> {
+fn connectors(pack: &Pack, dir: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Connectors> {
     use switchyard_connectors::shopify::{Shopify, ShopifyConfig, Stores};
     use switchyard_connectors::webhooks::{Endpoint, Target, Webhooks};
+    use switchyard_engine::ports::Lookup;
     use switchyard_rules::pack::ConnectorRt;
-    let demo: Arc<dyn switchyard_engine::ports::Lookup> = Arc::new(
-        switchyard_connectors::demo::DemoStore::new(sample_orders(pack)),
-    );
+    let demo: Arc<dyn Lookup> = Arc::new(switchyard_connectors::demo::DemoStore::new(
+        sample_orders(pack),
+    ));
     let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-    let mut stores = std::collections::HashMap::new();
+    let mut stores: std::collections::HashMap<String, Result<Arc<dyn Lookup>, String>> =
+        std::collections::HashMap::new();
     let mut hooks = std::collections::HashMap::new();
     let mut said = Vec::new();
+    // Static and demo stores first: Shopify connectors may fall back to them.
+    for (name, c) in pack.connectors.iter() {
+        match c {
+            ConnectorRt::Demo => {
+                stores.insert(name.clone(), Ok(demo.clone()));
+            }
+            ConnectorRt::Static { file } => {
+                let path = dir.join(file);
+                let text = std::fs::read_to_string(&path).with_context(|| {
+                    format!(
+                        "the `{name}` connector's orders: cannot read {}",
+                        path.display()
+                    )
+                })?;
+                let orders: Vec<serde_json::Map<String, serde_json::Value>> =
+                    serde_json::from_str(&text).with_context(|| {
+                        format!("{}: expected a JSON array of orders", path.display())
+                    })?;
+                said.push(format!(
+                    "`{name}`: {} orders from {}",
+                    orders.len(),
+                    path.display()
+                ));
+                stores.insert(
+                    name.clone(),
+                    Ok(Arc::new(switchyard_connectors::demo::DemoStore::new(
+                        orders,
+                    ))),
+                );
+            }
+            _ => {}
+        }
+    }
     for (name, c) in pack.connectors.iter() {
         match c {
             ConnectorRt::Shopify {
                 shop_env,
                 token_env,
                 api_version,
-                fallback_demo,
+                fallback,
             } => {
-                match (set(shop_env), set(token_env)) {
-                    (Some(shop), Some(token)) => {
+                let store = match (set(shop_env), set(token_env), fallback.as_deref()) {
+                    (Some(shop), Some(token), _) => {
                         let mut cfg = ShopifyConfig::new(&shop, &token);
                         if let Some(v) = api_version {
                             cfg.api_version = v.clone();
                         }
-                        let client = Shopify::new(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
                         said.push(format!("`{name}`: Shopify {shop}"));
-                        stores.insert(
-                            name.clone(),
-                            Ok(Arc::new(client) as Arc<dyn switchyard_engine::ports::Lookup>),
-                        );
+                        Ok(
+                            Arc::new(Shopify::new(cfg).map_err(|e| anyhow::anyhow!("{e}"))?)
+                                as Arc<dyn Lookup>,
+                        )
                     }
-                    _ if *fallback_demo => {
+                    (_, _, Some(fb)) => {
+                        let (what, store) = match fb {
+                            "demo" => ("the demo store".to_string(), Ok(demo.clone())),
+                            other => (
+                                format!("the `{other}` store"),
+                                stores.get(other).cloned().unwrap_or_else(|| {
+                                    Err(format!("no store connector `{other}`"))
+                                }),
+                            ),
+                        };
                         said.push(format!(
-                            "`{name}`: the demo store (set {shop_env} and {token_env} for Shopify)"
+                            "`{name}`: {what} (set {shop_env} and {token_env} for Shopify)"
                         ));
-                        stores.insert(name.clone(), Ok(demo.clone()));
+                        store
                     }
                     _ => {
                         said.push(format!(
                             "`{name}`: not configured (set {shop_env} and {token_env})"
                         ));
-                        stores.insert(
-                        name.clone(),
-                        Err(format!("the store `{name}` has no credentials: set {shop_env} and {token_env}")),
-                    );
+                        Err(format!(
+                            "the store `{name}` has no credentials: set {shop_env} and {token_env}"
+                        ))
                     }
-                }
-            }
-            ConnectorRt::Demo => {
-                stores.insert(name.clone(), Ok(demo.clone()));
+                };
+                stores.insert(name.clone(), store);
             }
             ConnectorRt::Webhook {
                 url_env,
@@ -560,6 +600,7 @@ fn connectors(pack: &Pack, env: impl Fn(&str) -> Option<String>) -> Result<Conne
                 };
                 hooks.insert(name.clone(), target);
             }
+            ConnectorRt::Demo | ConnectorRt::Static { .. } => {}
         }
     }
     let notifier =
@@ -697,7 +738,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         lookup,
         notifier,
         said: connectors_say,
-    } = connectors(&pack, |n| std::env::var(n).ok())?;
+    } = connectors(&pack, &cfg.rules, |n| std::env::var(n).ok())?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let runtime =

@@ -620,7 +620,7 @@ fn serve_takes_shopify_order_webhooks_with_no_credentials() {
     assert!(up, "serve did not start: {stderr}");
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert!(
-        stderr.contains("connector `store`: the demo store (set SHOPIFY_SHOP and SHOPIFY_ACCESS_TOKEN for Shopify)"),
+        stderr.contains("connector `store`: the `demo_store` store (set SHOPIFY_SHOP and SHOPIFY_ACCESS_TOKEN for Shopify)"),
         "{stderr}"
     );
     assert!(

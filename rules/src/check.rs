@@ -796,9 +796,10 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics) -> Option<Pack> {
                     shop_env: shop_env.clone(),
                     token_env: token_env.clone(),
                     api_version: api_version.clone(),
-                    fallback_demo: *fallback == Some(Fallback::Demo),
+                    fallback: fallback.clone(),
                 },
                 Connector::Demo {} => ConnectorRt::Demo,
+                Connector::Static { file } => ConnectorRt::Static { file: file.clone() },
                 Connector::Webhook {
                     url_env,
                     secret_env,
@@ -810,6 +811,39 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics) -> Option<Pack> {
             (it.name.value.clone(), rt)
         })
         .collect();
+
+    // Fallbacks name a static or demo store; static files are relative paths in the pack.
+    // (Values inside a tagged connector carry no position: the connector's name does.)
+    for it in &raw.connectors {
+        let (f, pos) = (it.file, it.name.pos);
+        match &it.value.value {
+            Connector::Shopify {
+                fallback: Some(fb), ..
+            } if fb != "demo" => {
+                let ok = raw.connectors.iter().any(|c| {
+                    c.name.value == *fb
+                        && matches!(c.value.value, Connector::Static { .. } | Connector::Demo {})
+                });
+                if !ok {
+                    cx.err(f, pos, format!("fallback `{fb}` is not a `static` or `demo` connector of this pack"))
+                        .hint("`fallback: demo` uses the orders of the pack's test fixtures; or name a connector `{ type: static, file: orders.json }`");
+                }
+            }
+            Connector::Static { file } => {
+                let p = std::path::Path::new(file);
+                if file.trim().is_empty()
+                    || p.is_absolute()
+                    || p.components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir))
+                    || !file.ends_with(".json")
+                {
+                    cx.err(f, pos, format!("`{file}` is not a JSON file inside the pack"))
+                        .hint("a path relative to the pack's directory, ending in `.json` (YAML files there are read as pack files)");
+                }
+            }
+            _ => {}
+        }
+    }
 
     // Flows.
     let mut flows = BTreeMap::new();

@@ -291,11 +291,18 @@ pub enum Connector {
         token_env: String,
         /// Admin API version, e.g. `2025-07`.
         api_version: Option<String>,
-        /// What to use when the credentials are missing.
-        fallback: Option<Fallback>,
+        /// What to use when the credentials are missing: `demo` (the orders of the pack's
+        /// test fixtures) or the name of a `static` or `demo` connector.
+        fallback: Option<String>,
     },
     /// The built-in demo store (orders from the pack's test fixtures or `examples/`).
     Demo {},
+    /// Orders from a JSON file in the pack's directory (an array of orders, each with at least
+    /// `name`); lookups and writes work on an in-memory copy.
+    Static {
+        /// The file, relative to the pack's directory, e.g. `demo-orders.json`.
+        file: String,
+    },
     /// An outbound webhook endpoint.
     Webhook {
         /// Environment variable holding the URL.
@@ -303,12 +310,6 @@ pub enum Connector {
         /// Environment variable holding the HMAC secret for `X-Switchyard-Signature`.
         secret_env: Option<String>,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Fallback {
-    Demo,
 }
 
 #[derive(Debug, Clone, serde::Deserialize, JsonSchema)]

@@ -117,9 +117,14 @@ pub enum ConnectorRt {
         shop_env: String,
         token_env: String,
         api_version: Option<String>,
-        fallback_demo: bool,
+        /// Without credentials: `demo`, or the name of a `static`/`demo` connector.
+        fallback: Option<String>,
     },
     Demo,
+    Static {
+        /// Relative to the pack's directory.
+        file: String,
+    },
     Webhook {
         url_env: String,
         secret_env: Option<String>,
