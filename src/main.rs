@@ -600,6 +600,14 @@ fn connectors(pack: &Pack, dir: &Path, env: impl Fn(&str) -> Option<String>) -> 
                 };
                 hooks.insert(name.clone(), target);
             }
+            ConnectorRt::Http(rt) => {
+                let l = switchyard_connectors::http_lookup::HttpLookup::new(name, rt.clone(), &env)
+                    .map(|l| Arc::new(l) as Arc<dyn Lookup>);
+                if let Err(e) = &l {
+                    said.push(format!("`{name}`: not configured ({e})"));
+                }
+                stores.insert(name.clone(), l);
+            }
             ConnectorRt::Demo | ConnectorRt::Static { .. } => {}
         }
     }

@@ -91,6 +91,11 @@ impl Lookup for DemoStore {
         };
         match action {
             LookupAction::FindOrder => {}
+            LookupAction::Fetch => {
+                return Err(LookupError::Failed(
+                    "`fetch` is for http connectors, not a store".into(),
+                ))
+            }
             LookupAction::ConfirmOrder => {
                 add_tag(o, "cod_confirmed");
                 o.insert("confirmed".into(), json!(true));

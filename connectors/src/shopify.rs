@@ -521,6 +521,9 @@ impl Lookup for Shopify {
         };
         let out = match action {
             LookupAction::FindOrder => return Ok(Some(order)),
+            LookupAction::Fetch => {
+                return Err(failed("`fetch` is for http connectors, not a store"))
+            }
             LookupAction::ConfirmOrder => {
                 self.add_tags(&order, &["cod_confirmed"]).await?;
                 self.set_note(&order, "COD confirmed by the customer on WhatsApp")

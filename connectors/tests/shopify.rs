@@ -326,3 +326,125 @@ async fn outbound_webhooks_are_signed_and_a_failing_endpoint_trips_its_breaker()
     assert!(m.contains("NOWHERE_URL"));
     w.notify("printed", &body).await.unwrap();
 }
+
+// ---- the generic HTTP lookup against a fake courier API ---------------------------------------
+
+fn courier(
+    server: &MockServer,
+    cache: Option<Duration>,
+) -> switchyard_connectors::http_lookup::HttpLookup {
+    switchyard_connectors::cloud_api::install_tls();
+    let rt = switchyard_rules::pack::HttpLookupRt {
+        method: "GET".into(),
+        url: format!("{}/track-order/{{{{key}}}}", server.uri()),
+        headers: [("token".to_string(), "POSTEX_TOKEN".to_string())].into(),
+        body: None,
+        map: [
+            ("status".to_string(), "/dist/transactionStatus".to_string()),
+            ("eta".to_string(), "/dist/eta".to_string()),
+        ]
+        .into(),
+        timeout: Duration::from_millis(500),
+        retries: 1,
+        cache,
+    };
+    let env = |v: &str| (v == "POSTEX_TOKEN").then(|| "tok-123".to_string());
+    switchyard_connectors::http_lookup::HttpLookup::new("postex", rt, env).unwrap()
+}
+
+#[tokio::test]
+async fn an_http_lookup_maps_the_answer_retries_a_5xx_and_caches() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/track-order/CN%2012"))
+        .and(header("token", "tok-123"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/track-order/CN%2012"))
+        .and(header("token", "tok-123"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({ "statusCode": "200", "dist": { "transactionStatus": "Out for delivery", "eta": "today" } }),
+        ))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/track-order/UNKNOWN"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    let c = courier(&server, Some(Duration::from_secs(60)));
+    let got = c
+        .call("postex", LookupAction::Fetch, &json!("CN 12"), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, json!({ "status": "Out for delivery", "eta": "today" }));
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        2,
+        "one retry after the 503"
+    );
+    c.call("postex", LookupAction::Fetch, &json!("CN 12"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        2,
+        "the second answer is cached"
+    );
+    assert_eq!(
+        c.call("postex", LookupAction::Fetch, &json!("UNKNOWN"), None)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(c
+        .call("postex", LookupAction::FindOrder, &json!("x"), None)
+        .await
+        .is_err());
+    // A header variable missing from the environment is said at start.
+    let rt = switchyard_rules::pack::HttpLookupRt {
+        method: "GET".into(),
+        url: server.uri(),
+        headers: [("token".to_string(), "POSTEX_TOKEN".to_string())].into(),
+        body: None,
+        map: [("s".to_string(), "/s".to_string())].into(),
+        timeout: Duration::from_secs(1),
+        retries: 0,
+        cache: None,
+    };
+    let Err(e) = switchyard_connectors::http_lookup::HttpLookup::new("postex", rt, |_| None) else {
+        panic!("a missing header variable is an error");
+    };
+    assert!(e.contains("POSTEX_TOKEN"), "{e}");
+}
+
+#[tokio::test]
+async fn an_http_lookup_that_times_out_fails() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({}))
+                .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&server)
+        .await;
+    let Err(LookupError::Failed(m)) = courier(&server, None)
+        .call("postex", LookupAction::Fetch, &json!("CN1"), None)
+        .await
+    else {
+        panic!("a timeout fails the lookup");
+    };
+    assert!(m.contains("did not answer"), "{m}");
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        2,
+        "retried once"
+    );
+}

@@ -85,6 +85,7 @@ struct Ctx<'a> {
 enum ConnectorKind {
     Store,
     Webhook,
+    Http,
 }
 
 impl Ctx<'_> {
@@ -143,8 +144,9 @@ impl Ctx<'_> {
             Some(Some(k)) if *k == want => true,
             Some(Some(_)) => {
                 let what = match want {
-                    ConnectorKind::Store => "a store connector (shopify or demo)",
+                    ConnectorKind::Store => "a store connector (shopify, static or demo)",
                     ConnectorKind::Webhook => "a webhook connector",
+                    ConnectorKind::Http => "an http connector",
                 };
                 self.err(
                     f,
@@ -487,8 +489,13 @@ impl Ctx<'_> {
             }
             Action::Note(n) => ActionRt::Note(self.template(f, n)?),
             Action::Lookup(l) => {
-                let c_ok = self.connector(f, &l.connector, ConnectorKind::Store);
                 let action = LookupAction::parse(&l.action.value);
+                let kind = if action == Some(LookupAction::Fetch) {
+                    ConnectorKind::Http
+                } else {
+                    ConnectorKind::Store
+                };
+                let c_ok = self.connector(f, &l.connector, kind);
                 if action.is_none() {
                     let names: Vec<&str> = LookupAction::ALL.iter().map(|(n, _)| *n).collect();
                     let hint = name_hint(&l.action.value, "lookup actions", names.iter().copied());
@@ -692,6 +699,7 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics) -> Option<Pack> {
             .map(|i| {
                 let k = match &i.value.value {
                     Connector::Webhook { .. } => ConnectorKind::Webhook,
+                    Connector::Http { .. } => ConnectorKind::Http,
                     _ => ConnectorKind::Store,
                 };
                 (i.name.value.clone(), Some(k))
@@ -800,6 +808,31 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics) -> Option<Pack> {
                 },
                 Connector::Demo {} => ConnectorRt::Demo,
                 Connector::Static { file } => ConnectorRt::Static { file: file.clone() },
+                Connector::Http {
+                    method,
+                    url,
+                    headers,
+                    body,
+                    map,
+                    timeout,
+                    retries,
+                    cache,
+                } => ConnectorRt::Http(HttpLookupRt {
+                    method: method
+                        .clone()
+                        .unwrap_or_else(|| "GET".into())
+                        .to_ascii_uppercase(),
+                    url: url.clone(),
+                    headers: headers.clone(),
+                    body: body.clone(),
+                    map: map.clone(),
+                    timeout: timeout
+                        .as_deref()
+                        .and_then(|t| parse_duration(t).ok())
+                        .unwrap_or(Duration::from_secs(5)),
+                    retries: retries.unwrap_or(1),
+                    cache: cache.as_deref().and_then(|t| parse_duration(t).ok()),
+                }),
                 Connector::Webhook {
                     url_env,
                     secret_env,
@@ -827,6 +860,48 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics) -> Option<Pack> {
                 if !ok {
                     cx.err(f, pos, format!("fallback `{fb}` is not a `static` or `demo` connector of this pack"))
                         .hint("`fallback: demo` uses the orders of the pack's test fixtures; or name a connector `{ type: static, file: orders.json }`");
+                }
+            }
+            Connector::Http {
+                method,
+                url,
+                body,
+                map,
+                timeout,
+                cache,
+                ..
+            } => {
+                let m = method.as_deref().unwrap_or("GET").to_ascii_uppercase();
+                if m != "GET" && m != "POST" {
+                    cx.err(f, pos, format!("method `{m}` is not GET or POST"));
+                }
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    cx.err(f, pos, format!("url `{url}` is not an http(s) URL"));
+                }
+                for (what, t) in [("url", Some(url)), ("body", body.as_ref())] {
+                    if let Some(bad) = t.and_then(|t| http_holes(t).err()) {
+                        cx.err(f, pos, format!("{what}: `{{{{{bad}}}}}` is not `{{{{key}}}}` or `{{{{value}}}}`"))
+                            .hint("an http connector fills in `{{key}}` (the lookup's `by`) and `{{value}}`; credentials come from `headers` (header → environment variable)");
+                    }
+                }
+                if map.is_empty() {
+                    cx.err(
+                        f,
+                        pos,
+                        "an http connector needs a `map` of field → JSON pointer",
+                    )
+                    .hint("e.g. `map: { status: /dist/transactionStatus }`");
+                }
+                for (k, p) in map {
+                    if !(p.is_empty() || p.starts_with('/')) {
+                        cx.err(f, pos, format!("map `{k}`: `{p}` is not a JSON pointer"))
+                            .hint("a JSON pointer starts with `/`: `/data/0/status`");
+                    }
+                }
+                for (what, d) in [("timeout", timeout), ("cache", cache)] {
+                    if let Some(Err(e)) = d.as_deref().map(parse_duration) {
+                        cx.err(f, pos, format!("{what}: {e}"));
+                    }
                 }
             }
             Connector::Static { file } => {
@@ -2028,4 +2103,22 @@ fn index_rules(rules: &[RuleRt]) -> RuleIndex {
         }
     }
     idx
+}
+
+/// The `{{…}}` holes of an http connector's URL or body: `Err(name)` for one that is not
+/// `key` or `value`.
+pub fn http_holes(t: &str) -> Result<(), String> {
+    let mut rest = t;
+    while let Some(i) = rest.find("{{") {
+        let after = &rest[i + 2..];
+        let Some(j) = after.find("}}") else {
+            return Err(after.chars().take(20).collect());
+        };
+        let name = after[..j].trim();
+        if name != "key" && name != "value" {
+            return Err(name.to_string());
+        }
+        rest = &after[j + 2..];
+    }
+    Ok(())
 }

@@ -297,6 +297,28 @@ pub enum Connector {
     },
     /// The built-in demo store (orders from the pack's test fixtures or `examples/`).
     Demo {},
+    /// A generic HTTP lookup (an OMS, a courier's tracking API): `lookup: { connector, action:
+    /// fetch, by: KEY, as: NAME }` calls it and binds the mapped fields.
+    Http {
+        /// `GET` (default) or `POST`.
+        method: Option<String>,
+        /// The URL; `{{key}}` (the lookup's `by`, URL-encoded) and `{{value}}` are filled in.
+        url: String,
+        /// Header name → the environment variable holding its value (credentials stay out of
+        /// the pack).
+        #[serde(default)]
+        headers: std::collections::BTreeMap<String, String>,
+        /// A JSON body for `POST`, with `{{key}}` and `{{value}}` (JSON-escaped).
+        body: Option<String>,
+        /// Field name → JSON pointer into the answer (`/dist/status`).
+        map: std::collections::BTreeMap<String, String>,
+        /// Per attempt, e.g. `5s` (default).
+        timeout: Option<String>,
+        /// Attempts after the first on timeouts and 5xx (default 1).
+        retries: Option<u32>,
+        /// How long an answer is reused, e.g. `60s` (default: not cached).
+        cache: Option<String>,
+    },
     /// Orders from a JSON file in the pack's directory (an array of orders, each with at least
     /// `name`); lookups and writes work on an in-memory copy.
     Static {

@@ -125,10 +125,28 @@ pub enum ConnectorRt {
         /// Relative to the pack's directory.
         file: String,
     },
+    Http(HttpLookupRt),
     Webhook {
         url_env: String,
         secret_env: Option<String>,
     },
+}
+
+/// A validated generic HTTP lookup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpLookupRt {
+    /// `GET` or `POST`.
+    pub method: String,
+    /// With `{{key}}` / `{{value}}` holes.
+    pub url: String,
+    /// Header name → environment variable.
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    /// Field → JSON pointer.
+    pub map: BTreeMap<String, String>,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub cache: Option<Duration>,
 }
 
 /// What a store connector can be asked to do.
@@ -139,6 +157,8 @@ pub enum LookupAction {
     CancelOrder,
     TagOrder,
     AddOrderNote,
+    /// A generic HTTP lookup's call.
+    Fetch,
 }
 
 impl LookupAction {
@@ -148,6 +168,7 @@ impl LookupAction {
         ("cancel_order", LookupAction::CancelOrder),
         ("tag_order", LookupAction::TagOrder),
         ("add_order_note", LookupAction::AddOrderNote),
+        ("fetch", LookupAction::Fetch),
     ];
     pub fn parse(s: &str) -> Option<LookupAction> {
         Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, a)| *a)
