@@ -14,13 +14,16 @@ use serde_json::{Map, Value};
 use switchyard_engine::ports::{Lookup, LookupError};
 use switchyard_rules::pack::{HttpLookupRt, LookupAction};
 
+/// Answers by `(key, value)`, with when they were fetched.
+type Cache = HashMap<(String, String), (Instant, Option<Value>)>;
+
 pub struct HttpLookup {
     name: String,
     rt: HttpLookupRt,
     /// Header name → value, read from the environment at start.
     headers: Vec<(String, String)>,
     http: reqwest::Client,
-    cache: Mutex<HashMap<(String, String), (Instant, Option<Value>)>>,
+    cache: Mutex<Cache>,
 }
 
 fn failed(m: impl Into<String>) -> LookupError {
