@@ -415,6 +415,8 @@ fn test_cmd(dir: &Path, filter: Option<&str>) -> Result<ExitCode> {
     let Some(pack) = valid_pack(dir)? else {
         return Ok(ExitCode::from(1));
     };
+    // The pack's connectors build HTTP clients (never called in tests).
+    switchyard_connectors::cloud_api::install_tls();
     let pack = std::sync::Arc::new(pack);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -426,9 +428,15 @@ fn test_cmd(dir: &Path, filter: Option<&str>) -> Result<ExitCode> {
         .iter()
         .filter(|c| filter.is_none_or(|f| c.name.value.contains(f)))
     {
-        let lookup = std::sync::Arc::new(switchyard_connectors::demo::DemoStore::new(
-            case.fixtures.orders.clone(),
-        ));
+        // A case's fixtures are its store; without any, the pack's connectors as `serve` has
+        // them with no credentials (e.g. a `static` store's file).
+        let lookup: Arc<dyn switchyard_engine::ports::Lookup> = if case.fixtures.orders.is_empty() {
+            connectors(&pack, dir, |_| None)?.lookup
+        } else {
+            Arc::new(switchyard_connectors::demo::DemoStore::new(
+                case.fixtures.orders.clone(),
+            ))
+        };
         let report = rt
             .block_on(switchyard_engine::testing::run_case(
                 pack.clone(),

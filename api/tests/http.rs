@@ -2389,5 +2389,13 @@ mod shopify {
             "{notes:?}"
         );
         assert!(!c.tags.contains(&"cod_confirmed".to_string()));
+        assert!(
+            s.channel
+                .sent()
+                .iter()
+                .any(|(_, m)| m.text.contains("cannot reach our order system")),
+            "the customer is told: {:?}",
+            s.channel.sent()
+        );
     }
 }

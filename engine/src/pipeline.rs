@@ -32,6 +32,9 @@ pub use act::{approved_templates, ActError, Acted, Actor, AgentAction, TicketUpd
 /// cause in all.
 pub const MAX_EVENT_DEPTH: u32 = 6;
 pub const MAX_CAUSED_EVENTS: usize = 64;
+/// The template sent to the customer when a lookup fails (the store is down), if the pack has
+/// one, before a person takes over.
+pub const STORE_UNAVAILABLE: &str = "store_unavailable";
 /// Most `goto`s one event may follow inside a flow.
 const MAX_STEPS_PER_EVENT: u32 = 20;
 
@@ -1423,6 +1426,7 @@ impl<'a> Run<'a> {
                 Ok(Flow::Continue)
             }
             other => {
+                let store_down = other.is_err();
                 let why = match other {
                     Ok(_) => format!("found nothing for {key}"),
                     Err(e) => e.to_string(),
@@ -1440,6 +1444,11 @@ impl<'a> Run<'a> {
                     format!("Lookup `{name}` on `{connector}` {why}; the bot could not go on");
                 if self.conv.flow.is_some() {
                     self.end_flow(false, "a lookup failed", actor, depth);
+                }
+                // The store is down (not "nothing found"): the pack's apology, if it has one.
+                if store_down && self.pack.templates.contains_key(STORE_UNAVAILABLE) {
+                    let m = MessageRt::Template(STORE_UNAVAILABLE.into());
+                    Box::pin(self.send(&m, actor, depth)).await?;
                 }
                 self.handoff(None, None, Some(note), actor, depth).await?;
                 Ok(Flow::Abort)

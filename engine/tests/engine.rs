@@ -569,6 +569,7 @@ stories!(
     kpis_of_a_scripted_day,
     sla_clocks_warn_pause_recompute_breach_and_stop,
     a_schedule_fires_once_per_tick_and_once_for_missed_ticks,
+    a_webhook_that_keeps_failing_is_audited_on_its_conversation,
 );
 
 /// A day of five conversations with known times; the KPIs are what a person computes by
@@ -1014,6 +1015,52 @@ schedules:
         .filter(|a| a.action == "schedule_fired")
         .count();
     assert_eq!(fired, 2);
+}
+
+struct Unreachable;
+
+#[async_trait]
+impl Notifier for Unreachable {
+    async fn notify(&self, _: &str, _: &Value) -> Result<(), LookupError> {
+        Err(LookupError::Failed("connection refused".into()))
+    }
+}
+
+/// A webhook whose endpoint never answers: retried, then failed, and the failure is on its
+/// conversation's audit (a webhook has no message row to carry it).
+async fn a_webhook_that_keeps_failing_is_audited_on_its_conversation(store: Arc<dyn Store>) {
+    let yaml = r#"
+version: 1
+settings: { default_queue: support }
+queues: { support: { assignment: manual } }
+connectors: { crm: { type: webhook, url_env: CRM_URL } }
+rules:
+  - name: tell the crm
+    when: message.received
+    then: [ { webhook: { connector: crm, body: "new message" } } ]
+"#;
+    let engine = Arc::new(Engine::new(store.clone(), pack(yaml), Arc::new(NoLookup)));
+    let ch = Arc::new(Recorder::default());
+    let rt = Runtime::start(engine, ch, Arc::new(Unreachable), fast())
+        .await
+        .unwrap();
+    rt.ingest(vec![msg("w1", "w1", "hi")]).await.unwrap();
+    settle(&store).await;
+    rt.shutdown().await;
+    let id = store.conversation_ids().await.unwrap()[0];
+    let failed: Vec<_> = store
+        .audit(&format!("conversation:{id}"))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.action == "webhook_failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "one record, after the last attempt");
+    assert_eq!(failed[0].after["connector"], "crm");
+    assert!(failed[0].after["error"]
+        .as_str()
+        .unwrap()
+        .contains("connection refused"));
 }
 
 const TIMER_CHILD_ENV: &str = "SWITCHYARD_TIMER_CHILD_DIR";

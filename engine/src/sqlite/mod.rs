@@ -685,6 +685,15 @@ impl Store for SqliteStore {
                         "UPDATE messages SET status = 'failed', error = ?1 WHERE id = (SELECT message_id FROM outbox WHERE id = ?2)",
                         params![error, id],
                     )?;
+                    // A webhook has no message row: its failure goes on the conversation's
+                    // audit (conversation 0: a schedule's).
+                    tx.execute(
+                        "INSERT INTO audit (at, actor, entity, action, before, after) \
+                         SELECT ?1, 'system', CASE conversation_id WHEN 0 THEN 'schedules' ELSE 'conversation:' || conversation_id END, \
+                           'webhook_failed', 'null', json_object('connector', json_extract(payload, '$.connector'), 'error', ?2) \
+                         FROM outbox WHERE id = ?3 AND message_id IS NULL",
+                        params![now, error, id],
+                    )?;
                 }
             }
             Ok(())
