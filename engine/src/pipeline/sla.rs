@@ -87,32 +87,14 @@ impl Run<'_> {
         clock.warn_at = warn;
         let kind = clock.kind.clone();
         self.sla_jobs(&kind, due, warn);
-        if kind == SlaKind::Resolution.as_str() {
-            self.ticket_due(due);
-        }
     }
 
-    /// When the resolution clock is due (the open ticket's due time).
+    /// When the resolution clock is due: a ticket opened now is due then. (The conversation's
+    /// clock stays the live due time: copying every recompute onto the ticket row would cost
+    /// a ticket write and a history row per queue change.)
     pub(super) fn resolution_due(&self) -> Option<Millis> {
         let i = self.sla_index(SlaKind::Resolution)?;
         self.conv.sla.clocks[i].due_at
-    }
-
-    /// The open ticket is due when the conversation's resolution is.
-    fn ticket_due(&mut self, due: Option<Millis>) {
-        let Some(t) = self.ticket.as_mut().filter(|t| t.due_at != due) else {
-            return;
-        };
-        let before = t.due_at;
-        t.due_at = due;
-        t.updated_at = self.now;
-        // Written after the event's other changes of this ticket, so its row ends up due.
-        self.cs.tickets.push(crate::store::TicketChange {
-            ticket: t.clone(),
-            created: false,
-            actor: "system".into(),
-            change: json!({ "due_at": { "before": before, "after": due }, "why": "the resolution SLA" }),
-        });
     }
 
     /// Replaces the pending `sla`/`sla_warning` jobs of `kind`.
