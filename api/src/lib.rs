@@ -124,6 +124,26 @@ pub struct Received {
     pub ignored: Option<String>,
 }
 
+impl Received {
+    fn counts(received: usize, duplicates: usize) -> Json<Received> {
+        Json(Received {
+            received,
+            duplicates,
+            statuses: None,
+            ignored: None,
+        })
+    }
+
+    fn ignored(why: String) -> Json<Received> {
+        Json(Received {
+            received: 0,
+            duplicates: 0,
+            statuses: None,
+            ignored: Some(why),
+        })
+    }
+}
+
 /// One error type for every route.
 #[derive(Debug)]
 pub enum ApiError {
@@ -445,12 +465,9 @@ pub async fn whatsapp_post(
     let mut events = n.messages;
     events.extend(status_events);
     let (new, dup) = ingest(&s, events, counted).await?;
-    Ok(Json(Received {
-        received: new,
-        duplicates: dup,
-        statuses: Some(statuses),
-        ignored: None,
-    }))
+    let mut r = Received::counts(new, dup);
+    r.statuses = Some(statuses);
+    Ok(r)
 }
 
 #[derive(serde::Deserialize, utoipa::ToSchema)]
@@ -505,12 +522,7 @@ pub async fn webchat_post(
         payload: Value::Null,
     };
     let (new, dup) = ingest(&s, vec![ev], 1).await?;
-    Ok(Json(Received {
-        received: new,
-        duplicates: dup,
-        statuses: None,
-        ignored: None,
-    }))
+    Ok(Received::counts(new, dup))
 }
 
 /// Shopify order webhooks (`orders/create`, `orders/updated`, `orders/cancelled`,
@@ -537,17 +549,11 @@ pub async fn shopify_post(
             ));
         }
     }
-    let ignored = |why: String| {
-        Json(Received {
-            received: 0,
-            duplicates: 0,
-            statuses: None,
-            ignored: Some(why),
-        })
-    };
     let topic = header("x-shopify-topic").unwrap_or("");
     let Some(event) = shopify::event_of_topic(topic) else {
-        return Ok(ignored(format!("topic `{topic}` is not an order event")));
+        return Ok(Received::ignored(format!(
+            "topic `{topic}` is not an order event"
+        )));
     };
     let id = header("x-shopify-webhook-id")
         .filter(|v| !v.trim().is_empty())
@@ -561,7 +567,7 @@ pub async fn shopify_post(
     }
     let order = shopify::order_from_rest(&raw);
     let Some(phone) = order["phone"].as_str().map(String::from) else {
-        return Ok(ignored(
+        return Ok(Received::ignored(
             "the order has no phone number: there is no WhatsApp conversation to start".into(),
         ));
     };
@@ -575,10 +581,5 @@ pub async fn shopify_post(
         order,
     };
     let (new, dup) = ingest(&s, vec![ev], 1).await?;
-    Ok(Json(Received {
-        received: new,
-        duplicates: dup,
-        statuses: None,
-        ignored: None,
-    }))
+    Ok(Received::counts(new, dup))
 }

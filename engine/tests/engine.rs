@@ -1057,6 +1057,25 @@ rules:
         .contains("connection refused"));
 }
 
+/// This test binary running only the ignored test `name`, with `env` set to `dir`, its
+/// stdout piped (what it prints tells the parent how far it got).
+fn child_process(name: &str, env: &str, dir: &Path) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            name,
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(env, dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 const TIMER_CHILD_ENV: &str = "SWITCHYARD_TIMER_CHILD_DIR";
 const TIMER_CONVERSATIONS: usize = 10;
 const TIMER_PACK: &str = r#"
@@ -1101,20 +1120,7 @@ async fn timer_child() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timers_pending_at_a_kill_fire_once_after_restart() {
     let d = tmp();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "timer_child",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(TIMER_CHILD_ENV, d.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = child_process("timer_child", TIMER_CHILD_ENV, d.path());
     let out = BufReader::new(child.stdout.take().unwrap());
     // (libtest prints "test timer_child ... " first, on the same line.)
     let ready = out.lines().any(|l| l.unwrap().trim().ends_with("READY"));
@@ -1225,20 +1231,7 @@ async fn crash_child() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_process_loses_nothing_and_sends_no_reply_twice() {
     let d = tmp();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "crash_child",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHILD_ENV, d.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = child_process("crash_child", CHILD_ENV, d.path());
     let total = CRASH_CONVERSATIONS * CRASH_PER;
     let out = BufReader::new(child.stdout.take().unwrap());
     let mut acked = 0;
