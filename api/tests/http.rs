@@ -2334,6 +2334,84 @@ mod shopify {
         s.fake.verify().await;
     }
 
+    /// A WhatsApp order node of the fake shop for the customer of `TEXT`.
+    fn node(name: &str, status: &str, created: &str, url: &str) -> Value {
+        json!({
+            "id": format!("gid://shopify/Order/{}", &name[1..]), "name": name, "phone": null,
+            "email": null, "createdAt": created, "cancelledAt": null, "note": null, "tags": [],
+            "displayFinancialStatus": "PENDING", "displayFulfillmentStatus": status,
+            "paymentGatewayNames": ["Cash on Delivery (COD)"],
+            "totalPriceSet": { "shopMoney": { "amount": "3499.00", "currencyCode": "PKR" } },
+            "customer": { "id": "gid://shopify/Customer/5", "displayName": "Ayesha", "phone": "+923001234567" },
+            "shippingAddress": { "phone": "0300 1234567" },
+            "fulfillments": [ { "status": "SUCCESS", "trackingInfo": [ { "company": "Leopards", "number": "LE1", "url": url } ] } ]
+        })
+    }
+
+    async fn ask_status(s: &Shop, id: &str) -> String {
+        let body = TEXT
+            .replace("\"hello\"", "\"mera order kahan hai\"")
+            .replace("wamid.ONE", id);
+        let r = client()
+            .post(format!("{}/webhooks/whatsapp", s.base))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        for _ in 0..250 {
+            if let Some((_, m)) = s
+                .channel
+                .sent()
+                .into_iter()
+                .find(|(_, m)| m.text.contains("order"))
+            {
+                return m.text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no answer: {:?}", s.channel.sent());
+    }
+
+    /// "Where is my order" without a number: the customer's phone finds their orders in the
+    /// shop (throttled once on the way); the newest is answered with its courier's link.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn order_status_by_phone_answers_the_newest_of_several_orders() {
+        let s = shop().await;
+        let mut throttled: Value = serde_json::from_str(include_str!(
+            "../../connectors/tests/fixtures/shopify/shopify_graphql_throttled.json"
+        ))
+        .unwrap();
+        throttled["extensions"]["cost"]["throttleStatus"]["currentlyAvailable"] = json!(745);
+        Mock::given(method("POST"))
+            .and(body_string_contains("phone:+923001234567"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(throttled))
+            .up_to_n_times(1)
+            .with_priority(1)
+            .mount(&s.fake)
+            .await;
+        let orders = json!({ "data": { "customers": { "nodes": [ { "id": "gid://shopify/Customer/5", "orders": { "nodes": [
+            node("#10230", "FULFILLED", "2026-11-02T09:00:00Z", "https://t.example/old"),
+            node("#10234", "IN_TRANSIT", "2026-11-20T09:00:00Z", "https://t.example/new"),
+        ] } } ] } } });
+        Mock::given(method("POST"))
+            .and(body_string_contains("phone:+923001234567"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(orders))
+            .with_priority(2)
+            .mount(&s.fake)
+            .await;
+        let answer = ask_status(&s, "wamid.STATUS1").await;
+        assert!(
+            answer.contains("#10234") && answer.contains("https://t.example/new"),
+            "{answer}"
+        );
+        assert_eq!(
+            s.fake.received_requests().await.unwrap().len(),
+            2,
+            "throttled once, then answered"
+        );
+    }
+
     /// The shop down while confirming: the flow hands the customer to a person.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_shop_that_does_not_answer_hands_off_to_a_person() {
