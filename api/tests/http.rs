@@ -1448,6 +1448,59 @@ mod work {
         assert_eq!(st, 403);
     }
 
+    /// A hand-off within the queue goes to a colleague, not back to the one who let go.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_handoff_within_the_queue_goes_to_a_colleague() {
+        let s = server(None, 1 << 20).await;
+        let c = client();
+        for a in ["ayesha", "bilal"] {
+            let mut ag = admin_agent(a, &["support"]);
+            ag.availability = "online".into();
+            s.store.upsert_agent(&ag, "system", 1).await.unwrap();
+        }
+        let conv = customer_writes(&c, &s, "923002500001", "hi there").await;
+        let sup = new_token(&c, &s, "supervisor", None).await;
+        let (st, v) = post(
+            &c,
+            &s,
+            &format!("/api/v1/conversations/{conv}/assign"),
+            &sup,
+            json!({ "agent": "ayesha" }),
+        )
+        .await;
+        assert_eq!(
+            (st, v["conversation"]["assignee"].as_str()),
+            (200, Some("ayesha")),
+            "{v}"
+        );
+        // Bilal is given a conversation after her: round robin alone would pick ayesha next.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let other = customer_writes(&c, &s, "923002500002", "hello again").await;
+        let (st, _) = post(
+            &c,
+            &s,
+            &format!("/api/v1/conversations/{other}/assign"),
+            &sup,
+            json!({ "agent": "bilal" }),
+        )
+        .await;
+        assert_eq!(st, 200);
+        let ayesha = new_token(&c, &s, "agent", Some("ayesha")).await;
+        let (st, v) = post(
+            &c,
+            &s,
+            &format!("/api/v1/conversations/{conv}/handoff"),
+            &ayesha,
+            json!({ "queue": "support", "note": "leaving early" }),
+        )
+        .await;
+        assert_eq!(
+            (st, v["conversation"]["assignee"].as_str()),
+            (200, Some("bilal")),
+            "{v}"
+        );
+    }
+
     /// Outside WhatsApp's 24-hour window free text is refused with the templates that can go;
     /// a template goes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

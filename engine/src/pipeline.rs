@@ -1570,15 +1570,32 @@ impl<'a> Run<'a> {
                 .push(json!({ "reassign": "skipped", "why": "no owner or no queue" }));
             return Ok(());
         };
+        self.unassign(actor, "reassigned");
+        self.route_without(&queue, Some(prev), actor, depth).await
+    }
+
+    /// Takes the conversation from its owner, audited with why; returns who had it.
+    fn unassign(&mut self, actor: &str, why: &str) -> Option<String> {
+        let prev = self.conv.assignee.take()?;
         self.audit(
             actor,
             "unassigned",
             json!({ "assignee": prev }),
-            json!({ "assignee": null, "why": "reassigned" }),
+            json!({ "assignee": null, "why": why }),
         );
-        self.conv.assignee = None;
-        self.not_to = Some(prev);
-        let r = self.route(&queue, actor, depth).await;
+        Some(prev)
+    }
+
+    /// [`Run::route`], never picking `prev` (the owner the conversation was just taken from).
+    async fn route_without(
+        &mut self,
+        queue: &str,
+        prev: Option<String>,
+        actor: &str,
+        depth: u32,
+    ) -> Result<(), EngineError> {
+        self.not_to = prev;
+        let r = self.route(queue, actor, depth).await;
         self.not_to = None;
         r
     }
@@ -1601,13 +1618,7 @@ impl<'a> Run<'a> {
             if let Some(a) = self.conv.assignee.clone() {
                 let members = self.eng.store.eligible_agents(queue).await?;
                 if !members.iter().any(|m| m.id == a) {
-                    self.audit(
-                        actor,
-                        "unassigned",
-                        json!({ "assignee": a }),
-                        json!({ "assignee": null, "why": "moved to another queue" }),
-                    );
-                    self.conv.assignee = None;
+                    self.unassign(actor, "moved to another queue");
                 }
             }
             self.trace.push(json!({ "route": queue, "by": actor }));

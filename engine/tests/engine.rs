@@ -1091,13 +1091,8 @@ rules:
     then: [ { reply: { text: "reminder" } } ]
 "#;
 
-/// Not a test on its own: the child process of `timers_pending_at_a_kill_fire_once_after_restart`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "run by the timer test as a child process"]
-async fn timer_child() {
-    let dir =
-        std::path::PathBuf::from(std::env::var(TIMER_CHILD_ENV).expect("run by the timer test"));
-    let store = sqlite(&dir).await;
+/// The timer pack's engine on `store`, its workers sending through a recorder.
+async fn timer_runtime(store: &Arc<dyn Store>) -> (Arc<Recorder>, Runtime) {
     let engine = Arc::new(Engine::new(
         store.clone(),
         pack(TIMER_PACK),
@@ -1107,6 +1102,17 @@ async fn timer_child() {
     let rt = Runtime::start(engine, ch.clone(), ch.clone(), fast())
         .await
         .unwrap();
+    (ch, rt)
+}
+
+/// Not a test on its own: the child process of `timers_pending_at_a_kill_fire_once_after_restart`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by the timer test as a child process"]
+async fn timer_child() {
+    let dir =
+        std::path::PathBuf::from(std::env::var(TIMER_CHILD_ENV).expect("run by the timer test"));
+    let store = sqlite(&dir).await;
+    let (_, rt) = timer_runtime(&store).await;
     let batch: Vec<Inbound> = (0..TIMER_CONVERSATIONS)
         .map(|c| msg(&format!("t{c}"), &format!("t{c}"), "hi"))
         .collect();
@@ -1141,15 +1147,7 @@ async fn timers_pending_at_a_kill_fire_once_after_restart() {
         0,
         "the kill landed before any timer fired"
     );
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        pack(TIMER_PACK),
-        Arc::new(NoLookup),
-    ));
-    let ch = Arc::new(Recorder::default());
-    let rt = Runtime::start(engine, ch.clone(), ch.clone(), fast())
-        .await
-        .unwrap();
+    let (ch, rt) = timer_runtime(&store).await;
     for _ in 0..300 {
         if reminders().await >= TIMER_CONVERSATIONS {
             break;

@@ -240,20 +240,16 @@ impl Engine {
                 // The note says why; whoever takes it reads it first.
                 let note = note.filter(|n| !n.trim().is_empty());
                 let queue = queue.or_else(|| run.conv.queue.clone());
-                // A hand-off lets go of the conversation, so the queue's policy or the named
-                // agent picks the next owner.
-                if let Some(a) = run.conv.assignee.clone() {
-                    if agent.as_deref() != Some(a.as_str()) {
-                        run.audit(
-                            actor,
-                            "unassigned",
-                            json!({ "assignee": a }),
-                            json!({ "assignee": null, "why": "handed off" }),
-                        );
-                        run.conv.assignee = None;
-                    }
-                }
-                run.handoff(queue, agent, note, actor, 0).await?;
+                // A hand-off lets go of the conversation: the named agent, or the queue's
+                // policy among the others, picks the next owner.
+                let prev = match &agent {
+                    Some(a) if run.conv.assignee.as_ref() == Some(a) => None,
+                    _ => run.unassign(actor, "handed off"),
+                };
+                run.not_to = prev;
+                let r = run.handoff(queue, agent, note, actor, 0).await;
+                run.not_to = None;
+                r?;
             }
             AgentAction::Status(s) => {
                 if s == Status::New {

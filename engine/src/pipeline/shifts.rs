@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 
-use serde_json::json;
 use switchyard_rules::config::OnShiftEnd;
 
 use super::{time, Engine, EngineError, Run};
@@ -62,13 +61,7 @@ impl Engine {
                 continue;
             }
             let mut run = Run::new(self, &pack, ctx, now);
-            run.audit(
-                "system",
-                "unassigned",
-                json!({ "assignee": agent.id }),
-                json!({ "assignee": null, "why": "shift ended" }),
-            );
-            run.conv.assignee = None;
+            let prev = run.unassign("system", "shift ended");
             run.note(
                 "system",
                 format!(
@@ -76,9 +69,7 @@ impl Engine {
                     agent.name
                 ),
             );
-            run.not_to = Some(agent.id.clone());
-            run.route(&queue, "system", 0).await?;
-            run.not_to = None;
+            run.route_without(&queue, prev, "system", 0).await?;
             run.drain_caused().await?;
             let cs = run.finish();
             self.commit(cs).await?;
