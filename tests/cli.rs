@@ -176,6 +176,13 @@ fn test_runs_the_example_pack_and_reports_the_count() {
 }
 
 #[test]
+fn lists_from_data_keep_to_whatsapp_limits_and_hand_off_when_empty() {
+    let (code, out, _) = run(&["test", "tests/packs/lists"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().last().unwrap(), "2 passed, 0 failed", "{out}");
+}
+
+#[test]
 fn a_failing_test_prints_what_happened_and_the_trace_and_exits_1() {
     let (code, out, _) = run(&["test", "tests/packs/failing"]);
     assert_eq!(code, 1, "{out}");

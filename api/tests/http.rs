@@ -2401,7 +2401,7 @@ mod shopify {
         })
     }
 
-    async fn ask_status(s: &Shop, id: &str) -> String {
+    async fn ask_status(s: &Shop, id: &str) -> switchyard_engine::model::Outbound {
         let body = TEXT
             .replace("\"hello\"", "\"mera order kahan hai\"")
             .replace("wamid.ONE", id);
@@ -2419,17 +2419,18 @@ mod shopify {
                 .into_iter()
                 .find(|(_, m)| m.text.contains("order"))
             {
-                return m.text;
+                return m;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("no answer: {:?}", s.channel.sent());
     }
 
-    /// "Where is my order" without a number: the customer's phone finds their orders in the
-    /// shop (throttled once on the way); the newest is answered with its courier's link.
+    /// "Where is my order" without a number: the customer's phone finds two orders in the
+    /// shop (throttled once on the way); they come as a list, newest first, and the one the
+    /// customer picks is answered with its courier's link — from the cache, no third call.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn order_status_by_phone_answers_the_newest_of_several_orders() {
+    async fn order_status_by_phone_offers_several_orders_as_a_list() {
         let s = shop().await;
         let mut throttled: Value = serde_json::from_str(include_str!(
             "../../connectors/tests/fixtures/shopify/shopify_graphql_throttled.json"
@@ -2453,15 +2454,49 @@ mod shopify {
             .with_priority(2)
             .mount(&s.fake)
             .await;
-        let answer = ask_status(&s, "wamid.STATUS1").await;
+        let list = ask_status(&s, "wamid.STATUS1").await;
+        let rows = list.list.as_ref().expect("a list message").rows.clone();
+        let ids: Vec<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["#10234", "#10230"], "newest first: {list:?}");
+        assert_eq!(
+            list.list.as_ref().unwrap().descriptions[0].as_deref(),
+            Some("PKR 3499")
+        );
+
+        let pick = TEXT
+            .replace(
+                r#""type":"text","text":{"body":"hello"}"#,
+                r##""type":"interactive","interactive":{"type":"list_reply","list_reply":{"id":"#10230","title":"#10230 · fulfilled"}}"##,
+            )
+            .replace("wamid.ONE", "wamid.PICK");
+        let r = client()
+            .post(format!("{}/webhooks/whatsapp", s.base))
+            .body(pick)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let mut answer = None;
+        for _ in 0..250 {
+            answer = s
+                .channel
+                .sent()
+                .into_iter()
+                .find(|(_, m)| m.text.contains("Tracking"));
+            if answer.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (_, m) = answer.expect("the picked order is answered");
         assert!(
-            answer.contains("#10234") && answer.contains("https://t.example/new"),
-            "{answer}"
+            m.text.contains("#10230") && m.text.contains("https://t.example/old"),
+            "{m:?}"
         );
         assert_eq!(
             s.fake.received_requests().await.unwrap().len(),
             2,
-            "throttled once, then answered"
+            "throttled once, then answered; the pick came from the cache"
         );
     }
 

@@ -38,32 +38,31 @@ impl DemoStore {
             .clone()
     }
 
-    fn find(orders: &[Map<String, Value>], key: &Value) -> Option<usize> {
+    /// Whether an order answers to `key`: its name (or id) for an order number, one of its
+    /// phones for a phone number.
+    fn matches(o: &Map<String, Value>, key: &Value) -> bool {
         let k = match key {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
-            _ => return None,
+            _ => return false,
         };
         let kd = digits(&k);
         if kd.is_empty() {
-            return None;
+            return false;
         }
         let is_phone = k.trim_start().starts_with('+') || kd.len() >= 10;
-        // Newest first: the last matching order.
-        orders.iter().rposition(|o| {
-            if is_phone {
-                let want = phone_key(&k);
-                ["phone", "customer_phone", "shipping_phone"]
-                    .iter()
-                    .filter_map(|f| o.get(*f).and_then(Value::as_str))
-                    .any(|p| phone_key(p) == want)
-            } else {
-                o.get("name")
-                    .and_then(Value::as_str)
-                    .is_some_and(|n| digits(n) == kd)
-                    || o.get("id").map(|v| digits(&v.to_string())) == Some(kd.clone())
-            }
-        })
+        if is_phone {
+            let want = phone_key(&k);
+            ["phone", "customer_phone", "shipping_phone"]
+                .iter()
+                .filter_map(|f| o.get(*f).and_then(Value::as_str))
+                .any(|p| phone_key(p) == want)
+        } else {
+            o.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| digits(n) == kd)
+                || o.get("id").map(|v| digits(&v.to_string())) == Some(kd)
+        }
     }
 }
 
@@ -77,7 +76,15 @@ impl Lookup for DemoStore {
         value: Option<&str>,
     ) -> Result<Option<Value>, LookupError> {
         let mut orders = self.orders.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(i) = Self::find(&orders, key) else {
+        if action == LookupAction::FindOrders {
+            // Newest first: the file lists orders oldest first.
+            let all = orders.iter().rev().filter(|o| Self::matches(o, key));
+            return Ok(Some(Value::Array(
+                all.take(10).cloned().map(Value::Object).collect(),
+            )));
+        }
+        // The newest matching order.
+        let Some(i) = orders.iter().rposition(|o| Self::matches(o, key)) else {
             return Ok(None);
         };
         let o = &mut orders[i];
@@ -90,7 +97,7 @@ impl Lookup for DemoStore {
             }
         };
         match action {
-            LookupAction::FindOrder => {}
+            LookupAction::FindOrder | LookupAction::FindOrders => {}
             LookupAction::Fetch => {
                 return Err(LookupError::Failed(
                     "`fetch` is for http connectors, not a store".into(),

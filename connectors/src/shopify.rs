@@ -353,9 +353,16 @@ impl Shopify {
         c.insert(key, (Instant::now(), v));
     }
 
+    /// Drops every cached answer that holds this order (alone, or in a phone's list).
     fn forget_order(&self, order: &Value) {
+        let id = &order["id"];
+        let holds = |v: &Value| {
+            &v["id"] == id
+                || v.as_array()
+                    .is_some_and(|a| a.iter().any(|o| &o["id"] == id))
+        };
         let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        c.retain(|_, (_, v)| v.as_ref().map(|v| &v["id"]) != Some(&order["id"]));
+        c.retain(|_, (_, v)| !v.as_ref().is_some_and(holds));
     }
 
     /// The order with this name (`#10234` or `10234`).
@@ -409,29 +416,39 @@ impl Shopify {
         Ok(orders)
     }
 
-    /// An order by name or, for a phone number, the customer's newest order.
-    pub async fn find(&self, key: &Value) -> Result<Option<Value>, LookupError> {
+    /// The orders a key names: the one with that name, or a phone's orders, newest first.
+    /// A phone's orders are also remembered by name, for the lookup that follows a pick.
+    pub async fn find_all(&self, key: &Value) -> Result<Vec<Value>, LookupError> {
         let k = match key {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
-            _ => return Ok(None),
+            _ => return Ok(vec![]),
         };
         let d = digits(&k);
         if d.is_empty() {
-            return Ok(None);
+            return Ok(vec![]);
         }
         let is_phone = k.trim_start().starts_with('+') || d.len() >= 10;
-        if is_phone {
-            let cache_key = format!("phone:{d}");
-            if let Some(v) = self.cached(&cache_key) {
-                return Ok(v);
-            }
-            let found = self.orders_by_phone(&k).await?.into_iter().next();
-            self.remember(cache_key, found.clone());
-            Ok(found)
-        } else {
-            self.order_by_name(&k).await
+        if !is_phone {
+            return Ok(self.order_by_name(&k).await?.into_iter().collect());
         }
+        let cache_key = format!("phone:{d}");
+        if let Some(v) = self.cached(&cache_key) {
+            return Ok(v.and_then(|v| v.as_array().cloned()).unwrap_or_default());
+        }
+        let orders = self.orders_by_phone(&k).await?;
+        for o in &orders {
+            if let Some(name) = o["name"].as_str() {
+                self.remember(format!("name:{}", digits(name)), Some(o.clone()));
+            }
+        }
+        self.remember(cache_key, Some(Value::Array(orders.clone())));
+        Ok(orders)
+    }
+
+    /// An order by name or, for a phone number, the customer's newest order.
+    pub async fn find(&self, key: &Value) -> Result<Option<Value>, LookupError> {
+        Ok(self.find_all(key).await?.into_iter().next())
     }
 
     async fn add_tags(&self, order: &Value, tags: &[&str]) -> Result<(), LookupError> {
@@ -516,11 +533,14 @@ impl Lookup for Shopify {
         key: &Value,
         value: Option<&str>,
     ) -> Result<Option<Value>, LookupError> {
+        if action == LookupAction::FindOrders {
+            return Ok(Some(Value::Array(self.find_all(key).await?)));
+        }
         let Some(order) = self.find(key).await? else {
             return Ok(None);
         };
         let out = match action {
-            LookupAction::FindOrder => return Ok(Some(order)),
+            LookupAction::FindOrder | LookupAction::FindOrders => return Ok(Some(order)),
             LookupAction::Fetch => {
                 return Err(failed("`fetch` is for http connectors, not a store"))
             }

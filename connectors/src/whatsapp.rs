@@ -280,7 +280,12 @@ pub fn send_request(o: &Outbound) -> Value {
                 "body": { "text": o.text },
                 "action": {
                     "button": l.button,
-                    "sections": [ { "rows": l.rows.iter().map(|(id, title)| json!({ "id": id, "title": title })).collect::<Vec<_>>() } ],
+                    "sections": [ { "rows": l.rows.iter().enumerate().map(|(i, (id, title))| {
+                        match l.descriptions.get(i).cloned().flatten() {
+                            Some(d) => json!({ "id": id, "title": title, "description": d }),
+                            None => json!({ "id": id, "title": title }),
+                        }
+                    }).collect::<Vec<_>>() } ],
                 },
             }),
         );

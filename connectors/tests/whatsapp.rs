@@ -2,7 +2,7 @@
 //! `../shared/fixtures/whatsapp/`).
 
 use hmac::{Hmac, Mac};
-use serde_json::Value;
+use serde_json::{json, Value};
 use sha2::Sha256;
 use switchyard_connectors::whatsapp::{
     handshake, parse, send_request, signature_valid, ParseError,
@@ -234,15 +234,18 @@ fn send_requests_have_the_cloud_api_shapes() {
     let list = send_request(&Outbound {
         list: Some(OutboundList {
             button: "Sizes".into(),
-            rows: vec![("m".into(), "M".into())],
+            rows: vec![("m".into(), "M".into()), ("l".into(), "L".into())],
+            descriptions: vec![Some("chest 40in".into()), None],
         }),
         ..out()
     });
     assert_eq!(list["interactive"]["type"], "list");
+    let rows = &list["interactive"]["action"]["sections"][0]["rows"];
     assert_eq!(
-        list["interactive"]["action"]["sections"][0]["rows"][0]["id"],
-        "m"
+        rows[0],
+        json!({ "id": "m", "title": "M", "description": "chest 40in" })
     );
+    assert_eq!(rows[1], json!({ "id": "l", "title": "L" }));
 
     let tpl = send_request(&Outbound {
         template: Some(OutboundTemplate {

@@ -392,6 +392,9 @@ pub struct Outbound {
 pub struct OutboundList {
     pub button: String,
     pub rows: Vec<(String, String)>,
+    /// Each row's description, in the order of `rows` (empty when no row has one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub descriptions: Vec<Option<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -406,7 +409,7 @@ pub struct OutboundTemplate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OutboxItem {
-    Message(Outbound),
+    Message(Box<Outbound>),
     Webhook { connector: String, body: Value },
 }
 

@@ -13,7 +13,10 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use rhai::Dynamic;
 use serde_json::{json, Map, Value};
-use switchyard_rules::pack::{ActionRt, LookupAction, Matcher, MessageRt, Next, Pack, RuleOutcome};
+use switchyard_rules::check::wa;
+use switchyard_rules::pack::{
+    ActionRt, LookupAction, Matcher, MessageRt, Next, Pack, RowsFrom, RuleOutcome,
+};
 use switchyard_rules::script::{dynamic_to_json, Clock, Vars};
 
 use switchyard_rules::UNKNOWN;
@@ -736,6 +739,14 @@ impl<'a> Run<'a> {
                         st.on
                             .iter()
                             .any(|(m, _)| matches!(m, Matcher::Choice(id) if id == c))
+                            || (st.capture.is_some()
+                                && matches!(
+                                    &st.send,
+                                    Some(MessageRt::List {
+                                        rows_from: Some(_),
+                                        ..
+                                    })
+                                ))
                     })
             });
             if !tapped && self.pack.settings.escape_intents.contains(&cls.intent) {
@@ -1039,12 +1050,55 @@ impl<'a> Run<'a> {
             }
             return Ok(());
         }
+        if let Some((i, next)) = self.decide_branch(&st.branch, flow, step, &actor) {
+            self.trace
+                .push(json!({ "flow": flow, "step": step, "branch": i }));
+            return Box::pin(self.follow(flow, &next, &actor)).await;
+        }
         if st.next.end {
             self.end_flow(true, "completed", &actor, 0);
         } else if let Some(g) = &st.next.goto {
             Box::pin(self.enter_step(flow, g)).await?;
         }
         Ok(())
+    }
+
+    /// The first entry of a step's `branch` whose condition holds (a condition that fails to
+    /// run is audited and counts as false), with its index.
+    fn decide_branch(
+        &mut self,
+        branch: &[(Option<rhai::AST>, Next)],
+        flow: &str,
+        step: &str,
+        actor: &str,
+    ) -> Option<(usize, Next)> {
+        if branch.is_empty() {
+            return None;
+        }
+        self.refresh_vars();
+        let mut scope = self.vars.scope();
+        for (i, (cond, next)) in branch.iter().enumerate() {
+            let holds = match cond {
+                None => Ok(true),
+                Some(ast) => self.pack.sandbox.eval_bool(ast, &mut scope, self.clock),
+            };
+            match holds {
+                Ok(true) => return Some((i, next.clone())),
+                Ok(false) => {}
+                Err(e) => {
+                    self.audit(
+                        actor,
+                        "script_failed",
+                        Value::Null,
+                        json!({ "flow": flow, "step": step, "branch": i, "error": e.to_string() }),
+                    );
+                    self.trace.push(
+                        json!({ "flow": flow, "step": step, "branch": i, "failed": e.to_string() }),
+                    );
+                }
+            }
+        }
+        None
     }
 
     fn in_flow(&self, flow: &str) -> bool {
@@ -1103,10 +1157,20 @@ impl<'a> Run<'a> {
             return self.follow(&fs.flow, &next, &actor).await;
         }
         if let Some((into, entity)) = &st.capture {
-            let value = match entity {
-                Some(e) => entities.get(e).cloned(),
-                None if !text.trim().is_empty() => Some(json!(text.trim())),
-                None => None,
+            // A row tapped in a list built from data is captured by its id (the rows are
+            // ours, so no entity check).
+            let rows_from = matches!(
+                &st.send,
+                Some(MessageRt::List {
+                    rows_from: Some(_),
+                    ..
+                })
+            );
+            let value = match (choice.filter(|_| rows_from), entity) {
+                (Some(c), _) => Some(json!(c)),
+                (None, Some(e)) => entities.get(e).cloned(),
+                (None, None) if !text.trim().is_empty() => Some(json!(text.trim())),
+                (None, None) => None,
             };
             if let Some(v) = value {
                 let before = self
@@ -1398,24 +1462,35 @@ impl<'a> Run<'a> {
         };
         let value = value.map(|v| self.render(v, actor));
         let name = format!("{action:?}");
-        let result = if key.is_null() {
-            Err(LookupError::Failed("no key to look up".into()))
+        let result = if key.is_null() || key == json!("") {
+            if action == LookupAction::FindOrders {
+                // Nothing to look up by: no orders, and the flow asks for a number.
+                Ok(Some(json!([])))
+            } else {
+                Err(LookupError::NoKey)
+            }
         } else {
             self.eng
                 .lookup
                 .call(connector, action, &key, value.as_deref())
                 .await
         };
+        let result = match result {
+            Ok(None) if action == LookupAction::FindOrders => Ok(Some(json!([]))),
+            r => r,
+        };
         match result {
             Ok(Some(v)) => {
+                // `find_orders` always answers a list (empty: nothing found).
+                let found = v.as_array().map_or(json!(true), |a| json!(a.len()));
                 self.trace.push(
-                    json!({ "lookup": connector, "action": name, "key": key, "found": true }),
+                    json!({ "lookup": connector, "action": name, "key": key, "found": found }),
                 );
                 self.audit(
                     actor,
                     "lookup",
                     json!({ "connector": connector, "action": name, "key": key }),
-                    json!({ "found": true }),
+                    json!({ "found": found }),
                 );
                 self.vars.set_json(bind, &v);
                 // Kept by the running flow, and by a flow started later in this event.
@@ -1426,7 +1501,7 @@ impl<'a> Run<'a> {
                 Ok(Flow::Continue)
             }
             other => {
-                let store_down = other.is_err();
+                let store_down = matches!(other, Err(LookupError::Failed(_)));
                 let why = match other {
                     Ok(_) => format!("found nothing for {key}"),
                     Err(e) => e.to_string(),
@@ -1700,6 +1775,82 @@ impl<'a> Run<'a> {
         );
     }
 
+    /// A list's rows from data: one per element of `rows_from` (at most WhatsApp's 10, ids
+    /// unique), each rendered with the element as `item`; texts cut to WhatsApp's limits.
+    fn rows_from(&mut self, rf: &RowsFrom, actor: &str) -> Vec<(String, String, Option<String>)> {
+        self.refresh_vars();
+        let mut scope = self.vars.scope();
+        let items = match self.pack.sandbox.eval(&rf.from, &mut scope, self.clock) {
+            Ok(v) if v.is_array() => v.into_array().unwrap_or_default(),
+            Ok(v) if v.is_unit() => vec![],
+            Ok(v) => {
+                let e = format!("`rows_from` gave {}, not an array", v.type_name());
+                self.audit(
+                    actor,
+                    "script_failed",
+                    Value::Null,
+                    json!({ "rows_from": e }),
+                );
+                vec![]
+            }
+            Err(e) => {
+                self.audit(
+                    actor,
+                    "script_failed",
+                    Value::Null,
+                    json!({ "rows_from": e.to_string() }),
+                );
+                vec![]
+            }
+        };
+        let total = items.len();
+        let mut rows: Vec<(String, String, Option<String>)> = Vec::new();
+        for item in items {
+            if rows.len() == wa::LIST_ROWS {
+                break;
+            }
+            let mut scope = self.vars.scope();
+            scope.push_constant_dynamic("item", item);
+            let mut render = |t: &switchyard_rules::template::Template, max: usize| {
+                t.render(&self.pack.sandbox, &mut scope, self.clock)
+                    .map(|s| cut(s.trim(), max))
+            };
+            let row = (|| {
+                let id = render(&rf.id, wa::ROW_ID)?;
+                let title = render(&rf.title, wa::ROW_TITLE)?;
+                let description = match &rf.description {
+                    Some(d) => Some(render(d, wa::ROW_DESCRIPTION)?).filter(|d| !d.is_empty()),
+                    None => None,
+                };
+                Ok::<_, switchyard_rules::script::ScriptError>((id, title, description))
+            })();
+            match row {
+                Ok((id, title, d)) if !id.is_empty() && !rows.iter().any(|r| r.0 == id) => {
+                    let title = if title.is_empty() {
+                        cut(&id, wa::ROW_TITLE)
+                    } else {
+                        title
+                    };
+                    rows.push((id, title, d));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.audit(
+                        actor,
+                        "script_failed",
+                        Value::Null,
+                        json!({ "row": e.to_string() }),
+                    );
+                }
+            }
+        }
+        if total > rows.len() {
+            self.trace
+                .push(json!({ "list_rows": rows.len(), "of": total, "by": actor }));
+        }
+        rows
+    }
+
     /// Renders and queues a message from the bot; honours the 24-hour window on WhatsApp.
     async fn send(&mut self, m: &MessageRt, actor: &str, depth: u32) -> Result<(), EngineError> {
         self.send_as(m, actor, "bot", depth).await
@@ -1757,19 +1908,36 @@ impl<'a> Run<'a> {
                 body,
                 button,
                 sections,
+                rows_from,
                 ..
             } => {
                 kind = "list";
                 out.text = self.render(body, actor);
+                let rows = match rows_from {
+                    Some(rf) => self.rows_from(rf, actor),
+                    None => sections
+                        .iter()
+                        .flat_map(|(_, r)| r.iter().cloned())
+                        .collect(),
+                };
+                if rows.is_empty() {
+                    let note = format!(
+                        "The bot had nothing to list (no rows) for: \"{}\"; please take over",
+                        out.text
+                    );
+                    self.trace
+                        .push(json!({ "send": kind, "by": actor, "blocked": "no rows" }));
+                    let q = self.conv.queue.clone();
+                    return Box::pin(self.handoff(q, None, Some(note), actor, depth)).await;
+                }
                 out.list = Some(OutboundList {
                     button: button.clone(),
-                    rows: sections
-                        .iter()
-                        .flat_map(|(_, rows)| {
-                            rows.iter()
-                                .map(|(id, title, _)| (id.clone(), title.clone()))
-                        })
-                        .collect(),
+                    descriptions: if rows.iter().any(|r| r.2.is_some()) {
+                        rows.iter().map(|r| r.2.clone()).collect()
+                    } else {
+                        vec![]
+                    },
+                    rows: rows.into_iter().map(|(id, title, _)| (id, title)).collect(),
                 });
             }
         }
@@ -1816,6 +1984,16 @@ impl<'a> Run<'a> {
     }
 }
 
+/// `s` in at most `max` characters (an ellipsis marks a cut).
+fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
 fn ticket_json(t: &Ticket) -> Value {
     json!({
         "id": t.id,
@@ -1826,4 +2004,22 @@ fn ticket_json(t: &Ticket) -> Value {
         "owner": t.owner,
         "queue": t.queue,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut;
+
+    #[test]
+    fn cut_keeps_short_texts_and_marks_a_cut_within_the_limit() {
+        assert_eq!(cut("#10234 · packed", 24), "#10234 · packed");
+        let long = cut("#1011 waiting for the courier to pick it up", 24);
+        assert_eq!(long.chars().count(), 24);
+        assert!(
+            long.starts_with("#1011 waiting for the") && long.ends_with('…'),
+            "{long}"
+        );
+        // Characters, not bytes: Urdu is cut on a character boundary.
+        assert_eq!(cut("آپ کا آرڈر روانہ ہو گیا ہے", 5).chars().count(), 5);
+    }
 }

@@ -37,6 +37,10 @@ pub enum LookupError {
     /// human with a note.
     #[error("{0}")]
     Failed(String),
+    /// The `by` expression gave nothing to look up (no order number, no phone): the
+    /// conversation goes to a human with a note, without the store's apology.
+    #[error("no key to look up")]
+    NoKey,
 }
 
 /// Store and lookup connectors (orders). `Ok(None)` means "nothing found".

@@ -247,10 +247,15 @@ pub async fn run_case(
                 .as_str()
                 .map(|n| format!(" (template {n})"))
                 .unwrap_or_default();
-            let extra = if buttons.is_empty() {
-                String::new()
-            } else {
-                format!(" [{buttons}]")
+            let rows = list_rows(r)
+                .iter()
+                .map(|(id, title)| format!("{id}: {title}"))
+                .collect::<Vec<_>>()
+                .join(" | ");
+            let extra = match (buttons.is_empty(), rows.is_empty()) {
+                (false, _) => format!(" [{buttons}]"),
+                (true, false) => format!(" [list: {rows}]"),
+                (true, true) => String::new(),
             };
             report
                 .transcript
@@ -294,6 +299,16 @@ async fn ingest_and_process(
         }
     }
     Ok(intent)
+}
+
+/// A sent list's rows `(id, title)`, from the message's payload.
+fn list_rows(m: &crate::model::Message) -> Vec<(String, String)> {
+    m.payload["list"]["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| Some((r[0].as_str()?.to_string(), r[1].as_str()?.to_string())))
+        .collect()
 }
 
 fn describe(t: &Turn) -> String {
@@ -388,6 +403,14 @@ fn check(
             .unwrap_or_default();
         if got != want {
             f.push(format!("expected reply buttons {want:?}, got {got:?}"));
+        }
+    }
+    if let Some(want) = &e.reply_rows {
+        let want: Vec<&str> = want.iter().map(|b| b.value.as_str()).collect();
+        let got = t.replies.last().map(list_rows).unwrap_or_default();
+        let got: Vec<&str> = got.iter().map(|(id, _)| id.as_str()).collect();
+        if got != want {
+            f.push(format!("expected list rows {want:?}, got {got:?}"));
         }
     }
     if e.no_reply == Some(true) && !bodies.is_empty() {

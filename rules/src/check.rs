@@ -190,7 +190,12 @@ impl Ctx<'_> {
     }
 
     fn template(&mut self, f: usize, src: &Sp<String>) -> Option<Template> {
-        match Template::compile(self.sandbox, &src.value) {
+        self.template_with(f, src, &[])
+    }
+
+    /// A template that also sees `local` names (a list row's `item`).
+    fn template_with(&mut self, f: usize, src: &Sp<String>, local: &[&str]) -> Option<Template> {
+        match Template::compile_with(self.sandbox, &src.value, local) {
             Ok(t) => Some(t),
             Err(e) => {
                 // Offset in the template text → line/col inside the scalar.
@@ -203,7 +208,13 @@ impl Ctx<'_> {
                     None => (line, col),
                 };
                 let pos = self.inner_pos(f, src.pos, line, col);
-                let hint = script_hint(&e.message);
+                let mut hint = script_hint(&e.message);
+                if let Some(h) = hint.as_mut().filter(|h| h.starts_with("scripts can use")) {
+                    for n in local {
+                        h.push_str(", ");
+                        h.push_str(n);
+                    }
+                }
                 let d = self.err(f, pos, format!("template does not compile: {}", e.message));
                 if let Some(h) = hint {
                     d.hint(h);
@@ -301,7 +312,43 @@ impl Ctx<'_> {
             }
             Send::List(l) => {
                 let rows: usize = l.sections.iter().map(|s| s.rows.len()).sum();
-                if rows == 0 || rows > wa::LIST_ROWS {
+                let rows_from = match (&l.rows_from, &l.row) {
+                    (Some(from), Some(row)) => {
+                        if !l.sections.is_empty() {
+                            self.err(
+                                f,
+                                from.pos,
+                                "a list has either `sections` or `rows_from`, not both",
+                            )
+                            .hint("rows from data replace the fixed sections");
+                        }
+                        let from = self.script(f, from);
+                        let id = self.template_with(f, &row.id, &["item"]);
+                        let title = self.template_with(f, &row.title, &["item"]);
+                        let description = match &row.description {
+                            Some(d) => Some(self.template_with(f, d, &["item"])?),
+                            None => None,
+                        };
+                        Some(Box::new(RowsFrom {
+                            from: from?,
+                            id: id?,
+                            title: title?,
+                            description,
+                        }))
+                    }
+                    (Some(from), None) => {
+                        self.err(f, from.pos, "`rows_from` without `row`")
+                            .hint("add `row: { id: \"{{item.name}}\", title: \"{{item.name}}\" }`");
+                        return None;
+                    }
+                    (None, Some(row)) => {
+                        self.err(f, row.pos, "`row` without `rows_from`")
+                            .hint("add `rows_from: EXPRESSION` giving an array (e.g. `orders`)");
+                        return None;
+                    }
+                    (None, None) => None,
+                };
+                if rows_from.is_none() && (rows == 0 || rows > wa::LIST_ROWS) {
                     self.err(
                         f,
                         l.pos,
@@ -349,6 +396,7 @@ impl Ctx<'_> {
                 }
                 let body = self.template(f, &l.body)?;
                 Some(MessageRt::List {
+                    rows_from,
                     body,
                     button: l.button.value.clone(),
                     footer: l.footer.as_ref().map(|x| x.value.clone()),
@@ -522,11 +570,13 @@ impl Ctx<'_> {
                     connector: l.connector.value.clone(),
                     action: action?,
                     by,
-                    bind: l
-                        .bind
-                        .as_ref()
-                        .map(|b| b.value.clone())
-                        .unwrap_or_else(|| "order".into()),
+                    bind: l.bind.as_ref().map(|b| b.value.clone()).unwrap_or_else(|| {
+                        if action == Some(LookupAction::FindOrders) {
+                            "orders".into()
+                        } else {
+                            "order".into()
+                        }
+                    }),
                     value,
                 }
             }
@@ -620,7 +670,9 @@ pub(crate) fn inner_pos(text: &str, at: Pos, line: usize, col: usize) -> Pos {
 }
 
 fn script_hint(message: &str) -> Option<String> {
-    if message.contains("Undefined variable") {
+    if message.contains("Undefined variable: item") {
+        Some("`item` is known only in a list's `row` (each element of its `rows_from`)".into())
+    } else if message.contains("Undefined variable") {
         Some(format!("scripts can use: {}", SCOPE_NAMES.join(", ")))
     } else if message.contains("Invalid character: '") {
         Some("Rhai strings take double quotes: \"text\"".into())
@@ -1155,6 +1207,9 @@ fn lookup_binds(raw: &RawPack) -> Vec<String> {
             if let Some(t) = &st.timeout {
                 visit(&t.actions);
             }
+            for b in &st.branch {
+                visit(&b.actions);
+            }
         }
     }
     out.into_iter().collect()
@@ -1645,6 +1700,37 @@ fn flow(cx: &mut Ctx, it: &Item<Sp<Flow>>) -> Option<FlowRt> {
             }
             None => None,
         };
+        let mut branch = Vec::new();
+        for d in &s.branch {
+            let cond = match &d.condition {
+                Some(c) => cx.script(f, c).map(Some),
+                None => Some(None),
+            };
+            let n = next(cx, f, fl, &d.actions, &d.goto, d.end);
+            if let Some(n) = &n {
+                if !leads_somewhere(n) {
+                    cx.err(f, d.pos, "this branch leads nowhere")
+                        .hint("add `goto: STEP`, `end: true`, or a `handoff` in `do`");
+                    ok = false;
+                }
+            }
+            match (cond, n) {
+                (Some(c), Some(n)) => branch.push((c, n)),
+                _ => ok = false,
+            }
+        }
+        if !s.branch.is_empty() && (s.on.is_some() || s.capture.is_some()) {
+            cx.err(
+                f,
+                s.branch[0].pos,
+                format!(
+                    "step `{}` has `branch` and waits for an answer (`on`/`capture`)",
+                    name.value
+                ),
+            )
+            .hint("`branch` decides at once from data; put it in a step of its own and `goto` it");
+            ok = false;
+        }
         let nx = next(cx, f, fl, &[], &s.goto, s.end);
         let handoff = match &s.handoff {
             Some(h) => {
@@ -1671,9 +1757,12 @@ fn flow(cx: &mut Ctx, it: &Item<Sp<Flow>>) -> Option<FlowRt> {
             ok = false;
         }
         if let Some(nx) = nx {
+            // A `branch` whose last entry has no `if` always leads somewhere.
+            let branch_total = s.branch.last().is_some_and(|d| d.condition.is_none());
             let progresses = s.on.is_some()
                 || s.capture.is_some()
                 || s.handoff.is_some()
+                || branch_total
                 || leads_somewhere(&nx)
                 || actions.as_ref().is_some_and(|a| {
                     leads_somewhere(&Next {
@@ -1682,7 +1771,11 @@ fn flow(cx: &mut Ctx, it: &Item<Sp<Flow>>) -> Option<FlowRt> {
                         end: false,
                     })
                 });
-            if !progresses {
+            if !progresses && !s.branch.is_empty() {
+                cx.err(f, name.pos, format!("step `{}` has no way forward when no `branch` condition holds", name.value))
+                    .hint("add `goto: STEP` or `end: true` (taken when none holds), or a last entry without `if`");
+                ok = false;
+            } else if !progresses {
                 cx.err(f, name.pos, format!("step `{}` has no way forward", name.value))
                     .hint("add `on`, `capture`, `goto`, `end: true` or `handoff`, or the customer is stuck here");
                 ok = false;
@@ -1699,6 +1792,7 @@ fn flow(cx: &mut Ctx, it: &Item<Sp<Flow>>) -> Option<FlowRt> {
                         timeout,
                         next: nx,
                         handoff,
+                        branch,
                     },
                 );
             }
@@ -1722,6 +1816,7 @@ fn flow(cx: &mut Ctx, it: &Item<Sp<Flow>>) -> Option<FlowRt> {
                 .iter()
                 .flat_map(|o| o.iter().map(|(_, b)| &b.goto))
                 .chain(st.timeout.iter().map(|t| &t.goto))
+                .chain(st.branch.iter().map(|b| &b.goto))
                 .chain(std::iter::once(&st.goto));
             for g in gotos.flatten() {
                 todo.push(g.value.clone());
@@ -1941,9 +2036,8 @@ fn window_checks(cx: &mut Ctx) {
                 }
             }
             if st.on.is_none() && st.capture.is_none() {
-                if let Some(g) = &st.goto {
-                    todo.push(g.value.clone());
-                }
+                let gotos = st.branch.iter().map(|b| &b.goto).chain([&st.goto]);
+                todo.extend(gotos.flatten().map(|g| g.value.clone()));
             }
         }
     }

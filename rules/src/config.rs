@@ -366,6 +366,25 @@ pub struct Step {
     pub end: bool,
     /// Hand the conversation to a human and end the flow.
     pub handoff: Option<Sp<Handoff>>,
+    /// Decides the next step from data (a lookup's result, an attribute) right after `do` and
+    /// `send`: the first entry whose `if` holds (an entry without `if` always does) is
+    /// followed; when none does, the step's `goto`/`end`. A step with `branch` does not wait.
+    #[serde(default)]
+    pub branch: Vec<Sp<Decide>>,
+}
+
+/// One entry of a step's `branch`.
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Decide {
+    /// A Rhai condition (e.g. `orders.len() > 1`); absent means always.
+    #[serde(rename = "if")]
+    pub condition: Option<Sp<String>>,
+    #[serde(rename = "do", default)]
+    pub actions: Vec<Sp<Action>>,
+    pub goto: Option<Sp<String>>,
+    #[serde(default)]
+    pub end: bool,
 }
 
 #[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
@@ -489,8 +508,15 @@ pub struct List {
     /// The button that opens the list (≤ 20 characters).
     pub button: Sp<String>,
     pub footer: Option<Sp<String>>,
-    /// Sections of rows: at most 10 rows in all.
+    /// Sections of rows: at most 10 rows in all. Or, instead, `rows_from` and `row`.
+    #[serde(default)]
     pub sections: Vec<Sp<Section>>,
+    /// A Rhai expression giving an array (e.g. `orders`, a `find_orders` lookup's result): one
+    /// row per element, built by `row` with the element as `item`; the first 10 are shown.
+    pub rows_from: Option<Sp<String>>,
+    /// The row for each `item` of `rows_from`: `id`, `title`, `description` are templates
+    /// (`{{item.name}}`); titles longer than 24 characters are cut.
+    pub row: Option<Sp<Choice>>,
 }
 
 #[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
@@ -682,11 +708,12 @@ pub struct Escalate {
 #[serde(deny_unknown_fields)]
 pub struct Lookup {
     pub connector: Sp<String>,
-    /// `find_order`, `confirm_order`, `cancel_order`, `tag_order`, `add_order_note`.
+    /// `find_order`, `find_orders`, `confirm_order`, `cancel_order`, `tag_order`,
+    /// `add_order_note` (stores); `fetch` (http).
     pub action: Sp<String>,
     /// A Rhai expression: the key to look up (e.g. `entities.order_no ?? contact.phone`).
     pub by: Option<Sp<String>>,
-    /// The scope name the result is bound to (default `order`).
+    /// The scope name the result is bound to (default `order`; `orders` for `find_orders`).
     #[serde(rename = "as")]
     pub bind: Option<Sp<String>>,
     /// A template: the text for `add_order_note`, the reason for `cancel_order`, the tag for `tag_order`.
@@ -873,6 +900,8 @@ pub struct Expect {
     pub intent: Option<Sp<String>>,
     pub reply_contains: Option<Sp<String>>,
     pub reply_buttons: Option<Vec<Sp<String>>>,
+    /// The row ids of the last reply's list, in order.
+    pub reply_rows: Option<Vec<Sp<String>>>,
     /// No reply at all after this turn.
     pub no_reply: Option<bool>,
     pub flow: Option<Sp<String>>,

@@ -153,6 +153,9 @@ pub struct HttpLookupRt {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LookupAction {
     FindOrder,
+    /// Every order for a phone (newest first, at most 10), or the one with a name: an array,
+    /// empty when nothing matches.
+    FindOrders,
     ConfirmOrder,
     CancelOrder,
     TagOrder,
@@ -164,6 +167,7 @@ pub enum LookupAction {
 impl LookupAction {
     pub const ALL: &'static [(&'static str, LookupAction)] = &[
         ("find_order", LookupAction::FindOrder),
+        ("find_orders", LookupAction::FindOrders),
         ("confirm_order", LookupAction::ConfirmOrder),
         ("cancel_order", LookupAction::CancelOrder),
         ("tag_order", LookupAction::TagOrder),
@@ -191,7 +195,19 @@ pub enum MessageRt {
         footer: Option<String>,
         /// `(section title, rows of (id, title, description))`.
         sections: Vec<ListSection>,
+        /// Rows built from data at send time (instead of `sections`).
+        rows_from: Option<Box<RowsFrom>>,
     },
+}
+
+/// A list's rows from data: `from` evaluates to an array; each element is `item` for the
+/// row's templates.
+#[derive(Debug, Clone)]
+pub struct RowsFrom {
+    pub from: AST,
+    pub id: Template,
+    pub title: Template,
+    pub description: Option<Template>,
 }
 
 /// A list section: its title and rows of `(id, title, description)`.
@@ -282,6 +298,8 @@ pub struct StepRt {
     pub timeout: Option<(Duration, Next)>,
     pub next: Next,
     pub handoff: Option<ActionRt>,
+    /// `(condition, next)` in order; the first that holds is followed (no condition: always).
+    pub branch: Vec<(Option<AST>, Next)>,
 }
 
 impl StepRt {

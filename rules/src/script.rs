@@ -32,6 +32,7 @@ pub const SCOPE_NAMES: &[&str] = &[
     "contact",
     "conversation",
     "order",
+    "orders",
     "ticket",
     "sla",
     "event",
@@ -87,6 +88,7 @@ impl Vars {
                 "confidence" => Dynamic::from(0.0_f64),
                 "now" => Dynamic::from(""),
                 "order" | "ticket" => Dynamic::UNIT,
+                "orders" => Dynamic::from_array(vec![]),
                 _ => Dynamic::from_map(Default::default()),
             };
             v.values.push((n.to_string(), d));
@@ -266,10 +268,10 @@ impl Sandbox {
         &self.extra_names
     }
 
-    fn compile_scope(&self) -> Scope<'static> {
+    fn compile_scope(&self, local: &[&str]) -> Scope<'static> {
         let mut s = Scope::new();
         // Plain variables (not constants): the optimiser must not fold placeholder values in.
-        for n in SCOPE_NAMES {
+        for n in SCOPE_NAMES.iter().chain(local) {
             s.push_dynamic(*n, Dynamic::UNIT);
         }
         for n in &self.extra_names {
@@ -281,14 +283,15 @@ impl Sandbox {
     /// Compiles a script (a condition or a `by:`/`value:` expression; statements allowed).
     pub fn compile(&self, src: &str) -> Result<AST, CompileError> {
         self.engine
-            .compile_with_scope(&self.compile_scope(), src)
+            .compile_with_scope(&self.compile_scope(&[]), src)
             .map_err(compile_error)
     }
 
-    /// Compiles one expression (the inside of a template's `{{ }}`).
-    pub fn compile_expression(&self, src: &str) -> Result<AST, CompileError> {
+    /// Compiles one expression (the inside of a template's `{{ }}`); `local` are names only
+    /// this expression sees (a list row's `item`).
+    pub fn compile_expression(&self, src: &str, local: &[&str]) -> Result<AST, CompileError> {
         self.engine
-            .compile_expression_with_scope(&self.compile_scope(), src)
+            .compile_expression_with_scope(&self.compile_scope(local), src)
             .map_err(compile_error)
     }
 

@@ -36,6 +36,15 @@ impl Template {
     }
 
     pub fn compile(sandbox: &Sandbox, src: &str) -> Result<Template, TemplateError> {
+        Template::compile_with(sandbox, src, &[])
+    }
+
+    /// Compiles with names only this template sees besides the scope (a list row's `item`).
+    pub fn compile_with(
+        sandbox: &Sandbox,
+        src: &str,
+        local: &[&str],
+    ) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = src;
         let mut base = 0;
@@ -62,7 +71,7 @@ impl Template {
                 });
             }
             let ast = sandbox
-                .compile_expression(expr.trim())
+                .compile_expression(expr.trim(), local)
                 .map_err(|e| TemplateError {
                     message: e.message.clone(),
                     offset: expr_offset,

@@ -86,7 +86,10 @@ impl Encoded {
             .iter_mut()
             .map(|m| {
                 let payload = json(&take(&mut m.payload));
-                let outbox = m.outbound.take().map(|o| json(&OutboxItem::Message(o)));
+                let outbox = m
+                    .outbound
+                    .take()
+                    .map(|o| json(&OutboxItem::Message(Box::new(o))));
                 (payload, outbox)
             })
             .collect();
