@@ -1122,6 +1122,7 @@ fn demo(keep_serving: bool, listen: &str) -> Result<ExitCode> {
     let mut out = std::io::stdout();
     rt.block_on(async {
         let channel = Arc::new(switchyard_connectors::sandbox::SandboxChannel::new());
+        let cases = pack.tests.len();
         let runtime = start_runtime(pack, &db, channel.clone(), Arc::new(switchyard_connectors::sandbox::SandboxNotifier::default()), &[]).await?;
         let addr = if keep_serving { listen } else { "127.0.0.1:0" };
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
@@ -1180,7 +1181,7 @@ fn demo(keep_serving: bool, listen: &str) -> Result<ExitCode> {
             print_replies(&mut out, who, &channel.sent()[before..], false)?;
             print_state(&mut out, &runtime.engine.store, who, "    ").await?;
         }
-        writeln!(out, "\nEvery decision is in the database with its trace; `switchyard test examples/pk-ecommerce` runs the pack's 38 cases.")?;
+        writeln!(out, "\nEvery decision is in the database with its trace; `switchyard test examples/pk-ecommerce` runs the pack's {cases} cases.")?;
         if keep_serving {
             channel.set_printing(true);
             writeln!(
