@@ -62,7 +62,13 @@ enum Command {
     },
     /// Print the JSON Schema of rule-pack files (for editor autocompletion).
     Schema,
-    /// Serve the webhooks on embedded SQLite; outbound messages go to the sandbox (printed).
+    /// Apply the database migrations without serving (SQLite or PostgreSQL by the URL).
+    Migrate {
+        #[arg(long, env = "SWITCHYARD_DB", default_value = "sqlite://switchyard.db")]
+        db: String,
+    },
+    /// Serve the webhooks (embedded SQLite, or PostgreSQL with `--db postgres://…`); outbound
+    /// messages go to WhatsApp when configured, else to the sandbox (printed).
     Serve(Box<ServeArgs>),
     /// Post webhook payloads from a file (one JSON body per line) to a running server, signed
     /// when a secret is given; prints progress and a summary. Exits 1 if any was rejected.
@@ -123,12 +129,23 @@ enum TokenCommand {
     },
 }
 
+fn migrate(db: &str) -> Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        switchyard_engine::store::open(db, false)
+            .await
+            .with_context(|| format!("cannot migrate the database {db}"))?;
+        println!("{db}: migrations applied");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 fn token_cmd(cmd: TokenCommand) -> Result<ExitCode> {
     use switchyard_api::admin::{new_token, token_hash, Role};
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let open = |db: String| async move {
-            switchyard_engine::sqlite::SqliteStore::open(&db)
+            switchyard_engine::store::open(&db, false)
                 .await
                 .with_context(|| format!("cannot open the database {db}"))
         };
@@ -144,7 +161,7 @@ fn token_cmd(cmd: TokenCommand) -> Result<ExitCode> {
                 let store = open(db).await?;
                 let token = new_token().map_err(|e| anyhow::anyhow!("{e:?}"))?;
                 let id = switchyard_engine::Store::create_token(
-                    &store,
+                    &*store,
                     &token_hash(&token),
                     role.as_str(),
                     agent.as_deref(),
@@ -162,7 +179,7 @@ fn token_cmd(cmd: TokenCommand) -> Result<ExitCode> {
             }
             TokenCommand::Revoke { id, db } => {
                 let store = open(db).await?;
-                if switchyard_engine::Store::revoke_token(&store, id, "cli", now_ms()).await? {
+                if switchyard_engine::Store::revoke_token(&*store, id, "cli", now_ms()).await? {
                     eprintln!("token {id} revoked");
                     Ok(ExitCode::SUCCESS)
                 } else {
@@ -188,6 +205,7 @@ fn main() -> ExitCode {
         },
         Command::Test { dir, filter } => test_cmd(&dir, filter.as_deref()),
         Command::Schema => schema(),
+        Command::Migrate { db } => migrate(&db),
         Command::Serve(args) => serve(*args),
         Command::Replay {
             file,
@@ -649,11 +667,9 @@ async fn start_runtime_with(
     lookup: Arc<dyn switchyard_engine::ports::Lookup>,
     default_queues: &[(String, String)],
 ) -> Result<Arc<switchyard_engine::worker::Runtime>> {
-    let store: Arc<dyn switchyard_engine::Store> = Arc::new(
-        switchyard_engine::sqlite::SqliteStore::open(db)
-            .await
-            .with_context(|| format!("cannot open the database {db}"))?,
-    );
+    let store = switchyard_engine::store::open(db, true)
+        .await
+        .with_context(|| format!("cannot open the database {db}"))?;
     let mut engine = switchyard_engine::Engine::new(store, Arc::new(pack), lookup);
     for (channel, queue) in default_queues {
         engine = engine.with_default_queue(channel, queue);

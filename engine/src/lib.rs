@@ -7,7 +7,9 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod ports;
+pub mod postgres;
 pub mod reports;
+mod rows;
 pub mod sqlite;
 pub mod store;
 

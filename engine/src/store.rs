@@ -1,5 +1,6 @@
-//! The `Store` port: everything the engine keeps. One SQLite implementation today
-//! ([`crate::sqlite::SqliteStore`]); PostgreSQL follows behind the same trait.
+//! The `Store` port: everything the engine keeps. Two implementations: SQLite, embedded
+//! ([`crate::sqlite::SqliteStore`]), and PostgreSQL ([`crate::postgres::PgStore`]); [`open`]
+//! picks one by the URL's scheme.
 //!
 //! The pipeline reads a conversation's context, decides in memory, and hands the store one
 //! [`Changeset`]: the new state, its audit records, the outbound messages and the trace, which
@@ -22,6 +23,30 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shutting down")]
     Closed,
+    /// The database is in use in a way that rules this use out (another serving instance).
+    #[error("{0}")]
+    Busy(String),
+}
+
+/// Opens the store a URL names: `postgres://…` (or `postgresql://…`) is PostgreSQL, anything
+/// else SQLite (`sqlite://file.db`, `sqlite::memory:`). Migrations run on open. `serving`
+/// takes PostgreSQL's serving lock (one serving instance per database for now); tools that
+/// only read or add a row (`token`, `migrate`) pass `false`.
+pub async fn open(url: &str, serving: bool) -> Result<std::sync::Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
+        let pg = crate::postgres::PgStore::open_with(opts.clone(), Default::default()).await?;
+        let pg = if serving {
+            pg.serve_lock(opts).await?
+        } else {
+            pg
+        };
+        Ok(std::sync::Arc::new(pg))
+    } else {
+        Ok(std::sync::Arc::new(
+            crate::sqlite::SqliteStore::open(url).await?,
+        ))
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

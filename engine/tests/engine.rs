@@ -14,6 +14,7 @@ use switchyard_engine::model::*;
 use switchyard_engine::model::{Priority, Status};
 use switchyard_engine::pipeline::{ActError, Actor, AgentAction};
 use switchyard_engine::ports::{Channel, Lookup, LookupError, Notifier, SendError};
+use switchyard_engine::postgres::PgStore;
 use switchyard_engine::sqlite::SqliteStore;
 use switchyard_engine::store::{Ingested, Store};
 use switchyard_engine::worker::{Runtime, WorkerConfig};
@@ -538,7 +539,52 @@ async fn story_restart_resumes_committed_events(dir: &Path) {
     assert_eq!(texts, ["echo one", "echo two"]);
 }
 
-/// Runs each story against a fresh SQLite file (the PostgreSQL store will add its own arm).
+/// A database of its own on the PostgreSQL server of `SWITCHYARD_TEST_PG_URL`, dropped when
+/// the story ends; `None` (the story is skipped, and says so) without the variable.
+struct PgDb {
+    admin: sqlx::postgres::PgConnectOptions,
+    name: String,
+}
+
+impl PgDb {
+    async fn create() -> Option<(PgDb, Arc<dyn Store>)> {
+        use sqlx::{ConnectOptions, Executor};
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let Ok(url) = std::env::var("SWITCHYARD_TEST_PG_URL") else {
+            eprintln!("skipped: SWITCHYARD_TEST_PG_URL is not set (PostgreSQL stories)");
+            return None;
+        };
+        let admin: sqlx::postgres::PgConnectOptions = url.parse().expect("SWITCHYARD_TEST_PG_URL");
+        let name = format!(
+            "switchyard_story_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        let mut c = admin.connect().await.expect("PostgreSQL answers");
+        c.execute(format!("DROP DATABASE IF EXISTS {name}").as_str())
+            .await
+            .unwrap();
+        c.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        let store = PgStore::open_with(admin.clone().database(&name), Default::default())
+            .await
+            .expect("the store opens on a fresh database");
+        Some((PgDb { admin, name }, Arc::new(store)))
+    }
+
+    async fn drop_db(self) {
+        use sqlx::{ConnectOptions, Executor};
+        if let Ok(mut c) = self.admin.connect().await {
+            let _ = c
+                .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
+                .await;
+        }
+    }
+}
+
+/// Runs each story against a fresh SQLite file, and against a fresh PostgreSQL database when
+/// `SWITCHYARD_TEST_PG_URL` is set (`.ci/run` sets it).
 macro_rules! stories {
     ($($story:ident),* $(,)?) => {
         mod sqlite_stories {
@@ -548,6 +594,17 @@ macro_rules! stories {
                 async fn $story() {
                     let d = tmp();
                     super::$story(sqlite(d.path()).await).await;
+                }
+            )*
+        }
+        mod postgres_stories {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $story() {
+                    let Some((db, store)) = PgDb::create().await else { return };
+                    super::$story(store).await;
+                    db.drop_db().await;
                 }
             )*
         }

@@ -21,8 +21,7 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use serde_json::Value;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
@@ -198,128 +197,7 @@ impl SqliteStore {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-}
-
-fn contact_from(r: &SqliteRow) -> Result<Contact> {
-    contact_cols(r, "")
-}
-
-fn contact_cols(r: &SqliteRow, p: &str) -> Result<Contact> {
-    let c = |n: &str| format!("{p}{n}");
-    Ok(Contact {
-        id: r.try_get(c("id").as_str())?,
-        channel: r.try_get(c("channel").as_str())?,
-        external_id: r.try_get(c("external_id").as_str())?,
-        name: r.try_get(c("name").as_str())?,
-        phone: r.try_get(c("phone").as_str())?,
-        language: r.try_get(c("language").as_str())?,
-        attributes: parse(
-            &r.try_get::<String, _>(c("attributes").as_str())?,
-            "contact attributes",
-        )?,
-    })
-}
-
-fn conversation_from(r: &SqliteRow) -> Result<Conversation> {
-    let flow: Option<String> = r.try_get("flow")?;
-    Ok(Conversation {
-        id: r.try_get("id")?,
-        contact_id: r.try_get("contact_id")?,
-        channel: r.try_get("channel")?,
-        status: status_from(&r.try_get::<String, _>("status")?),
-        queue: r.try_get("queue")?,
-        assignee: r.try_get("assignee")?,
-        priority: priority_from(&r.try_get::<String, _>("priority")?),
-        tags: parse(&r.try_get::<String, _>("tags")?, "tags")?,
-        attributes: parse(&r.try_get::<String, _>("attributes")?, "attributes")?,
-        flow: flow.map(|f| parse(&f, "flow state")).transpose()?,
-        last_customer_message_at: r.try_get("last_customer_message_at")?,
-        queued_at: r.try_get("queued_at")?,
-        sla: r
-            .try_get::<Option<String>, _>("sla")?
-            .map(|s| parse(&s, "SLA clocks"))
-            .transpose()?
-            .unwrap_or_default(),
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
-}
-
-fn agent_from(r: &SqliteRow) -> Result<Agent> {
-    Ok(Agent {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        role: r.try_get("role")?,
-        queues: parse(&r.try_get::<String, _>("queues")?, "agent queues")?,
-        capacity: r.try_get::<i64, _>("capacity")? as u32,
-        availability: r.try_get("availability")?,
-        shift: r.try_get("shift")?,
-    })
-}
-
-fn audit_from(r: &SqliteRow) -> Result<AuditRecord> {
-    Ok(AuditRecord {
-        at: r.try_get("at")?,
-        actor: r.try_get("actor")?,
-        entity: r.try_get("entity")?,
-        action: r.try_get("action")?,
-        before: parse(&r.try_get::<String, _>("before")?, "audit")?,
-        after: parse(&r.try_get::<String, _>("after")?, "audit")?,
-    })
-}
-
-/// `text` for a `LIKE … ESCAPE '\'` pattern.
-fn like_escape(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
-}
-
-fn ticket_from(r: &SqliteRow) -> Result<Ticket> {
-    ticket_cols(r, "")
-}
-
-fn ticket_cols(r: &SqliteRow, p: &str) -> Result<Ticket> {
-    let c = |n: &str| format!("{p}{n}");
-    Ok(Ticket {
-        id: r.try_get(c("id").as_str())?,
-        conversation_id: r.try_get(c("conversation_id").as_str())?,
-        title: r.try_get(c("title").as_str())?,
-        category: r.try_get(c("category").as_str())?,
-        priority: priority_from(&r.try_get::<String, _>(c("priority").as_str())?),
-        status: TicketStatus::parse(&r.try_get::<String, _>(c("status").as_str())?),
-        owner: r.try_get(c("owner").as_str())?,
-        queue: r.try_get(c("queue").as_str())?,
-        due_at: r.try_get(c("due_at").as_str())?,
-        created_at: r.try_get(c("created_at").as_str())?,
-        updated_at: r.try_get(c("updated_at").as_str())?,
-    })
-}
-
-/// Conversation, contact and open ticket in one row.
-const CONTEXT_SELECT: &str = "SELECT v.*, \
-    c.id AS c_id, c.channel AS c_channel, c.external_id AS c_external_id, c.name AS c_name, c.phone AS c_phone, \
-    c.language AS c_language, c.attributes AS c_attributes, \
-    t.id AS t_id, t.conversation_id AS t_conversation_id, t.title AS t_title, t.category AS t_category, \
-    t.priority AS t_priority, t.status AS t_status, t.owner AS t_owner, t.queue AS t_queue, t.due_at AS t_due_at, \
-    t.created_at AS t_created_at, t.updated_at AS t_updated_at \
-    FROM conversations v JOIN contacts c ON c.id = v.contact_id \
-    LEFT JOIN tickets t ON t.id = (SELECT id FROM tickets WHERE conversation_id = v.id AND status IN ('open', 'pending') ORDER BY id DESC LIMIT 1) ";
-
-fn context_from(r: &SqliteRow) -> Result<Context> {
-    let ticket = match r.try_get::<Option<i64>, _>("t_id")? {
-        Some(_) => Some(ticket_cols(r, "t_")?),
-        None => None,
-    };
-    Ok(Context {
-        contact: contact_cols(r, "c_")?,
-        conversation: conversation_from(r)?,
-        created: false,
-        ticket,
-    })
-}
+use crate::rows::{self, like_escape, parse, CONTEXT_SELECT};
 
 impl SqliteStore {
     async fn send(&self, op: WriteOp) -> Result<()> {
@@ -342,15 +220,7 @@ impl Store for SqliteStore {
             .bind(limit)
             .fetch_all(&self.read)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(InboxRow {
-                    id: r.try_get("id")?,
-                    key: r.try_get("key")?,
-                    event: parse(&r.try_get::<String, _>("event")?, "inbox event")?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::inbox).collect()
     }
 
     async fn skip_inbox(&self, inbox_id: i64, now: Millis, why: &str) -> Result<()> {
@@ -383,7 +253,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.read)
         .await?;
         if let Some(r) = row {
-            let conv = conversation_from(&r)?;
+            let conv = rows::conversation(&r)?;
             let contact = self
                 .contact(conv.contact_id)
                 .await?
@@ -427,7 +297,7 @@ impl Store for SqliteStore {
             .bind(channel)
             .fetch_one(&self.read)
             .await?;
-        let conv = conversation_from(&r)?;
+        let conv = rows::conversation(&r)?;
         let contact = self
             .contact(cid)
             .await?
@@ -454,7 +324,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.read)
         .await?;
         if let Some(r) = row {
-            let ctx = context_from(&r)?;
+            let ctx = rows::context(&r)?;
             self.cache.put(&ctx);
             return Ok(ctx);
         }
@@ -479,7 +349,7 @@ impl Store for SqliteStore {
             .bind(conversation_id)
             .fetch_optional(&self.read)
             .await?;
-        row.as_ref().map(context_from).transpose()
+        row.as_ref().map(rows::context).transpose()
     }
 
     async fn contact(&self, id: i64) -> Result<Option<Contact>> {
@@ -487,7 +357,7 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_optional(&self.read)
             .await?;
-        r.as_ref().map(contact_from).transpose()
+        r.as_ref().map(|r| rows::contact(r, "")).transpose()
     }
 
     async fn conversation(&self, id: i64) -> Result<Option<Conversation>> {
@@ -495,7 +365,7 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_optional(&self.read)
             .await?;
-        r.as_ref().map(conversation_from).transpose()
+        r.as_ref().map(rows::conversation).transpose()
     }
 
     async fn open_ticket(&self, conversation_id: i64) -> Result<Option<Ticket>> {
@@ -503,7 +373,7 @@ impl Store for SqliteStore {
             .bind(conversation_id)
             .fetch_optional(&self.read)
             .await?;
-        r.as_ref().map(ticket_from).transpose()
+        r.as_ref().map(|r| rows::ticket(r, "")).transpose()
     }
 
     async fn allocate_id(&self, counter: &str) -> Result<i64> {
@@ -602,17 +472,7 @@ impl Store for SqliteStore {
             .bind(limit)
             .fetch_all(&self.read)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Job {
-                    id: r.try_get("id")?,
-                    conversation_id: r.try_get("conversation_id")?,
-                    kind: r.try_get("kind")?,
-                    name: r.try_get("name")?,
-                    due_at: r.try_get("due_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::job).collect()
     }
 
     async fn claim_outbox(&self, now: Millis, limit: i64) -> Result<Vec<OutboxRow>> {
@@ -797,14 +657,14 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_optional(&self.read)
             .await?;
-        r.as_ref().map(agent_from).transpose()
+        r.as_ref().map(rows::agent).transpose()
     }
 
     async fn agents(&self) -> Result<Vec<Agent>> {
         let rows = sqlx::query("SELECT * FROM agents ORDER BY id")
             .fetch_all(&self.read)
             .await?;
-        rows.iter().map(agent_from).collect()
+        rows.iter().map(rows::agent).collect()
     }
 
     async fn owned_conversations(&self, agent: &str) -> Result<Vec<i64>> {
@@ -895,17 +755,7 @@ impl Store for SqliteStore {
         b.push(" ORDER BY waiting_since, v.id LIMIT ")
             .push_bind(q.limit);
         let rows = b.build().fetch_all(&self.read).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ConversationLine {
-                    conversation: conversation_from(r)?,
-                    contact_name: r.try_get("contact_name")?,
-                    contact_phone: r.try_get("contact_phone")?,
-                    waiting_since: r.try_get("waiting_since")?,
-                    last_message: r.try_get("last_message")?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::line).collect()
     }
 
     async fn kpi_facts(
@@ -1068,7 +918,7 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_optional(&self.read)
             .await?;
-        r.as_ref().map(ticket_from).transpose()
+        r.as_ref().map(|r| rows::ticket(r, "")).transpose()
     }
 
     async fn list_tickets(&self, q: &TicketQuery) -> Result<Vec<Ticket>> {
@@ -1093,7 +943,7 @@ impl Store for SqliteStore {
         }
         b.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit);
         let rows = b.build().fetch_all(&self.read).await?;
-        rows.iter().map(ticket_from).collect()
+        rows.iter().map(|r| rows::ticket(r, "")).collect()
     }
 
     async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<(i64, AuditRecord)>> {
@@ -1127,7 +977,7 @@ impl Store for SqliteStore {
         b.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit);
         let rows = b.build().fetch_all(&self.read).await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("id")?, audit_from(r)?)))
+            .map(|r| Ok((r.try_get("id")?, rows::audit(r)?)))
             .collect()
     }
 
@@ -1196,27 +1046,7 @@ impl Store for SqliteStore {
             .bind(conversation_id)
             .fetch_all(&self.read)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Message {
-                    id: r.try_get("id")?,
-                    conversation_id: r.try_get("conversation_id")?,
-                    direction: if r.try_get::<String, _>("direction")? == "in" {
-                        Direction::In
-                    } else {
-                        Direction::Out
-                    },
-                    kind: r.try_get("kind")?,
-                    body: r.try_get("body")?,
-                    payload: parse(&r.try_get::<String, _>("payload")?, "message payload")?,
-                    provider_id: r.try_get("provider_id")?,
-                    author: r.try_get("author")?,
-                    status: r.try_get("status")?,
-                    error: r.try_get("error")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::message).collect()
     }
 
     async fn notes(&self, conversation_id: i64) -> Result<Vec<Note>> {
@@ -1224,17 +1054,7 @@ impl Store for SqliteStore {
             .bind(conversation_id)
             .fetch_all(&self.read)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Note {
-                    id: r.try_get("id")?,
-                    conversation_id: r.try_get("conversation_id")?,
-                    author: r.try_get("author")?,
-                    text: r.try_get("text")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::note).collect()
     }
 
     async fn tickets(&self, conversation_id: i64) -> Result<Vec<Ticket>> {
@@ -1242,7 +1062,7 @@ impl Store for SqliteStore {
             .bind(conversation_id)
             .fetch_all(&self.read)
             .await?;
-        rows.iter().map(ticket_from).collect()
+        rows.iter().map(|r| rows::ticket(r, "")).collect()
     }
 
     async fn ticket_history(&self, ticket_id: i64) -> Result<Vec<Value>> {
@@ -1259,7 +1079,7 @@ impl Store for SqliteStore {
             .bind(entity)
             .fetch_all(&self.read)
             .await?;
-        rows.iter().map(audit_from).collect()
+        rows.iter().map(rows::audit).collect()
     }
 
     async fn traces(&self, conversation_id: i64) -> Result<Vec<(String, Value)>> {

@@ -113,9 +113,7 @@ impl Encoded {
     }
 }
 
-pub(super) fn json(v: &impl serde::Serialize) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
-}
+pub(super) use crate::rows::json;
 
 /// Opens a connection to the (migrated) database file with the store's settings.
 pub(super) fn connect(path: &Path) -> Result<Connection> {

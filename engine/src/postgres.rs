@@ -1,0 +1,1317 @@
+//! The shared store: PostgreSQL, for several `switchyard serve` instances on one database.
+//!
+//! Every write is a transaction of its own on a pooled connection (PostgreSQL orders
+//! concurrent writers itself); a changeset is one transaction, like on SQLite. Nothing is
+//! cached in the process: another instance may have changed any row. Migrations are in
+//! `migrations/postgres` and run at open (or with `switchyard migrate`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+
+use crate::model::*;
+use crate::rows::{self, json, like_escape, parse, CONTEXT_SELECT};
+use crate::store::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How the pool behaves; the defaults suit one instance of a few.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    pub max_connections: u32,
+    /// Waiting for a free connection (or a reconnect) longer than this is an error.
+    pub acquire_timeout: Duration,
+    /// `statement_timeout` of every connection: a query running longer is cancelled.
+    pub statement_timeout: Duration,
+}
+
+impl Default for PgSettings {
+    fn default() -> Self {
+        PgSettings {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+pub struct PgStore {
+    pool: PgPool,
+    /// The session holding the serving lock (see [`PgStore::serve_lock`]).
+    _serving: Option<sqlx::PgConnection>,
+}
+
+/// The advisory lock a serving instance holds for as long as it runs ("SWYD").
+const SERVING_LOCK: i64 = 0x5357_5944;
+/// The advisory lock inbox inserts take in turn ("SWYI").
+const INBOX_LOCK: i64 = 0x5357_5949;
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host/db`) and applies the migrations. An
+    /// unreachable database is an error at once (after `acquire_timeout`), not a hang.
+    pub async fn open(url: &str, settings: PgSettings) -> Result<PgStore> {
+        let store = PgStore::connect(url, settings).await?;
+        MIGRATOR.run(&store.pool).await?;
+        Ok(store)
+    }
+
+    /// Connects without migrating (see [`PgStore::migrate`]).
+    pub async fn connect(url: &str, settings: PgSettings) -> Result<PgStore> {
+        PgStore::connect_with(url.parse()?, settings).await
+    }
+
+    /// [`PgStore::open`] with options built in code (tests point them at a database of their own).
+    pub async fn open_with(opts: PgConnectOptions, settings: PgSettings) -> Result<PgStore> {
+        let store = PgStore::connect_with(opts, settings).await?;
+        MIGRATOR.run(&store.pool).await?;
+        Ok(store)
+    }
+
+    async fn connect_with(opts: PgConnectOptions, settings: PgSettings) -> Result<PgStore> {
+        let opts = opts.options([(
+            "statement_timeout",
+            format!("{}", settings.statement_timeout.as_millis()),
+        )]);
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(opts)
+            .await?;
+        Ok(PgStore {
+            pool,
+            _serving: None,
+        })
+    }
+
+    /// Applies the migrations that are not applied yet; returns how many there are in all.
+    pub async fn migrate(&self) -> Result<usize> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(MIGRATOR.iter().count())
+    }
+
+    /// Takes the serving lock, held by a session of its own until the store is dropped or the
+    /// process dies (PostgreSQL then releases it). One instance serves a database at a time
+    /// for now: the inbox, timers and schedules are not yet claimed with leases, so a second
+    /// instance would process events twice. It stops at start instead, with this error.
+    pub async fn serve_lock(mut self, url_opts: PgConnectOptions) -> Result<PgStore> {
+        use sqlx::{ConnectOptions, Connection};
+        let mut conn = url_opts.connect().await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(SERVING_LOCK)
+            .fetch_one(&mut conn)
+            .await?;
+        if !got {
+            let _ = conn.close().await;
+            return Err(StoreError::Busy(
+                "another switchyard instance is serving this PostgreSQL database; several \
+                 instances on one database are not supported yet (they would process events twice)"
+                    .into(),
+            ));
+        }
+        self._serving = Some(conn);
+        Ok(self)
+    }
+
+    /// Whether the database answers (for `/readyz`).
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+async fn audit_row(
+    tx: &mut Transaction<'_, Postgres>,
+    at: Millis,
+    actor: &str,
+    entity: &str,
+    action: &str,
+    before: &str,
+    after: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit (at, actor, entity, action, before, after) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(at)
+    .bind(actor)
+    .bind(entity)
+    .bind(action)
+    .bind(before)
+    .bind(after)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes one changeset inside `tx` (see [`Changeset`]).
+async fn apply(tx: &mut Transaction<'_, Postgres>, cs: &Changeset) -> Result<()> {
+    let at = cs.at;
+    if let Some(c) = &cs.contact {
+        sqlx::query(
+            "UPDATE contacts SET name = $1, phone = $2, language = $3, attributes = $4 WHERE id = $5",
+        )
+        .bind(&c.name)
+        .bind(&c.phone)
+        .bind(&c.language)
+        .bind(json(&c.attributes))
+        .bind(c.id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if let Some(c) = &cs.conversation {
+        sqlx::query(
+            "UPDATE conversations SET status = $1, queue = $2, assignee = $3, priority = $4, tags = $5, attributes = $6, \
+             flow = $7, last_customer_message_at = $8, queued_at = $9, updated_at = $10, sla = $11 WHERE id = $12",
+        )
+        .bind(c.status.as_str())
+        .bind(&c.queue)
+        .bind(&c.assignee)
+        .bind(c.priority.as_str())
+        .bind(json(&c.tags))
+        .bind(json(&c.attributes))
+        .bind(c.flow.as_ref().map(json))
+        .bind(c.last_customer_message_at)
+        .bind(c.queued_at)
+        .bind(at)
+        .bind((!c.sla.is_empty()).then(|| json(&c.sla)))
+        .bind(c.id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let channel = cs
+        .conversation
+        .as_ref()
+        .map(|c| c.channel.as_str())
+        .unwrap_or("");
+    let outbox = "INSERT INTO outbox (message_id, conversation_id, payload, status, next_attempt_at, created_at, updated_at) \
+                  VALUES ($1, $2, $3, 'pending', $4, $4, $4)";
+    for m in &cs.messages {
+        let direction = match m.direction {
+            Direction::In => "in",
+            Direction::Out => "out",
+        };
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO messages (conversation_id, channel, direction, kind, body, payload, provider_id, author, status, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+        )
+        .bind(cs.conversation_id)
+        .bind(channel)
+        .bind(direction)
+        .bind(&m.kind)
+        .bind(&m.body)
+        .bind(json(&m.payload))
+        .bind(&m.provider_id)
+        .bind(&m.author)
+        .bind(&m.status)
+        .bind(at)
+        .fetch_one(&mut **tx)
+        .await?;
+        if let Some(o) = &m.outbound {
+            sqlx::query(outbox)
+                .bind(Some(id))
+                .bind(cs.conversation_id)
+                .bind(json(&OutboxItem::Message(Box::new(o.clone()))))
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    for (connector, body) in &cs.webhooks {
+        let item = OutboxItem::Webhook {
+            connector: connector.clone(),
+            body: body.clone(),
+        };
+        sqlx::query(outbox)
+            .bind(None::<i64>)
+            .bind(cs.conversation_id)
+            .bind(json(&item))
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+    }
+    for (author, text) in &cs.notes {
+        sqlx::query(
+            "INSERT INTO notes (conversation_id, author, text, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(cs.conversation_id)
+        .bind(author)
+        .bind(text)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for t in &cs.tickets {
+        let k = &t.ticket;
+        sqlx::query(
+            "INSERT INTO tickets (id, conversation_id, title, category, priority, status, owner, queue, due_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (id) DO UPDATE SET title = excluded.title, category = excluded.category, priority = excluded.priority, \
+             status = excluded.status, owner = excluded.owner, queue = excluded.queue, due_at = excluded.due_at, updated_at = excluded.updated_at",
+        )
+        .bind(k.id)
+        .bind(k.conversation_id)
+        .bind(&k.title)
+        .bind(&k.category)
+        .bind(k.priority.as_str())
+        .bind(k.status.as_str())
+        .bind(&k.owner)
+        .bind(&k.queue)
+        .bind(k.due_at)
+        .bind(k.created_at)
+        .bind(k.updated_at)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO ticket_events (ticket_id, at, actor, change) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(k.id)
+        .bind(at)
+        .bind(&t.actor)
+        .bind(json(&t.change))
+        .execute(&mut **tx)
+        .await?;
+    }
+    for (kind, name) in &cs.cancel_jobs {
+        sqlx::query(
+            "UPDATE jobs SET done_at = $1 WHERE conversation_id = $2 AND kind = $3 AND name = $4 AND done_at IS NULL",
+        )
+        .bind(at)
+        .bind(cs.conversation_id)
+        .bind(kind)
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for a in &cs.assigned {
+        sqlx::query("UPDATE agents SET last_assigned_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(a)
+            .execute(&mut **tx)
+            .await?;
+    }
+    for a in &cs.audit {
+        audit_row(
+            tx,
+            a.at,
+            &a.actor,
+            &a.entity,
+            &a.action,
+            &json(&a.before),
+            &json(&a.after),
+        )
+        .await?;
+    }
+    for j in &cs.new_jobs {
+        sqlx::query(
+            "INSERT INTO jobs (conversation_id, kind, name, due_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(cs.conversation_id)
+        .bind(&j.kind)
+        .bind(&j.name)
+        .bind(j.due_at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if let Some(id) = cs.inbox_id {
+        sqlx::query("UPDATE inbox SET processed_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if let Some(id) = cs.job_id {
+        sqlx::query("UPDATE jobs SET done_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if let Some((hash, t)) = &cs.trace {
+        sqlx::query(
+            "INSERT INTO traces (conversation_id, inbox_id, pack_hash, at, trace) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(cs.conversation_id)
+        .bind(cs.inbox_id)
+        .bind(hash)
+        .bind(at)
+        .bind(json(&**t))
+        .execute(&mut **tx)
+        .await?;
+    }
+    match &cs.schedule {
+        Some((name, Some(next))) => {
+            sqlx::query("UPDATE schedules SET next_at = $1, last_fired_at = $2 WHERE name = $3")
+                .bind(next)
+                .bind(at)
+                .bind(name)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Some((name, None)) => {
+            sqlx::query("DELETE FROM schedules WHERE name = $1")
+                .bind(name)
+                .execute(&mut **tx)
+                .await?;
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+fn all<T>(rows: &[PgRow], f: impl Fn(&PgRow) -> Result<T>) -> Result<Vec<T>> {
+    rows.iter().map(f).collect()
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ingest(&self, events: Vec<Inbound>, now: Millis) -> Result<Vec<Ingested>> {
+        let mut tx = self.pool.begin().await?;
+        // Inbox ids in commit order: the scheduler reads rows after the last id it saw, so a
+        // row must never commit after one with a higher id. A transaction-scoped lock makes
+        // inbox inserts take turns (each is a few rows; the lock is held until COMMIT).
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(INBOX_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let mut out = Vec::with_capacity(events.len());
+        for e in &events {
+            let id: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO inbox (channel, provider_id, key, event, received_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (channel, provider_id) DO NOTHING RETURNING id",
+            )
+            .bind(e.channel())
+            .bind(e.provider_id())
+            .bind(e.contact_key())
+            .bind(json(e))
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            out.push(id.map_or(Ingested::Duplicate, Ingested::New));
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn pending_inbox(&self, after: i64, limit: i64) -> Result<Vec<InboxRow>> {
+        let rows = sqlx::query(
+            "SELECT id, key, event FROM inbox WHERE processed_at IS NULL AND id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        all(&rows, rows::inbox)
+    }
+
+    async fn skip_inbox(&self, inbox_id: i64, now: Millis, why: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE inbox SET processed_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(inbox_id)
+            .execute(&mut *tx)
+            .await?;
+        let entity = format!("inbox:{inbox_id}");
+        audit_row(
+            &mut tx,
+            now,
+            "system",
+            &entity,
+            "skipped",
+            "null",
+            &json(&why),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn open_conversation(
+        &self,
+        channel: &str,
+        external_id: &str,
+        name: Option<&str>,
+        phone: Option<&str>,
+        now: Millis,
+    ) -> Result<(Contact, Conversation, bool)> {
+        let mut tx = self.pool.begin().await?;
+        let contact_row = sqlx::query(
+            "INSERT INTO contacts (channel, external_id, name, phone, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (channel, external_id) DO UPDATE SET name = COALESCE(contacts.name, excluded.name) RETURNING *",
+        )
+        .bind(channel)
+        .bind(external_id)
+        .bind(name)
+        .bind(phone)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let contact = rows::contact(&contact_row, "")?;
+        let inserted = sqlx::query(
+            "INSERT INTO conversations (contact_id, channel, status, priority, created_at, updated_at) \
+             VALUES ($1, $2, 'new', 'normal', $3, $3) ON CONFLICT (contact_id, channel) DO NOTHING RETURNING *",
+        )
+        .bind(contact.id)
+        .bind(channel)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (conv, created) = match inserted {
+            Some(r) => {
+                let conv = rows::conversation(&r)?;
+                let after = json(
+                    &serde_json::json!({ "channel": channel, "contact": contact.id, "status": "new" }),
+                );
+                let entity = format!("conversation:{}", conv.id);
+                audit_row(&mut tx, now, "customer", &entity, "created", "null", &after).await?;
+                (conv, true)
+            }
+            None => {
+                let r = sqlx::query(
+                    "SELECT * FROM conversations WHERE contact_id = $1 AND channel = $2",
+                )
+                .bind(contact.id)
+                .bind(channel)
+                .fetch_one(&mut *tx)
+                .await?;
+                (rows::conversation(&r)?, false)
+            }
+        };
+        tx.commit().await?;
+        Ok((contact, conv, created))
+    }
+
+    async fn load_context(
+        &self,
+        channel: &str,
+        external_id: &str,
+        name: Option<&str>,
+        phone: Option<&str>,
+        now: Millis,
+    ) -> Result<Context> {
+        let row = sqlx::query(&format!(
+            "{CONTEXT_SELECT} WHERE c.channel = $1 AND c.external_id = $2"
+        ))
+        .bind(channel)
+        .bind(external_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(r) = row {
+            return rows::context(&r);
+        }
+        let (contact, conversation, created) = self
+            .open_conversation(channel, external_id, name, phone, now)
+            .await?;
+        let ticket = self.open_ticket(conversation.id).await?;
+        Ok(Context {
+            contact,
+            conversation,
+            created,
+            ticket,
+        })
+    }
+
+    async fn context_of(&self, conversation_id: i64) -> Result<Option<Context>> {
+        let row = sqlx::query(&format!("{CONTEXT_SELECT} WHERE v.id = $1"))
+            .bind(conversation_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(rows::context).transpose()
+    }
+
+    async fn contact(&self, id: i64) -> Result<Option<Contact>> {
+        let r = sqlx::query("SELECT * FROM contacts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.as_ref().map(|r| rows::contact(r, "")).transpose()
+    }
+
+    async fn conversation(&self, id: i64) -> Result<Option<Conversation>> {
+        let r = sqlx::query("SELECT * FROM conversations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.as_ref().map(rows::conversation).transpose()
+    }
+
+    async fn open_ticket(&self, conversation_id: i64) -> Result<Option<Ticket>> {
+        let r = sqlx::query(
+            "SELECT * FROM tickets WHERE conversation_id = $1 AND status IN ('open', 'pending') ORDER BY id DESC LIMIT 1",
+        )
+        .bind(conversation_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(|r| rows::ticket(r, "")).transpose()
+    }
+
+    async fn allocate_id(&self, counter: &str) -> Result<i64> {
+        if counter == "ticket" {
+            return Ok(sqlx::query_scalar("SELECT nextval('ticket_ids')")
+                .fetch_one(&self.pool)
+                .await?);
+        }
+        Ok(sqlx::query_scalar(
+            "INSERT INTO counters (name, value) VALUES ($1, 1) \
+             ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value",
+        )
+        .bind(counter)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn eligible_agents(&self, queue: &str) -> Result<Vec<AgentLoad>> {
+        let rows = sqlx::query(
+            "SELECT a.id, a.capacity, a.last_assigned_at, a.shift, \
+               (SELECT count(*) FROM conversations v WHERE v.assignee = a.id AND v.status <> 'resolved') AS open \
+             FROM agents a \
+             WHERE a.availability = 'online' AND a.queues::jsonb ? $1 ORDER BY a.id",
+        )
+        .bind(queue)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let l = AgentLoad {
+                id: r.try_get("id")?,
+                open: r.try_get::<i64, _>("open")? as u32,
+                capacity: r.try_get::<i64, _>("capacity")? as u32,
+                last_assigned_at: r.try_get("last_assigned_at")?,
+                shift: r.try_get("shift")?,
+            };
+            if l.open < l.capacity {
+                out.push(l);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn waiting_conversations(&self, queue: &str, limit: i64) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM conversations WHERE queue = $1 AND assignee IS NULL AND status <> 'resolved' \
+             ORDER BY queued_at, id LIMIT $2",
+        )
+        .bind(queue)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn previous_assignee(&self, conversation_id: i64) -> Result<Option<String>> {
+        let r: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT after::jsonb ->> 'assignee' FROM audit WHERE entity = $1 \
+             AND after::jsonb ->> 'assignee' IS NOT NULL ORDER BY id DESC LIMIT 1",
+        )
+        .bind(format!("conversation:{conversation_id}"))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(r.flatten())
+    }
+
+    async fn commit(&self, cs: Changeset) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        apply(&mut tx, &cs).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn next_job_at(&self) -> Result<Option<Millis>> {
+        Ok(
+            sqlx::query_scalar("SELECT min(due_at) FROM jobs WHERE done_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn due_jobs(&self, now: Millis, limit: i64) -> Result<Vec<Job>> {
+        let rows = sqlx::query(
+            "SELECT id, conversation_id, kind, name, due_at FROM jobs WHERE done_at IS NULL AND due_at <= $1 \
+             ORDER BY due_at, id LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        all(&rows, rows::job)
+    }
+
+    async fn claim_outbox(&self, now: Millis, limit: i64) -> Result<Vec<OutboxRow>> {
+        // SKIP LOCKED: instances claiming at once each take other rows, never the same one.
+        let rows = sqlx::query(
+            "UPDATE outbox SET status = 'sending', attempts = attempts + 1, updated_at = $1 \
+             WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 \
+                          ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, conversation_id, message_id, attempts, payload",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = all(&rows, |r| {
+            Ok(OutboxRow {
+                id: r.try_get("id")?,
+                conversation_id: r.try_get("conversation_id")?,
+                message_id: r.try_get("message_id")?,
+                attempts: r.try_get::<i64, _>("attempts")? as u32,
+                item: parse(&r.try_get::<String, _>("payload")?, "outbox payload")?,
+            })
+        })?;
+        out.sort_by_key(|r| r.id);
+        Ok(out)
+    }
+
+    async fn outbox_sent(&self, id: i64, provider_id: &str, now: Millis) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE outbox SET status = 'sent', updated_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE messages SET status = 'sent', provider_id = $1 WHERE id = (SELECT message_id FROM outbox WHERE id = $2)",
+        )
+        .bind(provider_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn outbox_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<Millis>,
+        now: Millis,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        match retry_at {
+            Some(at) => {
+                sqlx::query(
+                    "UPDATE outbox SET status = 'pending', next_attempt_at = $1, last_error = $2, updated_at = $3 WHERE id = $4",
+                )
+                .bind(at)
+                .bind(error)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE outbox SET status = 'failed', last_error = $1, updated_at = $2 WHERE id = $3",
+                )
+                .bind(error)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE messages SET status = 'failed', error = $1 WHERE id = (SELECT message_id FROM outbox WHERE id = $2)",
+                )
+                .bind(error)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                // A webhook has no message row: its failure goes on the conversation's audit
+                // (conversation 0: a schedule's).
+                sqlx::query(
+                    "INSERT INTO audit (at, actor, entity, action, before, after) \
+                     SELECT $1, 'system', CASE conversation_id WHEN 0 THEN 'schedules' ELSE 'conversation:' || conversation_id END, \
+                       'webhook_failed', 'null', json_build_object('connector', payload::jsonb ->> 'connector', 'error', $2::text)::text \
+                     FROM outbox WHERE id = $3 AND message_id IS NULL",
+                )
+                .bind(now)
+                .bind(error)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn recover_outbox(&self, now: Millis) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE messages SET status = 'unknown', error = 'the process stopped while sending; not sent again' \
+             WHERE id IN (SELECT message_id FROM outbox WHERE status = 'sending')",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let n = sqlx::query(
+            "UPDATE outbox SET status = 'unknown', updated_at = $1 WHERE status = 'sending'",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn record_status(
+        &self,
+        channel: &str,
+        provider_id: &str,
+        status: &str,
+        error: Option<&str>,
+        now: Millis,
+    ) -> Result<StatusRecorded> {
+        const RANK: &str = "CASE {} WHEN 'pending' THEN 0 WHEN 'sending' THEN 0 WHEN 'unknown' THEN 0 WHEN 'sent' THEN 1 \
+                            WHEN 'delivered' THEN 2 WHEN 'failed' THEN 2 WHEN 'read' THEN 3 ELSE 0 END";
+        let new_rank = RANK.replace("{}", "$1::text");
+        let old_rank = RANK.replace("{}", "status");
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(&format!(
+            "UPDATE messages SET status = $1, error = COALESCE($2, error) \
+             WHERE channel = $3 AND provider_id = $4 AND direction = 'out' AND {old_rank} < {new_rank}"
+        ))
+        .bind(status)
+        .bind(error)
+        .bind(channel)
+        .bind(provider_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let r = if updated > 0 {
+            StatusRecorded::Updated
+        } else {
+            let known: Option<String> = sqlx::query_scalar(
+                "SELECT status FROM messages WHERE channel = $1 AND provider_id = $2",
+            )
+            .bind(channel)
+            .bind(provider_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match known {
+                Some(s) if s == status => StatusRecorded::Repeated,
+                Some(_) => StatusRecorded::Unchanged,
+                None => {
+                    let entity = format!("message:{channel}:{provider_id}");
+                    let after = json(&serde_json::json!({ "status": status, "error": error }));
+                    audit_row(
+                        &mut tx,
+                        now,
+                        "system",
+                        &entity,
+                        "status_for_unknown_message",
+                        "null",
+                        &after,
+                    )
+                    .await?;
+                    StatusRecorded::UnknownMessage
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    async fn upsert_agent(&self, a: &Agent, actor: &str, now: Millis) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO agents (id, name, role, queues, capacity, availability, shift) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, role = excluded.role, queues = excluded.queues, \
+             capacity = excluded.capacity, availability = excluded.availability, shift = excluded.shift",
+        )
+        .bind(&a.id)
+        .bind(&a.name)
+        .bind(&a.role)
+        .bind(json(&a.queues))
+        .bind(a.capacity as i64)
+        .bind(&a.availability)
+        .bind(&a.shift)
+        .execute(&mut *tx)
+        .await?;
+        let entity = format!("agent:{}", a.id);
+        let before: Option<String> = sqlx::query_scalar(
+            "SELECT after FROM audit WHERE entity = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(&entity)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let before = before.unwrap_or_else(|| "null".into());
+        audit_row(&mut tx, now, actor, &entity, "saved", &before, &json(a)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn agent(&self, id: &str) -> Result<Option<Agent>> {
+        let r = sqlx::query("SELECT * FROM agents WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.as_ref().map(rows::agent).transpose()
+    }
+
+    async fn agents(&self) -> Result<Vec<Agent>> {
+        let rows = sqlx::query("SELECT * FROM agents ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        all(&rows, rows::agent)
+    }
+
+    async fn owned_conversations(&self, agent: &str) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM conversations WHERE assignee = $1 AND status <> 'resolved' ORDER BY id",
+        )
+        .bind(agent)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStats>> {
+        let mut out = Vec::new();
+        for q in queues {
+            let r = sqlx::query(
+                "SELECT \
+                   count(*) FILTER (WHERE assignee IS NULL) AS waiting, \
+                   min(queued_at) FILTER (WHERE assignee IS NULL) AS oldest, \
+                   count(*) FILTER (WHERE assignee IS NOT NULL) AS assigned, \
+                   (SELECT count(*) FROM agents a WHERE a.availability = 'online' AND a.queues::jsonb ? $1) AS online, \
+                   count(*) FILTER (WHERE EXISTS (SELECT 1 FROM audit x WHERE x.entity = 'conversation:' || conversations.id \
+                     AND x.action = 'sla_breached')) AS breached \
+                 FROM conversations WHERE queue = $1 AND status <> 'resolved'",
+            )
+            .bind(q)
+            .fetch_one(&self.pool)
+            .await?;
+            out.push(QueueStats {
+                queue: q.clone(),
+                waiting: r.try_get("waiting")?,
+                oldest_waiting_since: r.try_get("oldest")?,
+                assigned: r.try_get("assigned")?,
+                agents_online: r.try_get("online")?,
+                breached: r.try_get("breached")?,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn list_conversations(&self, q: &ConversationQuery) -> Result<Vec<ConversationLine>> {
+        let mut b = QueryBuilder::<Postgres>::new(
+            "SELECT v.*, c.name AS contact_name, c.phone AS contact_phone, \
+               coalesce(v.queued_at, v.created_at) AS waiting_since, \
+               (SELECT body FROM messages m WHERE m.conversation_id = v.id ORDER BY m.id DESC LIMIT 1) AS last_message \
+             FROM conversations v JOIN contacts c ON c.id = v.contact_id WHERE 1 = 1",
+        );
+        if let Some(s) = q.status {
+            b.push(" AND v.status = ").push_bind(s.as_str());
+        }
+        if let Some(x) = &q.queue {
+            b.push(" AND v.queue = ").push_bind(x.clone());
+        }
+        if let Some(x) = &q.assignee {
+            b.push(" AND v.assignee = ").push_bind(x.clone());
+        }
+        if let Some(x) = &q.tag {
+            b.push(" AND v.tags::jsonb ? ").push_bind(x.clone());
+        }
+        if let Some(p) = q.priority {
+            b.push(" AND v.priority = ").push_bind(p.as_str());
+        }
+        if let Some(text) = q.q.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            let pattern = format!("%{}%", like_escape(text));
+            b.push(" AND (c.name ILIKE ")
+                .push_bind(pattern.clone())
+                .push(" ESCAPE '\\' OR c.phone LIKE ")
+                .push_bind(pattern.clone())
+                .push(" ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = v.id AND m.body ILIKE ")
+                .push_bind(pattern)
+                .push(" ESCAPE '\\'))");
+        }
+        if let Some((agent, queues)) = &q.visible_to {
+            b.push(" AND (v.assignee = ").push_bind(agent.clone());
+            for x in queues {
+                b.push(" OR v.queue = ").push_bind(x.clone());
+            }
+            b.push(")");
+        }
+        if let Some((since, id)) = q.after {
+            b.push(" AND (coalesce(v.queued_at, v.created_at), v.id) > (")
+                .push_bind(since)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        b.push(" ORDER BY waiting_since, v.id LIMIT ")
+            .push_bind(q.limit);
+        let rows = b.build().fetch_all(&self.pool).await?;
+        all(&rows, rows::line)
+    }
+
+    async fn kpi_facts(
+        &self,
+        from: Millis,
+        to: Millis,
+        queue: Option<&str>,
+    ) -> Result<crate::reports::KpiFacts> {
+        use crate::reports::{ConversationFacts, KpiFacts};
+        let rows = sqlx::query(
+            "SELECT v.id, v.created_at, \
+               (SELECT min(at) FROM audit a WHERE a.entity = 'conversation:' || v.id AND a.action = 'routed') AS queued_at, \
+               (SELECT min(created_at) FROM messages m WHERE m.conversation_id = v.id AND m.direction = 'out' AND m.author <> 'bot') AS human_at, \
+               (SELECT min(at) FROM audit a WHERE a.entity = 'conversation:' || v.id AND a.action = 'status_changed' \
+                  AND a.after::jsonb ->> 'status' = 'resolved') AS resolved_at, \
+               EXISTS (SELECT 1 FROM audit a WHERE a.entity = 'conversation:' || v.id AND a.action = 'assigned') AS assigned \
+             FROM conversations v WHERE v.created_at >= $1 AND v.created_at < $2 AND ($3::text IS NULL OR v.queue = $3) ORDER BY v.id",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(queue)
+        .fetch_all(&self.pool)
+        .await?;
+        let conversations = all(&rows, |r| {
+            Ok(ConversationFacts {
+                id: r.try_get("id")?,
+                created_at: r.try_get("created_at")?,
+                queued_at: r.try_get("queued_at")?,
+                first_human_reply_at: r.try_get("human_at")?,
+                resolved_at: r.try_get("resolved_at")?,
+                assigned: r.try_get("assigned")?,
+            })
+        })?;
+        let counts = |sql: &'static str| async move {
+            let rows: Vec<(Option<String>, i64)> = sqlx::query_as(sql)
+                .bind(from)
+                .bind(to)
+                .bind(queue)
+                .fetch_all(&self.pool)
+                .await?;
+            Ok::<_, StoreError>(
+                rows.into_iter()
+                    .map(|(k, n)| (k.unwrap_or_default(), n))
+                    .collect(),
+            )
+        };
+        Ok(KpiFacts {
+            conversations,
+            assignments: counts(
+                "SELECT after::jsonb ->> 'assignee', count(*) FROM audit \
+                 WHERE action = 'assigned' AND entity LIKE 'conversation:%' AND at >= $1 AND at < $2 \
+                 AND ($3::text IS NULL OR after::jsonb ->> 'queue' = $3) GROUP BY 1",
+            )
+            .await?,
+            replies: counts(
+                "SELECT author, count(*) FROM messages \
+                 WHERE direction = 'out' AND author <> 'bot' AND created_at >= $1 AND created_at < $2 \
+                 AND ($3::text IS NULL OR conversation_id IN (SELECT id FROM conversations WHERE queue = $3)) GROUP BY 1",
+            )
+            .await?,
+            tickets_opened: counts(
+                "SELECT category, count(*) FROM tickets \
+                 WHERE created_at >= $1 AND created_at < $2 AND ($3::text IS NULL OR queue = $3) GROUP BY 1",
+            )
+            .await?,
+            tickets_resolved: counts(
+                "SELECT after::jsonb ->> 'category', count(*) FROM audit \
+                 WHERE entity LIKE 'ticket:%' AND action = 'updated' AND at >= $1 AND at < $2 \
+                 AND after::jsonb ->> 'status' = 'resolved' AND before::jsonb ->> 'status' <> 'resolved' \
+                 AND ($3::text IS NULL OR after::jsonb ->> 'queue' = $3) GROUP BY 1",
+            )
+            .await?,
+            sla_breaches: sqlx::query_scalar(
+                "SELECT count(*) FROM audit WHERE action = 'sla_breached' AND at >= $1 AND at < $2 \
+                 AND ($3::text IS NULL OR after::jsonb ->> 'queue' = $3)",
+            )
+            .bind(from)
+            .bind(to)
+            .bind(queue)
+            .fetch_one(&self.pool)
+            .await?,
+        })
+    }
+
+    async fn init_schedules(&self, schedules: &[(String, Millis)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (name, next) in schedules {
+            sqlx::query("INSERT INTO schedules (name, next_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+                .bind(name)
+                .bind(next)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn due_schedules(&self, now: Millis) -> Result<Vec<(String, Millis)>> {
+        Ok(sqlx::query_as(
+            "SELECT name, next_at FROM schedules WHERE next_at <= $1 ORDER BY next_at, name",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn stats(&self) -> Result<Value> {
+        let (open, waiting): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE assignee IS NULL AND queue IS NOT NULL) \
+             FROM conversations WHERE status <> 'resolved'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let queues: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT queue, count(*) FILTER (WHERE assignee IS NULL), count(*) FILTER (WHERE assignee IS NOT NULL) \
+             FROM conversations WHERE status <> 'resolved' AND queue IS NOT NULL GROUP BY queue",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let tags: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT t.value, count(*) FROM conversations v, jsonb_array_elements_text(v.tags::jsonb) AS t(value) \
+             WHERE v.status <> 'resolved' GROUP BY t.value",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut q = serde_json::Map::new();
+        for (name, w, a) in queues {
+            q.insert(name, serde_json::json!({ "waiting": w, "assigned": a }));
+        }
+        let tags: serde_json::Map<String, Value> =
+            tags.into_iter().map(|(t, n)| (t, n.into())).collect();
+        let cod = tags.get("cod_unconfirmed").cloned().unwrap_or(0.into());
+        Ok(serde_json::json!({
+            "open": open,
+            "waiting": waiting,
+            "queues": q,
+            "tags": tags,
+            "cod_unconfirmed": cod,
+        }))
+    }
+
+    async fn backlog(&self) -> Result<(i64, Vec<(String, i64)>)> {
+        let inbox: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM inbox WHERE processed_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        let outbox: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, count(*) FROM outbox GROUP BY status ORDER BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok((inbox, outbox))
+    }
+
+    async fn ticket(&self, id: i64) -> Result<Option<Ticket>> {
+        let r = sqlx::query("SELECT * FROM tickets WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.as_ref().map(|r| rows::ticket(r, "")).transpose()
+    }
+
+    async fn list_tickets(&self, q: &TicketQuery) -> Result<Vec<Ticket>> {
+        let mut b = QueryBuilder::<Postgres>::new("SELECT * FROM tickets WHERE 1 = 1");
+        if let Some(s) = q.status {
+            b.push(" AND status = ").push_bind(s.as_str());
+        }
+        if let Some(x) = &q.queue {
+            b.push(" AND queue = ").push_bind(x.clone());
+        }
+        if let Some(x) = &q.owner {
+            b.push(" AND owner = ").push_bind(x.clone());
+        }
+        if let Some(x) = &q.category {
+            b.push(" AND category = ").push_bind(x.clone());
+        }
+        if let Some(p) = q.priority {
+            b.push(" AND priority = ").push_bind(p.as_str());
+        }
+        if let Some(id) = q.before {
+            b.push(" AND id < ").push_bind(id);
+        }
+        b.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit);
+        let rows = b.build().fetch_all(&self.pool).await?;
+        all(&rows, |r| rows::ticket(r, ""))
+    }
+
+    async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<(i64, AuditRecord)>> {
+        let mut b = QueryBuilder::<Postgres>::new("SELECT * FROM audit WHERE 1 = 1");
+        match q.entity.as_deref() {
+            Some(e) if e.ends_with(':') => {
+                b.push(" AND entity LIKE ")
+                    .push_bind(format!("{}%", like_escape(e)))
+                    .push(" ESCAPE '\\'");
+            }
+            Some(e) => {
+                b.push(" AND entity = ").push_bind(e.to_string());
+            }
+            None => {}
+        }
+        if let Some(x) = &q.actor {
+            b.push(" AND actor = ").push_bind(x.clone());
+        }
+        if let Some(x) = &q.action {
+            b.push(" AND action = ").push_bind(x.clone());
+        }
+        if let Some(t) = q.from {
+            b.push(" AND at >= ").push_bind(t);
+        }
+        if let Some(t) = q.to {
+            b.push(" AND at < ").push_bind(t);
+        }
+        if let Some(id) = q.before {
+            b.push(" AND id < ").push_bind(id);
+        }
+        b.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit);
+        let rows = b.build().fetch_all(&self.pool).await?;
+        all(&rows, |r| Ok((r.try_get("id")?, rows::audit(r)?)))
+    }
+
+    async fn create_token(
+        &self,
+        hash: &str,
+        role: &str,
+        agent: Option<&str>,
+        actor: &str,
+        now: Millis,
+    ) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO tokens (hash, role, agent, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(hash)
+        .bind(role)
+        .bind(agent)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        // The audit names the token by id, never by its value or hash.
+        let after = json(&serde_json::json!({ "role": role, "agent": agent }));
+        audit_row(
+            &mut tx,
+            now,
+            actor,
+            &format!("token:{id}"),
+            "created",
+            "null",
+            &after,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let r = sqlx::query("SELECT id, role, agent, revoked_at FROM tokens WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.map(|r| {
+            Ok(TokenRecord {
+                id: r.try_get("id")?,
+                role: r.try_get("role")?,
+                agent: r.try_get("agent")?,
+                revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+            })
+        })
+        .transpose()
+    }
+
+    async fn revoke_token(&self, id: i64, actor: &str, now: Millis) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let n =
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if n == 1 {
+            audit_row(
+                &mut tx,
+                now,
+                actor,
+                &format!("token:{id}"),
+                "revoked",
+                "null",
+                "null",
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    async fn messages(&self, conversation_id: i64) -> Result<Vec<Message>> {
+        let rows = sqlx::query("SELECT * FROM messages WHERE conversation_id = $1 ORDER BY id")
+            .bind(conversation_id)
+            .fetch_all(&self.pool)
+            .await?;
+        all(&rows, rows::message)
+    }
+
+    async fn notes(&self, conversation_id: i64) -> Result<Vec<Note>> {
+        let rows = sqlx::query("SELECT * FROM notes WHERE conversation_id = $1 ORDER BY id")
+            .bind(conversation_id)
+            .fetch_all(&self.pool)
+            .await?;
+        all(&rows, rows::note)
+    }
+
+    async fn tickets(&self, conversation_id: i64) -> Result<Vec<Ticket>> {
+        let rows = sqlx::query("SELECT * FROM tickets WHERE conversation_id = $1 ORDER BY id")
+            .bind(conversation_id)
+            .fetch_all(&self.pool)
+            .await?;
+        all(&rows, |r| rows::ticket(r, ""))
+    }
+
+    async fn ticket_history(&self, ticket_id: i64) -> Result<Vec<Value>> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT change FROM ticket_events WHERE ticket_id = $1 ORDER BY id")
+                .bind(ticket_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|s| parse(s, "ticket event")).collect()
+    }
+
+    async fn audit(&self, entity: &str) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query("SELECT * FROM audit WHERE entity = $1 ORDER BY id")
+            .bind(entity)
+            .fetch_all(&self.pool)
+            .await?;
+        all(&rows, rows::audit)
+    }
+
+    async fn traces(&self, conversation_id: i64) -> Result<Vec<(String, Value)>> {
+        let rows = sqlx::query(
+            "SELECT pack_hash, trace FROM traces WHERE conversation_id = $1 ORDER BY id",
+        )
+        .bind(conversation_id)
+        .fetch_all(&self.pool)
+        .await?;
+        all(&rows, |r| {
+            Ok((
+                r.try_get("pack_hash")?,
+                parse(&r.try_get::<String, _>("trace")?, "trace")?,
+            ))
+        })
+    }
+
+    async fn outbox_payloads(&self) -> Result<Vec<(String, Value)>> {
+        let rows = sqlx::query("SELECT status, payload FROM outbox ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        all(&rows, |r| {
+            Ok((
+                r.try_get("status")?,
+                parse(&r.try_get::<String, _>("payload")?, "outbox payload")?,
+            ))
+        })
+    }
+
+    async fn conversation_ids(&self) -> Result<Vec<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM conversations ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+}
