@@ -132,7 +132,7 @@ enum TokenCommand {
 fn migrate(db: &str) -> Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        switchyard_engine::store::open(db, false)
+        switchyard_engine::store::open(db)
             .await
             .with_context(|| format!("cannot migrate the database {db}"))?;
         println!("{db}: migrations applied");
@@ -145,7 +145,7 @@ fn token_cmd(cmd: TokenCommand) -> Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let open = |db: String| async move {
-            switchyard_engine::store::open(&db, false)
+            switchyard_engine::store::open(&db)
                 .await
                 .with_context(|| format!("cannot open the database {db}"))
         };
@@ -667,7 +667,7 @@ async fn start_runtime_with(
     lookup: Arc<dyn switchyard_engine::ports::Lookup>,
     default_queues: &[(String, String)],
 ) -> Result<Arc<switchyard_engine::worker::Runtime>> {
-    let store = switchyard_engine::store::open(db, true)
+    let store = switchyard_engine::store::open(db)
         .await
         .with_context(|| format!("cannot open the database {db}"))?;
     let mut engine = switchyard_engine::Engine::new(store, Arc::new(pack), lookup);

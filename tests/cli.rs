@@ -182,6 +182,22 @@ fn lists_from_data_keep_to_whatsapp_limits_and_hand_off_when_empty() {
     assert_eq!(out.lines().last().unwrap(), "2 passed, 0 failed", "{out}");
 }
 
+/// A PostgreSQL that does not answer stops `serve` and `migrate` at once with the reason and
+/// a non-zero exit (no server needed: nothing listens on the port).
+#[test]
+fn an_unreachable_database_is_a_clear_error_at_start() {
+    let url = format!("postgres://postgres@127.0.0.1:{}/switchyard", free_port());
+    let started = std::time::Instant::now();
+    let (code, _, err) = run(&["serve", "--db", &url, "--listen", "127.0.0.1:0"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot connect to the database"), "{err}");
+    assert!(err.contains("refused"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let (code, _, err) = run(&["migrate", "--db", &url]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot migrate the database"), "{err}");
+}
+
 #[test]
 fn a_failing_test_prints_what_happened_and_the_trace_and_exits_1() {
     let (code, out, _) = run(&["test", "tests/packs/failing"]);

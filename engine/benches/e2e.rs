@@ -3,6 +3,11 @@
 //! same run (the ceiling). Prints both and their ratio.
 //!
 //! Run: `cargo bench -p switchyard-engine --bench e2e` (N events, default 60000: `E2E_EVENTS=…`).
+//!
+//! With `E2E_PG_URL=postgres://…` it measures PostgreSQL instead (default 10,000 events):
+//! the raw inbox insert rate, then the pipeline end to end with one instance and with three
+//! (three engines, each with its own store, on one fresh database — instances as behind a load
+//! balancer, in one process on the same two worker threads).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -111,7 +116,112 @@ async fn ingest_concurrently(store: Arc<dyn Store>, evs: Vec<Inbound>) -> Durati
     t.elapsed()
 }
 
+/// A fresh PostgreSQL database named `name` on the server of `url`.
+async fn pg_database(url: &str, name: &str) -> sqlx::postgres::PgConnectOptions {
+    use sqlx::{ConnectOptions, Executor};
+    let admin: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let mut c = admin.connect().await.unwrap();
+    c.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await
+        .unwrap();
+    c.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    admin.database(name)
+}
+
+async fn pg_store(opts: &sqlx::postgres::PgConnectOptions) -> Arc<dyn Store> {
+    Arc::new(
+        switchyard_engine::postgres::PgStore::open_with(opts.clone(), Default::default())
+            .await
+            .unwrap(),
+    )
+}
+
+/// The pipeline on PostgreSQL with `instances` engines sharing one database; events are
+/// ingested through the instances in turn. Returns messages/s end to end.
+async fn pg_e2e(url: &str, n: usize, convs: usize, instances: usize) -> f64 {
+    let opts = pg_database(url, &format!("switchyard_bench_{instances}")).await;
+    let mut stores = Vec::new();
+    let mut runtimes = Vec::new();
+    for _ in 0..instances {
+        let store = pg_store(&opts).await;
+        let pack = switchyard_rules::load_dir(Path::new("../examples/pk-ecommerce"))
+            .unwrap()
+            .pack
+            .unwrap();
+        let engine = Arc::new(Engine::new(store.clone(), Arc::new(pack), Arc::new(Null)));
+        runtimes.push(
+            Runtime::start(
+                engine,
+                Arc::new(Parked),
+                Arc::new(Parked),
+                WorkerConfig {
+                    concurrency: 12,
+                    poll: Duration::from_millis(5),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap(),
+        );
+        stores.push(store);
+    }
+    let t = Instant::now();
+    let evs = events(n, convs, &format!("p{instances}-"));
+    let mut parts: Vec<Vec<Inbound>> = vec![Vec::new(); instances];
+    for (i, e) in evs.into_iter().enumerate() {
+        parts[i % instances].push(e);
+    }
+    let mut tasks = Vec::new();
+    for (store, part) in stores.iter().zip(parts) {
+        tasks.push(tokio::spawn(ingest_concurrently(store.clone(), part)));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    loop {
+        if stores[0].pending_inbox(0, 1).await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t_all = t.elapsed();
+    for r in runtimes {
+        std::mem::forget(r);
+    }
+    n as f64 / t_all.as_secs_f64()
+}
+
+fn postgres(url: &str) {
+    let n: usize = std::env::var("E2E_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let convs = 200;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let opts = pg_database(url, "switchyard_bench_raw").await;
+        let raw = pg_store(&opts).await;
+        let t_raw = ingest_concurrently(raw, events(n, convs, "r")).await;
+        let raw_rate = n as f64 / t_raw.as_secs_f64();
+        println!("PostgreSQL, events: {n} over {convs} conversations (2 worker threads)");
+        println!("raw inbox insert (one event per transaction, 64 tasks): {raw_rate:>8.0} events/s");
+        let one = pg_e2e(url, n, convs, 1).await;
+        println!("end to end, 1 instance:  {one:>8.0} messages/s (ratio to raw {:.2})", one / raw_rate);
+        let three = pg_e2e(url, n, convs, 3).await;
+        println!("end to end, 3 instances: {three:>8.0} messages/s (ratio to raw {:.2}, to 1 instance {:.2})", three / raw_rate, three / one);
+    });
+}
+
 fn main() {
+    if let Ok(url) = std::env::var("E2E_PG_URL") {
+        return postgres(&url);
+    }
     let n: usize = std::env::var("E2E_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())

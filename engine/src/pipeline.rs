@@ -78,7 +78,23 @@ pub struct Decision {
     /// A queue whose agent freed capacity: waiting conversations may be assigned.
     pub freed: Option<String>,
     pub processed: Processed,
-    guard: tokio::sync::OwnedMutexGuard<()>,
+    /// Another instance processed the event first: nothing to commit.
+    pub already_done: bool,
+    guard: ConvGuard,
+}
+
+/// A conversation held by this process: the engine's own lock, and the store's hold against
+/// other instances when the store is shared.
+pub struct ConvGuard {
+    _local: tokio::sync::OwnedMutexGuard<()>,
+    shared: Option<crate::store::Held>,
+}
+
+impl ConvGuard {
+    /// Whether other instances share the store (state must be re-checked under the hold).
+    fn shared(&self) -> bool {
+        self.shared.is_some()
+    }
 }
 
 /// What processing an event produced (for tests and the CLI).
@@ -165,17 +181,26 @@ impl Engine {
         m.entry(key.to_string()).or_default().clone()
     }
 
+    /// Holds `key` in this process and, on a shared store, against other instances.
+    async fn hold(&self, key: &str) -> Result<ConvGuard, EngineError> {
+        let local = self.lock_for(key).lock_owned().await;
+        let shared = self.store.hold(key).await?;
+        Ok(ConvGuard {
+            _local: local,
+            shared,
+        })
+    }
+
     /// A conversation's context, read under its lock.
     async fn locked_context(
         &self,
         conversation_id: i64,
-    ) -> Result<Option<(crate::store::Context, tokio::sync::OwnedMutexGuard<()>)>, EngineError>
-    {
+    ) -> Result<Option<(crate::store::Context, ConvGuard)>, EngineError> {
         let Some(ctx) = self.store.context_of(conversation_id).await? else {
             return Ok(None);
         };
         let key = format!("{}:{}", ctx.contact.channel, ctx.contact.external_id);
-        let guard = self.lock_for(&key).lock_owned().await;
+        let guard = self.hold(&key).await?;
         // Again, under the lock.
         Ok(self
             .store
@@ -187,6 +212,9 @@ impl Engine {
     /// Processes one committed inbox event and commits its outcome (marking it processed).
     pub async fn process(&self, row: &InboxRow, now: Millis) -> Result<Processed, EngineError> {
         let d = self.decide(row, now).await?;
+        if d.already_done {
+            return Ok(d.processed);
+        }
         self.commit(d.changeset).await?;
         drop(d.guard);
         if let Some(q) = d.freed {
@@ -216,8 +244,16 @@ impl Engine {
             Inbound::Status { channel, to, .. } => (channel, to, &None, &None),
         };
         // Lock first, then read: the state read is the state decided on.
-        let lock = self.lock_for(&format!("{channel}:{ext}"));
-        let guard = lock.lock_owned().await;
+        let guard = self.hold(&format!("{channel}:{ext}")).await?;
+        if guard.shared() && !self.store.inbox_pending(row.id).await? {
+            return Ok(Decision {
+                changeset: Changeset::default(),
+                freed: None,
+                processed: Processed::default(),
+                already_done: true,
+                guard,
+            });
+        }
         let ctx = self
             .store
             .load_context(channel, ext, name.as_deref(), phone.as_deref(), now)
@@ -279,6 +315,7 @@ impl Engine {
             changeset,
             freed,
             processed,
+            already_done: false,
             guard,
         })
     }
@@ -368,6 +405,10 @@ impl Engine {
             .locked_context(job.conversation_id)
             .await?
             .ok_or(EngineError::Missing(job.conversation_id))?;
+        if _guard.shared() && !self.store.job_pending(job.id).await? {
+            // Another instance fired it.
+            return Ok(Processed::default());
+        }
         let pack = self.pack();
         let mut run = Run::new(self, &pack, ctx, now);
         run.cs.job_id = Some(job.id);

@@ -18,7 +18,9 @@ use crate::store::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// How the pool behaves; the defaults suit one instance of a few.
+/// How the pool behaves; the defaults suit one instance of a few. An instance uses up to
+/// `3 × max_connections + 1` connections: the pool, twice as many holding conversations
+/// (one per conversation in flight), and one for LISTEN.
 #[derive(Debug, Clone)]
 pub struct PgSettings {
     pub max_connections: u32,
@@ -31,7 +33,7 @@ pub struct PgSettings {
 impl Default for PgSettings {
     fn default() -> Self {
         PgSettings {
-            max_connections: 16,
+            max_connections: 8,
             acquire_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(30),
         }
@@ -40,12 +42,13 @@ impl Default for PgSettings {
 
 pub struct PgStore {
     pool: PgPool,
-    /// The session holding the serving lock (see [`PgStore::serve_lock`]).
-    _serving: Option<sqlx::PgConnection>,
+    /// Connections that hold conversations (one open transaction each, with an advisory
+    /// lock): separate from `pool`, so holding never starves the work done under the hold.
+    holds: PgPool,
+    /// For LISTEN (a connection of its own, made when the workers start).
+    opts: PgConnectOptions,
 }
 
-/// The advisory lock a serving instance holds for as long as it runs ("SWYD").
-const SERVING_LOCK: i64 = 0x5357_5944;
 /// The advisory lock inbox inserts take in turn ("SWYI").
 const INBOX_LOCK: i64 = 0x5357_5949;
 
@@ -71,6 +74,25 @@ impl PgStore {
     }
 
     async fn connect_with(opts: PgConnectOptions, settings: PgSettings) -> Result<PgStore> {
+        // One connection first: a database that refuses (down, wrong password, no such
+        // database) says why at once, instead of a pool timing out after `acquire_timeout`.
+        {
+            use sqlx::{ConnectOptions, Connection};
+            let c = tokio::time::timeout(settings.acquire_timeout, opts.connect())
+                .await
+                .map_err(|_| {
+                    StoreError::Unreachable(format!(
+                        "no answer from {}:{} in {:?}",
+                        opts.get_host(),
+                        opts.get_port(),
+                        settings.acquire_timeout
+                    ))
+                })?
+                .map_err(|e| {
+                    StoreError::Unreachable(format!("{}:{}: {e}", opts.get_host(), opts.get_port()))
+                })?;
+            let _ = c.close().await;
+        }
         let opts = opts.options([(
             "statement_timeout",
             format!("{}", settings.statement_timeout.as_millis()),
@@ -78,41 +100,22 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
-        Ok(PgStore {
-            pool,
-            _serving: None,
-        })
+        // A hold waits for another instance to let go: no statement timeout there.
+        let holds = PgPoolOptions::new()
+            .max_connections(settings.max_connections * 2)
+            .idle_timeout(Duration::from_secs(30))
+            .min_connections(0)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_lazy_with(opts.clone().options([("statement_timeout", "0")]));
+        Ok(PgStore { pool, holds, opts })
     }
 
     /// Applies the migrations that are not applied yet; returns how many there are in all.
     pub async fn migrate(&self) -> Result<usize> {
         MIGRATOR.run(&self.pool).await?;
         Ok(MIGRATOR.iter().count())
-    }
-
-    /// Takes the serving lock, held by a session of its own until the store is dropped or the
-    /// process dies (PostgreSQL then releases it). One instance serves a database at a time
-    /// for now: the inbox, timers and schedules are not yet claimed with leases, so a second
-    /// instance would process events twice. It stops at start instead, with this error.
-    pub async fn serve_lock(mut self, url_opts: PgConnectOptions) -> Result<PgStore> {
-        use sqlx::{ConnectOptions, Connection};
-        let mut conn = url_opts.connect().await?;
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(SERVING_LOCK)
-            .fetch_one(&mut conn)
-            .await?;
-        if !got {
-            let _ = conn.close().await;
-            return Err(StoreError::Busy(
-                "another switchyard instance is serving this PostgreSQL database; several \
-                 instances on one database are not supported yet (they would process events twice)"
-                    .into(),
-            ));
-        }
-        self._serving = Some(conn);
-        Ok(self)
     }
 
     /// Whether the database answers (for `/readyz`).
@@ -393,8 +396,77 @@ impl Store for PgStore {
             .await?;
             out.push(id.map_or(Ingested::Duplicate, Ingested::New));
         }
+        if out.iter().any(|i| matches!(i, Ingested::New(_))) {
+            // Every instance's scheduler wakes at the COMMIT (see `listen`).
+            sqlx::query("SELECT pg_notify('switchyard_inbox', '')")
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(out)
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn hold(&self, key: &str) -> Result<Option<Held>> {
+        // A transaction-scoped advisory lock on a connection of its own: released when the
+        // hold is dropped (the transaction rolls back) or when this process dies (PostgreSQL
+        // ends its session), so a crashed instance never keeps a conversation.
+        let mut tx = self.holds.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        Ok(Some(Box::new(tx)))
+    }
+
+    async fn inbox_pending(&self, id: i64) -> Result<bool> {
+        Ok(
+            sqlx::query_scalar("SELECT processed_at IS NULL FROM inbox WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .unwrap_or(false),
+        )
+    }
+
+    async fn job_pending(&self, id: i64) -> Result<bool> {
+        Ok(
+            sqlx::query_scalar("SELECT done_at IS NULL FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .unwrap_or(false),
+        )
+    }
+
+    fn listen(&self, wake: std::sync::Arc<tokio::sync::Notify>) {
+        let opts = self.opts.clone();
+        tokio::spawn(async move {
+            loop {
+                let listener = async {
+                    let mut l = sqlx::postgres::PgListener::connect_with(
+                        &PgPool::connect_lazy_with(opts.clone()),
+                    )
+                    .await?;
+                    l.listen("switchyard_inbox").await?;
+                    loop {
+                        l.recv().await?;
+                        wake.notify_one();
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), sqlx::Error>(())
+                };
+                if let Err(e) = listener.await {
+                    tracing::warn!(error = %e, "LISTEN for new work stopped; polling until it is back");
+                }
+                // Whatever came meanwhile is found by the poll.
+                wake.notify_one();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
     }
 
     async fn pending_inbox(&self, after: i64, limit: i64) -> Result<Vec<InboxRow>> {
@@ -737,18 +809,20 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn recover_outbox(&self, now: Millis) -> Result<u64> {
+    async fn recover_outbox(&self, now: Millis, claimed_before: Millis) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE messages SET status = 'unknown', error = 'the process stopped while sending; not sent again' \
-             WHERE id IN (SELECT message_id FROM outbox WHERE status = 'sending')",
+             WHERE id IN (SELECT message_id FROM outbox WHERE status = 'sending' AND updated_at < $1)",
         )
+        .bind(claimed_before)
         .execute(&mut *tx)
         .await?;
         let n = sqlx::query(
-            "UPDATE outbox SET status = 'unknown', updated_at = $1 WHERE status = 'sending'",
+            "UPDATE outbox SET status = 'unknown', updated_at = $1 WHERE status = 'sending' AND updated_at < $2",
         )
         .bind(now)
+        .bind(claimed_before)
         .execute(&mut *tx)
         .await?
         .rows_affected();

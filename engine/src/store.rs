@@ -23,24 +23,17 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shutting down")]
     Closed,
-    /// The database is in use in a way that rules this use out (another serving instance).
-    #[error("{0}")]
-    Busy(String),
+    /// The database cannot be reached or refuses the connection.
+    #[error("cannot connect to the database: {0}")]
+    Unreachable(String),
 }
 
-/// Opens the store a URL names: `postgres://…` (or `postgresql://…`) is PostgreSQL, anything
-/// else SQLite (`sqlite://file.db`, `sqlite::memory:`). Migrations run on open. `serving`
-/// takes PostgreSQL's serving lock (one serving instance per database for now); tools that
-/// only read or add a row (`token`, `migrate`) pass `false`.
-pub async fn open(url: &str, serving: bool) -> Result<std::sync::Arc<dyn Store>> {
+/// Opens the store a URL names: `postgres://…` (or `postgresql://…`) is PostgreSQL, which
+/// several instances may share; anything else SQLite (`sqlite://file.db`, `sqlite::memory:`),
+/// owned by one process. Migrations run on open.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
-        let pg = crate::postgres::PgStore::open_with(opts.clone(), Default::default()).await?;
-        let pg = if serving {
-            pg.serve_lock(opts).await?
-        } else {
-            pg
-        };
+        let pg = crate::postgres::PgStore::open(url, Default::default()).await?;
         Ok(std::sync::Arc::new(pg))
     } else {
         Ok(std::sync::Arc::new(
@@ -50,6 +43,9 @@ pub async fn open(url: &str, serving: bool) -> Result<std::sync::Arc<dyn Store>>
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What [`Store::hold`] returns: the hold lasts until it is dropped.
+pub type Held = Box<dyn std::any::Any + Send>;
 
 /// The result of committing one event to the inbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,9 +310,33 @@ pub trait Store: Send + Sync {
         retry_at: Option<Millis>,
         now: Millis,
     ) -> Result<()>;
-    /// At start: rows left `sending` by a crash may or may not have gone out. They are never
-    /// sent again (at most once); they become `unknown`, visible to agents. Returns how many.
-    async fn recover_outbox(&self, now: Millis) -> Result<u64>;
+    /// Rows left `sending` since before `claimed_before` (by a crash, this process's or
+    /// another instance's) may or may not have gone out. They are never sent again (at most
+    /// once); they become `unknown`, visible to agents. Returns how many.
+    async fn recover_outbox(&self, now: Millis, claimed_before: Millis) -> Result<u64>;
+
+    /// Holds `key` (a conversation's `channel:external_id`, or `schedule:NAME`) against other
+    /// instances sharing the store until the returned value is dropped; `None` when the store
+    /// belongs to one process (SQLite), where the engine's own locks suffice.
+    /// Whether several instances may share this store (PostgreSQL).
+    fn shared(&self) -> bool {
+        false
+    }
+    async fn hold(&self, _key: &str) -> Result<Option<Held>> {
+        Ok(None)
+    }
+    /// Whether an inbox event is still unprocessed: under [`Store::hold`], an instance that
+    /// finds it processed (by another) skips it.
+    async fn inbox_pending(&self, _id: i64) -> Result<bool> {
+        Ok(true)
+    }
+    /// Whether a job is still pending (see [`Store::inbox_pending`]).
+    async fn job_pending(&self, _id: i64) -> Result<bool> {
+        Ok(true)
+    }
+    /// Wakes `wake` whenever any instance commits new work (PostgreSQL: LISTEN/NOTIFY); the
+    /// workers poll as well, so a store without notifications needs nothing here.
+    fn listen(&self, _wake: std::sync::Arc<tokio::sync::Notify>) {}
 
     /// A delivery status from the channel for the outbound message with this provider id.
     /// Statuses only move forward (`sent` → `delivered` → `read`; `failed` unless already

@@ -15,6 +15,10 @@ use crate::pipeline::{Engine, EngineError};
 use crate::ports::{Channel, Notifier, SendError};
 use crate::store::{Ingested, StoreError};
 
+/// On a shared store, a row `sending` for longer than this was claimed by an instance that
+/// died mid-send (a send times out long before).
+const SEND_LEASE_MS: Millis = 120_000;
+
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Conversations processed at once.
@@ -57,7 +61,14 @@ impl Runtime {
         notifier: Arc<dyn Notifier>,
         cfg: WorkerConfig,
     ) -> Result<Runtime, StoreError> {
-        let recovered = engine.store.recover_outbox(now()).await?;
+        // One process: every row still `sending` is from before the stop. Shared: only rows
+        // claimed longer ago than any send takes (another instance may be sending now).
+        let before = if engine.store.shared() {
+            now() - SEND_LEASE_MS
+        } else {
+            Millis::MAX
+        };
+        let recovered = engine.store.recover_outbox(now(), before).await?;
         if recovered > 0 {
             tracing::warn!(
                 count = recovered,
@@ -66,6 +77,7 @@ impl Runtime {
         }
         let (stop, stop_rx) = watch::channel(false);
         let inbox_wake = Arc::new(Notify::new());
+        engine.store.listen(inbox_wake.clone());
         let outbox_wake = Arc::new(Notify::new());
         let tasks = vec![
             tokio::spawn(inbox_loop(
@@ -315,9 +327,22 @@ async fn outbox_loop(
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut recovered_at = std::time::Instant::now();
     loop {
         if *stop.borrow() {
             break;
+        }
+        // A shared store: rows another instance left `sending` when it died.
+        if engine.store.shared() && recovered_at.elapsed() > Duration::from_secs(60) {
+            recovered_at = std::time::Instant::now();
+            match engine.store.recover_outbox(now(), now() - SEND_LEASE_MS).await {
+                Ok(n) if n > 0 => tracing::warn!(
+                    count = n,
+                    "outbound messages were mid-send on an instance that stopped; marked unknown, not resent"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "recovering stale sends failed"),
+            }
         }
         // One row at a time: a row is `sending` only while it is really being sent, so a
         // crash leaves at most one message in doubt.

@@ -621,6 +621,7 @@ stories!(
     delivery_statuses_only_move_forward,
     assignment_waits_and_follows_capacity_and_availability,
     sticky_and_least_loaded,
+    admin_queries_filter_and_page,
     a_second_complaint_updates_the_open_ticket,
     a_reload_that_removes_the_current_step_hands_off,
     kpis_of_a_scripted_day,
@@ -1476,6 +1477,139 @@ async fn assignment_waits_and_follows_capacity_and_availability(store: Arc<dyn S
     assert!(audit
         .iter()
         .any(|a| a.action == "assigned" && a.after["assignee"] == "a2" && a.actor == "system"));
+}
+
+/// What the admin API reads — lists with filters and cursors, queue stats, schedule stats,
+/// the backlog, tokens — answers the same on both stores.
+async fn admin_queries_filter_and_page(store: Arc<dyn Store>) {
+    use switchyard_engine::store::{AuditQuery, ConversationQuery, TicketQuery};
+    let engine = Engine::new(store.clone(), pack(ROUTING_PACK), Arc::new(NoLookup));
+    engine
+        .save_agent(&agent("v1", &["vip"], 5, "online"), "system", 0)
+        .await
+        .unwrap();
+    step(&engine, vec![msg("q1", "1", "go support")], 10).await;
+    step(&engine, vec![msg("q2", "2", "go vip")], 20).await;
+    step(&engine, vec![msg("q3", "3", "the shirt is torn_50%")], 30).await;
+    step(&engine, vec![msg("q3", "4", "go support")], 40).await;
+    let all = |q: ConversationQuery| {
+        let store = store.clone();
+        async move {
+            store
+                .list_conversations(&ConversationQuery { limit: 50, ..q })
+                .await
+                .unwrap()
+                .iter()
+                .map(|l| l.conversation.contact_id)
+                .count()
+        }
+    };
+    assert_eq!(all(ConversationQuery::default()).await, 3);
+    assert_eq!(
+        all(ConversationQuery {
+            queue: Some("support".into()),
+            ..Default::default()
+        })
+        .await,
+        2
+    );
+    assert_eq!(
+        all(ConversationQuery {
+            assignee: Some("v1".into()),
+            ..Default::default()
+        })
+        .await,
+        1
+    );
+    // Text search: `%` and `_` are literal, case does not matter for names and messages.
+    assert_eq!(
+        all(ConversationQuery {
+            q: Some("TORN_50%".into()),
+            ..Default::default()
+        })
+        .await,
+        1
+    );
+    assert_eq!(
+        all(ConversationQuery {
+            q: Some("torn_5%0".into()),
+            ..Default::default()
+        })
+        .await,
+        0
+    );
+    assert_eq!(
+        all(ConversationQuery {
+            visible_to: Some(("v1".into(), vec![])),
+            ..Default::default()
+        })
+        .await,
+        1
+    );
+    // Cursor paging: longest waiting first, one per page, nothing twice.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_conversations(&ConversationQuery {
+                limit: 1,
+                after,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let Some(l) = page.first() else { break };
+        seen.push(l.conversation.id);
+        after = Some((l.waiting_since, l.conversation.id));
+    }
+    assert_eq!(seen.len(), 3);
+    seen.dedup();
+    assert_eq!(seen.len(), 3);
+
+    let tickets = store
+        .list_tickets(&TicketQuery {
+            category: Some("complaint".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(tickets.len(), 1);
+    let audit = store
+        .list_audit(&AuditQuery {
+            entity: Some("ticket:".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!audit.is_empty() && audit.iter().all(|(_, a)| a.entity.starts_with("ticket:")));
+    let stats = store
+        .queue_stats(&["support".into(), "vip".into()])
+        .await
+        .unwrap();
+    assert_eq!((stats[0].waiting, stats[0].assigned), (2, 0));
+    assert_eq!((stats[1].assigned, stats[1].agents_online), (1, 1));
+    let s = store.stats().await.unwrap();
+    assert_eq!(s["open"], 3);
+    assert_eq!(s["queues"]["support"]["waiting"], 2);
+    let (inbox, _) = store.backlog().await.unwrap();
+    assert_eq!(inbox, 0);
+
+    let id = store
+        .create_token("hash-1", "agent", Some("v1"), "admin", 50)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.token("hash-1").await.unwrap().map(|t| t.revoked),
+        Some(false)
+    );
+    assert!(store.revoke_token(id, "admin", 60).await.unwrap());
+    assert!(!store.revoke_token(id, "admin", 61).await.unwrap());
+    assert_eq!(
+        store.token("hash-1").await.unwrap().map(|t| t.revoked),
+        Some(true)
+    );
 }
 
 async fn sticky_and_least_loaded(store: Arc<dyn Store>) {

@@ -41,7 +41,20 @@ impl Engine {
         let due = self.store.due_schedules(now).await?;
         let mut n = 0;
         for (name, at) in due {
+            // Instances sharing the store take turns; the one that comes second finds the
+            // tick moved on and does nothing (each tick fires once).
+            let guard = self.hold(&format!("schedule:{name}")).await?;
+            if guard.shared()
+                && !self
+                    .store
+                    .due_schedules(now)
+                    .await?
+                    .contains(&(name.clone(), at))
+            {
+                continue;
+            }
             self.fire_schedule(&name, at, now).await?;
+            drop(guard);
             n += 1;
         }
         Ok(n)

@@ -561,16 +561,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn recover_outbox(&self, now: Millis) -> Result<u64> {
+    async fn recover_outbox(&self, now: Millis, claimed_before: Millis) -> Result<u64> {
         self.write(move |tx| {
             tx.execute(
                 "UPDATE messages SET status = 'unknown', error = 'the process stopped while sending; not sent again' \
-                 WHERE id IN (SELECT message_id FROM outbox WHERE status = 'sending')",
-                [],
+                 WHERE id IN (SELECT message_id FROM outbox WHERE status = 'sending' AND updated_at < ?1)",
+                params![claimed_before],
             )?;
             let n = tx.execute(
-                "UPDATE outbox SET status = 'unknown', updated_at = ?1 WHERE status = 'sending'",
-                params![now],
+                "UPDATE outbox SET status = 'unknown', updated_at = ?1 WHERE status = 'sending' AND updated_at < ?2",
+                params![now, claimed_before],
             )?;
             Ok(n as u64)
         })
