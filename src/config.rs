@@ -21,9 +21,16 @@ pub struct ServeArgs {
     /// The rule pack [default: examples/pk-ecommerce].
     #[arg(long, env = "SWITCHYARD_RULES")]
     pub rules: Option<PathBuf>,
-    /// The database, `sqlite://FILE` [default: sqlite://switchyard.db].
+    /// The database: `sqlite://FILE`, or `postgres://USER@HOST/DB` for several instances
+    /// [default: sqlite://switchyard.db].
     #[arg(long, env = "SWITCHYARD_DB")]
     pub db: Option<String>,
+    /// PostgreSQL: connections of the pool; an instance uses up to 3 × this + 1 [default: 8].
+    #[arg(long, env = "SWITCHYARD_DB_POOL")]
+    pub db_pool: Option<u32>,
+    /// PostgreSQL: seconds after which a statement is cancelled [default: 30].
+    #[arg(long, env = "SWITCHYARD_DB_STATEMENT_TIMEOUT")]
+    pub db_statement_timeout: Option<u64>,
     /// Address and port for the webhooks and the API [default: 127.0.0.1:8080].
     #[arg(long, env = "SWITCHYARD_LISTEN")]
     pub listen: Option<String>,
@@ -84,6 +91,8 @@ pub enum LogFormat {
 struct FileConfig {
     rules: Option<PathBuf>,
     db: Option<String>,
+    db_pool: Option<u32>,
+    db_statement_timeout: Option<u64>,
     listen: Option<String>,
     log_format: Option<LogFormat>,
     api_rate: Option<u32>,
@@ -126,6 +135,8 @@ pub struct Settings {
     pub file: Option<PathBuf>,
     pub rules: PathBuf,
     pub db: String,
+    /// PostgreSQL's pool and timeouts (unused on SQLite).
+    pub pg: switchyard_engine::postgres::PgSettings,
     pub listen: String,
     pub log_format: LogFormat,
     /// Admin API requests per second per token; 0 for no limit.
@@ -249,6 +260,22 @@ pub fn resolve(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result
             .clone()
             .or(file.db)
             .unwrap_or_else(|| "sqlite://switchyard.db".into()),
+        pg: {
+            let d = switchyard_engine::postgres::PgSettings::default();
+            switchyard_engine::postgres::PgSettings {
+                max_connections: args
+                    .db_pool
+                    .or(file.db_pool)
+                    .unwrap_or(d.max_connections)
+                    .max(1),
+                statement_timeout: args
+                    .db_statement_timeout
+                    .or(file.db_statement_timeout)
+                    .map(std::time::Duration::from_secs)
+                    .unwrap_or(d.statement_timeout),
+                ..d
+            }
+        },
         listen: args
             .listen
             .clone()

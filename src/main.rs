@@ -656,18 +656,26 @@ async fn start_runtime(
     let lookup = Arc::new(switchyard_connectors::demo::DemoStore::new(sample_orders(
         &pack,
     )));
-    start_runtime_with(pack, db, channel, notifier, lookup, default_queues).await
+    start_runtime_with(
+        pack,
+        (db, Default::default()),
+        channel,
+        notifier,
+        lookup,
+        default_queues,
+    )
+    .await
 }
 
 async fn start_runtime_with(
     pack: Pack,
-    db: &str,
+    (db, pg): (&str, switchyard_engine::postgres::PgSettings),
     channel: Arc<dyn switchyard_engine::ports::Channel>,
     notifier: Arc<dyn switchyard_engine::ports::Notifier>,
     lookup: Arc<dyn switchyard_engine::ports::Lookup>,
     default_queues: &[(String, String)],
 ) -> Result<Arc<switchyard_engine::worker::Runtime>> {
-    let store = switchyard_engine::store::open(db)
+    let store = switchyard_engine::store::open_with(db, pg)
         .await
         .with_context(|| format!("cannot open the database {db}"))?;
     let mut engine = switchyard_engine::Engine::new(store, Arc::new(pack), lookup);
@@ -774,7 +782,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let runtime =
-            start_runtime_with(pack, db, channel, notifier, lookup, &default_queues).await?;
+            start_runtime_with(pack, (db, cfg.pg.clone()), channel, notifier, lookup, &default_queues).await?;
         let state = Arc::new(switchyard_api::AppState {
             shopify_webhook_secret: a
                 .shopify_webhook_secret

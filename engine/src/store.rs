@@ -32,8 +32,16 @@ pub enum StoreError {
 /// several instances may share; anything else SQLite (`sqlite://file.db`, `sqlite::memory:`),
 /// owned by one process. Migrations run on open.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    open_with(url, Default::default()).await
+}
+
+/// [`open`] with PostgreSQL's pool settings.
+pub async fn open_with(
+    url: &str,
+    pg: crate::postgres::PgSettings,
+) -> Result<std::sync::Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let pg = crate::postgres::PgStore::open(url, Default::default()).await?;
+        let pg = crate::postgres::PgStore::open(url, pg).await?;
         Ok(std::sync::Arc::new(pg))
     } else {
         Ok(std::sync::Arc::new(
