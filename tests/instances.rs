@@ -442,3 +442,170 @@ async fn three_instances_share_the_load_and_survive_a_kill() {
         .await;
     let _ = a.close().await;
 }
+
+/// A TCP forwarder to PostgreSQL that the test can cut (every connection closed, new ones
+/// refused) and restore on the same port: a database restart or a network outage.
+struct Cable {
+    port: u16,
+    target: String,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Cable {
+    async fn new(target: String) -> Arc<Cable> {
+        let c = Arc::new(Cable {
+            port: free_port(),
+            target,
+            task: Mutex::new(None),
+        });
+        c.connect().await;
+        c
+    }
+
+    async fn connect(&self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let target = self.target.clone();
+        let task = tokio::spawn(async move {
+            let mut pipes = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let target = target.clone();
+                // Aborting this task drops the JoinSet, which aborts every pipe.
+                pipes.spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        });
+        *self.task.lock().unwrap() = Some(task);
+    }
+
+    async fn cut(&self) {
+        if let Some(t) = self.task.lock().unwrap().take() {
+            t.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The database goes away while an instance serves: `/readyz` turns 503 and webhooks are
+/// refused (so Meta retries them) instead of acknowledged and lost; when it is back, the
+/// instance reconnects, `/readyz` is 200 again, and everything acknowledged is processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_database_turns_readyz_503_and_loses_nothing_acknowledged() {
+    let Ok(url) = std::env::var("SWITCHYARD_TEST_PG_URL") else {
+        eprintln!("skipped: SWITCHYARD_TEST_PG_URL is not set (database outage)");
+        return;
+    };
+    switchyard_connectors::cloud_api::install_tls();
+    let admin: PgConnectOptions = url.parse().unwrap();
+    let name = format!("switchyard_outage_{}", std::process::id());
+    let mut a = admin.connect().await.unwrap();
+    a.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await
+        .unwrap();
+    a.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let cable = Cable::new(format!("{}:{}", admin.get_host(), admin.get_port())).await;
+    let db_url = format!(
+        "postgres://{}@127.0.0.1:{}/{name}",
+        admin.get_username(),
+        cable.port
+    );
+    let fake = MockServer::start().await;
+    let n = Arc::new(AtomicU64::new(0));
+    {
+        let n = n.clone();
+        Mock::given(method("POST"))
+            .and(path_regex(r"/messages$"))
+            .respond_with(move |_: &Request| {
+                let id = n.fetch_add(1, Ordering::SeqCst);
+                ResponseTemplate::new(200).set_body_json(
+                    serde_json::json!({ "messages": [ { "id": format!("wamid.out.{id}") } ] }),
+                )
+            })
+            .mount(&fake)
+            .await;
+    }
+    let i = start(&db_url, &fake.uri(), free_port());
+    ready(&i).await;
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let post = |k: usize| {
+        let (c, base) = (c.clone(), i.base.clone());
+        async move {
+            c.post(format!("{base}/webhooks/whatsapp"))
+                .header("content-type", "application/json")
+                .body(webhook(
+                    "923001112223",
+                    &format!("wamid.o.{k}"),
+                    &format!("o{k}"),
+                ))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    let mut acknowledged = Vec::new();
+    for k in 0..5 {
+        assert_eq!(post(k).await, 200);
+        acknowledged.push(k);
+    }
+
+    cable.cut().await;
+    let mut unready = false;
+    for _ in 0..50 {
+        let r = c.get(format!("{}/readyz", i.base)).send().await.unwrap();
+        if r.status() == 503 {
+            unready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(unready, "/readyz turns 503 without the database");
+    let refused = post(100).await;
+    assert_ne!(
+        refused, 200,
+        "a webhook is not acknowledged without the database"
+    );
+
+    cable.connect().await;
+    ready(&i).await;
+    for k in 5..10 {
+        assert_eq!(post(k).await, 200);
+        acknowledged.push(k);
+    }
+    let mut db = admin.clone().database(&name).connect().await.unwrap();
+    settled(&mut db, Duration::from_secs(60)).await;
+    let ins: Vec<String> =
+        sqlx::query_scalar("SELECT body FROM messages WHERE direction = 'in' ORDER BY id")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    let want: Vec<String> = acknowledged.iter().map(|k| format!("o{k}")).collect();
+    assert_eq!(
+        ins, want,
+        "every acknowledged message processed once, in order"
+    );
+    for _ in 0..100 {
+        if n.load(Ordering::SeqCst) == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(n.load(Ordering::SeqCst), 10, "each answered once");
+    drop(i);
+    drop(db);
+    let _ = a
+        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await;
+}

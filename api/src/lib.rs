@@ -349,16 +349,19 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// Readiness: the store answers (503 when it does not).
+/// Readiness: the store answers within 2 s (503 when it does not: a load balancer then sends
+/// the webhooks to another instance).
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 pub async fn readyz(State(s): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
-    s.runtime
-        .engine
-        .store
-        .pending_inbox(i64::MAX, 1)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let store = &s.runtime.engine.store;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        store.pending_inbox(i64::MAX, 1),
+    )
+    .await
+    .map_err(|_| ApiError::Unavailable("the database did not answer in 2 s".into()))?
+    .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(Json(Health {
         status: "ready".into(),
     }))
