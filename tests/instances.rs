@@ -235,53 +235,94 @@ async fn transcripts(
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_instances_share_the_load_and_survive_a_kill() {
-    let Ok(url) = std::env::var("SWITCHYARD_TEST_PG_URL") else {
-        eprintln!("skipped: SWITCHYARD_TEST_PG_URL is not set (several instances on PostgreSQL)");
-        return;
-    };
-    switchyard_connectors::cloud_api::install_tls();
-    let admin: PgConnectOptions = url.parse().unwrap();
-    let name = format!("switchyard_instances_{}", std::process::id());
-    let mut a = admin.connect().await.unwrap();
-    a.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await
-        .unwrap();
-    a.execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    let opts = admin.clone().database(&name);
-    // The instances' URL: the test server's, on the fresh database (trust auth, as in CI).
-    let db_url = format!(
-        "postgres://{}@{}:{}/{name}",
-        admin.get_username(),
-        admin.get_host(),
-        admin.get_port()
-    );
+/// A fresh database on the server of `SWITCHYARD_TEST_PG_URL`; `None` (and a line saying the
+/// test was skipped) without the variable.
+struct TestDb {
+    admin: PgConnectOptions,
+    name: String,
+}
 
-    // The fake Graph API: every send gets an id of its own; the texts are recorded.
+impl TestDb {
+    async fn create(what: &str) -> Option<TestDb> {
+        let Ok(url) = std::env::var("SWITCHYARD_TEST_PG_URL") else {
+            eprintln!("skipped: SWITCHYARD_TEST_PG_URL is not set ({what})");
+            return None;
+        };
+        switchyard_connectors::cloud_api::install_tls();
+        let admin: PgConnectOptions = url.parse().unwrap();
+        let name = format!("switchyard_{what}_{}", std::process::id()).replace(' ', "_");
+        let mut a = admin.connect().await.unwrap();
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            a.execute(sql.as_str()).await.unwrap();
+        }
+        Some(TestDb { admin, name })
+    }
+
+    /// A URL for the instances (trust auth, as in CI), through `host:port`.
+    fn url_via(&self, host: &str, port: u16) -> String {
+        format!(
+            "postgres://{}@{host}:{port}/{}",
+            self.admin.get_username(),
+            self.name
+        )
+    }
+
+    fn url(&self) -> String {
+        self.url_via(self.admin.get_host(), self.admin.get_port())
+    }
+
+    async fn connect(&self) -> PgConnection {
+        self.admin
+            .clone()
+            .database(&self.name)
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    async fn drop_db(self) {
+        if let Ok(mut a) = self.admin.connect().await {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            let _ = a.execute(sql.as_str()).await;
+            let _ = a.close().await;
+        }
+    }
+}
+
+/// The fake Graph API: every send gets an id of its own; the texts are recorded.
+async fn fake_graph() -> (MockServer, Arc<Mutex<Vec<String>>>) {
     let fake = MockServer::start().await;
     let sends: Arc<Mutex<Vec<String>>> = Arc::default();
-    let n = Arc::new(AtomicU64::new(0));
-    {
-        let (sends, n) = (sends.clone(), n.clone());
-        Mock::given(method("POST"))
-            .and(path_regex(r"/messages$"))
-            .respond_with(move |r: &Request| {
-                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-                sends
-                    .lock()
-                    .unwrap()
-                    .push(v["text"]["body"].as_str().unwrap_or_default().to_string());
-                let id = n.fetch_add(1, Ordering::SeqCst);
-                ResponseTemplate::new(200).set_body_json(
-                    serde_json::json!({ "messages": [ { "id": format!("wamid.out.{id}") } ] }),
-                )
-            })
-            .mount(&fake)
-            .await;
-    }
+    let n = AtomicU64::new(0);
+    let recorded = sends.clone();
+    Mock::given(method("POST"))
+        .and(path_regex(r"/messages$"))
+        .respond_with(move |r: &Request| {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            recorded
+                .lock()
+                .unwrap()
+                .push(v["text"]["body"].as_str().unwrap_or_default().to_string());
+            let id = n.fetch_add(1, Ordering::SeqCst);
+            ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({ "messages": [ { "id": format!("wamid.out.{id}") } ] }),
+            )
+        })
+        .mount(&fake)
+        .await;
+    (fake, sends)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_share_the_load_and_survive_a_kill() {
+    let Some(test_db) = TestDb::create("instances").await else {
+        return;
+    };
+    let db_url = test_db.url();
+    let (fake, sends) = fake_graph().await;
 
     let ports = [free_port(), free_port(), free_port()];
     let mut instances: Vec<Instance> = ports
@@ -308,7 +349,7 @@ async fn three_instances_share_the_load_and_survive_a_kill() {
     let alive = Arc::new(Mutex::new(vec![true; 3]));
     let deliveries = load(&bases, alive.clone(), "a", 200, 9, 42, || {}).await;
     assert!(deliveries >= 1_900, "{deliveries} deliveries");
-    let mut db = opts.connect().await.unwrap();
+    let mut db = test_db.connect().await;
     settled(&mut db, Duration::from_secs(120)).await;
     let t = transcripts(&mut db, "a").await;
     assert_eq!(t.len(), 200, "one conversation per customer");
@@ -437,10 +478,7 @@ async fn three_instances_share_the_load_and_survive_a_kill() {
 
     drop(instances);
     drop(db);
-    let _ = a
-        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await;
-    let _ = a.close().await;
+    test_db.drop_db().await;
 }
 
 /// A TCP forwarder to PostgreSQL that the test can cut (every connection closed, new ones
@@ -498,41 +536,17 @@ impl Cable {
 /// instance reconnects, `/readyz` is 200 again, and everything acknowledged is processed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_database_turns_readyz_503_and_loses_nothing_acknowledged() {
-    let Ok(url) = std::env::var("SWITCHYARD_TEST_PG_URL") else {
-        eprintln!("skipped: SWITCHYARD_TEST_PG_URL is not set (database outage)");
+    let Some(test_db) = TestDb::create("outage").await else {
         return;
     };
-    switchyard_connectors::cloud_api::install_tls();
-    let admin: PgConnectOptions = url.parse().unwrap();
-    let name = format!("switchyard_outage_{}", std::process::id());
-    let mut a = admin.connect().await.unwrap();
-    a.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await
-        .unwrap();
-    a.execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    let cable = Cable::new(format!("{}:{}", admin.get_host(), admin.get_port())).await;
-    let db_url = format!(
-        "postgres://{}@127.0.0.1:{}/{name}",
-        admin.get_username(),
-        cable.port
-    );
-    let fake = MockServer::start().await;
-    let n = Arc::new(AtomicU64::new(0));
-    {
-        let n = n.clone();
-        Mock::given(method("POST"))
-            .and(path_regex(r"/messages$"))
-            .respond_with(move |_: &Request| {
-                let id = n.fetch_add(1, Ordering::SeqCst);
-                ResponseTemplate::new(200).set_body_json(
-                    serde_json::json!({ "messages": [ { "id": format!("wamid.out.{id}") } ] }),
-                )
-            })
-            .mount(&fake)
-            .await;
-    }
+    let cable = Cable::new(format!(
+        "{}:{}",
+        test_db.admin.get_host(),
+        test_db.admin.get_port()
+    ))
+    .await;
+    let db_url = test_db.url_via("127.0.0.1", cable.port);
+    let (fake, sends) = fake_graph().await;
     let i = start(&db_url, &fake.uri(), free_port());
     ready(&i).await;
     let c = reqwest::Client::builder()
@@ -584,7 +598,7 @@ async fn a_lost_database_turns_readyz_503_and_loses_nothing_acknowledged() {
         assert_eq!(post(k).await, 200);
         acknowledged.push(k);
     }
-    let mut db = admin.clone().database(&name).connect().await.unwrap();
+    let mut db = test_db.connect().await;
     settled(&mut db, Duration::from_secs(60)).await;
     let ins: Vec<String> =
         sqlx::query_scalar("SELECT body FROM messages WHERE direction = 'in' ORDER BY id")
@@ -597,15 +611,13 @@ async fn a_lost_database_turns_readyz_503_and_loses_nothing_acknowledged() {
         "every acknowledged message processed once, in order"
     );
     for _ in 0..100 {
-        if n.load(Ordering::SeqCst) == 10 {
+        if sends.lock().unwrap().len() == 10 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(n.load(Ordering::SeqCst), 10, "each answered once");
+    assert_eq!(sends.lock().unwrap().len(), 10, "each answered once");
     drop(i);
     drop(db);
-    let _ = a
-        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await;
+    test_db.drop_db().await;
 }

@@ -8,6 +8,7 @@ pub mod model;
 pub mod pipeline;
 pub mod ports;
 pub mod postgres;
+mod queries;
 pub mod reports;
 mod rows;
 pub mod sqlite;

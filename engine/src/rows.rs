@@ -12,6 +12,7 @@ pub(crate) trait Cols {
     fn opt_text(&self, c: &str) -> Result<Option<String>>;
     fn int(&self, c: &str) -> Result<i64>;
     fn opt_int(&self, c: &str) -> Result<Option<i64>>;
+    fn flag(&self, c: &str) -> Result<bool>;
 }
 
 macro_rules! cols {
@@ -27,6 +28,9 @@ macro_rules! cols {
                 Ok(self.try_get(c)?)
             }
             fn opt_int(&self, c: &str) -> Result<Option<i64>> {
+                Ok(self.try_get(c)?)
+            }
+            fn flag(&self, c: &str) -> Result<bool> {
                 Ok(self.try_get(c)?)
             }
         }
@@ -211,4 +215,17 @@ pub(crate) fn like_escape(text: &str) -> String {
     text.replace('\\', "\\\\")
         .replace('%', "\\%")
         .replace('_', "\\_")
+}
+
+/// A row of the KPI query (`id`, `created_at`, `queued_at`, `human_at`, `resolved_at`,
+/// `assigned`).
+pub(crate) fn conversation_facts(r: &impl Cols) -> Result<crate::reports::ConversationFacts> {
+    Ok(crate::reports::ConversationFacts {
+        id: r.int("id")?,
+        created_at: r.int("created_at")?,
+        queued_at: r.opt_int("queued_at")?,
+        first_human_reply_at: r.opt_int("human_at")?,
+        resolved_at: r.opt_int("resolved_at")?,
+        assigned: r.flag("assigned")?,
+    })
 }

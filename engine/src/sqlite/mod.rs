@@ -23,7 +23,7 @@ use serde_json::Value;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
+use sqlx::{ConnectOptions, Connection, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::model::*;
@@ -197,7 +197,8 @@ impl SqliteStore {
     }
 }
 
-use crate::rows::{self, like_escape, parse, CONTEXT_SELECT};
+use crate::queries;
+use crate::rows::{self, parse, CONTEXT_SELECT};
 
 impl SqliteStore {
     async fn send(&self, op: WriteOp) -> Result<()> {
@@ -705,55 +706,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_conversations(&self, q: &ConversationQuery) -> Result<Vec<ConversationLine>> {
-        let mut b = QueryBuilder::<Sqlite>::new(
-            "SELECT v.*, c.name AS contact_name, c.phone AS contact_phone, \
-               coalesce(v.queued_at, v.created_at) AS waiting_since, \
-               (SELECT body FROM messages m WHERE m.conversation_id = v.id ORDER BY m.id DESC LIMIT 1) AS last_message \
-             FROM conversations v JOIN contacts c ON c.id = v.contact_id WHERE 1 = 1",
-        );
-        if let Some(s) = q.status {
-            b.push(" AND v.status = ").push_bind(s.as_str());
-        }
-        if let Some(x) = &q.queue {
-            b.push(" AND v.queue = ").push_bind(x.clone());
-        }
-        if let Some(x) = &q.assignee {
-            b.push(" AND v.assignee = ").push_bind(x.clone());
-        }
-        if let Some(x) = &q.tag {
-            b.push(" AND EXISTS (SELECT 1 FROM json_each(v.tags) t WHERE t.value = ")
-                .push_bind(x.clone())
-                .push(")");
-        }
-        if let Some(p) = q.priority {
-            b.push(" AND v.priority = ").push_bind(p.as_str());
-        }
-        if let Some(text) = q.q.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-            let pattern = format!("%{}%", like_escape(text));
-            b.push(" AND (c.name LIKE ")
-                .push_bind(pattern.clone())
-                .push(" ESCAPE '\\' OR c.phone LIKE ")
-                .push_bind(pattern.clone())
-                .push(" ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = v.id AND m.body LIKE ")
-                .push_bind(pattern)
-                .push(" ESCAPE '\\'))");
-        }
-        if let Some((agent, queues)) = &q.visible_to {
-            b.push(" AND (v.assignee = ").push_bind(agent.clone());
-            for x in queues {
-                b.push(" OR v.queue = ").push_bind(x.clone());
-            }
-            b.push(")");
-        }
-        if let Some((since, id)) = q.after {
-            b.push(" AND (coalesce(v.queued_at, v.created_at), v.id) > (")
-                .push_bind(since)
-                .push(", ")
-                .push_bind(id)
-                .push(")");
-        }
-        b.push(" ORDER BY waiting_since, v.id LIMIT ")
-            .push_bind(q.limit);
+        let mut b = queries::conversations::<Sqlite>(&queries::SQLITE, q);
         let rows = b.build().fetch_all(&self.read).await?;
         rows.iter().map(rows::line).collect()
     }
@@ -764,7 +717,7 @@ impl Store for SqliteStore {
         to: Millis,
         queue: Option<&str>,
     ) -> Result<crate::reports::KpiFacts> {
-        use crate::reports::{ConversationFacts, KpiFacts};
+        use crate::reports::KpiFacts;
         let rows = sqlx::query(
             "SELECT v.id, v.created_at, \
                (SELECT min(at) FROM audit a WHERE a.entity = 'conversation:' || v.id AND a.action = 'routed') AS queued_at, \
@@ -781,16 +734,7 @@ impl Store for SqliteStore {
         .await?;
         let conversations = rows
             .iter()
-            .map(|r| {
-                Ok(ConversationFacts {
-                    id: r.try_get("id")?,
-                    created_at: r.try_get("created_at")?,
-                    queued_at: r.try_get("queued_at")?,
-                    first_human_reply_at: r.try_get("human_at")?,
-                    resolved_at: r.try_get("resolved_at")?,
-                    assigned: r.try_get("assigned")?,
-                })
-            })
+            .map(rows::conversation_facts)
             .collect::<Result<_>>()?;
         let counts = |sql: &'static str| async move {
             let rows: Vec<(Option<String>, i64)> = sqlx::query_as(sql)
@@ -867,38 +811,19 @@ impl Store for SqliteStore {
     }
 
     async fn stats(&self) -> Result<Value> {
-        let (open, waiting): (i64, i64) = sqlx::query_as(
-            "SELECT count(*), count(*) FILTER (WHERE assignee IS NULL AND queue IS NOT NULL) \
-             FROM conversations WHERE status <> 'resolved'",
-        )
-        .fetch_one(&self.read)
-        .await?;
-        let queues: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT queue, count(*) FILTER (WHERE assignee IS NULL), count(*) FILTER (WHERE assignee IS NOT NULL) \
-             FROM conversations WHERE status <> 'resolved' AND queue IS NOT NULL GROUP BY queue",
-        )
-        .fetch_all(&self.read)
-        .await?;
-        let tags: Vec<(String, i64)> = sqlx::query_as(
+        let open = sqlx::query_as(queries::OPEN_AND_WAITING)
+            .fetch_one(&self.read)
+            .await?;
+        let queues = sqlx::query_as(queries::BY_QUEUE)
+            .fetch_all(&self.read)
+            .await?;
+        let tags = sqlx::query_as(
             "SELECT t.value, count(*) FROM conversations v, json_each(v.tags) t \
              WHERE v.status <> 'resolved' GROUP BY t.value",
         )
         .fetch_all(&self.read)
         .await?;
-        let mut q = serde_json::Map::new();
-        for (name, w, a) in queues {
-            q.insert(name, serde_json::json!({ "waiting": w, "assigned": a }));
-        }
-        let tags: serde_json::Map<String, Value> =
-            tags.into_iter().map(|(t, n)| (t, n.into())).collect();
-        let cod = tags.get("cod_unconfirmed").cloned().unwrap_or(0.into());
-        Ok(serde_json::json!({
-            "open": open,
-            "waiting": waiting,
-            "queues": q,
-            "tags": tags,
-            "cod_unconfirmed": cod,
-        }))
+        Ok(queries::stats_json(open, queues, tags))
     }
 
     async fn backlog(&self) -> Result<(i64, Vec<(String, i64)>)> {
@@ -922,59 +847,13 @@ impl Store for SqliteStore {
     }
 
     async fn list_tickets(&self, q: &TicketQuery) -> Result<Vec<Ticket>> {
-        let mut b = QueryBuilder::<Sqlite>::new("SELECT * FROM tickets WHERE 1 = 1");
-        if let Some(s) = q.status {
-            b.push(" AND status = ").push_bind(s.as_str());
-        }
-        if let Some(x) = &q.queue {
-            b.push(" AND queue = ").push_bind(x.clone());
-        }
-        if let Some(x) = &q.owner {
-            b.push(" AND owner = ").push_bind(x.clone());
-        }
-        if let Some(x) = &q.category {
-            b.push(" AND category = ").push_bind(x.clone());
-        }
-        if let Some(p) = q.priority {
-            b.push(" AND priority = ").push_bind(p.as_str());
-        }
-        if let Some(id) = q.before {
-            b.push(" AND id < ").push_bind(id);
-        }
-        b.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit);
+        let mut b = queries::tickets::<Sqlite>(q);
         let rows = b.build().fetch_all(&self.read).await?;
         rows.iter().map(|r| rows::ticket(r, "")).collect()
     }
 
     async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<(i64, AuditRecord)>> {
-        let mut b = QueryBuilder::<Sqlite>::new("SELECT * FROM audit WHERE 1 = 1");
-        match q.entity.as_deref() {
-            Some(e) if e.ends_with(':') => {
-                b.push(" AND entity LIKE ")
-                    .push_bind(format!("{}%", like_escape(e)))
-                    .push(" ESCAPE '\\'");
-            }
-            Some(e) => {
-                b.push(" AND entity = ").push_bind(e.to_string());
-            }
-            None => {}
-        }
-        if let Some(x) = &q.actor {
-            b.push(" AND actor = ").push_bind(x.clone());
-        }
-        if let Some(x) = &q.action {
-            b.push(" AND action = ").push_bind(x.clone());
-        }
-        if let Some(t) = q.from {
-            b.push(" AND at >= ").push_bind(t);
-        }
-        if let Some(t) = q.to {
-            b.push(" AND at < ").push_bind(t);
-        }
-        if let Some(id) = q.before {
-            b.push(" AND id < ").push_bind(id);
-        }
-        b.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit);
+        let mut b = queries::audit::<Sqlite>(q);
         let rows = b.build().fetch_all(&self.read).await?;
         rows.iter()
             .map(|r| Ok((r.try_get("id")?, rows::audit(r)?)))
