@@ -78,9 +78,20 @@ pub struct Decision {
     /// A queue whose agent freed capacity: waiting conversations may be assigned.
     pub freed: Option<String>,
     pub processed: Processed,
-    /// Another instance processed the event first: nothing to commit.
-    pub already_done: bool,
+    /// Set when there is nothing to commit (instances sharing the store).
+    pub skipped: Option<Skip>,
     guard: ConvGuard,
+}
+
+/// Why an event was not processed by this call (only with a store several instances share).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Another instance processed it.
+    Done,
+    /// An earlier event of the conversation is not processed yet.
+    NotYet,
+    /// Another instance holds the conversation right now.
+    Busy,
 }
 
 /// A conversation held by this process: the engine's own lock, and the store's hold against
@@ -181,6 +192,21 @@ impl Engine {
         m.entry(key.to_string()).or_default().clone()
     }
 
+    /// [`Engine::hold`] without waiting for another instance: `None` when one holds `key`.
+    async fn try_hold(&self, key: &str) -> Result<Option<ConvGuard>, EngineError> {
+        let local = self.lock_for(key).lock_owned().await;
+        if !self.store.shared() {
+            return Ok(Some(ConvGuard {
+                _local: local,
+                shared: None,
+            }));
+        }
+        Ok(self.store.try_hold(key).await?.map(|h| ConvGuard {
+            _local: local,
+            shared: Some(h),
+        }))
+    }
+
     /// Holds `key` in this process and, on a shared store, against other instances.
     async fn hold(&self, key: &str) -> Result<ConvGuard, EngineError> {
         let local = self.lock_for(key).lock_owned().await;
@@ -211,21 +237,46 @@ impl Engine {
 
     /// Processes one committed inbox event and commits its outcome (marking it processed).
     pub async fn process(&self, row: &InboxRow, now: Millis) -> Result<Processed, EngineError> {
-        let d = self.decide(row, now).await?;
-        if d.already_done {
-            return Ok(d.processed);
+        self.process_turn(row, now, true).await.map(|(p, _)| p)
+    }
+
+    /// [`Engine::process`] for the workers: with `wait` false, a conversation another
+    /// instance holds is not waited for (`Skip::Busy`). Says why nothing was committed.
+    pub async fn process_turn(
+        &self,
+        row: &InboxRow,
+        now: Millis,
+        wait: bool,
+    ) -> Result<(Processed, Option<Skip>), EngineError> {
+        let Some(d) = self.decide_with(row, now, wait).await? else {
+            return Ok((Processed::default(), Some(Skip::Busy)));
+        };
+        if d.skipped.is_some() {
+            return Ok((d.processed, d.skipped));
         }
         self.commit(d.changeset).await?;
         drop(d.guard);
         if let Some(q) = d.freed {
             self.assign_waiting(&q, now).await?;
         }
-        Ok(d.processed)
+        Ok((d.processed, None))
     }
 
     /// Everything [`Engine::process`] does but the commit: loads the context and decides.
     /// The returned decision holds the conversation's lock until it is dropped.
     pub async fn decide(&self, row: &InboxRow, now: Millis) -> Result<Decision, EngineError> {
+        let d = self.decide_with(row, now, true).await?;
+        d.ok_or_else(|| EngineError::Missing(0))
+    }
+
+    /// [`Engine::decide`]; `None` when `wait` is false and another instance holds the
+    /// conversation.
+    async fn decide_with(
+        &self,
+        row: &InboxRow,
+        now: Millis,
+        wait: bool,
+    ) -> Result<Option<Decision>, EngineError> {
         let (channel, ext, name, phone) = match &row.event {
             Inbound::Message {
                 channel,
@@ -244,15 +295,31 @@ impl Engine {
             Inbound::Status { channel, to, .. } => (channel, to, &None, &None),
         };
         // Lock first, then read: the state read is the state decided on.
-        let guard = self.hold(&format!("{channel}:{ext}")).await?;
-        if guard.shared() && !self.store.inbox_pending(row.id).await? {
-            return Ok(Decision {
-                changeset: Changeset::default(),
-                freed: None,
-                processed: Processed::default(),
-                already_done: true,
-                guard,
-            });
+        let key = format!("{channel}:{ext}");
+        let guard = if wait {
+            self.hold(&key).await?
+        } else {
+            match self.try_hold(&key).await? {
+                Some(g) => g,
+                None => return Ok(None),
+            }
+        };
+        if guard.shared() {
+            // Instances sharing the store: this event may be done, or not its turn yet.
+            let skip = match self.store.inbox_turn(row.id, &row.key).await? {
+                crate::store::InboxTurn::Next => None,
+                crate::store::InboxTurn::Done => Some(Skip::Done),
+                crate::store::InboxTurn::NotYet => Some(Skip::NotYet),
+            };
+            if skip.is_some() {
+                return Ok(Some(Decision {
+                    changeset: Changeset::default(),
+                    freed: None,
+                    processed: Processed::default(),
+                    skipped: skip,
+                    guard,
+                }));
+            }
         }
         let ctx = self
             .store
@@ -311,13 +378,13 @@ impl Engine {
                 .map(|t| t.1.clone())
                 .unwrap_or_default(),
         };
-        Ok(Decision {
+        Ok(Some(Decision {
             changeset,
             freed,
             processed,
-            already_done: false,
+            skipped: None,
             guard,
-        })
+        }))
     }
 
     /// Gives waiting conversations of `queue` to agents who can take them, longest-waiting

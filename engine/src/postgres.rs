@@ -423,14 +423,28 @@ impl Store for PgStore {
         Ok(Some(Box::new(tx)))
     }
 
-    async fn inbox_pending(&self, id: i64) -> Result<bool> {
-        Ok(
-            sqlx::query_scalar("SELECT processed_at IS NULL FROM inbox WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?
-                .unwrap_or(false),
-        )
+    async fn try_hold(&self, key: &str) -> Result<Option<Held>> {
+        let mut tx = self.holds.begin().await?;
+        let got: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?;
+        Ok(got.then(|| Box::new(tx) as Held))
+    }
+
+    async fn inbox_turn(&self, id: i64, key: &str) -> Result<InboxTurn> {
+        let oldest: Option<i64> =
+            sqlx::query_scalar("SELECT min(id) FROM inbox WHERE key = $1 AND processed_at IS NULL")
+                .bind(key)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(match oldest {
+            Some(o) if o == id => InboxTurn::Next,
+            Some(o) if o < id => InboxTurn::NotYet,
+            // Nothing older is unprocessed and this one is not either: it is done.
+            _ => InboxTurn::Done,
+        })
     }
 
     async fn job_pending(&self, id: i64) -> Result<bool> {

@@ -135,6 +135,18 @@ pub struct Context {
     pub ticket: Option<Ticket>,
 }
 
+/// Where an inbox event stands for an instance that holds its conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxTurn {
+    /// The oldest unprocessed event of its conversation: process it.
+    Next,
+    /// Processed already (by another instance).
+    Done,
+    /// An earlier event of the conversation is unprocessed (this instance has not read it,
+    /// or another instance has it): not yet.
+    NotYet,
+}
+
 /// What recording a delivery status did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusRecorded {
@@ -333,12 +345,18 @@ pub trait Store: Send + Sync {
     async fn hold(&self, _key: &str) -> Result<Option<Held>> {
         Ok(None)
     }
-    /// Whether an inbox event is still unprocessed: under [`Store::hold`], an instance that
-    /// finds it processed (by another) skips it.
-    async fn inbox_pending(&self, _id: i64) -> Result<bool> {
-        Ok(true)
+    /// [`Store::hold`] if no other instance holds `key` now; `Ok(None)` if one does (or
+    /// the store belongs to one process — see [`Store::shared`]).
+    async fn try_hold(&self, _key: &str) -> Result<Option<Held>> {
+        Ok(None)
     }
-    /// Whether a job is still pending (see [`Store::inbox_pending`]).
+    /// Where an inbox event stands, read under [`Store::hold`]: another instance may have
+    /// processed it, or not yet an earlier event of the same conversation.
+    async fn inbox_turn(&self, _id: i64, _key: &str) -> Result<InboxTurn> {
+        Ok(InboxTurn::Next)
+    }
+    /// Whether a job is still pending, read under [`Store::hold`] (another instance may have
+    /// fired it).
     async fn job_pending(&self, _id: i64) -> Result<bool> {
         Ok(true)
     }

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::model::now_millis as now;
 use crate::model::*;
-use crate::pipeline::{Engine, EngineError};
+use crate::pipeline::{Engine, EngineError, Skip};
 use crate::ports::{Channel, Notifier, SendError};
 use crate::store::{Ingested, StoreError};
 
@@ -137,6 +137,9 @@ impl Runtime {
 
 type Queues = Arc<Mutex<HashMap<String, VecDeque<InboxRow>>>>;
 
+/// How often an instance sharing the store reads every unprocessed event again.
+const RESCAN: Duration = Duration::from_secs(1);
+
 async fn inbox_loop(
     engine: Arc<Engine>,
     cfg: WorkerConfig,
@@ -148,19 +151,33 @@ async fn inbox_loop(
     let permits = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     let mut last = 0i64;
+    let shared = engine.store.shared();
+    let mut rescanned = std::time::Instant::now();
     loop {
         if *stop.borrow() {
             break;
         }
-        match engine.store.pending_inbox(last, 1000).await {
+        // Instances sharing the store leave a conversation another holds to it (see
+        // `conversation_task`); what that one leaves unprocessed (it died) is read again here.
+        let rescan = shared && rescanned.elapsed() >= RESCAN;
+        if rescan {
+            rescanned = std::time::Instant::now();
+        }
+        let after = if rescan { 0 } else { last };
+        match engine.store.pending_inbox(after, 1000).await {
             Ok(rows) => {
-                let full = rows.len() == 1000;
+                let full = rows.len() == 1000 && !rescan;
                 for row in rows {
                     last = last.max(row.id);
                     let key = row.key.clone();
                     let mut q = queues.lock().unwrap_or_else(|e| e.into_inner());
                     match q.get_mut(&key) {
-                        Some(list) => list.push_back(row),
+                        // In id order, once (a rescan finds rows already queued).
+                        Some(list) => {
+                            if let Err(at) = list.binary_search_by_key(&row.id, |r| r.id) {
+                                list.insert(at.max(1), row);
+                            }
+                        }
                         None => {
                             q.insert(key.clone(), VecDeque::from([row]));
                             tasks.spawn(conversation_task(
@@ -223,12 +240,26 @@ async fn conversation_task(
                 return;
             }
             let started = std::time::Instant::now();
-            match engine.process(&row, now()).await {
-                Ok(_) => {
-                    engine
-                        .metrics
-                        .pipeline_seconds
-                        .observe(started.elapsed().as_secs_f64());
+            // A store shared with other instances: never wait for a conversation another
+            // instance holds, nor process an event before an earlier one of its conversation.
+            let shared = engine.store.shared();
+            match engine.process_turn(&row, now(), !shared).await {
+                Ok((_, Some(Skip::Busy | Skip::NotYet))) => {
+                    // Left to the instance that holds it; the rescan brings back whatever is
+                    // still unprocessed, in order.
+                    queues
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&key);
+                    return;
+                }
+                Ok((_, skipped)) => {
+                    if skipped.is_none() {
+                        engine
+                            .metrics
+                            .pipeline_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                    }
                     break;
                 }
                 Err(EngineError::Store(e)) => {
@@ -252,7 +283,7 @@ async fn conversation_task(
         outbox_wake.notify_one();
         let mut q = queues.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(l) = q.get_mut(&key) {
-            l.pop_front();
+            l.retain(|r| r.id != row.id);
         }
     }
 }
