@@ -77,10 +77,27 @@ impl Lookup for DemoStore {
     ) -> Result<Option<Value>, LookupError> {
         let mut orders = self.orders.lock().unwrap_or_else(|e| e.into_inner());
         if action == LookupAction::FindOrders {
-            // Newest first: the file lists orders oldest first.
-            let all = orders.iter().rev().filter(|o| Self::matches(o, key));
+            // Newest first: by `created_at` where orders have one (RFC 3339 in one offset
+            // sorts as text), else later in the file first.
+            let mut all: Vec<&Map<String, Value>> = orders
+                .iter()
+                .rev()
+                .filter(|o| Self::matches(o, key))
+                .collect();
+            all.sort_by(|a, b| {
+                let at = |o: &Map<String, Value>| {
+                    o.get("created_at")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                };
+                at(b).cmp(&at(a))
+            });
             return Ok(Some(Value::Array(
-                all.take(10).cloned().map(Value::Object).collect(),
+                all.into_iter()
+                    .take(10)
+                    .cloned()
+                    .map(Value::Object)
+                    .collect(),
             )));
         }
         // The newest matching order.
@@ -177,6 +194,56 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn find_orders_lists_a_phones_orders_newest_first() {
+        let o = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let s = DemoStore::new(vec![
+            o(
+                json!({"name": "#2", "phone": "+923001234567", "created_at": "2026-11-20T10:00:00+05:00"}),
+            ),
+            o(
+                json!({"name": "#1", "phone": "0300-1234567", "created_at": "2026-11-02T10:00:00+05:00"}),
+            ),
+            o(json!({"name": "#9", "phone": "+923009999999"})),
+            o(json!({"name": "#3", "phone": "+923001234567"})),
+        ]);
+        let names = |v: serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let all = s
+            .call(
+                "store",
+                LookupAction::FindOrders,
+                &json!("+923001234567"),
+                None,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        // Dated orders newest first, then the undated by their place in the file.
+        assert_eq!(names(all), ["#2", "#1", "#3"]);
+        let none = s
+            .call(
+                "store",
+                LookupAction::FindOrders,
+                &json!("+923330000000"),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(none, Some(json!([])), "nothing found is an empty list");
+        let by_name = s
+            .call("store", LookupAction::FindOrders, &json!("#9"), None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(names(by_name), ["#9"]);
     }
 
     #[tokio::test]

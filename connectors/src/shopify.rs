@@ -534,7 +534,9 @@ impl Lookup for Shopify {
         value: Option<&str>,
     ) -> Result<Option<Value>, LookupError> {
         if action == LookupAction::FindOrders {
-            return Ok(Some(Value::Array(self.find_all(key).await?)));
+            let mut all = self.find_all(key).await?;
+            all.truncate(10);
+            return Ok(Some(Value::Array(all)));
         }
         let Some(order) = self.find(key).await? else {
             return Ok(None);
