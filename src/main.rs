@@ -67,6 +67,17 @@ enum Command {
         #[arg(long, env = "SWITCHYARD_DB", default_value = "sqlite://switchyard.db")]
         db: String,
     },
+    /// Delete what only the machinery needed, older than a duration: processed inbox events,
+    /// decision traces, done timers, finished outbox rows. Conversations, messages, notes,
+    /// tickets and the audit stay. Safe while serving.
+    Prune {
+        /// At least 7d: the inbox is what recognises a webhook Meta delivers again (it retries
+        /// for up to 7 days).
+        #[arg(long, value_name = "DURATION")]
+        older_than: String,
+        #[arg(long, env = "SWITCHYARD_DB", default_value = "sqlite://switchyard.db")]
+        db: String,
+    },
     /// Serve the webhooks (embedded SQLite, or PostgreSQL with `--db postgres://…`); outbound
     /// messages go to WhatsApp when configured, else to the sandbox (printed).
     Serve(Box<ServeArgs>),
@@ -140,6 +151,27 @@ fn migrate(db: &str) -> Result<ExitCode> {
     })
 }
 
+fn prune(older_than: &str, db: &str) -> Result<ExitCode> {
+    let age = switchyard_rules::calendar::parse_duration(older_than)
+        .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
+    if age < std::time::Duration::from_secs(7 * 86_400) {
+        anyhow::bail!(
+            "--older-than {older_than}: keep at least 7d (Meta redelivers webhooks for up to 7 days, and the inbox is what recognises them)"
+        );
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let store = switchyard_engine::store::open(db)
+            .await
+            .with_context(|| format!("cannot open the database {db}"))?;
+        let before = now_ms() - age.as_millis() as i64;
+        for (table, n) in store.prune(before).await? {
+            println!("{table}: {n} rows deleted");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 fn token_cmd(cmd: TokenCommand) -> Result<ExitCode> {
     use switchyard_api::admin::{new_token, token_hash, Role};
     let rt = tokio::runtime::Runtime::new()?;
@@ -206,6 +238,7 @@ fn main() -> ExitCode {
         Command::Test { dir, filter } => test_cmd(&dir, filter.as_deref()),
         Command::Schema => schema(),
         Command::Migrate { db } => migrate(&db),
+        Command::Prune { older_than, db } => prune(&older_than, &db),
         Command::Serve(args) => serve(*args),
         Command::Replay {
             file,

@@ -182,6 +182,20 @@ fn lists_from_data_keep_to_whatsapp_limits_and_hand_off_when_empty() {
     assert_eq!(out.lines().last().unwrap(), "2 passed, 0 failed", "{out}");
 }
 
+#[test]
+fn prune_keeps_a_week_and_says_what_it_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("p.db").display());
+    let (code, _, err) = run(&["prune", "--older-than", "2d", "--db", &db]);
+    assert_ne!(code, 0);
+    assert!(err.contains("at least 7d"), "{err}");
+    let (code, out, err) = run(&["prune", "--older-than", "30d", "--db", &db]);
+    assert_eq!(code, 0, "{err}");
+    for table in ["inbox", "traces", "jobs", "outbox"] {
+        assert!(out.contains(&format!("{table}: 0 rows deleted")), "{out}");
+    }
+}
+
 /// A PostgreSQL that does not answer stops `serve` and `migrate` at once with the reason and
 /// a non-zero exit (no server needed: nothing listens on the port).
 #[test]

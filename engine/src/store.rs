@@ -429,4 +429,25 @@ pub trait Store: Send + Sync {
     /// Every outbox payload ever written (for the notes-never-leave proof and reports).
     async fn outbox_payloads(&self) -> Result<Vec<(String, Value)>>;
     async fn conversation_ids(&self) -> Result<Vec<i64>>;
+
+    /// Deletes what only the machinery needed, older than `before`: processed inbox events,
+    /// decision traces, done jobs, and outbox rows that are finished (sent, failed, unknown).
+    /// Conversations, messages, notes, tickets and the audit stay. In batches, so the store
+    /// keeps serving meanwhile. Returns how many rows went, per table.
+    async fn prune(&self, before: Millis) -> Result<Vec<(String, u64)>>;
 }
+
+/// What [`Store::prune`] deletes: `(table, the condition of a row older than the cutoff)`,
+/// `{}` standing for the cutoff's placeholder (`?1` on SQLite, `$1` on PostgreSQL).
+pub(crate) const PRUNE: &[(&str, &str)] = &[
+    ("inbox", "processed_at IS NOT NULL AND processed_at < {}"),
+    ("traces", "at < {}"),
+    ("jobs", "done_at IS NOT NULL AND done_at < {}"),
+    (
+        "outbox",
+        "status IN ('sent', 'failed', 'unknown') AND updated_at < {}",
+    ),
+];
+
+/// Rows deleted per transaction by [`Store::prune`].
+pub(crate) const PRUNE_BATCH: i64 = 5_000;

@@ -622,6 +622,7 @@ stories!(
     assignment_waits_and_follows_capacity_and_availability,
     sticky_and_least_loaded,
     admin_queries_filter_and_page,
+    prune_keeps_the_record_and_drops_the_machinery,
     a_second_complaint_updates_the_open_ticket,
     a_reload_that_removes_the_current_step_hands_off,
     kpis_of_a_scripted_day,
@@ -1608,6 +1609,62 @@ async fn admin_queries_filter_and_page(store: Arc<dyn Store>) {
         store.token("hash-1").await.unwrap().map(|t| t.revoked),
         Some(true)
     );
+}
+
+/// `prune` drops what only the machinery needed (processed events, traces, finished outbox
+/// rows) before the cutoff, and keeps the record: conversations, messages, notes, audit.
+async fn prune_keeps_the_record_and_drops_the_machinery(store: Arc<dyn Store>) {
+    let engine = Engine::new(store.clone(), pack(ECHO_PACK), Arc::new(NoLookup));
+    let (old, new) = (1_000, 10_000_000);
+    step(&engine, vec![msg("p1", "wamid.old", "old")], old).await;
+    step(&engine, vec![msg("p2", "wamid.new", "new")], new).await;
+    // The old reply went out; the new one is still pending.
+    let claimed = store.claim_outbox(old + 1, 1).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    store
+        .outbox_sent(claimed[0].id, "wamid.out.old", old + 2)
+        .await
+        .unwrap();
+    let (_, p1, _) = store
+        .open_conversation("webchat", "p1", None, None, new)
+        .await
+        .unwrap();
+    let pruned: BTreeMap<String, u64> = store.prune(new - 1).await.unwrap().into_iter().collect();
+    assert_eq!(pruned["inbox"], 1, "{pruned:?}");
+    assert_eq!(pruned["traces"], 1, "{pruned:?}");
+    assert_eq!(pruned["outbox"], 1, "{pruned:?}");
+    assert_eq!(pruned["jobs"], 0, "{pruned:?}");
+    assert!(store.traces(p1.id).await.unwrap().is_empty());
+    let texts: Vec<String> = all_messages(&store)
+        .await
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(texts.len(), 4, "messages stay: {texts:?}");
+    assert_eq!(store.notes(p1.id).await.unwrap().len(), 1, "notes stay");
+    assert!(!store
+        .audit(&format!("conversation:{}", p1.id))
+        .await
+        .unwrap()
+        .is_empty());
+    // What is kept still recognises a redelivery; the pending reply is still there.
+    assert_eq!(
+        store
+            .ingest(vec![msg("p2", "wamid.new", "new")], new + 1)
+            .await
+            .unwrap(),
+        vec![Ingested::Duplicate]
+    );
+    assert_eq!(store.claim_outbox(new + 1, 10).await.unwrap().len(), 1);
+    // Nothing left to prune twice.
+    let again: u64 = store
+        .prune(new - 1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(again, 0);
 }
 
 async fn sticky_and_least_loaded(store: Arc<dyn Store>) {

@@ -992,6 +992,29 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn prune(&self, before: Millis) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for (table, cond) in PRUNE {
+            let sql = format!(
+                "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {} LIMIT {PRUNE_BATCH})",
+                cond.replace("{}", "?1")
+            );
+            let mut total = 0u64;
+            loop {
+                let sql = sql.clone();
+                let n = self
+                    .write(move |tx| Ok(tx.execute(&sql, params![before])? as u64))
+                    .await?;
+                total += n;
+                if n < PRUNE_BATCH as u64 {
+                    break;
+                }
+            }
+            out.push((table.to_string(), total));
+        }
+        Ok(out)
+    }
+
     async fn conversation_ids(&self) -> Result<Vec<i64>> {
         Ok(
             sqlx::query_scalar("SELECT id FROM conversations ORDER BY id")
