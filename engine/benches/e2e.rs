@@ -205,6 +205,10 @@ fn postgres(url: &str) {
         .build()
         .unwrap();
     rt.block_on(async {
+        // Made first: the parked runtimes use up the server's connections by the end.
+        use sqlx::{ConnectOptions, Executor};
+        let admin: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+        let mut c = admin.connect().await.unwrap();
         let opts = pg_database(url, "switchyard_bench_raw").await;
         let raw = pg_store(&opts).await;
         let t_raw = ingest_concurrently(raw, events(n, convs, "r")).await;
@@ -216,9 +220,6 @@ fn postgres(url: &str) {
         let three = pg_e2e(url, n, convs, 3).await;
         println!("end to end, 3 instances: {three:>8.0} messages/s (ratio to raw {:.2}, to 1 instance {:.2})", three / raw_rate, three / one);
         // The runtimes are parked on purpose (never shut down): FORCE ends their sessions.
-        use sqlx::{ConnectOptions, Executor};
-        let admin: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
-        let mut c = admin.connect().await.unwrap();
         for name in ["switchyard_bench_raw", "switchyard_bench_1", "switchyard_bench_3"] {
             let _ = c.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
         }
