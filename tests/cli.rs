@@ -3,17 +3,11 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+mod common;
+use common::free_port;
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_switchyard"))
-}
-
-/// A port nothing listens on (for a child process to bind).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {

@@ -16,16 +16,11 @@ use sqlx::{ConnectOptions, Connection, Executor, PgConnection};
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
+mod common;
+use common::free_port;
+
 const PHONE_ID: &str = "111";
 const ADMIN: &str = "sy_test_admin_token_for_instances";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A small deterministic generator (the test needs spread, not secrecy).
 struct Lcg(u64);

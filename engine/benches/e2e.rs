@@ -91,6 +91,13 @@ async fn open(dir: &Path, name: &str) -> Arc<dyn Store> {
     )
 }
 
+/// Returns once every inbox event is processed.
+async fn drained(store: &Arc<dyn Store>) {
+    while !store.pending_inbox(0, 1).await.unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Ingests `evs` from 64 concurrent "webhook" tasks, one event per call, like real traffic.
 async fn ingest_concurrently(store: Arc<dyn Store>, evs: Vec<Inbound>) -> Duration {
     let t = Instant::now();
@@ -180,12 +187,7 @@ async fn pg_e2e(url: &str, n: usize, convs: usize, instances: usize) -> f64 {
     for t in tasks {
         t.await.unwrap();
     }
-    loop {
-        if stores[0].pending_inbox(0, 1).await.unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    drained(&stores[0]).await;
     let t_all = t.elapsed();
     for r in runtimes {
         std::mem::forget(r);
@@ -256,12 +258,7 @@ fn main() {
         let t = Instant::now();
         let runtime = Runtime::start(engine, Arc::new(Parked), Arc::new(Parked), WorkerConfig { concurrency: 256, poll: Duration::from_millis(5), ..Default::default() }).await.unwrap();
         let t_ingest = ingest_concurrently(store.clone(), events(n, convs, "e")).await;
-        loop {
-            if store.pending_inbox(0, 1).await.unwrap().is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        drained(&store).await;
         let t_all = t.elapsed();
         let outbox = store.outbox_payloads().await.unwrap().len();
         std::mem::forget(runtime); // its dispatcher is parked on purpose
@@ -280,12 +277,7 @@ fn main() {
         let engine = Arc::new(Engine::new(store.clone(), Arc::new(pack), Arc::new(Null)));
         let t = Instant::now();
         let runtime = Runtime::start(engine, Arc::new(Parked), Arc::new(Parked), WorkerConfig { concurrency: 256, poll: Duration::from_millis(5), ..Default::default() }).await.unwrap();
-        loop {
-            if store.pending_inbox(0, 1).await.unwrap().is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        drained(&store).await;
         let t_drain = t.elapsed();
         std::mem::forget(runtime);
         let drain = n as f64 / t_drain.as_secs_f64();

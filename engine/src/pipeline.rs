@@ -248,9 +248,16 @@ impl Engine {
         now: Millis,
         wait: bool,
     ) -> Result<(Processed, Option<Skip>), EngineError> {
-        let Some(d) = self.decide_with(row, now, wait).await? else {
-            return Ok((Processed::default(), Some(Skip::Busy)));
+        // Lock first, then read: the state read is the state decided on.
+        let guard = if wait {
+            self.hold(&row.key).await?
+        } else {
+            match self.try_hold(&row.key).await? {
+                Some(g) => g,
+                None => return Ok((Processed::default(), Some(Skip::Busy))),
+            }
         };
+        let d = self.decide_held(row, now, guard).await?;
         if d.skipped.is_some() {
             return Ok((d.processed, d.skipped));
         }
@@ -265,18 +272,17 @@ impl Engine {
     /// Everything [`Engine::process`] does but the commit: loads the context and decides.
     /// The returned decision holds the conversation's lock until it is dropped.
     pub async fn decide(&self, row: &InboxRow, now: Millis) -> Result<Decision, EngineError> {
-        let d = self.decide_with(row, now, true).await?;
-        d.ok_or_else(|| EngineError::Missing(0))
+        let guard = self.hold(&row.key).await?;
+        self.decide_held(row, now, guard).await
     }
 
-    /// [`Engine::decide`]; `None` when `wait` is false and another instance holds the
-    /// conversation.
-    async fn decide_with(
+    /// [`Engine::decide`] with the conversation already held (its key is the row's).
+    async fn decide_held(
         &self,
         row: &InboxRow,
         now: Millis,
-        wait: bool,
-    ) -> Result<Option<Decision>, EngineError> {
+        guard: ConvGuard,
+    ) -> Result<Decision, EngineError> {
         let (channel, ext, name, phone) = match &row.event {
             Inbound::Message {
                 channel,
@@ -294,16 +300,6 @@ impl Engine {
             } => (channel, to, name, phone),
             Inbound::Status { channel, to, .. } => (channel, to, &None, &None),
         };
-        // Lock first, then read: the state read is the state decided on.
-        let key = format!("{channel}:{ext}");
-        let guard = if wait {
-            self.hold(&key).await?
-        } else {
-            match self.try_hold(&key).await? {
-                Some(g) => g,
-                None => return Ok(None),
-            }
-        };
         if guard.shared() {
             // Instances sharing the store: this event may be done, or not its turn yet.
             let skip = match self.store.inbox_turn(row.id, &row.key).await? {
@@ -312,13 +308,13 @@ impl Engine {
                 crate::store::InboxTurn::NotYet => Some(Skip::NotYet),
             };
             if skip.is_some() {
-                return Ok(Some(Decision {
+                return Ok(Decision {
                     changeset: Changeset::default(),
                     freed: None,
                     processed: Processed::default(),
                     skipped: skip,
                     guard,
-                }));
+                });
             }
         }
         let ctx = self
@@ -378,13 +374,13 @@ impl Engine {
                 .map(|t| t.1.clone())
                 .unwrap_or_default(),
         };
-        Ok(Some(Decision {
+        Ok(Decision {
             changeset,
             freed,
             processed,
             skipped: None,
             guard,
-        }))
+        })
     }
 
     /// Gives waiting conversations of `queue` to agents who can take them, longest-waiting

@@ -459,27 +459,33 @@ impl Store for PgStore {
 
     fn listen(&self, wake: std::sync::Arc<tokio::sync::Notify>) {
         let opts = self.opts.clone();
+        // Ends when the workers are gone (this task holds the last handle of `wake`).
+        let alive = |w: &std::sync::Arc<tokio::sync::Notify>| std::sync::Arc::strong_count(w) > 1;
         tokio::spawn(async move {
-            loop {
+            while alive(&wake) {
                 let listener = async {
                     let mut l = sqlx::postgres::PgListener::connect_with(
                         &PgPool::connect_lazy_with(opts.clone()),
                     )
                     .await?;
                     l.listen("switchyard_inbox").await?;
-                    loop {
-                        l.recv().await?;
-                        wake.notify_one();
+                    while alive(&wake) {
+                        tokio::select! {
+                            n = l.recv() => {
+                                n?;
+                                wake.notify_one();
+                            }
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
                     }
-                    #[allow(unreachable_code)]
                     Ok::<(), sqlx::Error>(())
                 };
                 if let Err(e) = listener.await {
                     tracing::warn!(error = %e, "LISTEN for new work stopped; polling until it is back");
+                    // Whatever came meanwhile is found by the poll.
+                    wake.notify_one();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                // Whatever came meanwhile is found by the poll.
-                wake.notify_one();
-                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
     }
