@@ -136,7 +136,7 @@ pub struct Settings {
     pub rules: PathBuf,
     pub db: String,
     /// PostgreSQL's pool and timeouts (unused on SQLite).
-    pub pg: switchyard_engine::postgres::PgSettings,
+    pub pg: switchyard_engine::store::postgres::PgSettings,
     pub listen: String,
     pub log_format: LogFormat,
     /// Admin API requests per second per token; 0 for no limit.
@@ -261,8 +261,8 @@ pub fn resolve(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result
             .or(file.db)
             .unwrap_or_else(|| "sqlite://switchyard.db".into()),
         pg: {
-            let d = switchyard_engine::postgres::PgSettings::default();
-            switchyard_engine::postgres::PgSettings {
+            let d = switchyard_engine::store::postgres::PgSettings::default();
+            switchyard_engine::store::postgres::PgSettings {
                 max_connections: args
                     .db_pool
                     .or(file.db_pool)

@@ -702,7 +702,7 @@ async fn start_runtime(
 
 async fn start_runtime_with(
     pack: Pack,
-    (db, pg): (&str, switchyard_engine::postgres::PgSettings),
+    (db, pg): (&str, switchyard_engine::store::postgres::PgSettings),
     channel: Arc<dyn switchyard_engine::ports::Channel>,
     notifier: Arc<dyn switchyard_engine::ports::Notifier>,
     lookup: Arc<dyn switchyard_engine::ports::Lookup>,
@@ -1089,13 +1089,11 @@ fn print_replies(
 /// One line on the conversation of `who`: status, queue, owner, tags, flow, open ticket.
 async fn print_state(
     out: &mut impl Write,
-    store: &Arc<dyn switchyard_engine::Store>,
+    engine: &switchyard_engine::Engine,
     who: &str,
     indent: &str,
 ) -> Result<()> {
-    let ctx = store
-        .load_context("whatsapp", who, None, None, now_ms())
-        .await?;
+    let ctx = engine.context_of("whatsapp", who, now_ms()).await?;
     let c = &ctx.conversation;
     let ticket = ctx
         .ticket
@@ -1127,41 +1125,21 @@ async fn print_state(
 /// and its confidence, the rules that matched, flow steps, routes and hand-offs.
 async fn print_decisions(
     out: &mut impl Write,
-    store: &Arc<dyn switchyard_engine::Store>,
+    engine: &switchyard_engine::Engine,
     who: &str,
     seen: &mut std::collections::HashMap<i64, usize>,
 ) -> Result<()> {
-    let ctx = store
-        .load_context("whatsapp", who, None, None, now_ms())
-        .await?;
-    let id = ctx.conversation.id;
-    let traces = store.traces(id).await?;
+    let id = engine
+        .context_of("whatsapp", who, now_ms())
+        .await?
+        .conversation
+        .id;
+    let traces = engine.traces(id).await?;
     let from = seen.insert(id, traces.len()).unwrap_or(0);
     for (_, t) in traces.iter().skip(from) {
-        let mut parts = Vec::new();
-        if let Some(i) = t["intent"]["intent"].as_str() {
-            parts.push(format!("intent {i} ({})", t["intent"]["confidence"]));
-        }
-        for step in t["steps"].as_array().into_iter().flatten() {
-            if step["matched"] == true {
-                parts.push(format!(
-                    "rule “{}” on {}",
-                    step["rule"].as_str().unwrap_or("?"),
-                    step["event"].as_str().unwrap_or("?")
-                ));
-            } else if let (Some(f), Some(s)) = (step["flow"].as_str(), step["step"].as_str()) {
-                parts.push(format!("flow {f}/{s}"));
-            } else if let Some(q) = step["handoff"].as_str() {
-                parts.push(format!("hand-off to {q}"));
-            } else if let Some(q) = step["route"].as_str() {
-                parts.push(format!("route {q}"));
-            } else if let Some(a) = step["assigned"].as_str() {
-                parts.push(format!("assigned to {a}"));
-            }
-        }
-        parts.dedup();
-        if !parts.is_empty() {
-            writeln!(out, "    decided: {}", parts.join(" · "))?;
+        let summary = t.summary();
+        if !summary.is_empty() {
+            writeln!(out, "    decided: {summary}")?;
         }
     }
     Ok(())
@@ -1234,9 +1212,9 @@ fn demo(keep_serving: bool, listen: &str) -> Result<ExitCode> {
             };
             settle(&runtime).await?;
             writeln!(out, "▸ {line}")?;
-            print_decisions(&mut out, &runtime.engine.store, who, &mut seen).await?;
+            print_decisions(&mut out, &runtime.engine, who, &mut seen).await?;
             print_replies(&mut out, who, &channel.sent()[before..], false)?;
-            print_state(&mut out, &runtime.engine.store, who, "    ").await?;
+            print_state(&mut out, &runtime.engine, who, "    ").await?;
         }
         writeln!(out, "\nEvery decision is in the database with its trace; `switchyard test examples/pk-ecommerce` runs the pack's {cases} cases.")?;
         if keep_serving {
@@ -1318,7 +1296,7 @@ fn chat(rules: &Path, who: &str) -> Result<ExitCode> {
                 }
                 "/quit" | "/exit" => break,
                 "/state" => {
-                    print_state(&mut out, &runtime.engine.store, who, "").await?;
+                    print_state(&mut out, &runtime.engine, who, "").await?;
                     prompt(&mut out)?;
                     continue;
                 }
@@ -1340,7 +1318,7 @@ fn chat(rules: &Path, who: &str) -> Result<ExitCode> {
             let sent = channel.sent();
             if sent.len() == before {
                 writeln!(out, "(no reply)")?;
-                print_state(&mut out, &runtime.engine.store, who, "").await?;
+                print_state(&mut out, &runtime.engine, who, "").await?;
             }
             choices = print_replies(&mut out, who, &sent[before..], true)?;
             prompt(&mut out)?;
@@ -1375,15 +1353,8 @@ fn msg(
 
 /// Waits until the inbox is processed and nothing is waiting to be sent.
 async fn settle(rt: &switchyard_engine::worker::Runtime) -> Result<()> {
-    let store = &rt.engine.store;
     for _ in 0..500 {
-        let inbox_done = store.pending_inbox(0, 1).await?.is_empty();
-        let sending = store
-            .outbox_payloads()
-            .await?
-            .iter()
-            .any(|(s, _)| s == "pending" || s == "sending");
-        if inbox_done && !sending {
+        if rt.engine.settled().await? {
             return Ok(());
         }
         rt.wake_outbox();

@@ -28,7 +28,7 @@ use axum::Router;
 use serde_json::Value;
 use switchyard_api::{router, AppState};
 use switchyard_connectors::sandbox::{SandboxChannel, SandboxNotifier};
-use switchyard_engine::sqlite::SqliteStore;
+use switchyard_engine::store::sqlite::SqliteStore;
 use switchyard_engine::worker::{Runtime, WorkerConfig};
 use switchyard_engine::{Engine, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -23,33 +23,8 @@ use switchyard_engine::model::{now_millis as now, Contact, Conversation, Message
 use crate::extract::{Body, Id};
 use crate::{unavailable, ApiError, AppState};
 
-/// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Agent,
-    Supervisor,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Agent => "agent",
-            Role::Supervisor => "supervisor",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "agent" => Some(Role::Agent),
-            "supervisor" => Some(Role::Supervisor),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-}
+pub use switchyard_engine::access::Role;
+use switchyard_engine::access::{self, Actor};
 
 /// Who is calling, from their bearer token.
 #[derive(Debug, Clone)]
@@ -59,6 +34,17 @@ pub struct Principal {
     pub agent: Option<String>,
     /// The actor of audit records: the agent id, else `token:<id>`, or `admin-token`.
     pub actor: String,
+}
+
+impl Principal {
+    /// The caller as the engine's access rules see them.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            id: self.actor.clone(),
+            role: self.role,
+            agent: self.agent.clone(),
+        }
+    }
 }
 
 /// The stored form of a token.
@@ -110,13 +96,7 @@ async fn principal(s: &AppState, hash: &str) -> Result<Principal, ApiError> {
             actor: "admin-token".into(),
         });
     }
-    let rec = s
-        .runtime
-        .engine
-        .store
-        .token(hash)
-        .await
-        .map_err(unavailable)?;
+    let rec = s.runtime.engine.token(hash).await.map_err(unavailable)?;
     match rec {
         Some(r) if !r.revoked => {
             let role = Role::parse(&r.role).ok_or_else(|| {
@@ -133,15 +113,7 @@ async fn principal(s: &AppState, hash: &str) -> Result<Principal, ApiError> {
 }
 
 pub(crate) fn require(p: &Principal, role: Role) -> Result<(), ApiError> {
-    if p.role >= role {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(format!(
-            "this needs the {} role; the token is {}",
-            role.as_str(),
-            p.role.as_str()
-        )))
-    }
+    Ok(access::require(&p.actor(), role)?)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -184,14 +156,7 @@ pub async fn create_token(
     let id = s
         .runtime
         .engine
-        .store
-        .create_token(
-            &token_hash(&token),
-            role.as_str(),
-            agent.as_deref(),
-            &p.actor,
-            now(),
-        )
+        .create_token(&token_hash(&token), role, agent.as_deref(), &p.actor, now())
         .await
         .map_err(unavailable)?;
     Ok((
@@ -218,7 +183,6 @@ pub async fn revoke_token(
     let done = s
         .runtime
         .engine
-        .store
         .revoke_token(id, &p.actor, now())
         .await
         .map_err(unavailable)?;
@@ -229,36 +193,13 @@ pub async fn revoke_token(
     }
 }
 
-/// The conversation, if `p` may see it: supervisors and admins all; an agent those they own
-/// and those in the queues they belong to.
+/// The conversation, if `p` may see it (see `switchyard_engine::access`).
 pub(crate) async fn visible(
     s: &AppState,
     p: &Principal,
     id: i64,
 ) -> Result<Conversation, ApiError> {
-    let store = &s.runtime.engine.store;
-    let conv = store
-        .conversation(id)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError::NotFound(format!("no conversation {id}")))?;
-    if p.role >= Role::Supervisor {
-        return Ok(conv);
-    }
-    let me = p.agent.as_deref().unwrap_or("");
-    if conv.assignee.as_deref() == Some(me) {
-        return Ok(conv);
-    }
-    let queues = match store.agent(me).await.map_err(unavailable)? {
-        Some(a) => a.queues,
-        None => Vec::new(),
-    };
-    match &conv.queue {
-        Some(q) if queues.contains(q) => Ok(conv),
-        _ => Err(ApiError::Forbidden(format!(
-            "conversation {id} is neither yours nor in one of your queues"
-        ))),
-    }
+    Ok(s.runtime.engine.conversation_for(&p.actor(), id).await?)
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -271,7 +212,8 @@ pub struct ConversationDetail {
     /// Internal notes: never sent.
     pub notes: Vec<Note>,
     pub tickets: Vec<Ticket>,
-    /// Whether WhatsApp's 24-hour window is open (free text allowed).
+    /// Whether the channel's service window is open (WhatsApp: 24 hours from the customer's
+    /// last message): free text allowed.
     pub window_open: bool,
 }
 
@@ -285,19 +227,17 @@ pub async fn conversation(
     p: Principal,
     Id(id): Id,
 ) -> Result<Json<ConversationDetail>, ApiError> {
-    let conv = visible(&s, &p, id).await?;
-    let store = &s.runtime.engine.store;
-    let contact = store.contact(conv.contact_id).await.map_err(unavailable)?;
-    let messages = store.messages(id).await.map_err(unavailable)?;
-    let notes = store.notes(id).await.map_err(unavailable)?;
-    let tickets = store.tickets(id).await.map_err(unavailable)?;
-    let window_open = conv.window_open(now());
+    let v = s
+        .runtime
+        .engine
+        .conversation_view(&p.actor(), id, now())
+        .await?;
     Ok(Json(ConversationDetail {
-        conversation: conv,
-        contact,
-        messages,
-        notes,
-        tickets,
-        window_open,
+        conversation: v.conversation,
+        contact: v.contact,
+        messages: v.messages,
+        notes: v.notes,
+        tickets: v.tickets,
+        window_open: v.window_open,
     }))
 }

@@ -164,6 +164,23 @@ pub enum ApiError {
     Unavailable(String),
 }
 
+impl From<switchyard_engine::access::Denied> for ApiError {
+    fn from(e: switchyard_engine::access::Denied) -> Self {
+        ApiError::Forbidden(e.to_string())
+    }
+}
+
+impl From<switchyard_engine::desk::Refused> for ApiError {
+    fn from(e: switchyard_engine::desk::Refused) -> Self {
+        use switchyard_engine::desk::Refused;
+        match e {
+            Refused::NotFound(m) => ApiError::NotFound(m),
+            Refused::Denied(d) => d.into(),
+            Refused::Store(e) => unavailable(e),
+        }
+    }
+}
+
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
     ApiError::Unavailable(e.to_string())
 }
@@ -354,14 +371,10 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 pub async fn readyz(State(s): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
-    let store = &s.runtime.engine.store;
-    tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        store.pending_inbox(i64::MAX, 1),
-    )
-    .await
-    .map_err(|_| ApiError::Unavailable("the database did not answer in 2 s".into()))?
-    .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    tokio::time::timeout(std::time::Duration::from_secs(2), s.runtime.engine.ping())
+        .await
+        .map_err(|_| ApiError::Unavailable("the database did not answer in 2 s".into()))?
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(Json(Health {
         status: "ready".into(),
     }))
@@ -434,7 +447,6 @@ pub async fn whatsapp_post(
     let mut n = whatsapp::parse(&b).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     s.whatsapp_numbers.assign(&mut n);
     let statuses = n.statuses.len();
-    let store = &s.runtime.engine.store;
     let now = switchyard_engine::model::now_millis();
     let mut status_events = Vec::new();
     for st in &n.statuses {
@@ -443,7 +455,9 @@ pub async fn whatsapp_post(
             .as_ref()
             .map(|(code, title)| format!("{code}: {title}"));
         let channel = s.whatsapp_numbers.channel(st.phone_number_id.as_deref());
-        let recorded = store
+        let recorded = s
+            .runtime
+            .engine
             .record_status(&channel, &st.provider_id, &st.status, error.as_deref(), now)
             .await
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;

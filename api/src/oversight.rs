@@ -6,6 +6,8 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use switchyard_engine::access;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -113,8 +115,7 @@ pub async fn audit(
     let rows = s
         .runtime
         .engine
-        .store
-        .list_audit(&q)
+        .audit_records(&q)
         .await
         .map_err(unavailable)?;
     let next = (rows.len() as i64 == limit)
@@ -171,7 +172,6 @@ pub async fn kpis(
     let facts = s
         .runtime
         .engine
-        .store
         .kpi_facts(from, to, f.queue.as_deref())
         .await
         .map_err(unavailable)?;
@@ -197,25 +197,22 @@ pub async fn events(
     p: Principal,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let rx = s.runtime.engine.subscribe();
-    let queues = match (&p.role, &p.agent) {
-        (Role::Agent, Some(me)) => s
-            .runtime
-            .engine
-            .store
-            .agent(me)
-            .await
-            .map_err(unavailable)?
-            .map(|a| a.queues)
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    };
+    let who = p.actor();
+    let queues = s
+        .runtime
+        .engine
+        .queues_of(&who)
+        .await
+        .map_err(unavailable)?;
     let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |r| match r {
         Ok(ev) => {
-            let mine = ev.assignee.is_some() && ev.assignee == p.agent;
-            let seen = p.role >= Role::Supervisor
-                || mine
-                || (ev.kind != "conversation.assigned"
-                    && ev.queue.as_ref().is_some_and(|q| queues.contains(q)));
+            let seen = access::see_feed(
+                &who,
+                ev.queue.as_deref(),
+                ev.assignee.as_deref(),
+                ev.kind == "conversation.assigned",
+                &queues,
+            );
             seen.then(|| {
                 Ok(Event::default()
                     .event(ev.kind)
@@ -535,13 +532,7 @@ impl ApiMetrics {
     responses((status = 200, content_type = "application/openmetrics-text", body = String),
         (status = 503, body = crate::ErrorBody)))]
 pub async fn metrics(State(s): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
-    let (inbox, outbox) = s
-        .runtime
-        .engine
-        .store
-        .backlog()
-        .await
-        .map_err(unavailable)?;
+    let (inbox, outbox) = s.runtime.engine.backlog().await.map_err(unavailable)?;
     s.metrics.inbox.set(inbox);
     for (status, n) in outbox {
         s.metrics

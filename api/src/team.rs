@@ -100,7 +100,7 @@ pub async fn list(
     p: Principal,
 ) -> Result<Json<AgentList>, ApiError> {
     require(&p, Role::Supervisor)?;
-    let agents = s.runtime.engine.store.agents().await.map_err(unavailable)?;
+    let agents = s.runtime.engine.agents().await.map_err(unavailable)?;
     Ok(Json(AgentList { agents }))
 }
 
@@ -129,8 +129,13 @@ pub async fn create(
     Body(b): Body<NewAgent>,
 ) -> Result<(StatusCode, Json<AgentSaved>), ApiError> {
     require(&p, Role::Admin)?;
-    let store = &s.runtime.engine.store;
-    if store.agent(&b.id).await.map_err(unavailable)?.is_some() {
+    if s.runtime
+        .engine
+        .agent(&b.id)
+        .await
+        .map_err(unavailable)?
+        .is_some()
+    {
         return Err(ApiError::Conflict(format!(
             "agent `{}` exists; change it with PATCH",
             b.id
@@ -192,7 +197,6 @@ pub async fn update(
     let mut a = s
         .runtime
         .engine
-        .store
         .agent(&id)
         .await
         .map_err(unavailable)?
@@ -240,7 +244,6 @@ pub async fn queues(
     let stats = s
         .runtime
         .engine
-        .store
         .queue_stats(&names)
         .await
         .map_err(unavailable)?;

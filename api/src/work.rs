@@ -25,7 +25,7 @@ impl From<ActError> for ApiError {
         match e {
             ActError::NotFound(_) | ActError::NoTicket(_) => ApiError::NotFound(e.to_string()),
             ActError::Taken { .. } | ActError::Conflict(_) => ApiError::Conflict(e.to_string()),
-            ActError::Forbidden(m) => ApiError::Forbidden(m),
+            ActError::Forbidden(d) => d.into(),
             ActError::Invalid { .. } => ApiError::Unprocessable(e.to_string()),
             ActError::WindowClosed { templates } => ApiError::WindowClosed(templates),
             ActError::Engine(e) => ApiError::Unavailable(e.to_string()),
@@ -34,11 +34,7 @@ impl From<ActError> for ApiError {
 }
 
 fn actor(p: &Principal) -> Actor {
-    Actor {
-        id: p.actor.clone(),
-        agent: p.agent.clone(),
-        supervisor: p.role >= Role::Supervisor,
-    }
+    p.actor()
 }
 
 pub(crate) fn parse_status(field: &'static str, s: &str) -> Result<Status, ApiError> {
@@ -132,7 +128,6 @@ pub async fn list_conversations(
     p: Principal,
     Params(f): Params<ListConversations>,
 ) -> Result<Json<ConversationPage>, ApiError> {
-    let store = &s.runtime.engine.store;
     let limit = limit(f.limit)?;
     let after = match f.cursor.as_deref() {
         None => None,
@@ -145,19 +140,6 @@ pub async fn list_conversations(
                     )
                 })?,
         ),
-    };
-    let visible_to = match (p.role, &p.agent) {
-        (Role::Agent, Some(me)) => {
-            let queues = store
-                .agent(me)
-                .await
-                .map_err(unavailable)?
-                .map(|a| a.queues)
-                .unwrap_or_default();
-            Some((me.clone(), queues))
-        }
-        (Role::Agent, None) => Some((String::new(), Vec::new())),
-        _ => None,
     };
     let q = ConversationQuery {
         status: f
@@ -174,11 +156,17 @@ pub async fn list_conversations(
             .map(|x| parse_priority("priority", x))
             .transpose()?,
         q: f.q,
-        visible_to,
+        // Narrowed to what the caller may see by the engine.
+        visible_to: None,
         after,
         limit,
     };
-    let lines = store.list_conversations(&q).await.map_err(unavailable)?;
+    let lines = s
+        .runtime
+        .engine
+        .conversations_for(&p.actor(), q)
+        .await
+        .map_err(unavailable)?;
     let next = (lines.len() as i64 == limit)
         .then(|| lines.last())
         .flatten()
@@ -468,18 +456,8 @@ pub async fn list_tickets(
     Params(f): Params<ListTickets>,
 ) -> Result<Json<TicketPage>, ApiError> {
     let limit = limit(f.limit)?;
-    let owner = if p.role >= Role::Supervisor {
-        f.owner
-    } else {
-        match (&f.owner, &p.agent) {
-            (Some(o), Some(me)) if o != me => {
-                return Err(ApiError::Forbidden(
-                    "owner: agents see their own tickets only".into(),
-                ))
-            }
-            _ => Some(p.agent.clone().unwrap_or_default()),
-        }
-    };
+    // Refused (403) before the filters' values are looked at, as before.
+    let owner = switchyard_engine::access::ticket_owner_filter(&p.actor(), f.owner)?;
     let q = TicketQuery {
         status: f
             .status
@@ -497,13 +475,7 @@ pub async fn list_tickets(
         before: f.cursor,
         limit,
     };
-    let t = s
-        .runtime
-        .engine
-        .store
-        .list_tickets(&q)
-        .await
-        .map_err(unavailable)?;
+    let t = s.runtime.engine.tickets_for(&p.actor(), q).await?;
     let next = (t.len() as i64 == limit)
         .then(|| t.last().map(|t| t.id))
         .flatten();
@@ -541,7 +513,6 @@ pub async fn create_ticket(
     let had = s
         .runtime
         .engine
-        .store
         .open_ticket(b.conversation)
         .await
         .map_err(unavailable)?;
@@ -559,24 +530,13 @@ pub async fn create_ticket(
     Ok((code, Json(TicketBody { ticket: a.ticket })))
 }
 
-/// A ticket `p` may see: supervisors all, agents their own.
+/// A ticket `p` may see (see `switchyard_engine::access`).
 async fn ticket_visible(
     s: &AppState,
     p: &Principal,
     id: i64,
 ) -> Result<switchyard_engine::model::Ticket, ApiError> {
-    let t = s
-        .runtime
-        .engine
-        .store
-        .ticket(id)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError::NotFound(format!("no ticket {id}")))?;
-    if p.role < Role::Supervisor && (t.owner.is_none() || t.owner != p.agent) {
-        return Err(ApiError::Forbidden(format!("ticket {id} is not yours")));
-    }
-    Ok(t)
+    Ok(s.runtime.engine.ticket_for(&p.actor(), id).await?)
 }
 
 /// A ticket with its history.
@@ -592,7 +552,6 @@ pub async fn ticket(
     let history = s
         .runtime
         .engine
-        .store
         .ticket_history(id)
         .await
         .map_err(unavailable)?;
@@ -644,7 +603,6 @@ pub async fn update_ticket(
     if let (Some(Some(o)), true) = (&change.owner, p.role >= Role::Supervisor) {
         if s.runtime
             .engine
-            .store
             .agent(o)
             .await
             .map_err(unavailable)?

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use switchyard_api::{launch, AppState};
 use switchyard_connectors::sandbox::{SandboxChannel, SandboxNotifier};
-use switchyard_engine::sqlite::SqliteStore;
+use switchyard_engine::store::sqlite::SqliteStore;
 use switchyard_engine::worker::{Runtime, WorkerConfig};
 use switchyard_engine::{Engine, Store};
 

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use switchyard_engine::model::{Inbound, Outbound};
 use switchyard_engine::ports::{Channel, Lookup, LookupError, Notifier, SendError};
-use switchyard_engine::sqlite::SqliteStore;
+use switchyard_engine::store::sqlite::SqliteStore;
 use switchyard_engine::store::Store;
 use switchyard_engine::worker::{Runtime, WorkerConfig};
 use switchyard_engine::Engine;
@@ -139,7 +139,7 @@ async fn pg_database(url: &str, name: &str) -> sqlx::postgres::PgConnectOptions 
 
 async fn pg_store(opts: &sqlx::postgres::PgConnectOptions) -> Arc<dyn Store> {
     Arc::new(
-        switchyard_engine::postgres::PgStore::open_with(opts.clone(), Default::default())
+        switchyard_engine::store::postgres::PgStore::open_with(opts.clone(), Default::default())
             .await
             .unwrap(),
     )

@@ -13,7 +13,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::{json, Value};
 use switchyard_engine::model::Inbound;
 use switchyard_engine::ports::{Lookup, LookupError};
-use switchyard_engine::sqlite::SqliteStore;
+use switchyard_engine::store::sqlite::SqliteStore;
 use switchyard_engine::store::Store;
 use switchyard_engine::Engine;
 use switchyard_rules::pack::LookupAction;

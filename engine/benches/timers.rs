@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use switchyard_engine::model::{now_millis, Outbound};
 use switchyard_engine::ports::{Channel, Lookup, LookupError, Notifier, SendError};
-use switchyard_engine::sqlite::SqliteStore;
+use switchyard_engine::store::sqlite::SqliteStore;
 use switchyard_engine::store::{Changeset, NewJob, Store};
 use switchyard_engine::worker::{Runtime, WorkerConfig};
 use switchyard_engine::Engine;

@@ -132,10 +132,10 @@ pub struct SlaClock {
 }
 
 impl Conversation {
-    /// WhatsApp's customer-service window: 24 hours from the customer's last message.
-    pub fn window_open(&self, now: Millis) -> bool {
-        self.last_customer_message_at
-            .is_some_and(|t| now - t < 24 * 3600 * 1000)
+    /// Whether the channel's service window is open now (see
+    /// [`switchyard_rules::ChannelCaps::window_open`]).
+    pub fn window_open(&self, caps: &switchyard_rules::ChannelCaps, now: Millis) -> bool {
+        caps.window_open(self.last_customer_message_at, now)
     }
 }
 
@@ -280,12 +280,6 @@ pub struct Job {
     /// For flow timeouts `flow/step`; for timers their name.
     pub name: String,
     pub due_at: Millis,
-}
-
-/// Whether a channel limits free-form messages to 24 hours after the customer's last one:
-/// WhatsApp — `whatsapp` (the first number) and `whatsapp:<phone_number_id>` (any other).
-pub fn has_service_window(channel: &str) -> bool {
-    channel == "whatsapp" || channel.starts_with("whatsapp:")
 }
 
 /// What arrives from a channel or a store, before it has a conversation.

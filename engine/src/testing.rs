@@ -13,7 +13,7 @@ use switchyard_rules::Pack;
 use crate::model::*;
 use crate::pipeline::{millis, Engine, EngineError};
 use crate::ports::Lookup;
-use crate::sqlite::SqliteStore;
+use crate::store::sqlite::SqliteStore;
 use crate::store::{Changeset, Store};
 
 /// Monday 2026-11-23, 12:00 in Karachi: inside the example pack's store hours.
@@ -29,7 +29,7 @@ pub struct CaseReport {
     /// What was said, in order.
     pub transcript: Vec<String>,
     /// The decision traces of the conversation, in order.
-    pub traces: Vec<Value>,
+    pub traces: Vec<crate::trace::Trace>,
 }
 
 impl CaseReport {
@@ -164,7 +164,7 @@ pub async fn run_case(
                 id: a.id.value.clone(),
                 agent: Some(a.id.value.clone()),
                 // As the owner or a supervisor would: the test says what happens, not who may.
-                supervisor: true,
+                role: crate::access::Role::Supervisor,
             };
             let mut actions = vec![];
             if let Some(n) = &a.note {
@@ -275,7 +275,7 @@ pub async fn run_case(
             }
         }
     }
-    report.traces = store
+    report.traces = engine
         .traces(conv.id)
         .await?
         .into_iter()
@@ -294,7 +294,7 @@ async fn ingest_and_process(
     for row in engine.store.pending_inbox(0, 100).await? {
         let p = engine.process(&row, now).await?;
         if let Some(i) = p.intent {
-            let c = p.trace["intent"]["confidence"].as_f64().unwrap_or(0.0);
+            let c = p.trace.intent.as_ref().map_or(0.0, |i| i.confidence);
             intent = Some((i, c));
         }
     }

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
+use switchyard_engine::access::Role;
 use switchyard_engine::model::*;
 use switchyard_engine::model::{Priority, Status};
 use switchyard_engine::pipeline::{ActError, Actor, AgentAction};
 use switchyard_engine::ports::{Channel, Lookup, LookupError, Notifier, SendError};
-use switchyard_engine::postgres::PgStore;
-use switchyard_engine::sqlite::SqliteStore;
+use switchyard_engine::store::postgres::PgStore;
+use switchyard_engine::store::sqlite::SqliteStore;
 use switchyard_engine::store::{Ingested, Store};
 use switchyard_engine::worker::{Runtime, WorkerConfig};
 use switchyard_engine::Engine;
@@ -303,7 +304,7 @@ async fn one_owner_when_agents_claim_at_once(store: Arc<dyn Store>) {
             let by = Actor {
                 id: me.clone(),
                 agent: Some(me.clone()),
-                supervisor: false,
+                role: Role::Agent,
             };
             (me, engine.act(conv.id, AgentAction::Claim, &by, 1).await)
         }));
@@ -684,7 +685,7 @@ rules:
     let person = |a: &str| Actor {
         id: a.into(),
         agent: Some(a.into()),
-        supervisor: false,
+        role: Role::Agent,
     };
     // E, the day before: outside the range.
     say(-1000, "e", "thanks").await;
@@ -871,7 +872,7 @@ rules:
     let sup = Actor {
         id: "sara".into(),
         agent: Some("ayesha".into()),
-        supervisor: true,
+        role: Role::Supervisor,
     };
     let c = say(0).await;
     let clocks = store.conversation(c).await.unwrap().unwrap().sla.clocks;
@@ -1421,8 +1422,8 @@ fn agent(id: &str, queues: &[&str], capacity: u32, availability: &str) -> Agent 
 
 /// Processes everything pending, in order, at time `t`.
 async fn step(engine: &Engine, events: Vec<Inbound>, t: Millis) {
-    engine.store.ingest(events, t).await.unwrap();
-    for row in engine.store.pending_inbox(0, 100).await.unwrap() {
+    engine.ingest(events, t).await.unwrap();
+    for row in engine.pending_events(100).await.unwrap() {
         engine.process(&row, t).await.unwrap();
     }
 }

@@ -1,4 +1,4 @@
-//! The Switchyard rule-pack format (see `ARCHITECTURE.md` and `../shared/DESIGN.md` §4).
+//! The Switchyard rule-pack format (see `ARCHITECTURE.md` and `docs/pack-format.md`).
 //!
 //! A pack is a directory of YAML files. [`load_dir`] reads it, validates it in phases —
 //! YAML and types ([`load`]), then names, references, limits, scripts and flows ([`check`]) —
@@ -7,6 +7,7 @@
 //! This crate does no I/O beyond reading the pack's files: no tokio, no SQL, no HTTP.
 
 pub mod calendar;
+pub mod channel;
 pub mod check;
 pub mod classify;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod template;
 
 use std::path::Path;
 
+pub use channel::{ChannelCaps, Channels};
 pub use classify::{Classification, UNKNOWN};
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use load::{LoadError, SourceFile};
@@ -42,14 +44,28 @@ impl Loaded {
     }
 }
 
-/// Reads, validates and compiles the pack in `dir`.
+/// Reads, validates and compiles the pack in `dir` for every channel this build serves.
 pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
-    Ok(load_files(load::read_dir(dir)?, &dir.display().to_string()))
+    load_dir_for(dir, &Channels::standard())
+}
+
+/// [`load_dir`] for the given channels: messages are checked against the strictest.
+pub fn load_dir_for(dir: &Path, channels: &Channels) -> Result<Loaded, LoadError> {
+    Ok(load_files_for(
+        load::read_dir(dir)?,
+        &dir.display().to_string(),
+        channels,
+    ))
 }
 
 /// Validates and compiles a pack given as files (e.g. uploaded). `shown` names the pack in
 /// the diagnostic for an empty pack.
 pub fn load_files(files: Vec<SourceFile>, shown: &str) -> Loaded {
+    load_files_for(files, shown, &Channels::standard())
+}
+
+/// [`load_files`] for the given channels.
+pub fn load_files_for(files: Vec<SourceFile>, shown: &str, channels: &Channels) -> Loaded {
     let mut diagnostics = Diagnostics::default();
     if files.is_empty() {
         diagnostics
@@ -61,7 +77,7 @@ pub fn load_files(files: Vec<SourceFile>, shown: &str) -> Loaded {
         };
     }
     let raw = load::parse(files, &mut diagnostics);
-    let mut pack = check::build(&raw, &mut diagnostics);
+    let mut pack = check::build(&raw, &mut diagnostics, channels);
     if let Some(p) = pack.as_mut() {
         p.tests = raw.tests.iter().map(|(_, t)| t.value.clone()).collect();
     }

@@ -12,16 +12,8 @@ use super::{Engine, EngineError, Run};
 use crate::model::*;
 use crate::store::TicketChange;
 
-/// Who acts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    /// The actor of audit records: an agent id, `token:<id>` or `admin-token`.
-    pub id: String,
-    /// The agent the caller acts as, if any.
-    pub agent: Option<String>,
-    /// Supervisors and admins may act on any conversation; agents only on their own.
-    pub supervisor: bool,
-}
+pub use crate::access::Actor;
+use crate::access::{self, ActKind, Denied};
 
 /// One change to a conversation.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,8 +78,8 @@ pub enum ActError {
     NoTicket(i64),
     #[error("conversation {conversation} is already owned by {owner}")]
     Taken { conversation: i64, owner: String },
-    #[error("{0}")]
-    Forbidden(String),
+    #[error(transparent)]
+    Forbidden(#[from] Denied),
     /// A field's value cannot be used; the message starts with the field's name.
     #[error("{field}: {message}")]
     Invalid {
@@ -124,7 +116,7 @@ pub struct Acted {
     pub conversation: Conversation,
     /// The ticket the action opened or changed.
     pub ticket: Option<Ticket>,
-    pub trace: std::sync::Arc<Value>,
+    pub trace: std::sync::Arc<crate::trace::Trace>,
 }
 
 /// Allowed ticket moves: `open → pending → resolved → closed`, any open one straight to
@@ -158,25 +150,12 @@ impl Engine {
             .ok_or(ActError::NotFound(conversation_id))?;
         let pack = self.pack();
         let owner = ctx.conversation.assignee.clone();
-        // Agents act on conversations they own (claiming is how they come to own one) and on
-        // tickets they own.
-        if !by.supervisor
-            && !matches!(
-                action,
-                AgentAction::Claim | AgentAction::UpdateTicket { .. }
-            )
-        {
-            let me = by.agent.as_deref();
-            if me.is_none() || owner.as_deref() != me {
-                return Err(ActError::Forbidden(format!(
-                    "conversation {conversation_id} is not yours{}",
-                    owner
-                        .as_deref()
-                        .map(|o| format!(" (owner: {o})"))
-                        .unwrap_or_else(|| " (claim it first)".into())
-                )));
-            }
-        }
+        let kind = match action {
+            AgentAction::Claim => ActKind::Claim,
+            AgentAction::UpdateTicket { .. } => ActKind::Ticket,
+            _ => ActKind::Owned,
+        };
+        access::act_on_conversation(by, conversation_id, owner.as_deref(), kind)?;
         let check_queue = |field: &'static str, q: &Option<String>| match q {
             Some(q) if !pack.queues.contains_key(q.as_str()) => Err(invalid(
                 field,
@@ -294,8 +273,7 @@ impl Engine {
             }
             AgentAction::Reply { text, template } => {
                 let author = by.agent.clone().unwrap_or_else(|| by.id.clone());
-                let window =
-                    !has_service_window(&run.conv.channel) || run.conv.window_open(run.now);
+                let window = run.eng.window_open(&run.conv, run.now);
                 let message = match (text, template) {
                     (Some(t), None) => {
                         if t.trim().is_empty() {
@@ -352,16 +330,7 @@ impl Engine {
                     .into_iter()
                     .find(|t| t.id == ticket)
                     .ok_or(ActError::NoTicket(ticket))?;
-                if !by.supervisor {
-                    if t.owner.is_none() || t.owner != by.agent {
-                        return Err(ActError::Forbidden(format!("ticket {ticket} is not yours")));
-                    }
-                    if change.owner.as_ref().is_some_and(|o| *o != t.owner) {
-                        return Err(ActError::Forbidden(
-                            "only a supervisor gives a ticket to someone else".into(),
-                        ));
-                    }
-                }
+                access::change_ticket(by, &t, change.owner.as_ref())?;
                 ticket_out = Some(run.update_ticket(t, change, actor)?);
             }
         }

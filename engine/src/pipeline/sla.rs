@@ -11,6 +11,7 @@ use switchyard_rules::pack::{SlaKind, SlaRt};
 use super::{time, EngineError, Run};
 use crate::model::*;
 use crate::store::NewJob;
+use crate::trace::{SlaStep, Step};
 
 /// Breaches of one clock after which it stops restarting.
 const MAX_BREACHES: u32 = 5;
@@ -148,7 +149,12 @@ impl Run<'_> {
         });
         let i = self.conv.sla.clocks.len() - 1;
         self.sla_schedule(i);
-        self.trace.push(json!({ "sla": kind.as_str(), "started": true, "due_at": self.conv.sla.clocks[i].due_at }));
+        self.trace.push(Step::Sla {
+            clock: kind.as_str().to_string(),
+            what: SlaStep::Started,
+            detail: None,
+            due_at: self.conv.sla.clocks[i].due_at,
+        });
     }
 
     /// Stops a clock: met (a person answered, the conversation was resolved) or no longer
@@ -167,8 +173,12 @@ impl Run<'_> {
                 json!({ "kind": c.kind, "at": self.now, "breaches": c.breaches }),
             );
         }
-        self.trace
-            .push(json!({ "sla": kind.as_str(), "stopped": why }));
+        self.trace.push(Step::Sla {
+            clock: kind.as_str().to_string(),
+            what: SlaStep::Stopped,
+            detail: Some(why.to_string()),
+            due_at: None,
+        });
     }
 
     /// The conversation is in a queue (routed, or handed off again): the policy's clocks that
@@ -201,8 +211,12 @@ impl Run<'_> {
                 None => {
                     let c = self.conv.sla.clocks.remove(i);
                     self.sla_jobs(&c.kind, None, None);
-                    self.trace
-                        .push(json!({ "sla": c.kind, "stopped": "not in this queue's policy" }));
+                    self.trace.push(Step::Sla {
+                        clock: c.kind.clone(),
+                        what: SlaStep::Stopped,
+                        detail: Some("not in this queue's policy".into()),
+                        due_at: None,
+                    });
                 }
             }
         }
@@ -262,20 +276,30 @@ impl Run<'_> {
     pub(super) async fn on_sla_job(&mut self, job: &Job) -> Result<(), EngineError> {
         let warning = job.kind == "sla_warning";
         let Some(kind) = SlaKind::parse(&job.name) else {
-            self.trace
-                .push(json!({ "job": job.kind, "ignored": "unknown SLA kind" }));
+            self.trace.push(Step::JobIgnored {
+                job: job.kind.to_string(),
+                why: "unknown SLA kind".into(),
+            });
             return Ok(());
         };
         let Some(i) = self.sla_index(kind) else {
-            self.trace
-                .push(json!({ "sla": job.name, "stale": "no such clock runs" }));
+            self.trace.push(Step::Sla {
+                clock: job.name.clone(),
+                what: SlaStep::Stale,
+                detail: Some("no such clock runs".into()),
+                due_at: None,
+            });
             return Ok(());
         };
         let c = self.conv.sla.clocks[i].clone();
         let current = if warning { c.warn_at } else { c.due_at };
         if current != Some(job.due_at) {
-            self.trace
-                .push(json!({ "sla": job.name, "stale": "the clock moved" }));
+            self.trace.push(Step::Sla {
+                clock: job.name.clone(),
+                what: SlaStep::Stale,
+                detail: Some("the clock moved".into()),
+                due_at: None,
+            });
             return Ok(());
         }
         let due = c.due_at.unwrap_or(job.due_at);
@@ -306,7 +330,12 @@ impl Run<'_> {
             "breaches": breaches,
         });
         self.audit("system", action, Value::Null, sla.clone());
-        self.trace.push(json!({ "sla": c.kind, "fired": event }));
+        self.trace.push(Step::Sla {
+            clock: c.kind.clone(),
+            what: SlaStep::Fired,
+            detail: Some(event.to_string()),
+            due_at: None,
+        });
         self.vars.set_json("sla", &sla);
         self.vars.set_json("event", &json!({ "name": event }));
         self.refresh_vars();

@@ -13,8 +13,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
 use crate::model::*;
-use crate::queries;
-use crate::rows::{self, json, parse, CONTEXT_SELECT};
+use crate::store::queries;
+use crate::store::rows::{self, json, parse, CONTEXT_SELECT};
 use crate::store::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

@@ -197,8 +197,8 @@ impl SqliteStore {
     }
 }
 
-use crate::queries;
-use crate::rows::{self, parse, CONTEXT_SELECT};
+use crate::store::queries;
+use crate::store::rows::{self, parse, CONTEXT_SELECT};
 
 impl SqliteStore {
     async fn send(&self, op: WriteOp) -> Result<()> {

@@ -1,6 +1,6 @@
-//! The `Store` port: everything the engine keeps. Two implementations: SQLite, embedded
-//! ([`crate::sqlite::SqliteStore`]), and PostgreSQL ([`crate::postgres::PgStore`]); [`open`]
-//! picks one by the URL's scheme.
+//! The `Store` port: everything the engine keeps. Two implementations live beside it: SQLite,
+//! embedded ([`sqlite::SqliteStore`]), and PostgreSQL ([`postgres::PgStore`]); [`open`] picks
+//! one by the URL's scheme. `rows.rs` and `queries.rs` are written once for both.
 //!
 //! The pipeline reads a conversation's context, decides in memory, and hands the store one
 //! [`Changeset`]: the new state, its audit records, the outbound messages and the trace, which
@@ -11,14 +11,20 @@ use serde_json::Value;
 
 use crate::model::*;
 
+pub mod postgres;
+pub(crate) mod queries;
+pub(crate) mod rows;
+pub mod sqlite;
+
+/// What went wrong in a store. It names no database library: each backend turns its own
+/// errors into these (`store/rows.rs` for sqlx, `store/sqlite/writer.rs` for rusqlite).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A statement or the connection failed (the backend's own message).
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
-    #[error("database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Db(String),
     #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(String),
     #[error("stored data is not valid: {0}")]
     Corrupt(String),
     #[error("the store is shutting down")]
@@ -38,14 +44,14 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
 /// [`open`] with PostgreSQL's pool settings.
 pub async fn open_with(
     url: &str,
-    pg: crate::postgres::PgSettings,
+    pg: crate::store::postgres::PgSettings,
 ) -> Result<std::sync::Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let pg = crate::postgres::PgStore::open(url, pg).await?;
+        let pg = crate::store::postgres::PgStore::open(url, pg).await?;
         Ok(std::sync::Arc::new(pg))
     } else {
         Ok(std::sync::Arc::new(
-            crate::sqlite::SqliteStore::open(url).await?,
+            crate::store::sqlite::SqliteStore::open(url).await?,
         ))
     }
 }
@@ -119,7 +125,7 @@ pub struct Changeset {
     /// Agents given a conversation (for round robin).
     pub assigned: Vec<String>,
     /// `(pack hash, trace)`.
-    pub trace: Option<(String, std::sync::Arc<Value>)>,
+    pub trace: Option<(String, std::sync::Arc<crate::trace::Trace>)>,
     /// A schedule that fired: `(name, next firing)`; `None` forgets a schedule the pack lost.
     pub schedule: Option<(String, Option<Millis>)>,
 }

@@ -229,3 +229,15 @@ pub(crate) fn conversation_facts(r: &impl Cols) -> Result<crate::reports::Conver
         assigned: r.flag("assigned")?,
     })
 }
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(e.to_string())
+    }
+}

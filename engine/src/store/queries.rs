@@ -4,7 +4,7 @@
 use serde_json::Value;
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
-use crate::rows::like_escape;
+use crate::store::rows::like_escape;
 use crate::store::{AuditQuery, ConversationQuery, TicketQuery};
 
 /// The few SQL snippets the stores write differently.
@@ -29,7 +29,7 @@ pub(crate) const POSTGRES: Dialect = Dialect {
 };
 
 /// The conversation list ([`ConversationQuery`]): longest waiting first, cursor after
-/// `(waiting_since, id)`; rows for [`crate::rows::line`].
+/// `(waiting_since, id)`; rows for [`crate::store::rows::line`].
 pub(crate) fn conversations<'a, DB>(d: &Dialect, q: &ConversationQuery) -> QueryBuilder<'a, DB>
 where
     DB: Database,

@@ -113,7 +113,7 @@ impl Encoded {
     }
 }
 
-pub(super) use crate::rows::json;
+pub(super) use crate::store::rows::json;
 
 /// Opens a connection to the (migrated) database file with the store's settings.
 pub(super) fn connect(path: &Path) -> Result<Connection> {
@@ -458,4 +458,10 @@ fn apply(tx: &Transaction<'_>, ids: &AtomicI64, group: &[&Encoded]) -> Result<()
         }
     }
     Ok(())
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(e.to_string())
+    }
 }

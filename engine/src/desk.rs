@@ -1,0 +1,255 @@
+//! The engine's query facade: what the admin API (and any page built on it) reads and the few
+//! records it keeps outside conversations (tokens, agents), as `Engine` methods. Reads of a
+//! conversation or a ticket take the [`Actor`] and ask [`crate::access`], so no caller can
+//! forget the check; the store itself stays private to the engine.
+
+use serde_json::Value;
+
+use crate::access::{self, Actor, Denied};
+use crate::model::*;
+use crate::reports::KpiFacts;
+use crate::store::{
+    AuditQuery, ConversationLine, ConversationQuery, QueueStats, StoreError, TicketQuery,
+    TokenRecord,
+};
+use crate::trace::Trace;
+use crate::Engine;
+
+/// Why a read gave nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A conversation with everything a person working it reads.
+#[derive(Debug, Clone)]
+pub struct ConversationView {
+    pub conversation: Conversation,
+    pub contact: Option<Contact>,
+    pub messages: Vec<Message>,
+    pub notes: Vec<Note>,
+    pub tickets: Vec<Ticket>,
+    /// Whether free text may go out now (the channel's service window).
+    pub window_open: bool,
+}
+
+type R<T> = Result<T, StoreError>;
+
+impl Engine {
+    /// The queues an agent belongs to (none for a caller who is no agent).
+    pub async fn queues_of(&self, a: &Actor) -> R<Vec<String>> {
+        Ok(match &a.agent {
+            Some(me) => self
+                .store
+                .agent(me)
+                .await?
+                .map(|x| x.queues)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        })
+    }
+
+    /// The conversation, if `a` may see it.
+    pub async fn conversation_for(&self, a: &Actor, id: i64) -> Result<Conversation, Refused> {
+        let conv = self
+            .store
+            .conversation(id)
+            .await?
+            .ok_or_else(|| Refused::NotFound(format!("no conversation {id}")))?;
+        let queues = if a.oversees() {
+            Vec::new()
+        } else {
+            self.queues_of(a).await?
+        };
+        access::see_conversation(a, &conv, &queues)?;
+        Ok(conv)
+    }
+
+    /// The conversation with its contact, messages, notes and tickets, if `a` may see it.
+    pub async fn conversation_view(
+        &self,
+        a: &Actor,
+        id: i64,
+        now: Millis,
+    ) -> Result<ConversationView, Refused> {
+        let conversation = self.conversation_for(a, id).await?;
+        Ok(ConversationView {
+            contact: self.store.contact(conversation.contact_id).await?,
+            messages: self.store.messages(id).await?,
+            notes: self.store.notes(id).await?,
+            tickets: self.store.tickets(id).await?,
+            window_open: self.window_open(&conversation, now),
+            conversation,
+        })
+    }
+
+    /// The decision traces of a conversation `a` may see, oldest first, with the hash of the
+    /// pack that decided each.
+    pub async fn traces_for(&self, a: &Actor, id: i64) -> Result<Vec<(String, Trace)>, Refused> {
+        self.conversation_for(a, id).await?;
+        Ok(self.traces(id).await?)
+    }
+
+    /// The decision traces of a conversation, oldest first (for the CLI and tests).
+    pub async fn traces(&self, id: i64) -> R<Vec<(String, Trace)>> {
+        Ok(self
+            .store
+            .traces(id)
+            .await?
+            .into_iter()
+            .map(|(hash, t)| (hash, Trace::read(&t)))
+            .collect())
+    }
+
+    /// The conversation list, narrowed to what `a` may see.
+    pub async fn conversations_for(
+        &self,
+        a: &Actor,
+        mut q: ConversationQuery,
+    ) -> R<Vec<ConversationLine>> {
+        let queues = if a.oversees() {
+            Vec::new()
+        } else {
+            self.queues_of(a).await?
+        };
+        q.visible_to = access::conversation_scope(a, queues);
+        self.store.list_conversations(&q).await
+    }
+
+    /// The ticket, if `a` may see it.
+    pub async fn ticket_for(&self, a: &Actor, id: i64) -> Result<Ticket, Refused> {
+        let t = self
+            .store
+            .ticket(id)
+            .await?
+            .ok_or_else(|| Refused::NotFound(format!("no ticket {id}")))?;
+        access::see_ticket(a, &t)?;
+        Ok(t)
+    }
+
+    /// Tickets, narrowed to what `a` may see (an agent asking for another's is refused).
+    pub async fn tickets_for(&self, a: &Actor, mut q: TicketQuery) -> Result<Vec<Ticket>, Refused> {
+        q.owner = access::ticket_owner_filter(a, q.owner)?;
+        Ok(self.store.list_tickets(&q).await?)
+    }
+
+    pub async fn ticket_history(&self, id: i64) -> R<Vec<Value>> {
+        self.store.ticket_history(id).await
+    }
+
+    /// The open ticket of a conversation, if any.
+    pub async fn open_ticket(&self, conversation_id: i64) -> R<Option<Ticket>> {
+        self.store.open_ticket(conversation_id).await
+    }
+
+    pub async fn audit_records(&self, q: &AuditQuery) -> R<Vec<(i64, AuditRecord)>> {
+        self.store.list_audit(q).await
+    }
+
+    pub async fn kpi_facts(&self, from: Millis, to: Millis, queue: Option<&str>) -> R<KpiFacts> {
+        self.store.kpi_facts(from, to, queue).await
+    }
+
+    /// Unprocessed inbox events and outbox rows by status.
+    pub async fn backlog(&self) -> R<(i64, Vec<(String, i64)>)> {
+        self.store.backlog().await
+    }
+
+    /// Records a delivery status of a sent message (forward only).
+    pub async fn record_status(
+        &self,
+        channel: &str,
+        provider_id: &str,
+        status: &str,
+        error: Option<&str>,
+        now: Millis,
+    ) -> R<crate::store::StatusRecorded> {
+        self.store
+            .record_status(channel, provider_id, status, error, now)
+            .await
+    }
+
+    /// Commits events to the inbox (what a webhook acknowledges), for drivers that process
+    /// in-process (the pack test runner, the CLI, tests).
+    pub async fn ingest(
+        &self,
+        events: Vec<Inbound>,
+        now: Millis,
+    ) -> R<Vec<crate::store::Ingested>> {
+        self.store.ingest(events, now).await
+    }
+
+    /// Unprocessed inbox events, oldest first.
+    pub async fn pending_events(&self, limit: i64) -> R<Vec<InboxRow>> {
+        self.store.pending_inbox(0, limit).await
+    }
+
+    /// Whether everything received is processed and nothing waits to be sent.
+    pub async fn settled(&self) -> R<bool> {
+        Ok(self.store.pending_inbox(0, 1).await?.is_empty()
+            && !self
+                .store
+                .outbox_payloads()
+                .await?
+                .iter()
+                .any(|(s, _)| s == "pending" || s == "sending"))
+    }
+
+    /// A customer's conversation on a channel with its contact and open ticket (created when
+    /// new, as a first message would).
+    pub async fn context_of(
+        &self,
+        channel: &str,
+        customer: &str,
+        now: Millis,
+    ) -> R<crate::store::Context> {
+        self.store
+            .load_context(channel, customer, None, None, now)
+            .await
+    }
+
+    /// Whether the database answers (one cheap read).
+    pub async fn ping(&self) -> R<()> {
+        self.store.pending_inbox(i64::MAX, 1).await.map(|_| ())
+    }
+
+    pub async fn queue_stats(&self, queues: &[String]) -> R<Vec<QueueStats>> {
+        self.store.queue_stats(queues).await
+    }
+
+    pub async fn agent(&self, id: &str) -> R<Option<Agent>> {
+        self.store.agent(id).await
+    }
+
+    pub async fn agents(&self) -> R<Vec<Agent>> {
+        self.store.agents().await
+    }
+
+    pub async fn token(&self, hash: &str) -> R<Option<TokenRecord>> {
+        self.store.token(hash).await
+    }
+
+    /// Stores a token by its hash, audited as `actor`; returns its id.
+    pub async fn create_token(
+        &self,
+        hash: &str,
+        role: access::Role,
+        agent: Option<&str>,
+        actor: &str,
+        now: Millis,
+    ) -> R<i64> {
+        self.store
+            .create_token(hash, role.as_str(), agent, actor, now)
+            .await
+    }
+
+    /// Revokes a token, audited as `actor`; `false` when there is no such live token.
+    pub async fn revoke_token(&self, id: i64, actor: &str, now: Millis) -> R<bool> {
+        self.store.revoke_token(id, actor, now).await
+    }
+}

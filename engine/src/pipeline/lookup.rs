@@ -1,0 +1,118 @@
+//! Order lookups through the `Lookup` port: found, nothing, or the store unavailable.
+
+use super::*;
+
+impl<'a> Run<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn lookup(
+        &mut self,
+        connector: &str,
+        action: LookupAction,
+        by: Option<&rhai::AST>,
+        bind: &str,
+        value: Option<&switchyard_rules::template::Template>,
+        actor: &str,
+        depth: u32,
+    ) -> Result<Flow, EngineError> {
+        self.refresh_vars();
+        let key = match by {
+            Some(ast) => {
+                let mut scope = self.vars.scope();
+                match self.pack.sandbox.eval(ast, &mut scope, self.clock) {
+                    Ok(v) => dynamic_to_json(&v),
+                    Err(e) => {
+                        self.audit(
+                            actor,
+                            "script_failed",
+                            Value::Null,
+                            json!({ "lookup": connector, "error": e.to_string() }),
+                        );
+                        Value::Null
+                    }
+                }
+            }
+            None => self
+                .vars
+                .get(bind)
+                .map(dynamic_to_json)
+                .unwrap_or(Value::Null),
+        };
+        let value = value.map(|v| self.render(v, actor));
+        let name = format!("{action:?}");
+        let result = if key.is_null() || key == json!("") {
+            if action == LookupAction::FindOrders {
+                // Nothing to look up by: no orders, and the flow asks for a number.
+                Ok(Some(json!([])))
+            } else {
+                Err(LookupError::NoKey)
+            }
+        } else {
+            self.eng
+                .lookup
+                .call(connector, action, &key, value.as_deref())
+                .await
+        };
+        let result = match result {
+            Ok(None) if action == LookupAction::FindOrders => Ok(Some(json!([]))),
+            r => r,
+        };
+        match result {
+            Ok(Some(v)) => {
+                // `find_orders` always answers a list (empty: nothing found).
+                let found = v.as_array().map_or(1, |a| a.len());
+                self.trace.push(Step::Lookup {
+                    connector: connector.to_string(),
+                    action: name.to_string(),
+                    key: key.to_string(),
+                    found,
+                    failed: None,
+                });
+                self.audit(
+                    actor,
+                    "lookup",
+                    json!({ "connector": connector, "action": name, "key": key }),
+                    json!({ "found": found }),
+                );
+                self.vars.set_json(bind, &v);
+                // Kept by the running flow, and by a flow started later in this event.
+                if let Some(fs) = self.conv.flow.as_mut() {
+                    fs.bound.insert(bind.to_string(), v.clone());
+                }
+                self.pending_bound.insert(bind.to_string(), v);
+                Ok(Flow::Continue)
+            }
+            other => {
+                let store_down = matches!(other, Err(LookupError::Failed(_)));
+                let why = match other {
+                    Ok(_) => format!("found nothing for {key}"),
+                    Err(e) => e.to_string(),
+                };
+                self.trace.push(Step::Lookup {
+                    connector: connector.to_string(),
+                    action: name.to_string(),
+                    key: key.to_string(),
+                    found: 0,
+                    failed: Some(why.to_string()),
+                });
+                self.audit(
+                    actor,
+                    "lookup",
+                    json!({ "connector": connector, "action": name, "key": key }),
+                    json!({ "failed": why }),
+                );
+                let note =
+                    format!("Lookup `{name}` on `{connector}` {why}; the bot could not go on");
+                if self.conv.flow.is_some() {
+                    self.end_flow(false, "a lookup failed", actor, depth);
+                }
+                // The store is down (not "nothing found"): the pack's apology, if it has one.
+                if store_down && self.pack.templates.contains_key(STORE_UNAVAILABLE) {
+                    let m = MessageRt::Template(STORE_UNAVAILABLE.into());
+                    Box::pin(self.send(&m, actor, depth)).await?;
+                }
+                self.handoff(None, None, Some(note), actor, depth).await?;
+                Ok(Flow::Abort)
+            }
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Queues and owners: route, hand off, reassign, assign.
+
+use super::*;
+
+impl<'a> Run<'a> {
+    pub(super) async fn handoff(
+        &mut self,
+        queue: Option<String>,
+        agent: Option<String>,
+        note: Option<String>,
+        actor: &str,
+        depth: u32,
+    ) -> Result<(), EngineError> {
+        if let Some(fs) = &self.conv.flow {
+            let why = format!("handed off by {actor}");
+            let completed = actor == format!("flow:{}", fs.flow);
+            self.end_flow(completed, &why, actor, depth);
+        }
+        if let Some(n) = note {
+            self.note(actor, n);
+        }
+        let q = queue.unwrap_or_else(|| self.eng.default_queue(&self.conv.channel, self.pack));
+        self.route(&q, actor, depth).await?;
+        if let Some(a) = agent {
+            self.assign(&a, actor, depth);
+        }
+        if self.conv.status == Status::New || self.conv.status == Status::Resolved {
+            self.set_status(Status::Open, actor, depth);
+        }
+        self.trace.push(Step::HandedOff {
+            queue: q.to_string(),
+            by: actor.to_string(),
+        });
+        Ok(())
+    }
+
+    /// Takes the conversation from its owner and assigns it again in its queue, never to the
+    /// same owner; with nobody else free it waits in the queue.
+    pub(super) async fn reassign(&mut self, actor: &str, depth: u32) -> Result<(), EngineError> {
+        let (Some(prev), Some(queue)) = (self.conv.assignee.clone(), self.conv.queue.clone())
+        else {
+            self.trace.push(Step::ReassignSkipped {
+                why: "no owner or no queue".into(),
+            });
+            return Ok(());
+        };
+        self.unassign(actor, "reassigned");
+        self.route_without(&queue, Some(prev), actor, depth).await
+    }
+
+    /// Takes the conversation from its owner, audited with why; returns who had it.
+    pub(super) fn unassign(&mut self, actor: &str, why: &str) -> Option<String> {
+        let prev = self.conv.assignee.take()?;
+        self.audit(
+            actor,
+            "unassigned",
+            json!({ "assignee": prev }),
+            json!({ "assignee": null, "why": why }),
+        );
+        Some(prev)
+    }
+
+    /// [`Run::route`], never picking `prev` (the owner the conversation was just taken from).
+    pub(super) async fn route_without(
+        &mut self,
+        queue: &str,
+        prev: Option<String>,
+        actor: &str,
+        depth: u32,
+    ) -> Result<(), EngineError> {
+        self.not_to = prev;
+        let r = self.route(queue, actor, depth).await;
+        self.not_to = None;
+        r
+    }
+
+    /// Puts the conversation in `queue` and assigns it per the queue's policy.
+    pub(super) async fn route(
+        &mut self,
+        queue: &str,
+        actor: &str,
+        depth: u32,
+    ) -> Result<(), EngineError> {
+        if self.conv.queue.as_deref() != Some(queue) {
+            self.audit(
+                actor,
+                "routed",
+                json!({ "queue": self.conv.queue }),
+                json!({ "queue": queue }),
+            );
+            self.conv.queue = Some(queue.to_string());
+            self.conv.queued_at = Some(self.now);
+            if self.conv.status == Status::New {
+                self.set_status(Status::Open, actor, depth);
+            }
+            // The owner keeps it only if they work that queue.
+            if let Some(a) = self.conv.assignee.clone() {
+                let members = self.eng.store.eligible_agents(queue).await?;
+                if !members.iter().any(|m| m.id == a) {
+                    self.unassign(actor, "moved to another queue");
+                }
+            }
+            self.trace.push(Step::Routed {
+                queue: queue.to_string(),
+                by: actor.to_string(),
+            });
+        }
+        self.sla_on_route();
+        if self.conv.assignee.is_some() {
+            return Ok(());
+        }
+        let policy = self.pack.queues.get(queue).map(|q| q.assignment);
+        use switchyard_rules::config::Assignment as A;
+        let Some(policy) = policy.filter(|p| *p != A::Manual) else {
+            return Ok(());
+        };
+        let mut agents = self.eng.store.eligible_agents(queue).await?;
+        // Agents given conversations earlier in this same event count as busier.
+        for a in &mut agents {
+            a.open += self.cs.assigned.iter().filter(|x| **x == a.id).count() as u32;
+        }
+        let now = time(self.now);
+        let in_shift =
+            |a: &AgentLoad| match a.shift.as_ref().and_then(|c| self.pack.calendars.get(c)) {
+                Some(cal) => cal.is_open(now),
+                // No shift, or a calendar the pack no longer has: always on.
+                None => true,
+            };
+        agents
+            .retain(|a| a.open < a.capacity && Some(&a.id) != self.not_to.as_ref() && in_shift(a));
+        let pick = match policy {
+            A::LeastLoaded => agents.iter().min_by(|a, b| {
+                (a.open, a.last_assigned_at, &a.id).cmp(&(b.open, b.last_assigned_at, &b.id))
+            }),
+            // Who had it before is read only when there is a choice to make.
+            A::Sticky if agents.len() > 1 => {
+                let prev = self.eng.store.previous_assignee(self.conv.id).await?;
+                agents
+                    .iter()
+                    .find(|a| Some(&a.id) == prev.as_ref())
+                    .or_else(|| {
+                        agents.iter().min_by(|a, b| {
+                            (a.last_assigned_at, &a.id).cmp(&(b.last_assigned_at, &b.id))
+                        })
+                    })
+            }
+            _ => agents
+                .iter()
+                .min_by(|a, b| (a.last_assigned_at, &a.id).cmp(&(b.last_assigned_at, &b.id))),
+        };
+        match pick.map(|a| a.id.clone()) {
+            Some(id) => self.assign(&id, actor, depth),
+            None => self.trace.push(Step::Waiting {
+                queue: queue.to_string(),
+                why: "no agent available".into(),
+            }),
+        }
+        Ok(())
+    }
+
+    pub(super) fn assign(&mut self, agent: &str, actor: &str, depth: u32) {
+        if self.conv.assignee.as_deref() == Some(agent) {
+            return;
+        }
+        self.audit(
+            actor,
+            "assigned",
+            json!({ "assignee": self.conv.assignee }),
+            json!({ "assignee": agent, "queue": self.conv.queue }),
+        );
+        self.conv.assignee = Some(agent.to_string());
+        self.cs.assigned.push(agent.to_string());
+        if let Some(t) = self.ticket.as_mut() {
+            if t.owner.is_none() {
+                t.owner = Some(agent.to_string());
+            }
+        }
+        self.trace.push(Step::Assigned {
+            agent: agent.to_string(),
+        });
+        self.caused(
+            "conversation.assigned",
+            json!({ "assignee": agent }),
+            depth + 1,
+        );
+    }
+}

@@ -1,0 +1,694 @@
+//! Phases 2 and 3 of validation: names and references, limits, durations, cron, scripts and
+//! templates, flow reachability and the 24-hour window, while building the compiled [`Pack`].
+//! Every problem is reported; the pack is returned only when there is no error.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use regex::Regex;
+use sha2::{Digest, Sha256};
+
+use crate::calendar::{
+    parse_clock, parse_date, parse_duration, parse_tz, weekday_index, CalendarRt,
+};
+use crate::channel::{ChannelCaps, Channels};
+use crate::classify::{normalize, Classifier, IntentSpec, UNKNOWN};
+use crate::config::*;
+use crate::diag::{name_hint, Diagnostics};
+use crate::entities::Extractor;
+use crate::load::{Item, RawPack};
+use crate::pack::*;
+use crate::script::{CompileError, Sandbox, SCOPE_NAMES};
+use crate::span::{Pos, Sp};
+use crate::template::Template;
+
+mod actions;
+mod flows;
+mod messages;
+mod rules;
+mod sections;
+
+use flows::*;
+use messages::*;
+use rules::*;
+use sections::*;
+
+/// Events a rule may name in `when` (plus `timer.<name>` and `schedule.<name>`).
+pub const EVENTS: &[&str] = &[
+    "message.received",
+    "message.status",
+    "conversation.created",
+    "conversation.assigned",
+    "conversation.status_changed",
+    "ticket.created",
+    "ticket.updated",
+    "agent.replied",
+    "flow.completed",
+    "flow.abandoned",
+    "sla.breached",
+    "sla.warning",
+    "order.created",
+    "order.updated",
+    "order.cancelled",
+    "order.fulfilled",
+];
+
+/// Events that usually arrive when the customer has not written for a day: what they send
+/// must be an approved WhatsApp template.
+fn outside_window(event: &str) -> bool {
+    event.starts_with("order.") || event.starts_with("schedule.")
+}
+
+struct Ctx<'a> {
+    raw: &'a RawPack,
+    /// The limits the pack's messages must keep to (the strictest served channel's).
+    caps: ChannelCaps,
+    d: &'a mut Diagnostics,
+    sandbox: &'a Sandbox,
+    queues: BTreeSet<String>,
+    flows: BTreeSet<String>,
+    templates: BTreeSet<String>,
+    intents: BTreeSet<String>,
+    entities: BTreeSet<String>,
+    calendars: BTreeSet<String>,
+    connectors: BTreeMap<String, Option<ConnectorKind>>,
+    /// Templates that have a WhatsApp form.
+    wa_templates: BTreeSet<String>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum ConnectorKind {
+    Store,
+    Webhook,
+    Http,
+}
+
+impl Ctx<'_> {
+    fn file(&self, f: usize) -> &str {
+        &self.raw.files[f].display
+    }
+
+    fn err(&mut self, f: usize, pos: Pos, msg: impl Into<String>) -> &mut crate::diag::Diagnostic {
+        let file = self.raw.files[f].display.clone();
+        self.d.error(&file, pos, msg)
+    }
+
+    fn warn(&mut self, f: usize, pos: Pos, msg: impl Into<String>) -> &mut crate::diag::Diagnostic {
+        let file = self.raw.files[f].display.clone();
+        self.d.warning(&file, pos, msg)
+    }
+
+    fn broken(&self, section: &str, name: &str) -> bool {
+        self.raw
+            .broken
+            .get(section)
+            .is_some_and(|s| s.contains(name))
+    }
+
+    /// Checks that `name` is defined in `section`; reports it otherwise.
+    fn reference(
+        &mut self,
+        f: usize,
+        name: &Sp<String>,
+        section: &'static str,
+        kind: &str,
+    ) -> bool {
+        let set = match section {
+            "queues" => &self.queues,
+            "flows" => &self.flows,
+            "templates" => &self.templates,
+            "intents" => &self.intents,
+            "entities" => &self.entities,
+            "calendars" => &self.calendars,
+            _ => unreachable!("a section with names"),
+        };
+        if set.contains(&name.value) {
+            return true;
+        }
+        if self.broken(section, &name.value) {
+            return false;
+        }
+        let hint = name_hint(&name.value, section, set.iter().map(String::as_str));
+        self.err(f, name.pos, format!("undefined {kind} `{}`", name.value))
+            .hint(hint);
+        false
+    }
+
+    fn connector(&mut self, f: usize, name: &Sp<String>, want: ConnectorKind) -> bool {
+        match self.connectors.get(&name.value) {
+            Some(Some(k)) if *k == want => true,
+            Some(Some(_)) => {
+                let what = match want {
+                    ConnectorKind::Store => "a store connector (shopify, static or demo)",
+                    ConnectorKind::Webhook => "a webhook connector",
+                    ConnectorKind::Http => "an http connector",
+                };
+                self.err(
+                    f,
+                    name.pos,
+                    format!("connector `{}` is not {what}", name.value),
+                );
+                false
+            }
+            Some(None) => false,
+            None => {
+                let hint = name_hint(
+                    &name.value,
+                    "connectors",
+                    self.connectors.keys().map(String::as_str),
+                );
+                self.err(f, name.pos, format!("undefined connector `{}`", name.value))
+                    .hint(hint);
+                false
+            }
+        }
+    }
+
+    /// Where a position inside a YAML scalar's text is in the file.
+    fn inner_pos(&self, f: usize, at: Pos, line: usize, col: usize) -> Pos {
+        inner_pos(&self.raw.files[f].text, at, line, col)
+    }
+
+    fn script(&mut self, f: usize, src: &Sp<String>) -> Option<rhai::AST> {
+        match self.sandbox.compile(&src.value) {
+            Ok(ast) => Some(ast),
+            Err(CompileError { message, line, col }) => {
+                let pos = self.inner_pos(f, src.pos, line, col);
+                let hint = script_hint(&message);
+                let d = self.err(f, pos, format!("script does not compile: {message}"));
+                if let Some(h) = hint {
+                    d.hint(h);
+                }
+                None
+            }
+        }
+    }
+
+    fn template(&mut self, f: usize, src: &Sp<String>) -> Option<Template> {
+        self.template_with(f, src, &[])
+    }
+
+    /// A template that also sees `local` names (a list row's `item`).
+    fn template_with(&mut self, f: usize, src: &Sp<String>, local: &[&str]) -> Option<Template> {
+        match Template::compile_with(self.sandbox, &src.value, local) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                // Offset in the template text → line/col inside the scalar.
+                let before = &src.value[..e.offset.min(src.value.len())];
+                let line = before.matches('\n').count() + 1;
+                let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+                let (line, col) = match &e.inner {
+                    Some(inner) if inner.line <= 1 => (line, col + inner.col - 1),
+                    Some(inner) => (line + inner.line - 1, inner.col),
+                    None => (line, col),
+                };
+                let pos = self.inner_pos(f, src.pos, line, col);
+                let mut hint = script_hint(&e.message);
+                if let Some(h) = hint.as_mut().filter(|h| h.starts_with("scripts can use")) {
+                    for n in local {
+                        h.push_str(", ");
+                        h.push_str(n);
+                    }
+                }
+                let d = self.err(f, pos, format!("template does not compile: {}", e.message));
+                if let Some(h) = hint {
+                    d.hint(h);
+                }
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, f: usize, s: &Sp<String>) -> Option<Duration> {
+        match parse_duration(&s.value) {
+            Ok(d) => Some(d),
+            Err(m) => {
+                self.err(f, s.pos, m)
+                    .hint("write a whole number and a unit: `90s`, `15m`, `2h`, `1d`");
+                None
+            }
+        }
+    }
+
+    fn limit(&mut self, f: usize, s: &Sp<String>, what: &str, max: usize) {
+        let n = s.value.chars().count();
+        if n > max {
+            self.err(
+                f,
+                s.pos,
+                format!(
+                    "{what} is {n} characters; {} allows at most {max}",
+                    self.caps.label
+                ),
+            );
+        }
+    }
+
+    fn ident(&mut self, f: usize, s: &Sp<String>, what: &str) -> bool {
+        let ok = !s.value.is_empty()
+            && s.value
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && s.value
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            self.err(f, s.pos, format!("`{}` is not a valid {what}", s.value))
+                .hint("use lower-case letters, digits and `_`, starting with a letter");
+        }
+        ok
+    }
+
+    fn tag(&mut self, f: usize, t: &Sp<String>) -> bool {
+        let ok = !t.value.is_empty()
+            && t.value.len() <= 64
+            && t.value
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ':' | '.'));
+        if !ok {
+            self.err(f, t.pos, format!("`{}` is not a valid tag", t.value))
+                .hint("tags are up to 64 letters, digits, `_`, `-`, `:` or `.`");
+        }
+        ok
+    }
+}
+
+/// Maps a position inside a scalar's text to the file: quoted scalars start one column after
+/// the quote, block scalars (`|`, `>`) on the next line at their indentation.
+pub(crate) fn inner_pos(text: &str, at: Pos, line: usize, col: usize) -> Pos {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(first) = lines.get((at.line as usize).saturating_sub(1)) else {
+        return at;
+    };
+    let start: Vec<char> = first
+        .chars()
+        .skip((at.col as usize).saturating_sub(1))
+        .collect();
+    let at_line_start = first
+        .chars()
+        .take((at.col as usize).saturating_sub(1))
+        .all(|c| c == ' ');
+    match start.first() {
+        Some('"') | Some('\'') if line <= 1 => Pos::new(at.line, at.col + col as u32),
+        // The content of a block scalar: every line has the first line's indentation.
+        _ if at_line_start => Pos::new(at.line + line as u32 - 1, at.col + col as u32 - 1),
+        Some('|') | Some('>') => {
+            let l = at.line as usize + line;
+            let indent = lines
+                .get(l - 1)
+                .map(|s| s.chars().take_while(|c| *c == ' ').count())
+                .unwrap_or(0);
+            Pos::new(l as u32, (indent + col) as u32)
+        }
+        _ if line <= 1 => Pos::new(at.line, at.col + col as u32 - 1),
+        _ => Pos::new(at.line + line as u32 - 1, col as u32),
+    }
+}
+
+fn script_hint(message: &str) -> Option<String> {
+    if message.contains("Undefined variable: item") {
+        Some("`item` is known only in a list's `row` (each element of its `rows_from`)".into())
+    } else if message.contains("Undefined variable") {
+        Some(format!("scripts can use: {}", SCOPE_NAMES.join(", ")))
+    } else if message.contains("Invalid character: '") {
+        Some("Rhai strings take double quotes: \"text\"".into())
+    } else if message.contains("is disabled") {
+        Some("the sandbox evaluates expressions over the scope; `eval` is not available".into())
+    } else {
+        None
+    }
+}
+
+/// Checks the whole raw pack and builds it. Returns `None` when any error was reported.
+pub fn build(raw: &RawPack, d: &mut Diagnostics, channels: &Channels) -> Option<Pack> {
+    let first = 0usize;
+    if raw.files.is_empty() {
+        return None;
+    }
+
+    // Version.
+    if raw.version.is_empty()
+        && !raw.broken.contains_key("version")
+        && !raw.broken.contains_key("file")
+    {
+        let file = raw.files[first].display.clone();
+        d.error(&file, Pos::UNKNOWN, "the pack has no `version`")
+            .hint("add `version: 1` to one file");
+    }
+    for (f, v) in &raw.version {
+        if v.value != 1 {
+            let file = raw.files[*f].display.clone();
+            d.error(
+                &file,
+                v.pos,
+                format!("unsupported pack format version {}", v.value),
+            )
+            .hint("this Switchyard reads `version: 1`");
+        }
+    }
+
+    // Duplicates across files.
+    duplicates(raw, d);
+
+    // Calendars first: scripts may call `in_calendar`.
+    let default_tz = raw
+        .settings
+        .first()
+        .and_then(|(_, s)| s.timezone.as_ref())
+        .and_then(|t| parse_tz(&t.value).ok())
+        .unwrap_or(chrono_tz::UTC);
+    let mut calendars = BTreeMap::new();
+    for it in &raw.calendars {
+        if let Some(c) = calendar(raw, it, default_tz, d) {
+            calendars.insert(it.name.value.clone(), c);
+        }
+    }
+    let calendars = Arc::new(calendars);
+
+    let extra_names = lookup_binds(raw);
+    let sandbox = Sandbox::new(calendars.clone(), extra_names);
+
+    fn names<T>(v: &[Item<T>]) -> BTreeSet<String> {
+        v.iter().map(|i| i.name.value.clone()).collect()
+    }
+    let mut cx = Ctx {
+        raw,
+        d,
+        sandbox: &sandbox,
+        caps: channels.strictest(),
+        queues: names(&raw.queues),
+        flows: names(&raw.flows),
+        templates: names(&raw.templates),
+        intents: names(&raw.intents),
+        entities: names(&raw.entities),
+        calendars: names(&raw.calendars),
+        connectors: raw
+            .connectors
+            .iter()
+            .map(|i| {
+                let k = match &i.value.value {
+                    Connector::Webhook { .. } => ConnectorKind::Webhook,
+                    Connector::Http { .. } => ConnectorKind::Http,
+                    _ => ConnectorKind::Store,
+                };
+                (i.name.value.clone(), Some(k))
+            })
+            .chain(
+                raw.broken
+                    .get("connectors")
+                    .into_iter()
+                    .flatten()
+                    .map(|n| (n.clone(), None)),
+            )
+            .collect(),
+        wa_templates: raw
+            .templates
+            .iter()
+            .filter(|t| t.value.whatsapp.is_some())
+            .map(|t| t.name.value.clone())
+            .collect(),
+    };
+
+    // Settings.
+    let settings = settings(&mut cx, default_tz);
+
+    // Intents and the classifier.
+    let intent_specs = intents(&mut cx);
+
+    // Entities.
+    let mut entities = Vec::new();
+    for it in &raw.entities {
+        if let Some(x) = entity(&mut cx, it) {
+            entities.push((it.name.value.clone(), x));
+        }
+    }
+
+    // Templates.
+    let mut templates = BTreeMap::new();
+    for it in &raw.templates {
+        if let Some(t) = template_def(&mut cx, it) {
+            templates.insert(it.name.value.clone(), t);
+        }
+    }
+
+    // Queues.
+    let mut queues = BTreeMap::new();
+    for it in &raw.queues {
+        let f = it.file;
+        let q = &it.value.value;
+        let mut rt = QueueRt {
+            assignment: q.assignment.value,
+            sla: None,
+            on_shift_end: q.on_shift_end.as_ref().map(|x| x.value).unwrap_or_default(),
+        };
+        if let Some(sla) = &q.sla {
+            let sla = &sla.value;
+            let mut targets =
+                |t: [&Option<Sp<String>>; 3]| t.map(|x| x.as_ref().and_then(|x| cx.duration(f, x)));
+            let mut srt = SlaRt {
+                targets: targets([&sla.first_response, &sla.next_response, &sla.resolution]),
+                ..Default::default()
+            };
+            if let Some(bp) = &sla.by_priority {
+                for (i, t) in [&bp.low, &bp.normal, &bp.high, &bp.urgent]
+                    .into_iter()
+                    .enumerate()
+                {
+                    if let Some(t) = t {
+                        srt.by_priority[i] =
+                            targets([&t.first_response, &t.next_response, &t.resolution]);
+                    }
+                }
+            }
+            if let Some(c) = &sla.calendar {
+                if cx.reference(f, c, "calendars", "calendar") {
+                    srt.calendar = Some(c.value.clone());
+                }
+            }
+            if let Some(w) = &sla.warn_at {
+                if w.value > 0.0 && w.value < 1.0 {
+                    srt.warn_at = Some(w.value);
+                } else {
+                    cx.err(f, w.pos, format!("warn_at is {}, not a fraction", w.value))
+                        .hint("a number between 0 and 1, e.g. `0.8` to warn when 80% of the time has passed");
+                }
+            }
+            rt.sla = Some(srt);
+        }
+        queues.insert(it.name.value.clone(), rt);
+    }
+
+    // Connectors.
+    let connectors: BTreeMap<String, ConnectorRt> = raw
+        .connectors
+        .iter()
+        .map(|it| {
+            let rt = match &it.value.value {
+                Connector::Shopify {
+                    shop_env,
+                    token_env,
+                    api_version,
+                    fallback,
+                } => ConnectorRt::Shopify {
+                    shop_env: shop_env.clone(),
+                    token_env: token_env.clone(),
+                    api_version: api_version.clone(),
+                    fallback: fallback.clone(),
+                },
+                Connector::Demo {} => ConnectorRt::Demo,
+                Connector::Static { file } => ConnectorRt::Static { file: file.clone() },
+                Connector::Http {
+                    method,
+                    url,
+                    headers,
+                    body,
+                    map,
+                    timeout,
+                    retries,
+                    cache,
+                } => ConnectorRt::Http(HttpLookupRt {
+                    method: method
+                        .clone()
+                        .unwrap_or_else(|| "GET".into())
+                        .to_ascii_uppercase(),
+                    url: url.clone(),
+                    headers: headers.clone(),
+                    body: body.clone(),
+                    map: map.clone(),
+                    timeout: timeout
+                        .as_deref()
+                        .and_then(|t| parse_duration(t).ok())
+                        .unwrap_or(Duration::from_secs(5)),
+                    retries: retries.unwrap_or(1),
+                    cache: cache.as_deref().and_then(|t| parse_duration(t).ok()),
+                }),
+                Connector::Webhook {
+                    url_env,
+                    secret_env,
+                } => ConnectorRt::Webhook {
+                    url_env: url_env.clone(),
+                    secret_env: secret_env.clone(),
+                },
+            };
+            (it.name.value.clone(), rt)
+        })
+        .collect();
+
+    // Fallbacks name a static or demo store; static files are relative paths in the pack.
+    // (Values inside a tagged connector carry no position: the connector's name does.)
+    for it in &raw.connectors {
+        let (f, pos) = (it.file, it.name.pos);
+        match &it.value.value {
+            Connector::Shopify {
+                fallback: Some(fb), ..
+            } if fb != "demo" => {
+                let ok = raw.connectors.iter().any(|c| {
+                    c.name.value == *fb
+                        && matches!(c.value.value, Connector::Static { .. } | Connector::Demo {})
+                });
+                if !ok {
+                    cx.err(f, pos, format!("fallback `{fb}` is not a `static` or `demo` connector of this pack"))
+                        .hint("`fallback: demo` uses the orders of the pack's test fixtures; or name a connector `{ type: static, file: orders.json }`");
+                }
+            }
+            Connector::Http {
+                method,
+                url,
+                body,
+                map,
+                timeout,
+                cache,
+                ..
+            } => {
+                let m = method.as_deref().unwrap_or("GET").to_ascii_uppercase();
+                if m != "GET" && m != "POST" {
+                    cx.err(f, pos, format!("method `{m}` is not GET or POST"));
+                }
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    cx.err(f, pos, format!("url `{url}` is not an http(s) URL"));
+                }
+                for (what, t) in [("url", Some(url)), ("body", body.as_ref())] {
+                    if let Some(bad) = t.and_then(|t| http_holes(t).err()) {
+                        cx.err(f, pos, format!("{what}: `{{{{{bad}}}}}` is not `{{{{key}}}}` or `{{{{value}}}}`"))
+                            .hint("an http connector fills in `{{key}}` (the lookup's `by`) and `{{value}}`; credentials come from `headers` (header → environment variable)");
+                    }
+                }
+                if map.is_empty() {
+                    cx.err(
+                        f,
+                        pos,
+                        "an http connector needs a `map` of field → JSON pointer",
+                    )
+                    .hint("e.g. `map: { status: /dist/transactionStatus }`");
+                }
+                for (k, p) in map {
+                    if !(p.is_empty() || p.starts_with('/')) {
+                        cx.err(f, pos, format!("map `{k}`: `{p}` is not a JSON pointer"))
+                            .hint("a JSON pointer starts with `/`: `/data/0/status`");
+                    }
+                }
+                for (what, d) in [("timeout", timeout), ("cache", cache)] {
+                    if let Some(Err(e)) = d.as_deref().map(parse_duration) {
+                        cx.err(f, pos, format!("{what}: {e}"));
+                    }
+                }
+            }
+            Connector::Static { file } => {
+                let p = std::path::Path::new(file);
+                if file.trim().is_empty()
+                    || p.is_absolute()
+                    || p.components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir))
+                    || !file.ends_with(".json")
+                {
+                    cx.err(f, pos, format!("`{file}` is not a JSON file inside the pack"))
+                        .hint("a path relative to the pack's directory, ending in `.json` (YAML files there are read as pack files)");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // Flows.
+    let mut flows = BTreeMap::new();
+    for it in &raw.flows {
+        if let Some(fl) = flow(&mut cx, it) {
+            flows.insert(it.name.value.clone(), fl);
+        }
+    }
+
+    // Rules.
+    let mut rules = Vec::new();
+    for (f, r) in &raw.rules {
+        if let Some(rt) = rule(&mut cx, *f, r) {
+            rules.push(rt);
+        }
+    }
+
+    // Schedules.
+    let mut schedules = Vec::new();
+    for (f, s) in &raw.schedules {
+        if let Some(rt) = schedule(&mut cx, *f, s) {
+            schedules.push(rt);
+        }
+    }
+
+    // The 24-hour window.
+    window_checks(&mut cx);
+
+    // Tests.
+    for (f, t) in &raw.tests {
+        test_case(&mut cx, *f, t);
+    }
+
+    if cx.d.has_errors() {
+        return None;
+    }
+    let settings = settings?;
+    let classifier = Classifier::train(&intent_specs, settings.intent_threshold);
+    let index = index_rules(&rules);
+    let mut hasher = Sha256::new();
+    for f in &raw.files {
+        hasher.update(f.rel.as_bytes());
+        hasher.update([0]);
+        hasher.update(f.text.as_bytes());
+        hasher.update([0]);
+    }
+    Some(Pack {
+        hash: hex::encode(hasher.finalize()),
+        files: raw.files.iter().map(|f| f.rel.clone()).collect(),
+        settings,
+        classifier,
+        entities,
+        templates,
+        calendars,
+        queues,
+        connectors,
+        flows,
+        rules,
+        index,
+        schedules,
+        tests: Vec::new(),
+        sandbox,
+    })
+}
+
+/// The `{{…}}` holes of an http connector's URL or body: `Err(name)` for one that is not
+/// `key` or `value`.
+pub fn http_holes(t: &str) -> Result<(), String> {
+    let mut rest = t;
+    while let Some(i) = rest.find("{{") {
+        let after = &rest[i + 2..];
+        let Some(j) = after.find("}}") else {
+            return Err(after.chars().take(20).collect());
+        };
+        let name = after[..j].trim();
+        if name != "key" && name != "value" {
+            return Err(name.to_string());
+        }
+        rest = &after[j + 2..];
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! Rules and schedules: events, conditions, the intents a condition requires (the rule index).
+
+use super::*;
+
+pub(super) fn check_event(cx: &mut Ctx, f: usize, when: &Sp<String>) -> bool {
+    let w = &when.value;
+    let ok = EVENTS.contains(&w.as_str())
+        || w.strip_prefix("timer.").is_some_and(|n| !n.is_empty())
+        || w.strip_prefix("schedule.").is_some_and(|n| !n.is_empty());
+    if !ok {
+        let hint = crate::diag::did_you_mean(w, EVENTS.iter().copied()).unwrap_or_else(|| {
+            format!(
+                "events are {}, `timer.NAME` and `schedule.NAME`",
+                EVENTS.join(", ")
+            )
+        });
+        cx.err(f, when.pos, format!("unknown event `{w}`"))
+            .hint(hint);
+    }
+    ok
+}
+
+/// Schedules fire outside any conversation: their actions (and those of rules on
+/// `schedule.<name>`) may only post webhooks.
+pub(super) fn outside_conversation(cx: &mut Ctx, f: usize, actions: &[Sp<Action>], what: &str) {
+    for a in actions {
+        if !matches!(a.value, Action::Webhook(_) | Action::Stop) {
+            cx.err(
+                f,
+                a.pos,
+                format!("`{}` needs a conversation, and {what} runs outside any", a.value.name()),
+            )
+            .hint("schedules post to webhooks (`webhook: { connector, body }`); act on conversations from rules on their events");
+        }
+    }
+}
+
+pub(super) fn rule(cx: &mut Ctx, f: usize, r: &Sp<Rule>) -> Option<RuleRt> {
+    let ev_ok = check_event(cx, f, &r.when);
+    if r.when.value.starts_with("schedule.") {
+        outside_conversation(cx, f, &r.then, &format!("`{}`", r.when.value));
+    }
+    let condition = r.condition.as_ref().map(|c| cx.script(f, c));
+    let actions = cx.actions(f, &r.then);
+    if r.then.is_empty() {
+        cx.err(
+            f,
+            r.name.pos,
+            format!("rule `{}` does nothing", r.name.value),
+        )
+        .hint("add actions under `then:`");
+        return None;
+    }
+    let condition = match condition {
+        Some(Some(ast)) => Some(ast),
+        Some(None) => return None,
+        None => None,
+    };
+    let intents = condition.as_ref().and_then(required_intents);
+    if let Some(set) = &intents {
+        for i in set {
+            if !cx.intents.contains(i) && i != UNKNOWN {
+                let hint = name_hint(i, "intents", cx.intents.iter().map(String::as_str));
+                let pos = r.condition.as_ref().map(|c| c.pos).unwrap_or(r.pos);
+                cx.err(
+                    f,
+                    pos,
+                    format!("the condition tests undefined intent `{i}`"),
+                )
+                .hint(hint);
+                return None;
+            }
+        }
+    }
+    (ev_ok).then_some(())?;
+    Some(RuleRt {
+        name: r.name.value.clone(),
+        when: r.when.value.clone(),
+        condition,
+        actions: actions?,
+        stop: r.stop,
+        intents,
+    })
+}
+
+pub(super) fn schedule(cx: &mut Ctx, f: usize, s: &Sp<Schedule>) -> Option<ScheduleRt> {
+    let fields = s.cron.value.split_whitespace().count();
+    let cron = match s.cron.value.parse::<cron::Schedule>() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            let msg = if fields != 6 && fields != 7 {
+                format!(
+                    "cron expression `{}` has {fields} fields; it needs 6 (or 7 with a year)",
+                    s.cron.value
+                )
+            } else {
+                format!(
+                    "cron expression `{}` does not parse: {}",
+                    s.cron.value,
+                    main_line(&e.to_string())
+                )
+            };
+            cx.err(f, s.cron.pos, msg)
+                .hint("six fields, seconds first: `sec min hour day-of-month month day-of-week`; \"0 0 10 * * *\" is 10:00 every day");
+            None
+        }
+    };
+    let condition = match &s.condition {
+        Some(c) => Some(cx.script(f, c)?),
+        None => None,
+    };
+    outside_conversation(cx, f, &s.then, "a schedule");
+    let actions = cx.actions(f, &s.then)?;
+    Some(ScheduleRt {
+        name: s.name.value.clone(),
+        cron: cron?,
+        condition,
+        actions,
+    })
+}
+
+/// The intents a condition requires: `intent == "a"`, `intent == "a" || intent == "b"`, and
+/// either inside `&&`. `None` when the condition can match any intent.
+pub(super) fn required_intents(ast: &rhai::AST) -> Option<BTreeSet<String>> {
+    use rhai::{Expr, Stmt};
+    pub(super) fn of(e: &Expr) -> Option<BTreeSet<String>> {
+        match e {
+            Expr::FnCall(call, _) if call.name == "==" && call.args.len() == 2 => {
+                let (a, b) = (&call.args[0], &call.args[1]);
+                let pair = match (a, b) {
+                    (Expr::Variable(v, ..), Expr::StringConstant(s, _))
+                    | (Expr::StringConstant(s, _), Expr::Variable(v, ..)) => {
+                        Some((v.1.as_str(), s.as_str()))
+                    }
+                    _ => None,
+                };
+                match pair {
+                    Some(("intent", s)) => Some([s.to_string()].into()),
+                    _ => None,
+                }
+            }
+            Expr::And(list, _) => {
+                let sets: Vec<BTreeSet<String>> = list.iter().filter_map(of).collect();
+                sets.into_iter()
+                    .reduce(|a, b| a.intersection(&b).cloned().collect())
+            }
+            Expr::Or(list, _) => {
+                let mut out = BTreeSet::new();
+                for x in list.iter() {
+                    out.extend(of(x)?);
+                }
+                Some(out)
+            }
+            Expr::Stmt(block) => match block.statements() {
+                [Stmt::Expr(e)] => of(e),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+    match ast.statements() {
+        [Stmt::Expr(e)] => of(e),
+        _ => None,
+    }
+}
+
+pub(super) fn index_rules(rules: &[RuleRt]) -> RuleIndex {
+    let mut idx = RuleIndex::default();
+    for (i, r) in rules.iter().enumerate() {
+        let slot = idx.by_event_mut(&r.when);
+        match &r.intents {
+            Some(set) => {
+                for intent in set {
+                    slot.1.entry(intent.clone()).or_default().push(i);
+                }
+            }
+            None => slot.0.push(i),
+        }
+    }
+    idx
+}
