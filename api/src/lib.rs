@@ -7,6 +7,7 @@ pub mod docs;
 mod extract;
 pub mod oversight;
 pub mod team;
+pub mod watch;
 pub mod work;
 
 use std::collections::HashMap;

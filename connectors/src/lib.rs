@@ -1,8 +1,10 @@
 //! Connectors: implementations of the engine's ports — the sandbox channel (records what would
 //! be sent), the demo store (orders from fixtures or a file), the WhatsApp Cloud API (webhook
 //! payloads in `whatsapp`, sending in `cloud_api`), Shopify (`shopify`: order lookups and
-//! writes, order webhook payloads) and outbound webhooks (`webhooks`).
+//! writes, order webhook payloads) and outbound webhooks (`webhooks`); `assemble` builds a
+//! pack's connectors from the environment.
 
+pub mod assemble;
 pub mod channels;
 pub mod cloud_api;
 pub mod demo;

@@ -1,7 +1,7 @@
 //! WhatsApp Cloud API payloads: the webhook handshake and signature, inbound notifications
-//! normalised into engine events, and outbound send requests. No HTTP here: the routes (api
-//! crate) and the sending client come with the channels issue (#4). Facts and sources:
-//! `../shared/reference/whatsapp-shopify.md`.
+//! normalised into engine events, and outbound send requests. No HTTP here: the route is in
+//! the api crate (`POST /webhooks/whatsapp`), the sending client in [`crate::cloud_api`]; the
+//! channel's limits are `switchyard_rules::channel::WHATSAPP`.
 
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};

@@ -13,6 +13,7 @@ pub mod classify;
 pub mod config;
 pub mod diag;
 pub mod entities;
+pub mod eval;
 pub mod load;
 pub mod pack;
 pub mod script;

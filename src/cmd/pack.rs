@@ -1,0 +1,229 @@
+//! `validate`, `classify` (and `--eval`), `test`, `schema`: the rule pack's commands.
+
+use super::*;
+
+pub(crate) fn load(dir: &Path) -> Result<Loaded> {
+    load_dir(dir).with_context(|| format!("cannot read the rule pack at {}", dir.display()))
+}
+
+pub(crate) fn print_diagnostics(l: &Loaded, out: &mut impl Write) -> std::io::Result<()> {
+    for d in &l.diagnostics.items {
+        writeln!(out, "{d}")?;
+    }
+    Ok(())
+}
+
+pub(crate) fn validate(dir: &Path, deny_warnings: bool) -> Result<ExitCode> {
+    let l = load(dir)?;
+    let mut out = std::io::stdout().lock();
+    print_diagnostics(&l, &mut out)?;
+    let errors = l.diagnostics.errors().count();
+    let warnings = l.diagnostics.warnings().count();
+    match l.accepted(deny_warnings) {
+        Some(p) => {
+            writeln!(
+                out,
+                "{}: valid ({} files, {} intents, {} rules, {} flows, {} tests; {} warnings; version {})",
+                dir.display(),
+                p.files.len(),
+                p.classifier.intent_names().count(),
+                p.rules.len(),
+                p.flows.len(),
+                p.tests.len(),
+                warnings,
+                &p.hash[..12],
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            let why = if errors == 0 {
+                " (--deny-warnings)"
+            } else {
+                ""
+            };
+            writeln!(
+                out,
+                "{}: invalid: {errors} errors, {warnings} warnings{why}",
+                dir.display()
+            )?;
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Loads a pack for commands that need a valid one; prints its problems on stderr otherwise.
+pub(crate) fn valid_pack(dir: &Path) -> Result<Option<Pack>> {
+    let l = load(dir)?;
+    if l.pack.is_none() {
+        print_diagnostics(&l, &mut std::io::stderr().lock())?;
+        eprintln!(
+            "{}: invalid; run `switchyard validate {}`",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(l.pack)
+}
+
+pub(crate) fn classify(dir: &Path) -> Result<ExitCode> {
+    let Some(pack) = valid_pack(dir)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let stdin = std::io::stdin().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for line in stdin.lines() {
+        let line = line.context("reading stdin")?;
+        let (c, entities) = pack.classify(&line);
+        let v = serde_json::json!({
+            "text": line,
+            "intent": c.intent,
+            "confidence": (c.confidence as f64 * 1000.0).round() / 1000.0,
+            "entities": entities,
+        });
+        writeln!(out, "{v}")?;
+        out.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn eval_cmd(dir: &Path, file: &Path, min_accuracy: Option<f64>) -> Result<ExitCode> {
+    let Some(pack) = valid_pack(dir)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let mut rdr =
+        csv::Reader::from_path(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let headers = rdr.headers()?.clone();
+    let col = |name: &str| headers.iter().position(|h| h.trim() == name);
+    let (Some(ti), Some(ii)) = (col("text"), col("intent")) else {
+        anyhow::bail!("{}: needs the columns `text` and `intent`", file.display());
+    };
+    let mut labelled = Vec::new();
+    for (n, rec) in rdr.records().enumerate() {
+        let rec = rec.with_context(|| format!("{}: row {}", file.display(), n + 2))?;
+        let field = |i: usize| rec.get(i).unwrap_or("").to_string();
+        labelled.push((field(ti), field(ii)));
+    }
+    if labelled.is_empty() {
+        anyhow::bail!("{}: no rows", file.display());
+    }
+    let ev = switchyard_rules::eval::evaluate(&pack, labelled);
+    let mut out = std::io::stdout().lock();
+    for want in &ev.unknown_labels {
+        writeln!(
+            out,
+            "note: the pack has no intent `{want}`; those rows can only be wrong"
+        )?;
+    }
+    let accuracy = ev.accuracy();
+    writeln!(
+        out,
+        "accuracy: {:.3} ({}/{})",
+        accuracy,
+        ev.correct(),
+        ev.rows.len()
+    )?;
+    writeln!(
+        out,
+        "\n{:<18} {:>9} {:>7} {:>8}",
+        "intent", "precision", "recall", "support"
+    )?;
+    for s in ev.per_intent() {
+        writeln!(
+            out,
+            "{:<18} {:>9.2} {:>7.2} {:>8}",
+            s.intent, s.precision, s.recall, s.support
+        )?;
+    }
+    let confusions = ev.confusions();
+    if !confusions.is_empty() {
+        writeln!(out, "\nconfusions (expected → got: messages):")?;
+        for ((w, g), texts) in confusions {
+            writeln!(out, "  {w} → {g} ({}):", texts.len())?;
+            for t in texts {
+                writeln!(out, "    {t:?}")?;
+            }
+        }
+        writeln!(
+            out,
+            "\nTo improve: add examples like these, in the customers' own words, to the expected intents; \
+             or adjust settings.intent_threshold ({}).",
+            pack.settings.intent_threshold
+        )?;
+    }
+    match min_accuracy {
+        Some(min) if accuracy < min => {
+            writeln!(
+                out,
+                "\naccuracy {accuracy:.3} is below --min-accuracy {min}"
+            )?;
+            Ok(ExitCode::from(1))
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+pub(crate) fn test_cmd(dir: &Path, filter: Option<&str>) -> Result<ExitCode> {
+    let Some(pack) = valid_pack(dir)? else {
+        return Ok(ExitCode::from(1));
+    };
+    // The pack's connectors build HTTP clients (never called in tests).
+    switchyard_connectors::cloud_api::install_tls();
+    let pack = std::sync::Arc::new(pack);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut out = std::io::stdout().lock();
+    let (mut passed, mut failed) = (0, 0);
+    for case in pack
+        .tests
+        .iter()
+        .filter(|c| filter.is_none_or(|f| c.name.value.contains(f)))
+    {
+        // A case's fixtures are its store; without any, the pack's connectors as `serve` has
+        // them with no credentials (e.g. a `static` store's file).
+        let lookup: Arc<dyn switchyard_engine::ports::Lookup> = if case.fixtures.orders.is_empty() {
+            switchyard_connectors::assemble::assemble(&pack, dir, |_| None)?.lookup
+        } else {
+            Arc::new(switchyard_connectors::demo::DemoStore::new(
+                case.fixtures.orders.clone(),
+            ))
+        };
+        let report = rt
+            .block_on(switchyard_engine::testing::run_case(
+                pack.clone(),
+                case,
+                lookup,
+            ))
+            .with_context(|| format!("test `{}` could not run", case.name.value))?;
+        if report.passed() {
+            passed += 1;
+            writeln!(out, "ok      {}", report.name)?;
+        } else {
+            failed += 1;
+            writeln!(out, "FAILED  {}", report.name)?;
+            for f in &report.failures {
+                writeln!(out, "    {f}")?;
+            }
+            writeln!(out, "  conversation:")?;
+            for l in &report.transcript {
+                writeln!(out, "    {l}")?;
+            }
+            writeln!(out, "  decision trace:")?;
+            for t in &report.traces {
+                writeln!(out, "    {t}")?;
+            }
+        }
+    }
+    writeln!(out, "{passed} passed, {failed} failed")?;
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub(crate) fn schema() -> Result<ExitCode> {
+    let s = serde_json::to_string_pretty(&switchyard_rules::json_schema())?;
+    println!("{s}");
+    Ok(ExitCode::SUCCESS)
+}
