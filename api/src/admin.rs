@@ -241,3 +241,40 @@ pub async fn conversation(
         window_open: v.window_open,
     }))
 }
+
+/// One decision: the pack version that took it and why it went as it did.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Decision {
+    /// The hash of the rule pack that decided.
+    pub pack: String,
+    pub trace: switchyard_engine::trace::Trace,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TraceList {
+    /// Oldest first: one per event processed (customer messages, taps, order events,
+    /// timers, agents' actions).
+    pub decisions: Vec<Decision>,
+}
+
+/// Why the conversation is where it is: every decision taken on it — the intent and its
+/// confidence, the rules looked at, flow steps, lookups, sends, routes and assignments. Agents
+/// see the traces of the conversations they may see.
+#[utoipa::path(get, path = "/api/v1/conversations/{id}/trace", tag = "conversations",
+    params(("id" = i64, Path)), security(("bearer" = [])),
+    responses((status = 200, body = TraceList), (status = "4XX", body = crate::ErrorBody)))]
+pub async fn trace(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+    Id(id): Id,
+) -> Result<Json<TraceList>, ApiError> {
+    let decisions = s
+        .runtime
+        .engine
+        .traces_for(&p.actor(), id)
+        .await?
+        .into_iter()
+        .map(|(pack, trace)| Decision { pack, trace })
+        .collect();
+    Ok(Json(TraceList { decisions }))
+}

@@ -50,6 +50,7 @@ impl Modify for Bearer {
         admin::revoke_token,
         work::list_conversations,
         admin::conversation,
+        admin::trace,
         work::claim,
         work::assign,
         work::handoff,

@@ -10,9 +10,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
-use switchyard_engine::model::{
-    now_millis as now, Conversation, Priority, Status, Ticket, TicketStatus,
-};
+use switchyard_engine::model::{now_millis as now, Conversation, Ticket};
 use switchyard_engine::pipeline::{ActError, Acted, Actor, AgentAction, TicketUpdate};
 use switchyard_engine::store::{ConversationLine, ConversationQuery, TicketQuery};
 
@@ -37,47 +35,16 @@ fn actor(p: &Principal) -> Actor {
     p.actor()
 }
 
-pub(crate) fn parse_status(field: &'static str, s: &str) -> Result<Status, ApiError> {
-    Ok(match s {
-        "new" => Status::New,
-        "open" => Status::Open,
-        "waiting" => Status::Waiting,
-        "escalated" => Status::Escalated,
-        "resolved" => Status::Resolved,
-        _ => {
-            return Err(ApiError::Unprocessable(format!(
-                "{field}: `{s}` is not one of new, open, waiting, escalated, resolved"
-            )))
-        }
-    })
-}
-
-pub(crate) fn parse_priority(field: &'static str, s: &str) -> Result<Priority, ApiError> {
-    Ok(match s {
-        "low" => Priority::Low,
-        "normal" => Priority::Normal,
-        "high" => Priority::High,
-        "urgent" => Priority::Urgent,
-        _ => {
-            return Err(ApiError::Unprocessable(format!(
-                "{field}: `{s}` is not one of low, normal, high, urgent"
-            )))
-        }
-    })
-}
-
-fn parse_ticket_status(field: &'static str, s: &str) -> Result<TicketStatus, ApiError> {
-    Ok(match s {
-        "open" => TicketStatus::Open,
-        "pending" => TicketStatus::Pending,
-        "resolved" => TicketStatus::Resolved,
-        "closed" => TicketStatus::Closed,
-        _ => {
-            return Err(ApiError::Unprocessable(format!(
-                "{field}: `{s}` is not one of open, pending, resolved, closed"
-            )))
-        }
-    })
+/// A closed set's value from a request (`status`, `priority` …), or 422 naming the field and
+/// the values it takes.
+pub(crate) fn parse_name<T>(field: &'static str, s: &str) -> Result<T, ApiError>
+where
+    T: std::str::FromStr<Err = switchyard_rules::config::UnknownName>,
+{
+    s.parse()
+        .map_err(|e: switchyard_rules::config::UnknownName| {
+            ApiError::Unprocessable(format!("{field}: {e}"))
+        })
 }
 
 /// `limit`: 1 to 200, 50 when absent.
@@ -145,7 +112,7 @@ pub async fn list_conversations(
         status: f
             .status
             .as_deref()
-            .map(|x| parse_status("status", x))
+            .map(|x| parse_name("status", x))
             .transpose()?,
         queue: f.queue,
         assignee: f.assignee,
@@ -153,7 +120,7 @@ pub async fn list_conversations(
         priority: f
             .priority
             .as_deref()
-            .map(|x| parse_priority("priority", x))
+            .map(|x| parse_name("priority", x))
             .transpose()?,
         q: f.q,
         // Narrowed to what the caller may see by the engine.
@@ -285,7 +252,7 @@ pub async fn status(
     Id(id): Id,
     Body(b): Body<StatusBody>,
 ) -> Result<Json<Changed>, ApiError> {
-    let st = parse_status("status", &b.status)?;
+    let st = parse_name("status", &b.status)?;
     Ok(answer(act(&s, &p, id, AgentAction::Status(st)).await?))
 }
 
@@ -330,7 +297,7 @@ pub async fn priority(
     Body(b): Body<PriorityBody>,
 ) -> Result<Json<Changed>, ApiError> {
     require(&p, Role::Supervisor)?;
-    let pr = parse_priority("priority", &b.priority)?;
+    let pr = parse_name("priority", &b.priority)?;
     Ok(answer(act(&s, &p, id, AgentAction::Priority(pr)).await?))
 }
 
@@ -462,7 +429,7 @@ pub async fn list_tickets(
         status: f
             .status
             .as_deref()
-            .map(|x| parse_ticket_status("status", x))
+            .map(|x| parse_name("status", x))
             .transpose()?,
         queue: f.queue,
         owner,
@@ -470,7 +437,7 @@ pub async fn list_tickets(
         priority: f
             .priority
             .as_deref()
-            .map(|x| parse_priority("priority", x))
+            .map(|x| parse_name("priority", x))
             .transpose()?,
         before: f.cursor,
         limit,
@@ -508,7 +475,7 @@ pub async fn create_ticket(
     let priority = b
         .priority
         .as_deref()
-        .map(|x| parse_priority("priority", x))
+        .map(|x| parse_name("priority", x))
         .transpose()?;
     let had = s
         .runtime
@@ -589,12 +556,12 @@ pub async fn update_ticket(
         status: b
             .status
             .as_deref()
-            .map(|x| parse_ticket_status("status", x))
+            .map(|x| parse_name("status", x))
             .transpose()?,
         priority: b
             .priority
             .as_deref()
-            .map(|x| parse_priority("priority", x))
+            .map(|x| parse_name("priority", x))
             .transpose()?,
         owner: b.owner,
         category: b.category,

@@ -1220,6 +1220,42 @@ mod work {
         assert_eq!((st, v["assigned"].as_i64()), (200, Some(1)), "{v}");
         let (_, v) = get(&c, &s, &format!("/api/v1/conversations/{conv}"), &ayesha).await;
         assert_eq!(v["conversation"]["assignee"], "ayesha");
+        // Why it is here: every decision, typed, for those who may see the conversation.
+        let trace = format!("/api/v1/conversations/{conv}/trace");
+        let (st, v) = get(&c, &s, &trace, &ayesha).await;
+        assert_eq!(st, 200, "{v}");
+        let steps: Vec<&serde_json::Value> = v["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|d| d["trace"]["steps"].as_array().unwrap())
+            .collect();
+        let has = |kind: &str, key: &str, val: &str| {
+            steps.iter().any(|s| s["kind"] == kind && s[key] == val)
+        };
+        assert!(has("rule", "rule", "echo"), "{v}");
+        assert!(
+            has("send", "by", "rule:echo") || has("send", "message", "text"),
+            "{v}"
+        );
+        assert!(has("assigned", "agent", "ayesha"), "{v}");
+        assert_eq!(
+            v["decisions"][0]["pack"].as_str().map(str::len),
+            Some(64),
+            "{v}"
+        );
+        let bilal = new_token(&c, &s, "agent", Some("bilal")).await;
+        let (st, v) = get(&c, &s, &trace, &bilal).await;
+        assert_eq!(
+            (st, v["error"]["message"].as_str()),
+            (
+                403,
+                Some(
+                    format!("conversation {conv} is neither yours nor in one of your queues")
+                        .as_str()
+                )
+            ),
+        );
         // An agent cannot change their own queues.
         let (st, _) = call(
             &c,

@@ -19,25 +19,6 @@ pub fn parse_rfc3339(s: &str) -> Option<Millis> {
         .map(|t| t.timestamp_millis())
 }
 
-pub fn status_from(s: &str) -> Status {
-    match s {
-        "open" => Status::Open,
-        "waiting" => Status::Waiting,
-        "escalated" => Status::Escalated,
-        "resolved" => Status::Resolved,
-        _ => Status::New,
-    }
-}
-
-pub fn priority_from(s: &str) -> Priority {
-    match s {
-        "low" => Priority::Low,
-        "high" => Priority::High,
-        "urgent" => Priority::Urgent,
-        _ => Priority::Normal,
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Contact {
@@ -189,23 +170,14 @@ pub enum TicketStatus {
     Closed,
 }
 
+switchyard_rules::names!(TicketStatus {
+    Open = "open",
+    Pending = "pending",
+    Resolved = "resolved",
+    Closed = "closed",
+});
+
 impl TicketStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TicketStatus::Open => "open",
-            TicketStatus::Pending => "pending",
-            TicketStatus::Resolved => "resolved",
-            TicketStatus::Closed => "closed",
-        }
-    }
-    pub fn parse(s: &str) -> TicketStatus {
-        match s {
-            "pending" => TicketStatus::Pending,
-            "resolved" => TicketStatus::Resolved,
-            "closed" => TicketStatus::Closed,
-            _ => TicketStatus::Open,
-        }
-    }
     pub fn is_open(self) -> bool {
         matches!(self, TicketStatus::Open | TicketStatus::Pending)
     }

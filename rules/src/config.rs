@@ -539,17 +539,49 @@ pub enum Status {
     Resolved,
 }
 
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::New => "new",
-            Status::Open => "open",
-            Status::Waiting => "waiting",
-            Status::Escalated => "escalated",
-            Status::Resolved => "resolved",
-        }
-    }
+/// A name that is not one of a closed set's (`` `x` is not one of a, b, c ``).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{value}` is not one of {}", allowed.join(", "))]
+pub struct UnknownName {
+    pub value: String,
+    pub allowed: &'static [&'static str],
 }
+
+/// `as_str`, `NAMES` and `FromStr` of a closed set, from one table.
+#[macro_export]
+macro_rules! names {
+    ($t:ty { $($v:ident = $s:literal),+ $(,)? }) => {
+        impl $t {
+            /// Every name, in the set's order.
+            pub const NAMES: &'static [&'static str] = &[$($s),+];
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$v => $s),+
+                }
+            }
+        }
+        impl std::str::FromStr for $t {
+            type Err = $crate::config::UnknownName;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($s => Ok(Self::$v),)+
+                    _ => Err($crate::config::UnknownName {
+                        value: s.to_string(),
+                        allowed: Self::NAMES,
+                    }),
+                }
+            }
+        }
+    };
+}
+
+names!(Status {
+    New = "new",
+    Open = "open",
+    Waiting = "waiting",
+    Escalated = "escalated",
+    Resolved = "resolved",
+});
 
 #[derive(
     Debug,
@@ -572,16 +604,12 @@ pub enum Priority {
     Urgent,
 }
 
-impl Priority {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::Low => "low",
-            Priority::Normal => "normal",
-            Priority::High => "high",
-            Priority::Urgent => "urgent",
-        }
-    }
-}
+names!(Priority {
+    Low = "low",
+    Normal = "normal",
+    High = "high",
+    Urgent = "urgent",
+});
 
 /// The closed set of actions. Each is one key: `- reply: { text: "…" }`, `- tag: vip`, `- stop`.
 #[derive(Debug, Clone, serde::Deserialize, JsonSchema)]

@@ -43,6 +43,12 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Resu
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
+/// A closed set's value as stored (`open`, `urgent` …); anything else is corrupt data.
+fn name<T: std::str::FromStr<Err = switchyard_rules::config::UnknownName>>(s: &str) -> Result<T> {
+    s.parse()
+        .map_err(|e: switchyard_rules::config::UnknownName| StoreError::Corrupt(e.to_string()))
+}
+
 pub(crate) fn json(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
@@ -66,10 +72,10 @@ pub(crate) fn conversation(r: &impl Cols) -> Result<Conversation> {
         id: r.int("id")?,
         contact_id: r.int("contact_id")?,
         channel: r.text("channel")?,
-        status: status_from(&r.text("status")?),
+        status: name(&r.text("status")?)?,
         queue: r.opt_text("queue")?,
         assignee: r.opt_text("assignee")?,
-        priority: priority_from(&r.text("priority")?),
+        priority: name(&r.text("priority")?)?,
         tags: parse(&r.text("tags")?, "tags")?,
         attributes: parse(&r.text("attributes")?, "attributes")?,
         flow: r
@@ -119,8 +125,8 @@ pub(crate) fn ticket(r: &impl Cols, p: &str) -> Result<Ticket> {
         conversation_id: r.int(&c("conversation_id"))?,
         title: r.text(&c("title"))?,
         category: r.opt_text(&c("category"))?,
-        priority: priority_from(&r.text(&c("priority"))?),
-        status: TicketStatus::parse(&r.text(&c("status"))?),
+        priority: name(&r.text(&c("priority"))?)?,
+        status: name(&r.text(&c("status"))?)?,
         owner: r.opt_text(&c("owner"))?,
         queue: r.opt_text(&c("queue"))?,
         due_at: r.opt_int(&c("due_at"))?,
