@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::Value;
+use switchyard_engine::model::JobKind;
 use switchyard_engine::model::{now_millis, Outbound};
 use switchyard_engine::ports::{Channel, Lookup, LookupError, Notifier, SendError};
 use switchyard_engine::store::sqlite::SqliteStore;
@@ -98,7 +99,7 @@ async fn setup(pending: usize) -> (tempfile::TempDir, Arc<dyn Store>, Runtime, V
                 new_jobs: chunk
                     .iter()
                     .map(|j| NewJob {
-                        kind: "timer".into(),
+                        kind: JobKind::Timer,
                         name: format!("later{j}"),
                         due_at: now + 365 * 86_400_000,
                     })
@@ -136,7 +137,7 @@ async fn lateness(store: &Arc<dyn Store>, conv: i64, n: usize) -> Vec<i64> {
     let start = now_millis() + 500;
     let jobs: Vec<NewJob> = (0..n)
         .map(|i| NewJob {
-            kind: "timer".into(),
+            kind: JobKind::Timer,
             name: "due".into(),
             due_at: start + (i as i64 * 2000 / n as i64),
         })

@@ -190,7 +190,6 @@ pub fn ticket_owner_filter(a: &Actor, asked: Option<String>) -> Result<Option<St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Priority, Status};
 
     fn actor(role: Role, agent: Option<&str>) -> Actor {
         Actor {
@@ -201,23 +200,7 @@ mod tests {
     }
 
     fn conv(queue: Option<&str>, assignee: Option<&str>) -> Conversation {
-        Conversation {
-            id: 7,
-            contact_id: 1,
-            channel: "whatsapp".into(),
-            status: Status::Open,
-            queue: queue.map(String::from),
-            assignee: assignee.map(String::from),
-            priority: Priority::Normal,
-            tags: vec![],
-            attributes: Default::default(),
-            flow: None,
-            last_customer_message_at: None,
-            queued_at: None,
-            sla: Default::default(),
-            created_at: 0,
-            updated_at: 0,
-        }
+        Conversation::for_tests(7, queue, assignee)
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::domain::DomainEvent;
 use crate::model::{Direction, Millis};
 use crate::store::Changeset;
 
@@ -47,22 +48,17 @@ pub fn events_of(cs: &Changeset) -> Vec<FeedEvent> {
             ));
         }
     }
-    let entity = format!("conversation:{}", cs.conversation_id);
-    for a in cs.audit.iter().filter(|a| a.entity == entity) {
-        match a.action.as_str() {
-            "routed" if conv.assignee.is_none() => {
-                out.push(ev("conversation.queued", a.after.clone()))
-            }
-            "assigned" => out.push(FeedEvent {
-                assignee: a.after["assignee"].as_str().map(String::from),
-                ..ev("conversation.assigned", a.after.clone())
-            }),
-            "status_changed" => out.push(ev("conversation.status_changed", a.after.clone())),
-            "ticket_opened" => out.push(ev("ticket.created", a.after.clone())),
-            // Written by the SLA timers (the time issue): shown to the owner and the queue.
-            "sla_warning" => out.push(ev("sla.warning", a.after.clone())),
-            "sla_breached" => out.push(ev("sla.breached", a.after.clone())),
-            _ => {}
+    let owned = conv.assignee.is_some();
+    for e in &cs.events {
+        if let Some((kind, data)) = e.feed(owned) {
+            out.push(match e {
+                // The event goes to the agent it names (later changes may have moved it on).
+                DomainEvent::Assigned { agent, .. } => FeedEvent {
+                    assignee: Some(agent.clone()),
+                    ..ev(kind, data)
+                },
+                _ => ev(kind, data),
+            });
         }
     }
     out
@@ -71,44 +67,30 @@ pub fn events_of(cs: &Changeset) -> Vec<FeedEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AuditRecord, Conversation, Priority, Status};
+    use crate::model::Conversation;
 
     #[test]
     fn a_changeset_becomes_what_an_inbox_shows() {
-        let conv = Conversation {
-            id: 7,
-            contact_id: 1,
-            channel: "whatsapp".into(),
-            status: Status::Open,
-            queue: Some("support".into()),
-            assignee: Some("ayesha".into()),
-            priority: Priority::Normal,
-            tags: vec![],
-            attributes: Default::default(),
-            flow: None,
-            last_customer_message_at: None,
-            queued_at: None,
-            sla: Default::default(),
-            created_at: 0,
-            updated_at: 0,
-        };
-        let audit = |action: &str, after: Value| AuditRecord {
-            at: 5,
-            actor: "system".into(),
-            entity: "conversation:7".into(),
-            action: action.into(),
-            before: Value::Null,
-            after,
-        };
+        let conv = Conversation::for_tests(7, Some("support"), Some("ayesha"));
         let cs = Changeset {
             at: 5,
             conversation_id: 7,
             conversation: Some(conv),
-            audit: vec![
-                audit("routed", json!({ "queue": "support" })),
-                audit("assigned", json!({ "assignee": "ayesha" })),
-                audit("tagged", json!({ "tag": "x" })),
-                audit("sla_warning", json!({ "kind": "first_response" })),
+            events: vec![
+                DomainEvent::Routed {
+                    from: None,
+                    to: "support".into(),
+                },
+                DomainEvent::Assigned {
+                    from: None,
+                    agent: "ayesha".into(),
+                    queue: Some("support".into()),
+                },
+                DomainEvent::Tagged { tag: "x".into() },
+                DomainEvent::SlaFired {
+                    warning: true,
+                    sla: json!({ "kind": "first_response" }),
+                },
             ],
             ..Default::default()
         };

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod desk;
+pub mod domain;
 pub mod feed;
 pub mod metrics;
 pub mod model;

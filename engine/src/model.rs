@@ -113,6 +113,28 @@ pub struct SlaClock {
 }
 
 impl Conversation {
+    /// An open WhatsApp conversation with nothing else set, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(id: i64, queue: Option<&str>, assignee: Option<&str>) -> Conversation {
+        Conversation {
+            id,
+            contact_id: 1,
+            channel: "whatsapp".into(),
+            status: Status::Open,
+            queue: queue.map(String::from),
+            assignee: assignee.map(String::from),
+            priority: Priority::Normal,
+            tags: vec![],
+            attributes: Default::default(),
+            flow: None,
+            last_customer_message_at: None,
+            queued_at: None,
+            sla: Default::default(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
     /// Whether the channel's service window is open now (see
     /// [`switchyard_rules::ChannelCaps::window_open`]).
     pub fn window_open(&self, caps: &switchyard_rules::ChannelCaps, now: Millis) -> bool {
@@ -242,13 +264,66 @@ pub struct AuditRecord {
     pub after: Value,
 }
 
+/// What a durable timer is for (the `kind` column of `jobs`; serialized as that name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum JobKind {
+    /// A flow step's `timeout`; the job's name is `flow/step`.
+    FlowTimeout,
+    /// A `timer` action; the name is the timer's.
+    Timer,
+    /// An SLA clock's due time; the name is the clock (`first_response` …).
+    Sla,
+    /// An SLA clock's `warn_at`.
+    SlaWarning,
+    /// The end of a snooze.
+    Snooze,
+    /// A kind this version does not know (written by a newer one): fired as done, traced.
+    Other(String),
+}
+
+impl From<String> for JobKind {
+    fn from(s: String) -> JobKind {
+        JobKind::parse(&s)
+    }
+}
+
+impl From<JobKind> for String {
+    fn from(k: JobKind) -> String {
+        k.as_str().to_string()
+    }
+}
+
+impl JobKind {
+    pub fn as_str(&self) -> &str {
+        match self {
+            JobKind::FlowTimeout => "flow_timeout",
+            JobKind::Timer => "timer",
+            JobKind::Sla => "sla",
+            JobKind::SlaWarning => "sla_warning",
+            JobKind::Snooze => "snooze",
+            JobKind::Other(s) => s,
+        }
+    }
+
+    pub fn parse(s: &str) -> JobKind {
+        match s {
+            "flow_timeout" => JobKind::FlowTimeout,
+            "timer" => JobKind::Timer,
+            "sla" => JobKind::Sla,
+            "sla_warning" => JobKind::SlaWarning,
+            "snooze" => JobKind::Snooze,
+            other => JobKind::Other(other.to_string()),
+        }
+    }
+}
+
 /// A due timer: flow step timeout, `timer` action, snooze.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: i64,
     pub conversation_id: i64,
-    /// `flow_timeout`, `timer`, `snooze`.
-    pub kind: String,
+    pub kind: JobKind,
     /// For flow timeouts `flow/step`; for timers their name.
     pub name: String,
     pub due_at: Millis,

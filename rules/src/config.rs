@@ -1,5 +1,8 @@
 //! What the YAML says: the rule-pack format v1, as serde structs.
 //!
+//! Why one long file: the structs are the pack format's reference — one place that reads
+//! top to bottom like the JSON Schema it generates, section by section.
+//!
 //! These structs mirror the files one to one (unknown keys are denied everywhere) and keep the
 //! position of every value. They are checked and turned into the runtime objects of
 //! [`crate::pack`]; nothing outside this crate reads them except the JSON Schema.
@@ -603,6 +606,48 @@ pub enum Priority {
     High,
     Urgent,
 }
+
+/// The events a rule may name in `when` (besides `timer.<name>` and `schedule.<name>`): what
+/// arrives (messages, statuses, order webhooks, SLA clocks) and what the engine's own changes
+/// cause (`conversation.assigned`, `ticket.created` …, see the engine's `DomainEvent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuleEvent {
+    MessageReceived,
+    MessageStatus,
+    ConversationCreated,
+    ConversationAssigned,
+    ConversationStatusChanged,
+    TicketCreated,
+    TicketUpdated,
+    AgentReplied,
+    FlowCompleted,
+    FlowAbandoned,
+    SlaBreached,
+    SlaWarning,
+    OrderCreated,
+    OrderUpdated,
+    OrderCancelled,
+    OrderFulfilled,
+}
+
+names!(RuleEvent {
+    MessageReceived = "message.received",
+    MessageStatus = "message.status",
+    ConversationCreated = "conversation.created",
+    ConversationAssigned = "conversation.assigned",
+    ConversationStatusChanged = "conversation.status_changed",
+    TicketCreated = "ticket.created",
+    TicketUpdated = "ticket.updated",
+    AgentReplied = "agent.replied",
+    FlowCompleted = "flow.completed",
+    FlowAbandoned = "flow.abandoned",
+    SlaBreached = "sla.breached",
+    SlaWarning = "sla.warning",
+    OrderCreated = "order.created",
+    OrderUpdated = "order.updated",
+    OrderCancelled = "order.cancelled",
+    OrderFulfilled = "order.fulfilled",
+});
 
 names!(Priority {
     Low = "low",

@@ -4,11 +4,12 @@
 //! `agent.replied`, `conversation.status_changed`, `ticket.*`) through the rules, and committing
 //! state, audit records, outbox rows and the trace in one transaction.
 
-use serde_json::{json, Value};
+use serde_json::json;
 use switchyard_rules::pack::MessageRt;
 use switchyard_rules::template::Template;
 
 use super::{Engine, EngineError, Run};
+use crate::domain::DomainEvent;
 use crate::model::*;
 use crate::store::TicketChange;
 
@@ -254,13 +255,13 @@ impl Engine {
                 }
                 for t in add {
                     if !run.conv.tags.contains(&t) {
-                        run.audit(actor, "tagged", Value::Null, json!({ "tag": t }));
+                        run.emit(actor, DomainEvent::Tagged { tag: t.clone() }, 0);
                         run.conv.tags.push(t);
                     }
                 }
                 for t in remove {
                     if run.conv.tags.contains(&t) {
-                        run.audit(actor, "untagged", json!({ "tag": t }), Value::Null);
+                        run.emit(actor, DomainEvent::Untagged { tag: t.clone() }, 0);
                         run.conv.tags.retain(|x| *x != t);
                     }
                 }
@@ -308,7 +309,7 @@ impl Engine {
                 if run.conv.status == Status::New {
                     run.set_status(Status::Open, actor, 0);
                 }
-                run.caused("agent.replied", json!({ "agent": author }), 1);
+                run.emit(actor, DomainEvent::AgentReplied { agent: author }, 0);
             }
             AgentAction::OpenTicket {
                 title,
@@ -429,14 +430,15 @@ impl Run<'_> {
             return Ok(t);
         }
         t.updated_at = self.now;
-        self.cs.audit.push(AuditRecord {
-            at: self.now,
-            actor: actor.into(),
-            entity: format!("ticket:{}", t.id),
-            action: "updated".into(),
-            before: before.clone(),
-            after: after.clone(),
-        });
+        self.emit(
+            actor,
+            DomainEvent::TicketUpdated {
+                ticket: t.id,
+                before: before.clone(),
+                after: after.clone(),
+            },
+            0,
+        );
         self.cs.tickets.push(TicketChange {
             ticket: t.clone(),
             created: false,
@@ -448,7 +450,6 @@ impl Run<'_> {
         } else if self.ticket.as_ref().is_some_and(|o| o.id == t.id) {
             self.ticket = None;
         }
-        self.caused("ticket.updated", json!({ "ticket": t.id }), 1);
         Ok(t)
     }
 }

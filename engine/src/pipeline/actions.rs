@@ -47,13 +47,13 @@ impl<'a> Run<'a> {
             }
             ActionRt::Tag(t) => {
                 if !self.conv.tags.contains(t) {
-                    self.audit(actor, "tagged", Value::Null, json!({ "tag": t }));
+                    self.emit(actor, DomainEvent::Tagged { tag: t.clone() }, 0);
                     self.conv.tags.push(t.clone());
                 }
             }
             ActionRt::Untag(t) => {
                 if self.conv.tags.contains(t) {
-                    self.audit(actor, "untagged", json!({ "tag": t }), Value::Null);
+                    self.emit(actor, DomainEvent::Untagged { tag: t.clone() }, 0);
                     self.conv.tags.retain(|x| x != t);
                 }
             }
@@ -69,11 +69,14 @@ impl<'a> Run<'a> {
                             .get(key)
                             .cloned()
                             .unwrap_or(Value::Null);
-                        self.audit(
+                        self.emit(
                             actor,
-                            "attribute_set",
-                            json!({ key.clone(): before }),
-                            json!({ key.clone(): v.clone() }),
+                            DomainEvent::AttributeSet {
+                                key: key.clone(),
+                                before,
+                                after: v.clone(),
+                            },
+                            depth,
                         );
                         self.conv.attributes.insert(key.clone(), v);
                     }
@@ -83,11 +86,12 @@ impl<'a> Run<'a> {
                             by: actor.to_string(),
                             error: e.to_string(),
                         });
-                        self.audit(
+                        self.emit(
                             actor,
-                            "script_failed",
-                            Value::Null,
-                            json!({ "set": key, "error": e.to_string() }),
+                            DomainEvent::ScriptFailed {
+                                detail: json!({ "set": key, "error": e.to_string() }),
+                            },
+                            0,
                         );
                     }
                 }
@@ -172,26 +176,29 @@ impl<'a> Run<'a> {
                     "event": self.vars.get("event").map(dynamic_to_json).unwrap_or(Value::Null),
                     "at": time(self.now).to_rfc3339(),
                 });
-                self.audit(
+                self.emit(
                     actor,
-                    "webhook_queued",
-                    Value::Null,
-                    json!({ "connector": connector }),
+                    DomainEvent::WebhookQueued {
+                        connector: connector.clone(),
+                    },
+                    depth,
                 );
                 self.cs.webhooks.push((connector.clone(), payload));
             }
             ActionRt::Timer { name, after } => {
-                self.cs.cancel_jobs.push(("timer".into(), name.clone()));
+                self.cs.cancel_jobs.push((JobKind::Timer, name.clone()));
                 self.cs.new_jobs.push(NewJob {
-                    kind: "timer".into(),
+                    kind: JobKind::Timer,
                     name: name.clone(),
                     due_at: self.now + after.as_millis() as i64,
                 });
-                self.audit(
+                self.emit(
                     actor,
-                    "timer_set",
-                    Value::Null,
-                    json!({ "timer": name, "after_s": after.as_secs() }),
+                    DomainEvent::TimerSet {
+                        timer: name.clone(),
+                        after_s: after.as_secs(),
+                    },
+                    depth,
                 );
             }
             ActionRt::Snooze(d) => self.snooze(*d, actor, depth),
@@ -223,16 +230,16 @@ impl<'a> Run<'a> {
                 }
                 t.updated_at = self.now;
                 let after = ticket_json(&t);
-                self.cs.audit.push(AuditRecord {
-                    at: self.now,
-                    actor: actor.into(),
-                    entity: format!("ticket:{}", t.id),
-                    action: "updated".into(),
-                    before: before.clone(),
-                    after: after.clone(),
-                });
+                self.emit(
+                    actor,
+                    DomainEvent::TicketUpdated {
+                        ticket: t.id,
+                        before: before.clone(),
+                        after: after.clone(),
+                    },
+                    depth,
+                );
                 self.cs.tickets.push(TicketChange { ticket: t.clone(), created: false, actor: actor.into(), change: json!({ "updated": { "before": before, "after": after }, "why": "the open ticket of this conversation was raised again" }) });
-                self.caused("ticket.updated", json!({ "ticket": t.id }), depth + 1);
                 self.ticket = Some(t);
             }
             None => {
@@ -254,22 +261,20 @@ impl<'a> Run<'a> {
                     updated_at: self.now,
                 };
                 let after = ticket_json(&t);
-                self.cs.audit.push(AuditRecord {
-                    at: self.now,
-                    actor: actor.into(),
-                    entity: format!("ticket:{id}"),
-                    action: "created".into(),
-                    before: Value::Null,
-                    after: after.clone(),
-                });
-                self.audit(actor, "ticket_opened", Value::Null, json!({ "ticket": id }));
+                self.emit(
+                    actor,
+                    DomainEvent::TicketCreated {
+                        ticket: t.clone(),
+                        fields: after.clone(),
+                    },
+                    depth,
+                );
                 self.cs.tickets.push(TicketChange {
                     ticket: t.clone(),
                     created: true,
                     actor: actor.into(),
                     change: json!({ "created": after }),
                 });
-                self.caused("ticket.created", json!({ "ticket": id }), depth + 1);
                 self.ticket = Some(t);
             }
         }

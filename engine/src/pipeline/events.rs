@@ -40,7 +40,7 @@ impl<'a> Run<'a> {
         });
         self.conv.last_customer_message_at = Some(self.now);
         if matches!(self.conv.status, Status::Resolved | Status::Waiting) {
-            self.cs.cancel_jobs.push(("snooze".into(), "snooze".into()));
+            self.cs.cancel_jobs.push((JobKind::Snooze, "snooze".into()));
             self.set_status(Status::Open, "customer", 0);
         }
         self.sla_on_customer_message();
@@ -165,8 +165,8 @@ impl<'a> Run<'a> {
 
     pub(super) async fn on_job(&mut self, job: &Job) -> Result<(), EngineError> {
         self.refresh_vars();
-        match job.kind.as_str() {
-            "flow_timeout" => {
+        match &job.kind {
+            JobKind::FlowTimeout => {
                 let Some(fs) = self.conv.flow.clone() else {
                     self.trace.push(Step::StaleTimeout {
                         name: job.name.clone(),
@@ -200,19 +200,19 @@ impl<'a> Run<'a> {
                 let actor = format!("flow:{}", fs.flow);
                 self.follow(&fs.flow, &next, &actor).await?;
             }
-            "timer" => {
+            JobKind::Timer => {
                 let ev = format!("timer.{}", job.name);
                 self.vars.set_json("event", &json!({ "name": ev }));
                 self.run_rules(&ev, UNKNOWN, 0).await?;
             }
-            "sla" | "sla_warning" => self.on_sla_job(job).await?,
-            "snooze" => {
+            JobKind::Sla | JobKind::SlaWarning => self.on_sla_job(job).await?,
+            JobKind::Snooze => {
                 self.trace.push(Step::SnoozeEnded);
                 self.set_status(Status::Open, "system", 0);
             }
-            other => {
+            JobKind::Other(other) => {
                 self.trace.push(Step::JobIgnored {
-                    job: other.to_string(),
+                    job: other.clone(),
                     why: "unknown kind".into(),
                 });
             }
@@ -232,11 +232,14 @@ impl<'a> Run<'a> {
                     depth,
                     dropped,
                 });
-                self.audit(
+                self.emit(
                     "system",
-                    "loop_guard",
-                    Value::Null,
-                    json!({ "event": event, "depth": depth, "dropped": dropped, "why": "events caused by actions went too deep; the chain was cut" }),
+                    DomainEvent::LoopGuard {
+                        event: event.clone(),
+                        depth,
+                        dropped,
+                    },
+                    depth,
                 );
                 break;
             }
@@ -290,11 +293,12 @@ impl<'a> Run<'a> {
                         matched: false,
                         failed: Some(e.to_string()),
                     });
-                    self.audit(
+                    self.emit(
                         &actor,
-                        "script_failed",
-                        Value::Null,
-                        json!({ "error": e.to_string() }),
+                        DomainEvent::ScriptFailed {
+                            detail: json!({ "error": e.to_string() }),
+                        },
+                        0,
                     );
                     continue;
                 }

@@ -29,7 +29,13 @@ impl<'a> Run<'a> {
             retries: 0,
             bound,
         });
-        self.audit(actor, "flow_started", Value::Null, json!({ "flow": name }));
+        self.emit(
+            actor,
+            DomainEvent::FlowStarted {
+                flow: name.to_string(),
+            },
+            depth,
+        );
         self.trace.push(Step::FlowStarted {
             flow: name.to_string(),
             by: actor.to_string(),
@@ -44,31 +50,22 @@ impl<'a> Run<'a> {
         };
         self.cs
             .cancel_jobs
-            .push(("flow_timeout".into(), format!("{}/{}", fs.flow, fs.step)));
-        let ev = if completed {
-            "flow.completed"
-        } else {
-            "flow.abandoned"
-        };
-        self.audit(
-            actor,
-            if completed {
-                "flow_completed"
-            } else {
-                "flow_abandoned"
-            },
-            json!({ "flow": fs.flow, "step": fs.step }),
-            json!({ "why": why }),
-        );
+            .push((JobKind::FlowTimeout, format!("{}/{}", fs.flow, fs.step)));
+
         self.trace.push(Step::FlowEnded {
             flow: fs.flow.clone(),
             completed,
             why: why.to_string(),
         });
-        self.caused(
-            ev,
-            json!({ "flow": fs.flow, "step": fs.step, "why": why }),
-            depth + 1,
+        self.emit(
+            actor,
+            DomainEvent::FlowEnded {
+                flow: fs.flow,
+                step: fs.step,
+                completed,
+                why: why.to_string(),
+            },
+            depth,
         );
     }
 
@@ -98,7 +95,7 @@ impl<'a> Run<'a> {
             if fs.step != step {
                 self.cs
                     .cancel_jobs
-                    .push(("flow_timeout".into(), format!("{}/{}", fs.flow, fs.step)));
+                    .push((JobKind::FlowTimeout, format!("{}/{}", fs.flow, fs.step)));
             }
             fs.step = step.to_string();
             fs.retries = 0;
@@ -124,7 +121,7 @@ impl<'a> Run<'a> {
         if st.waits() {
             if let Some((after, _)) = &st.timeout {
                 self.cs.new_jobs.push(NewJob {
-                    kind: "flow_timeout".into(),
+                    kind: JobKind::FlowTimeout,
                     name: format!("{flow}/{step}"),
                     due_at: self.now + after.as_millis() as i64,
                 });
@@ -171,12 +168,7 @@ impl<'a> Run<'a> {
                 Ok(true) => return Some((i, next.clone())),
                 Ok(false) => {}
                 Err(e) => {
-                    self.audit(
-                        actor,
-                        "script_failed",
-                        Value::Null,
-                        json!({ "flow": flow, "step": step, "branch": i, "error": e.to_string() }),
-                    );
+                    self.emit(actor, DomainEvent::ScriptFailed { detail: json!({ "flow": flow, "step": step, "branch": i, "error": e.to_string() }) }, 0);
                     self.trace.push(Step::Branch {
                         flow: flow.to_string(),
                         step: step.to_string(),
@@ -248,7 +240,7 @@ impl<'a> Run<'a> {
             });
             self.cs
                 .cancel_jobs
-                .push(("flow_timeout".into(), format!("{}/{}", fs.flow, fs.step)));
+                .push((JobKind::FlowTimeout, format!("{}/{}", fs.flow, fs.step)));
             let next = next.clone();
             return self.follow(&fs.flow, &next, &actor).await;
         }
@@ -275,11 +267,14 @@ impl<'a> Run<'a> {
                     .get(into)
                     .cloned()
                     .unwrap_or(Value::Null);
-                self.audit(
+                self.emit(
                     &actor,
-                    "attribute_set",
-                    json!({ into.clone(): before }),
-                    json!({ into.clone(): v.clone() }),
+                    DomainEvent::AttributeSet {
+                        key: into.clone(),
+                        before,
+                        after: v.clone(),
+                    },
+                    0,
                 );
                 self.conv.attributes.insert(into.clone(), v);
                 self.trace.push(Step::Captured {
@@ -289,7 +284,7 @@ impl<'a> Run<'a> {
                 });
                 self.cs
                     .cancel_jobs
-                    .push(("flow_timeout".into(), format!("{}/{}", fs.flow, fs.step)));
+                    .push((JobKind::FlowTimeout, format!("{}/{}", fs.flow, fs.step)));
                 self.refresh_vars();
                 let next = st.next.clone();
                 return self.follow(&fs.flow, &next, &actor).await;

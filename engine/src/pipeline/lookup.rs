@@ -21,11 +21,12 @@ impl<'a> Run<'a> {
                 match self.pack.sandbox.eval(ast, &mut scope, self.clock) {
                     Ok(v) => dynamic_to_json(&v),
                     Err(e) => {
-                        self.audit(
+                        self.emit(
                             actor,
-                            "script_failed",
-                            Value::Null,
-                            json!({ "lookup": connector, "error": e.to_string() }),
+                            DomainEvent::ScriptFailed {
+                                detail: json!({ "lookup": connector, "error": e.to_string() }),
+                            },
+                            0,
                         );
                         Value::Null
                     }
@@ -67,11 +68,16 @@ impl<'a> Run<'a> {
                     found,
                     failed: None,
                 });
-                self.audit(
+                let outcome = Ok(v.as_array().map_or(json!(true), |a| json!(a.len())));
+                self.emit(
                     actor,
-                    "lookup",
-                    json!({ "connector": connector, "action": name, "key": key }),
-                    json!({ "found": found }),
+                    DomainEvent::Lookup {
+                        connector: connector.to_string(),
+                        action: name.to_string(),
+                        key: key.to_string(),
+                        outcome,
+                    },
+                    depth,
                 );
                 self.vars.set_json(bind, &v);
                 // Kept by the running flow, and by a flow started later in this event.
@@ -94,11 +100,15 @@ impl<'a> Run<'a> {
                     found: 0,
                     failed: Some(why.to_string()),
                 });
-                self.audit(
+                self.emit(
                     actor,
-                    "lookup",
-                    json!({ "connector": connector, "action": name, "key": key }),
-                    json!({ "failed": why }),
+                    DomainEvent::Lookup {
+                        connector: connector.to_string(),
+                        action: name.to_string(),
+                        key: key.to_string(),
+                        outcome: Err(why.clone()),
+                    },
+                    depth,
                 );
                 let note =
                     format!("Lookup `{name}` on `{connector}` {why}; the bot could not go on");

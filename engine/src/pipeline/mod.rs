@@ -21,6 +21,7 @@ use switchyard_rules::{ChannelCaps, Channels};
 
 use switchyard_rules::UNKNOWN;
 
+use crate::domain::DomainEvent;
 use crate::model::*;
 use crate::ports::{Lookup, LookupError};
 use crate::store::{Changeset, NewJob, NewMessage, Store, StoreError, TicketChange};
@@ -169,11 +170,7 @@ impl Engine {
         } else {
             Vec::new()
         };
-        let errors = cs
-            .audit
-            .iter()
-            .filter(|a| a.action == "script_failed")
-            .count();
+        let errors = cs.events.iter().filter(|e| e.is_rule_error()).count();
         self.store.commit(cs).await?;
         if errors > 0 {
             self.metrics.rule_errors.inc_by(errors as u64);
@@ -353,7 +350,7 @@ impl Engine {
         let mut run = Run::new(self, &pack, ctx, now);
         run.cs.inbox_id = Some(row.id);
         if created {
-            run.caused("conversation.created", json!({}), 1);
+            run.emit("system", DomainEvent::ConversationCreated, 0);
         }
         match &row.event {
             Inbound::Message {
@@ -472,11 +469,12 @@ impl Engine {
             .ok_or(EngineError::Missing(conversation_id))?;
         let pack = self.pack();
         let mut run = Run::new(self, &pack, ctx, now);
-        run.audit(
+        run.emit(
             "system",
-            "send_refused",
-            Value::Null,
-            json!({ "reason": reason }),
+            DomainEvent::SendRefused {
+                reason: reason.to_string(),
+            },
+            0,
         );
         let note = format!(
             "WhatsApp refused a reply because the customer's 24-hour window is closed ({reason}). \

@@ -51,11 +51,13 @@ impl<'a> Run<'a> {
     /// Takes the conversation from its owner, audited with why; returns who had it.
     pub(super) fn unassign(&mut self, actor: &str, why: &str) -> Option<String> {
         let prev = self.conv.assignee.take()?;
-        self.audit(
+        self.emit(
             actor,
-            "unassigned",
-            json!({ "assignee": prev }),
-            json!({ "assignee": null, "why": why }),
+            DomainEvent::Unassigned {
+                from: prev.clone(),
+                why: why.to_string(),
+            },
+            0,
         );
         Some(prev)
     }
@@ -82,11 +84,13 @@ impl<'a> Run<'a> {
         depth: u32,
     ) -> Result<(), EngineError> {
         if self.conv.queue.as_deref() != Some(queue) {
-            self.audit(
+            self.emit(
                 actor,
-                "routed",
-                json!({ "queue": self.conv.queue }),
-                json!({ "queue": queue }),
+                DomainEvent::Routed {
+                    from: self.conv.queue.clone(),
+                    to: queue.to_string(),
+                },
+                depth,
             );
             self.conv.queue = Some(queue.to_string());
             self.conv.queued_at = Some(self.now);
@@ -162,11 +166,14 @@ impl<'a> Run<'a> {
         if self.conv.assignee.as_deref() == Some(agent) {
             return;
         }
-        self.audit(
+        self.emit(
             actor,
-            "assigned",
-            json!({ "assignee": self.conv.assignee }),
-            json!({ "assignee": agent, "queue": self.conv.queue }),
+            DomainEvent::Assigned {
+                from: self.conv.assignee.clone(),
+                agent: agent.to_string(),
+                queue: self.conv.queue.clone(),
+            },
+            depth,
         );
         self.conv.assignee = Some(agent.to_string());
         self.cs.assigned.push(agent.to_string());
@@ -178,10 +185,5 @@ impl<'a> Run<'a> {
         self.trace.push(Step::Assigned {
             agent: agent.to_string(),
         });
-        self.caused(
-            "conversation.assigned",
-            json!({ "assignee": agent }),
-            depth + 1,
-        );
     }
 }

@@ -148,11 +148,12 @@ impl<'a> Run<'a> {
         match t.render(&self.pack.sandbox, &mut scope, self.clock) {
             Ok(s) => s,
             Err(e) => {
-                self.audit(
+                self.emit(
                     actor,
-                    "script_failed",
-                    Value::Null,
-                    json!({ "template": t.source(), "error": e.to_string() }),
+                    DomainEvent::ScriptFailed {
+                        detail: json!({ "template": t.source(), "error": e.to_string() }),
+                    },
+                    0,
                 );
                 self.trace.push(Step::TemplateFailed {
                     template: t.source().to_string(),
@@ -166,19 +167,27 @@ impl<'a> Run<'a> {
 
     // ---- bookkeeping -------------------------------------------------------------------
 
-    pub(super) fn audit(&mut self, actor: &str, action: &str, before: Value, after: Value) {
-        self.cs.audit.push(AuditRecord {
-            at: self.now,
-            actor: actor.to_string(),
-            entity: format!("conversation:{}", self.conv.id),
-            action: action.to_string(),
-            before,
-            after,
-        });
-    }
-
-    pub(super) fn caused(&mut self, event: &str, payload: Value, depth: u32) {
-        self.caused.push_back((event.to_string(), payload, depth));
+    /// Records one change: its audit records, the event the rules see next (one deeper than
+    /// `depth`), and the event itself for the live feed and the metrics.
+    pub(super) fn emit(&mut self, actor: &str, ev: DomainEvent, depth: u32) {
+        for a in ev.audit() {
+            self.cs.audit.push(AuditRecord {
+                at: self.now,
+                actor: actor.to_string(),
+                entity: match a.ticket {
+                    Some(t) => format!("ticket:{t}"),
+                    None => format!("conversation:{}", self.conv.id),
+                },
+                action: a.action.to_string(),
+                before: a.before,
+                after: a.after,
+            });
+        }
+        if let Some((event, data)) = ev.rule_event() {
+            self.caused
+                .push_back((event.as_str().to_string(), data, depth + 1));
+        }
+        self.cs.events.push(ev);
     }
 
     pub(super) fn set_status(&mut self, status: Status, actor: &str, depth: u32) {
@@ -186,18 +195,13 @@ impl<'a> Run<'a> {
             return;
         }
         let from = self.conv.status;
-        self.audit(
-            actor,
-            "status_changed",
-            json!({ "status": from.as_str() }),
-            json!({ "status": status.as_str() }),
-        );
+
         self.conv.status = status;
         self.sla_on_status(from, status, actor);
-        self.caused(
-            "conversation.status_changed",
-            json!({ "from": from.as_str(), "to": status.as_str() }),
-            depth + 1,
+        self.emit(
+            actor,
+            DomainEvent::StatusChanged { from, to: status },
+            depth,
         );
     }
 
@@ -205,11 +209,13 @@ impl<'a> Run<'a> {
         if self.conv.priority == p {
             return;
         }
-        self.audit(
+        self.emit(
             actor,
-            "priority_changed",
-            json!({ "priority": self.conv.priority.as_str() }),
-            json!({ "priority": p.as_str() }),
+            DomainEvent::PriorityChanged {
+                from: self.conv.priority,
+                to: p,
+            },
+            0,
         );
         self.conv.priority = p;
         self.sla_recompute();
@@ -217,17 +223,18 @@ impl<'a> Run<'a> {
 
     /// Puts the conversation aside (`waiting`) until `d` passes or the customer writes.
     pub(super) fn snooze(&mut self, d: std::time::Duration, actor: &str, depth: u32) {
-        self.cs.cancel_jobs.push(("snooze".into(), "snooze".into()));
+        self.cs.cancel_jobs.push((JobKind::Snooze, "snooze".into()));
         self.cs.new_jobs.push(NewJob {
-            kind: "snooze".into(),
+            kind: JobKind::Snooze,
             name: "snooze".into(),
             due_at: self.now + d.as_millis() as i64,
         });
-        self.audit(
+        self.emit(
             actor,
-            "snoozed",
-            Value::Null,
-            json!({ "until": time(self.now + d.as_millis() as i64).to_rfc3339() }),
+            DomainEvent::Snoozed {
+                until: time(self.now + d.as_millis() as i64).to_rfc3339(),
+            },
+            depth,
         );
         self.set_status(Status::Waiting, actor, depth);
     }

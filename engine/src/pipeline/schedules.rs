@@ -11,6 +11,7 @@ use switchyard_rules::pack::{ActionRt, Pack, RuleOutcome, ScheduleRt};
 use switchyard_rules::script::Clock;
 
 use super::{millis, time, Engine, EngineError};
+use crate::domain::DomainEvent;
 use crate::model::*;
 use crate::store::Changeset;
 
@@ -100,12 +101,7 @@ impl Engine {
             Some(c) => match pack.sandbox.eval_bool(c, &mut scope, clock) {
                 Ok(b) => b,
                 Err(e) => {
-                    cs.audit.push(audit(
-                        now,
-                        &entity,
-                        "script_failed",
-                        json!({ "error": e.to_string() }),
-                    ));
+                    failed(&mut cs, now, &entity, json!({ "error": e.to_string() }));
                     false
                 }
             },
@@ -139,12 +135,12 @@ impl Engine {
                         }
                     }
                     RuleOutcome::NotMatched => {}
-                    RuleOutcome::Failed(e) => cs.audit.push(audit(
+                    RuleOutcome::Failed(e) => failed(
+                        &mut cs,
                         now,
                         &entity,
-                        "script_failed",
                         json!({ "rule": rule.name, "error": e.to_string() }),
-                    )),
+                    ),
                 }
             }
         }
@@ -159,6 +155,22 @@ impl Engine {
         drop(scope);
         self.commit(cs).await
     }
+}
+
+/// A script of a schedule failed: audited on the schedule, counted as a rule error.
+fn failed(cs: &mut Changeset, at: Millis, entity: &str, detail: Value) {
+    let ev = DomainEvent::ScriptFailed { detail };
+    for a in ev.audit() {
+        cs.audit.push(AuditRecord {
+            at,
+            actor: "system".into(),
+            entity: entity.into(),
+            action: a.action.into(),
+            before: a.before,
+            after: a.after,
+        });
+    }
+    cs.events.push(ev);
 }
 
 fn audit(at: Millis, entity: &str, action: &str, after: Value) -> AuditRecord {
@@ -191,7 +203,7 @@ fn system_actions(
                 let text = match body.as_ref().map(|b| b.render(&pack.sandbox, scope, clock)) {
                     Some(Ok(t)) => t,
                     Some(Err(e)) => {
-                        cs.audit.push(audit(now, actor, "script_failed", json!({ "error": e.to_string() })));
+                        failed(cs, now, actor, json!({ "error": e.to_string() }));
                         String::new()
                     }
                     None => String::new(),

@@ -18,20 +18,22 @@ impl<'a> Run<'a> {
             Ok(v) if v.is_unit() => vec![],
             Ok(v) => {
                 let e = format!("`rows_from` gave {}, not an array", v.type_name());
-                self.audit(
+                self.emit(
                     actor,
-                    "script_failed",
-                    Value::Null,
-                    json!({ "rows_from": e }),
+                    DomainEvent::ScriptFailed {
+                        detail: json!({ "rows_from": e }),
+                    },
+                    0,
                 );
                 vec![]
             }
             Err(e) => {
-                self.audit(
+                self.emit(
                     actor,
-                    "script_failed",
-                    Value::Null,
-                    json!({ "rows_from": e.to_string() }),
+                    DomainEvent::ScriptFailed {
+                        detail: json!({ "rows_from": e.to_string() }),
+                    },
+                    0,
                 );
                 vec![]
             }
@@ -69,11 +71,12 @@ impl<'a> Run<'a> {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    self.audit(
+                    self.emit(
                         actor,
-                        "script_failed",
-                        Value::Null,
-                        json!({ "row": e.to_string() }),
+                        DomainEvent::ScriptFailed {
+                            detail: json!({ "row": e.to_string() }),
+                        },
+                        0,
                     );
                 }
             }

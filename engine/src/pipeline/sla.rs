@@ -5,10 +5,12 @@
 //! names a calendar. After a breach the clock starts again, so rules can climb a ladder on
 //! `sla.breaches`.
 
-use serde_json::{json, Value};
+use serde_json::json;
+use switchyard_rules::config::RuleEvent;
 use switchyard_rules::pack::{SlaKind, SlaRt};
 
 use super::{time, EngineError, Run};
+use crate::domain::DomainEvent;
 use crate::model::*;
 use crate::store::NewJob;
 use crate::trace::{SlaStep, Step};
@@ -102,17 +104,17 @@ impl Run<'_> {
     fn sla_jobs(&mut self, kind: &str, due: Option<Millis>, warn: Option<Millis>) {
         self.cs
             .new_jobs
-            .retain(|j| !((j.kind == "sla" || j.kind == "sla_warning") && j.name == kind));
-        for k in ["sla", "sla_warning"] {
-            let c = (k.to_string(), kind.to_string());
+            .retain(|j| !(matches!(j.kind, JobKind::Sla | JobKind::SlaWarning) && j.name == kind));
+        for k in [JobKind::Sla, JobKind::SlaWarning] {
+            let c = (k, kind.to_string());
             if !self.cs.cancel_jobs.contains(&c) {
                 self.cs.cancel_jobs.push(c);
             }
         }
-        for (k, at) in [("sla", due), ("sla_warning", warn)] {
+        for (k, at) in [(JobKind::Sla, due), (JobKind::SlaWarning, warn)] {
             if let Some(at) = at {
                 self.cs.new_jobs.push(NewJob {
-                    kind: k.into(),
+                    kind: k,
                     name: kind.into(),
                     due_at: at,
                 });
@@ -166,11 +168,15 @@ impl Run<'_> {
         let c = self.conv.sla.clocks.remove(i);
         self.sla_jobs(kind.as_str(), None, None);
         if why == "met" {
-            self.audit(
+            self.emit(
                 actor,
-                "sla_met",
-                json!({ "kind": c.kind, "due_at": c.due_at }),
-                json!({ "kind": c.kind, "at": self.now, "breaches": c.breaches }),
+                DomainEvent::SlaMet {
+                    kind: c.kind.clone(),
+                    due_at: c.due_at,
+                    at: self.now,
+                    breaches: c.breaches,
+                },
+                0,
             );
         }
         self.trace.push(Step::Sla {
@@ -274,10 +280,10 @@ impl Run<'_> {
     /// A due `sla` or `sla_warning` job: fires `sla.breached` / `sla.warning` when the clock
     /// still says so (a met, paused or recomputed clock makes the job stale).
     pub(super) async fn on_sla_job(&mut self, job: &Job) -> Result<(), EngineError> {
-        let warning = job.kind == "sla_warning";
+        let warning = job.kind == JobKind::SlaWarning;
         let Some(kind) = SlaKind::parse(&job.name) else {
             self.trace.push(Step::JobIgnored {
-                job: job.kind.to_string(),
+                job: job.kind.as_str().to_string(),
                 why: "unknown SLA kind".into(),
             });
             return Ok(());
@@ -306,11 +312,11 @@ impl Run<'_> {
         let late_s = ((self.now - due).max(0)) / 1000;
         let owner = self.conv.assignee.clone();
         let queue = self.conv.queue.clone();
-        let (event, action, breaches) = if warning {
+        let (event, breaches) = if warning {
             self.conv.sla.clocks[i].warned = true;
             self.conv.sla.clocks[i].warn_at = None;
             self.sla_jobs(&c.kind, c.due_at, None);
-            ("sla.warning", "sla_warning", c.breaches)
+            (RuleEvent::SlaWarning.as_str(), c.breaches)
         } else {
             // The clock starts again, for the next rung of a ladder.
             let breaches = c.breaches + 1;
@@ -319,7 +325,7 @@ impl Run<'_> {
             if breaches < MAX_BREACHES {
                 self.sla_start(kind, breaches);
             }
-            ("sla.breached", "sla_breached", breaches)
+            (RuleEvent::SlaBreached.as_str(), breaches)
         };
         let sla = json!({
             "kind": c.kind,
@@ -329,7 +335,14 @@ impl Run<'_> {
             "queue": queue,
             "breaches": breaches,
         });
-        self.audit("system", action, Value::Null, sla.clone());
+        self.emit(
+            "system",
+            DomainEvent::SlaFired {
+                warning,
+                sla: sla.clone(),
+            },
+            0,
+        );
         self.trace.push(Step::Sla {
             clock: c.kind.clone(),
             what: SlaStep::Fired,

@@ -13,6 +13,7 @@ use crate::model::*;
 
 pub mod postgres;
 pub(crate) mod queries;
+pub(crate) mod reads;
 pub(crate) mod rows;
 pub mod sqlite;
 
@@ -95,7 +96,7 @@ pub struct TicketChange {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
-    pub kind: String,
+    pub kind: JobKind,
     pub name: String,
     pub due_at: Millis,
 }
@@ -117,9 +118,12 @@ pub struct Changeset {
     pub notes: Vec<(String, String)>,
     pub tickets: Vec<TicketChange>,
     pub audit: Vec<AuditRecord>,
+    /// What changed, as the run emitted it (for the live feed and the metrics; not stored:
+    /// the audit records above are its durable form).
+    pub events: Vec<crate::domain::DomainEvent>,
     pub new_jobs: Vec<NewJob>,
     /// `(kind, name)` of this conversation's pending jobs to cancel.
-    pub cancel_jobs: Vec<(String, String)>,
+    pub cancel_jobs: Vec<(JobKind, String)>,
     /// Outbound webhooks `(connector, body)`, delivered from the outbox.
     pub webhooks: Vec<(String, Value)>,
     /// Agents given a conversation (for round robin).

@@ -1,5 +1,9 @@
 //! The shared store: PostgreSQL, for several `switchyard serve` instances on one database.
 //!
+//! Why one long file: it is one `impl Store` of the port's ~50 methods plus the holds across
+//! instances; what both stores share is elsewhere (`reads.rs`, `rows.rs`, `queries.rs`), so
+//! what is left here is what only PostgreSQL does (transactions, advisory locks, LISTEN).
+//!
 //! Every write is a transaction of its own on a pooled connection (PostgreSQL orders
 //! concurrent writers itself); a changeset is one transaction, like on SQLite. Nothing is
 //! cached in the process: another instance may have changed any row. Migrations are in
@@ -286,7 +290,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, cs: &Changeset) -> Result<()>
         )
         .bind(at)
         .bind(cs.conversation_id)
-        .bind(kind)
+        .bind(kind.as_str())
         .bind(name)
         .execute(&mut **tx)
         .await?;
@@ -315,7 +319,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, cs: &Changeset) -> Result<()>
             "INSERT INTO jobs (conversation_id, kind, name, due_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(cs.conversation_id)
-        .bind(&j.kind)
+        .bind(j.kind.as_str())
         .bind(&j.name)
         .bind(j.due_at)
         .execute(&mut **tx)
@@ -369,6 +373,13 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, cs: &Changeset) -> Result<()>
 
 fn all<T>(rows: &[PgRow], f: impl Fn(&PgRow) -> Result<T>) -> Result<Vec<T>> {
     rows.iter().map(f).collect()
+}
+
+impl PgStore {
+    /// The reads shared with SQLite.
+    fn reads(&self) -> crate::store::reads::Reads<'_, Postgres> {
+        crate::store::reads::Reads(&self.pool)
+    }
 }
 
 #[async_trait]
@@ -491,14 +502,7 @@ impl Store for PgStore {
     }
 
     async fn pending_inbox(&self, after: i64, limit: i64) -> Result<Vec<InboxRow>> {
-        let rows = sqlx::query(
-            "SELECT id, key, event FROM inbox WHERE processed_at IS NULL AND id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        all(&rows, rows::inbox)
+        self.reads().pending_inbox(after, limit).await
     }
 
     async fn skip_inbox(&self, inbox_id: i64, now: Millis, why: &str) -> Result<()> {
@@ -617,29 +621,15 @@ impl Store for PgStore {
     }
 
     async fn contact(&self, id: i64) -> Result<Option<Contact>> {
-        let r = sqlx::query("SELECT * FROM contacts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        r.as_ref().map(|r| rows::contact(r, "")).transpose()
+        self.reads().contact(id).await
     }
 
     async fn conversation(&self, id: i64) -> Result<Option<Conversation>> {
-        let r = sqlx::query("SELECT * FROM conversations WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        r.as_ref().map(rows::conversation).transpose()
+        self.reads().conversation(id).await
     }
 
     async fn open_ticket(&self, conversation_id: i64) -> Result<Option<Ticket>> {
-        let r = sqlx::query(
-            "SELECT * FROM tickets WHERE conversation_id = $1 AND status IN ('open', 'pending') ORDER BY id DESC LIMIT 1",
-        )
-        .bind(conversation_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        r.as_ref().map(|r| rows::ticket(r, "")).transpose()
+        self.reads().open_ticket(conversation_id).await
     }
 
     async fn allocate_id(&self, counter: &str) -> Result<i64> {
@@ -684,14 +674,7 @@ impl Store for PgStore {
     }
 
     async fn waiting_conversations(&self, queue: &str, limit: i64) -> Result<Vec<i64>> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM conversations WHERE queue = $1 AND assignee IS NULL AND status <> 'resolved' \
-             ORDER BY queued_at, id LIMIT $2",
-        )
-        .bind(queue)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        self.reads().waiting_conversations(queue, limit).await
     }
 
     async fn previous_assignee(&self, conversation_id: i64) -> Result<Option<String>> {
@@ -713,23 +696,11 @@ impl Store for PgStore {
     }
 
     async fn next_job_at(&self) -> Result<Option<Millis>> {
-        Ok(
-            sqlx::query_scalar("SELECT min(due_at) FROM jobs WHERE done_at IS NULL")
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        self.reads().next_job_at().await
     }
 
     async fn due_jobs(&self, now: Millis, limit: i64) -> Result<Vec<Job>> {
-        let rows = sqlx::query(
-            "SELECT id, conversation_id, kind, name, due_at FROM jobs WHERE done_at IS NULL AND due_at <= $1 \
-             ORDER BY due_at, id LIMIT $2",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        all(&rows, rows::job)
+        self.reads().due_jobs(now, limit).await
     }
 
     async fn claim_outbox(&self, now: Millis, limit: i64) -> Result<Vec<OutboxRow>> {
@@ -939,27 +910,15 @@ impl Store for PgStore {
     }
 
     async fn agent(&self, id: &str) -> Result<Option<Agent>> {
-        let r = sqlx::query("SELECT * FROM agents WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        r.as_ref().map(rows::agent).transpose()
+        self.reads().agent(id).await
     }
 
     async fn agents(&self) -> Result<Vec<Agent>> {
-        let rows = sqlx::query("SELECT * FROM agents ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
-        all(&rows, rows::agent)
+        self.reads().agents().await
     }
 
     async fn owned_conversations(&self, agent: &str) -> Result<Vec<i64>> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM conversations WHERE assignee = $1 AND status <> 'resolved' ORDER BY id",
-        )
-        .bind(agent)
-        .fetch_all(&self.pool)
-        .await?)
+        self.reads().owned_conversations(agent).await
     }
 
     async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStats>> {
@@ -1083,12 +1042,7 @@ impl Store for PgStore {
     }
 
     async fn due_schedules(&self, now: Millis) -> Result<Vec<(String, Millis)>> {
-        Ok(sqlx::query_as(
-            "SELECT name, next_at FROM schedules WHERE next_at <= $1 ORDER BY next_at, name",
-        )
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?)
+        self.reads().due_schedules(now).await
     }
 
     async fn stats(&self) -> Result<Value> {
@@ -1108,37 +1062,19 @@ impl Store for PgStore {
     }
 
     async fn backlog(&self) -> Result<(i64, Vec<(String, i64)>)> {
-        let inbox: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM inbox WHERE processed_at IS NULL")
-                .fetch_one(&self.pool)
-                .await?;
-        let outbox: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, count(*) FROM outbox GROUP BY status ORDER BY status")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok((inbox, outbox))
+        self.reads().backlog().await
     }
 
     async fn ticket(&self, id: i64) -> Result<Option<Ticket>> {
-        let r = sqlx::query("SELECT * FROM tickets WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        r.as_ref().map(|r| rows::ticket(r, "")).transpose()
+        self.reads().ticket(id).await
     }
 
     async fn list_tickets(&self, q: &TicketQuery) -> Result<Vec<Ticket>> {
-        let mut b = queries::tickets::<Postgres>(q);
-        let rows = b.build().fetch_all(&self.pool).await?;
-        rows.iter().map(|r| rows::ticket(r, "")).collect()
+        self.reads().list_tickets(q).await
     }
 
     async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<(i64, AuditRecord)>> {
-        let mut b = queries::audit::<Postgres>(q);
-        let rows = b.build().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("id")?, rows::audit(r)?)))
-            .collect()
+        self.reads().list_audit(q).await
     }
 
     async fn create_token(
@@ -1176,19 +1112,7 @@ impl Store for PgStore {
     }
 
     async fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        let r = sqlx::query("SELECT id, role, agent, revoked_at FROM tokens WHERE hash = $1")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        r.map(|r| {
-            Ok(TokenRecord {
-                id: r.try_get("id")?,
-                role: r.try_get("role")?,
-                agent: r.try_get("agent")?,
-                revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
-            })
-        })
-        .transpose()
+        self.reads().token(hash).await
     }
 
     async fn revoke_token(&self, id: i64, actor: &str, now: Millis) -> Result<bool> {
@@ -1217,71 +1141,31 @@ impl Store for PgStore {
     }
 
     async fn messages(&self, conversation_id: i64) -> Result<Vec<Message>> {
-        let rows = sqlx::query("SELECT * FROM messages WHERE conversation_id = $1 ORDER BY id")
-            .bind(conversation_id)
-            .fetch_all(&self.pool)
-            .await?;
-        all(&rows, rows::message)
+        self.reads().messages(conversation_id).await
     }
 
     async fn notes(&self, conversation_id: i64) -> Result<Vec<Note>> {
-        let rows = sqlx::query("SELECT * FROM notes WHERE conversation_id = $1 ORDER BY id")
-            .bind(conversation_id)
-            .fetch_all(&self.pool)
-            .await?;
-        all(&rows, rows::note)
+        self.reads().notes(conversation_id).await
     }
 
     async fn tickets(&self, conversation_id: i64) -> Result<Vec<Ticket>> {
-        let rows = sqlx::query("SELECT * FROM tickets WHERE conversation_id = $1 ORDER BY id")
-            .bind(conversation_id)
-            .fetch_all(&self.pool)
-            .await?;
-        all(&rows, |r| rows::ticket(r, ""))
+        self.reads().tickets(conversation_id).await
     }
 
     async fn ticket_history(&self, ticket_id: i64) -> Result<Vec<Value>> {
-        let rows: Vec<String> =
-            sqlx::query_scalar("SELECT change FROM ticket_events WHERE ticket_id = $1 ORDER BY id")
-                .bind(ticket_id)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(|s| parse(s, "ticket event")).collect()
+        self.reads().ticket_history(ticket_id).await
     }
 
     async fn audit(&self, entity: &str) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query("SELECT * FROM audit WHERE entity = $1 ORDER BY id")
-            .bind(entity)
-            .fetch_all(&self.pool)
-            .await?;
-        all(&rows, rows::audit)
+        self.reads().audit(entity).await
     }
 
     async fn traces(&self, conversation_id: i64) -> Result<Vec<(String, Value)>> {
-        let rows = sqlx::query(
-            "SELECT pack_hash, trace FROM traces WHERE conversation_id = $1 ORDER BY id",
-        )
-        .bind(conversation_id)
-        .fetch_all(&self.pool)
-        .await?;
-        all(&rows, |r| {
-            Ok((
-                r.try_get("pack_hash")?,
-                parse(&r.try_get::<String, _>("trace")?, "trace")?,
-            ))
-        })
+        self.reads().traces(conversation_id).await
     }
 
     async fn outbox_payloads(&self) -> Result<Vec<(String, Value)>> {
-        let rows = sqlx::query("SELECT status, payload FROM outbox ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
-        all(&rows, |r| {
-            Ok((
-                r.try_get("status")?,
-                parse(&r.try_get::<String, _>("payload")?, "outbox payload")?,
-            ))
-        })
+        self.reads().outbox_payloads().await
     }
 
     async fn prune(&self, before: Millis) -> Result<Vec<(String, u64)>> {
@@ -1309,10 +1193,6 @@ impl Store for PgStore {
     }
 
     async fn conversation_ids(&self) -> Result<Vec<i64>> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM conversations ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        self.reads().conversation_ids().await
     }
 }

@@ -192,7 +192,7 @@ pub(crate) fn job(r: &impl Cols) -> Result<Job> {
     Ok(Job {
         id: r.int("id")?,
         conversation_id: r.int("conversation_id")?,
-        kind: r.text("kind")?,
+        kind: JobKind::parse(&r.text("kind")?),
         name: r.text("name")?,
         due_at: r.int("due_at")?,
     })

@@ -14,6 +14,7 @@ use crate::calendar::{
 };
 use crate::channel::{ChannelCaps, Channels};
 use crate::classify::{normalize, Classifier, IntentSpec, UNKNOWN};
+use crate::config::RuleEvent;
 use crate::config::*;
 use crate::diag::{name_hint, Diagnostics};
 use crate::entities::Extractor;
@@ -35,24 +36,7 @@ use rules::*;
 use sections::*;
 
 /// Events a rule may name in `when` (plus `timer.<name>` and `schedule.<name>`).
-pub const EVENTS: &[&str] = &[
-    "message.received",
-    "message.status",
-    "conversation.created",
-    "conversation.assigned",
-    "conversation.status_changed",
-    "ticket.created",
-    "ticket.updated",
-    "agent.replied",
-    "flow.completed",
-    "flow.abandoned",
-    "sla.breached",
-    "sla.warning",
-    "order.created",
-    "order.updated",
-    "order.cancelled",
-    "order.fulfilled",
-];
+pub const EVENTS: &[&str] = RuleEvent::NAMES;
 
 /// Events that usually arrive when the customer has not written for a day: what they send
 /// must be an approved WhatsApp template.

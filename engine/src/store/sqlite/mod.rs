@@ -1,5 +1,9 @@
 //! The embedded store: SQLite in WAL mode.
 //!
+//! Why one long file: it is one `impl Store` of the port's ~50 methods plus the context cache;
+//! what both stores share is elsewhere (`reads.rs`, `rows.rs`, `queries.rs`) and the writes are
+//! in `writer.rs`.
+//!
 //! Writes go through **one writer thread** ([`writer`]) that owns the only writing connection
 //! and group-commits whatever is pending — inbox batches and pipeline changesets — in one
 //! transaction. Reads use a pool of read-only sqlx connections, and the pipeline's hot read
@@ -201,6 +205,11 @@ use crate::store::queries;
 use crate::store::rows::{self, parse, CONTEXT_SELECT};
 
 impl SqliteStore {
+    /// The reads shared with PostgreSQL, on the read-only pool.
+    fn reads(&self) -> crate::store::reads::Reads<'_, sqlx::Sqlite> {
+        crate::store::reads::Reads(&self.read)
+    }
+
     async fn send(&self, op: WriteOp) -> Result<()> {
         self.writer.send(op).await.map_err(|_| StoreError::Closed)
     }
@@ -216,12 +225,7 @@ impl Store for SqliteStore {
     }
 
     async fn pending_inbox(&self, after: i64, limit: i64) -> Result<Vec<InboxRow>> {
-        let rows = sqlx::query("SELECT id, key, event FROM inbox WHERE processed_at IS NULL AND id > ? ORDER BY id LIMIT ?")
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(rows::inbox).collect()
+        self.reads().pending_inbox(after, limit).await
     }
 
     async fn skip_inbox(&self, inbox_id: i64, now: Millis, why: &str) -> Result<()> {
@@ -354,27 +358,15 @@ impl Store for SqliteStore {
     }
 
     async fn contact(&self, id: i64) -> Result<Option<Contact>> {
-        let r = sqlx::query("SELECT * FROM contacts WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
-        r.as_ref().map(|r| rows::contact(r, "")).transpose()
+        self.reads().contact(id).await
     }
 
     async fn conversation(&self, id: i64) -> Result<Option<Conversation>> {
-        let r = sqlx::query("SELECT * FROM conversations WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
-        r.as_ref().map(rows::conversation).transpose()
+        self.reads().conversation(id).await
     }
 
     async fn open_ticket(&self, conversation_id: i64) -> Result<Option<Ticket>> {
-        let r = sqlx::query("SELECT * FROM tickets WHERE conversation_id = ? AND status IN ('open', 'pending') ORDER BY id DESC LIMIT 1")
-            .bind(conversation_id)
-            .fetch_optional(&self.read)
-            .await?;
-        r.as_ref().map(|r| rows::ticket(r, "")).transpose()
+        self.reads().open_ticket(conversation_id).await
     }
 
     async fn allocate_id(&self, counter: &str) -> Result<i64> {
@@ -430,14 +422,7 @@ impl Store for SqliteStore {
     }
 
     async fn waiting_conversations(&self, queue: &str, limit: i64) -> Result<Vec<i64>> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM conversations WHERE queue = ? AND assignee IS NULL AND status <> 'resolved' \
-             ORDER BY queued_at, id LIMIT ?",
-        )
-        .bind(queue)
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?)
+        self.reads().waiting_conversations(queue, limit).await
     }
 
     async fn previous_assignee(&self, conversation_id: i64) -> Result<Option<String>> {
@@ -460,20 +445,11 @@ impl Store for SqliteStore {
     }
 
     async fn next_job_at(&self) -> Result<Option<Millis>> {
-        Ok(
-            sqlx::query_scalar("SELECT min(due_at) FROM jobs WHERE done_at IS NULL")
-                .fetch_one(&self.read)
-                .await?,
-        )
+        self.reads().next_job_at().await
     }
 
     async fn due_jobs(&self, now: Millis, limit: i64) -> Result<Vec<Job>> {
-        let rows = sqlx::query("SELECT id, conversation_id, kind, name, due_at FROM jobs WHERE done_at IS NULL AND due_at <= ? ORDER BY due_at, id LIMIT ?")
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(rows::job).collect()
+        self.reads().due_jobs(now, limit).await
     }
 
     async fn claim_outbox(&self, now: Millis, limit: i64) -> Result<Vec<OutboxRow>> {
@@ -654,27 +630,15 @@ impl Store for SqliteStore {
     }
 
     async fn agent(&self, id: &str) -> Result<Option<Agent>> {
-        let r = sqlx::query("SELECT * FROM agents WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
-        r.as_ref().map(rows::agent).transpose()
+        self.reads().agent(id).await
     }
 
     async fn agents(&self) -> Result<Vec<Agent>> {
-        let rows = sqlx::query("SELECT * FROM agents ORDER BY id")
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(rows::agent).collect()
+        self.reads().agents().await
     }
 
     async fn owned_conversations(&self, agent: &str) -> Result<Vec<i64>> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM conversations WHERE assignee = ? AND status <> 'resolved' ORDER BY id",
-        )
-        .bind(agent)
-        .fetch_all(&self.read)
-        .await?)
+        self.reads().owned_conversations(agent).await
     }
 
     async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStats>> {
@@ -802,12 +766,7 @@ impl Store for SqliteStore {
     }
 
     async fn due_schedules(&self, now: Millis) -> Result<Vec<(String, Millis)>> {
-        Ok(sqlx::query_as(
-            "SELECT name, next_at FROM schedules WHERE next_at <= ? ORDER BY next_at, name",
-        )
-        .bind(now)
-        .fetch_all(&self.read)
-        .await?)
+        self.reads().due_schedules(now).await
     }
 
     async fn stats(&self) -> Result<Value> {
@@ -827,37 +786,19 @@ impl Store for SqliteStore {
     }
 
     async fn backlog(&self) -> Result<(i64, Vec<(String, i64)>)> {
-        let inbox: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM inbox WHERE processed_at IS NULL")
-                .fetch_one(&self.read)
-                .await?;
-        let outbox: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, count(*) FROM outbox GROUP BY status ORDER BY status")
-                .fetch_all(&self.read)
-                .await?;
-        Ok((inbox, outbox))
+        self.reads().backlog().await
     }
 
     async fn ticket(&self, id: i64) -> Result<Option<Ticket>> {
-        let r = sqlx::query("SELECT * FROM tickets WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
-        r.as_ref().map(|r| rows::ticket(r, "")).transpose()
+        self.reads().ticket(id).await
     }
 
     async fn list_tickets(&self, q: &TicketQuery) -> Result<Vec<Ticket>> {
-        let mut b = queries::tickets::<Sqlite>(q);
-        let rows = b.build().fetch_all(&self.read).await?;
-        rows.iter().map(|r| rows::ticket(r, "")).collect()
+        self.reads().list_tickets(q).await
     }
 
     async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<(i64, AuditRecord)>> {
-        let mut b = queries::audit::<Sqlite>(q);
-        let rows = b.build().fetch_all(&self.read).await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("id")?, rows::audit(r)?)))
-            .collect()
+        self.reads().list_audit(q).await
     }
 
     async fn create_token(
@@ -887,19 +828,7 @@ impl Store for SqliteStore {
     }
 
     async fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        let r = sqlx::query("SELECT id, role, agent, revoked_at FROM tokens WHERE hash = ?")
-            .bind(hash)
-            .fetch_optional(&self.read)
-            .await?;
-        r.map(|r| {
-            Ok(TokenRecord {
-                id: r.try_get("id")?,
-                role: r.try_get("role")?,
-                agent: r.try_get("agent")?,
-                revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
-            })
-        })
-        .transpose()
+        self.reads().token(hash).await
     }
 
     async fn revoke_token(&self, id: i64, actor: &str, now: Millis) -> Result<bool> {
@@ -921,75 +850,31 @@ impl Store for SqliteStore {
     }
 
     async fn messages(&self, conversation_id: i64) -> Result<Vec<Message>> {
-        let rows = sqlx::query("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id")
-            .bind(conversation_id)
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(rows::message).collect()
+        self.reads().messages(conversation_id).await
     }
 
     async fn notes(&self, conversation_id: i64) -> Result<Vec<Note>> {
-        let rows = sqlx::query("SELECT * FROM notes WHERE conversation_id = ? ORDER BY id")
-            .bind(conversation_id)
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(rows::note).collect()
+        self.reads().notes(conversation_id).await
     }
 
     async fn tickets(&self, conversation_id: i64) -> Result<Vec<Ticket>> {
-        let rows = sqlx::query("SELECT * FROM tickets WHERE conversation_id = ? ORDER BY id")
-            .bind(conversation_id)
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(|r| rows::ticket(r, "")).collect()
+        self.reads().tickets(conversation_id).await
     }
 
     async fn ticket_history(&self, ticket_id: i64) -> Result<Vec<Value>> {
-        let rows: Vec<String> =
-            sqlx::query_scalar("SELECT change FROM ticket_events WHERE ticket_id = ? ORDER BY id")
-                .bind(ticket_id)
-                .fetch_all(&self.read)
-                .await?;
-        rows.iter().map(|s| parse(s, "ticket event")).collect()
+        self.reads().ticket_history(ticket_id).await
     }
 
     async fn audit(&self, entity: &str) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query("SELECT * FROM audit WHERE entity = ? ORDER BY id")
-            .bind(entity)
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(rows::audit).collect()
+        self.reads().audit(entity).await
     }
 
     async fn traces(&self, conversation_id: i64) -> Result<Vec<(String, Value)>> {
-        let rows = sqlx::query(
-            "SELECT pack_hash, trace FROM traces WHERE conversation_id = ? ORDER BY id",
-        )
-        .bind(conversation_id)
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("pack_hash")?,
-                    parse(&r.try_get::<String, _>("trace")?, "trace")?,
-                ))
-            })
-            .collect()
+        self.reads().traces(conversation_id).await
     }
 
     async fn outbox_payloads(&self) -> Result<Vec<(String, Value)>> {
-        let rows = sqlx::query("SELECT status, payload FROM outbox ORDER BY id")
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("status")?,
-                    parse(&r.try_get::<String, _>("payload")?, "outbox payload")?,
-                ))
-            })
-            .collect()
+        self.reads().outbox_payloads().await
     }
 
     async fn prune(&self, before: Millis) -> Result<Vec<(String, u64)>> {
@@ -1016,10 +901,6 @@ impl Store for SqliteStore {
     }
 
     async fn conversation_ids(&self) -> Result<Vec<i64>> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM conversations ORDER BY id")
-                .fetch_all(&self.read)
-                .await?,
-        )
+        self.reads().conversation_ids().await
     }
 }

@@ -423,7 +423,7 @@ fn apply(tx: &Transaction<'_>, ids: &AtomicI64, group: &[&Encoded]) -> Result<()
             ticket_event.execute(params![k.id, at, t.actor, change])?;
         }
         for (kind, name) in &cs.cancel_jobs {
-            cancel_job.execute(params![at, cs.conversation_id, kind, name])?;
+            cancel_job.execute(params![at, cs.conversation_id, kind.as_str(), name])?;
         }
         for a in &cs.assigned {
             assigned.execute(params![at, a])?;
@@ -432,7 +432,12 @@ fn apply(tx: &Transaction<'_>, ids: &AtomicI64, group: &[&Encoded]) -> Result<()
             audit.execute(params![a.at, a.actor, a.entity, a.action, before, after])?;
         }
         for j in &cs.new_jobs {
-            new_job.execute(params![cs.conversation_id, j.kind, j.name, j.due_at])?;
+            new_job.execute(params![
+                cs.conversation_id,
+                j.kind.as_str(),
+                j.name,
+                j.due_at
+            ])?;
         }
         if let Some(id) = cs.inbox_id {
             processed.execute(params![at, id])?;
