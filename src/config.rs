@@ -23,7 +23,7 @@ pub struct ServeArgs {
     pub rules: Option<PathBuf>,
     /// The database: `sqlite://FILE`, or `postgres://USER@HOST/DB` for several instances
     /// [default: sqlite://switchyard.db].
-    #[arg(long, env = "SWITCHYARD_DB")]
+    #[arg(long, env = "SWITCHYARD_DB", hide_env_values = true)]
     pub db: Option<String>,
     /// PostgreSQL: connections of the pool; an instance uses up to 3 × this + 1 [default: 8].
     #[arg(long, env = "SWITCHYARD_DB_POOL")]
@@ -48,7 +48,8 @@ pub struct ServeArgs {
     /// The token Meta echoes in the webhook verification handshake.
     #[arg(long, env = "WHATSAPP_VERIFY_TOKEN", hide_env_values = true)]
     pub whatsapp_verify_token: Option<String>,
-    /// The app secret: webhooks without a valid `X-Hub-Signature-256` are refused.
+    /// The app secret: webhooks without a valid `X-Hub-Signature-256` are refused. Without
+    /// it, `POST /webhooks/whatsapp` refuses every delivery.
     #[arg(long, env = "WHATSAPP_APP_SECRET", hide_env_values = true)]
     pub whatsapp_app_secret: Option<String>,
     /// Accepted as an admin token of the API (bootstrapping; create real tokens with
@@ -68,10 +69,18 @@ pub struct ServeArgs {
     /// [default: 50].
     #[arg(long, env = "SWITCHYARD_API_RATE")]
     pub api_rate: Option<u32>,
-    /// The secret Shopify signs order webhooks with; when set, `POST /webhooks/shopify`
-    /// requires a valid `X-Shopify-Hmac-Sha256`.
+    /// The secret Shopify signs order webhooks with: `POST /webhooks/shopify` requires a
+    /// valid `X-Shopify-Hmac-Sha256`. Without it, the route refuses every delivery.
     #[arg(long, env = "SHOPIFY_WEBHOOK_SECRET", hide_env_values = true)]
     pub shopify_webhook_secret: Option<String>,
+    /// The key web chat visitor sessions are signed with (at least 32 characters; the same on
+    /// every instance) [default: a key made at start, so sessions end with the process].
+    #[arg(long, env = "SWITCHYARD_WEBCHAT_SECRET", hide_env_values = true)]
+    pub webchat_secret: Option<String>,
+    /// DEVELOPMENT ONLY: accept webhooks whose secret is not configured without a signature
+    /// (anyone who can reach the server can then write as any customer).
+    #[arg(long)]
+    pub insecure_unsigned_webhooks: bool,
     /// Reload the rule pack when its files change (a pack with errors is refused and the one
     /// serving keeps serving).
     #[arg(long)]
@@ -287,7 +296,7 @@ pub fn resolve(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result
             .unwrap_or(LogFormat::Text),
         api_rate: args.api_rate.or(file.api_rate).unwrap_or(50),
         verify_token: args.whatsapp_verify_token.clone(),
-        app_secret: args.whatsapp_app_secret.clone(),
+        app_secret: nonempty(&args.whatsapp_app_secret).map(str::to_string),
         admin_token: nonempty(&args.admin_token).map(str::to_string),
         numbers,
         file: file_path,

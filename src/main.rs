@@ -63,7 +63,12 @@ enum Command {
     Schema,
     /// Apply the database migrations without serving (SQLite or PostgreSQL by the URL).
     Migrate {
-        #[arg(long, env = "SWITCHYARD_DB", default_value = "sqlite://switchyard.db")]
+        #[arg(
+            long,
+            env = "SWITCHYARD_DB",
+            hide_env_values = true,
+            default_value = "sqlite://switchyard.db"
+        )]
         db: String,
     },
     /// Delete what only the machinery needed, older than a duration: processed inbox events,
@@ -74,7 +79,12 @@ enum Command {
         /// for up to 7 days).
         #[arg(long, value_name = "DURATION")]
         older_than: String,
-        #[arg(long, env = "SWITCHYARD_DB", default_value = "sqlite://switchyard.db")]
+        #[arg(
+            long,
+            env = "SWITCHYARD_DB",
+            hide_env_values = true,
+            default_value = "sqlite://switchyard.db"
+        )]
         db: String,
     },
     /// Serve the webhooks (embedded SQLite, or PostgreSQL with `--db postgres://…`); outbound
@@ -128,13 +138,23 @@ pub(crate) enum TokenCommand {
         /// The agent the token acts as (required for `agent`).
         #[arg(long)]
         agent: Option<String>,
-        #[arg(long, env = "SWITCHYARD_DB", default_value = "sqlite://switchyard.db")]
+        #[arg(
+            long,
+            env = "SWITCHYARD_DB",
+            hide_env_values = true,
+            default_value = "sqlite://switchyard.db"
+        )]
         db: String,
     },
     /// Revokes a token by its id.
     Revoke {
         id: i64,
-        #[arg(long, env = "SWITCHYARD_DB", default_value = "sqlite://switchyard.db")]
+        #[arg(
+            long,
+            env = "SWITCHYARD_DB",
+            hide_env_values = true,
+            default_value = "sqlite://switchyard.db"
+        )]
         db: String,
     },
 }

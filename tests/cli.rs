@@ -192,6 +192,34 @@ fn prune_keeps_a_week_and_says_what_it_deleted() {
 
 /// A PostgreSQL that does not answer stops `serve` and `migrate` at once with the reason and
 /// a non-zero exit (no server needed: nothing listens on the port).
+/// Two `serve` on one SQLite file: the second refuses to start and says why.
+#[test]
+fn a_second_serve_on_one_sqlite_file_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("s.db").display());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut first = bin()
+        .args(["serve", "--db", &db, "--listen", &addr])
+        .env_remove("SWITCHYARD_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+    let (code, _, err) = run(&["serve", "--db", &db, "--listen", "127.0.0.1:0"]);
+    first.kill().unwrap();
+    let _ = first.wait();
+    assert!(up, "the first serve did not start");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("is served by another switchyard process (pid "),
+        "{err}"
+    );
+}
+
 #[test]
 fn an_unreachable_database_is_a_clear_error_at_start() {
     let url = format!("postgres://postgres@127.0.0.1:{}/switchyard", free_port());
@@ -449,33 +477,41 @@ fn demo_keep_serving_answers_over_http_afterwards() {
         false
     };
     let serving = wait_for("Still serving on");
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("chat.jsonl");
-    std::fs::write(
-        &file,
-        r#"{"id":"w1","from":"guest","text":"mera order kahan hai #55120"}"#,
-    )
-    .unwrap();
-    let replay = bin()
-        .args([
-            "replay",
-            file.to_str().unwrap(),
-            "--to",
-            &format!("http://127.0.0.1:{port}/webhooks/webchat"),
-        ])
-        .output()
-        .unwrap();
-    let answered =
-        serving && wait_for("[sandbox → webchat guest] Your order #55120 is out for delivery");
+    // A web chat visitor: a session from the server, then a message with it.
+    switchyard_connectors::cloud_api::install_tls();
+    let posted = serving.then(|| {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let http = reqwest::Client::new();
+            let base = format!("http://127.0.0.1:{port}");
+            let session: serde_json::Value = http
+                .post(format!("{base}/webchat/sessions"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let token = session["token"].as_str().unwrap_or_default().to_string();
+            let customer = session["customer"].as_str().unwrap_or_default().to_string();
+            let r = http
+                .post(format!("{base}/webhooks/webchat"))
+                .bearer_auth(token)
+                .json(&serde_json::json!({ "id": "w1", "text": "mera order kahan hai #55120" }))
+                .send()
+                .await?;
+            Ok::<_, reqwest::Error>((r.status().as_u16(), customer))
+        })
+    });
+    let (status, customer) = match posted {
+        Some(Ok(p)) => p,
+        _ => (0, String::new()),
+    };
+    let answered = status == 200
+        && wait_for(&format!(
+            "[sandbox → webchat {customer}] Your order #55120 is out for delivery"
+        ));
     child.kill().unwrap();
     let _ = child.wait();
     assert!(serving, "the demo did not say it keeps serving");
-    assert_eq!(
-        replay.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&replay.stdout)
-    );
+    assert_eq!(status, 200, "the web chat message was not accepted");
     assert!(answered, "the reply to the webchat message was not printed");
 }
 
@@ -606,11 +642,11 @@ fn serve_watch_reloads_good_packs_and_keeps_serving_on_bad_ones() {
     }
 }
 
-/// `serve` with no credentials: the example pack's store is the demo store, a Shopify order
-/// webhook starts the COD confirmation (printed by the sandbox), and start-up says which
-/// connector is what.
+/// `serve` with no shop credentials: the example pack's store is the demo store, a signed
+/// Shopify order webhook starts the COD confirmation (printed by the sandbox), and start-up says
+/// which connector is what and which webhook refuses deliveries for want of its secret.
 #[test]
-fn serve_takes_shopify_order_webhooks_with_no_credentials() {
+fn serve_takes_signed_shopify_order_webhooks_with_no_shop_credentials() {
     use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
@@ -620,7 +656,8 @@ fn serve_takes_shopify_order_webhooks_with_no_credentials() {
         .arg(format!("sqlite://{}", dir.path().join("s.db").display()))
         .env_remove("SHOPIFY_SHOP")
         .env_remove("SHOPIFY_ACCESS_TOKEN")
-        .env_remove("SHOPIFY_WEBHOOK_SECRET")
+        .env("SHOPIFY_WEBHOOK_SECRET", "shop-secret")
+        .env_remove("WHATSAPP_APP_SECRET")
         .env_remove("WHATSAPP_PHONE_NUMBER_ID")
         .env_remove("WHATSAPP_ACCESS_TOKEN")
         .stdout(Stdio::piped())
@@ -637,7 +674,8 @@ fn serve_takes_shopify_order_webhooks_with_no_credentials() {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
         write!(
             s,
-            "POST /webhooks/shopify HTTP/1.1\r\nHost: {addr}\r\nX-Shopify-Topic: orders/create\r\nX-Shopify-Webhook-Id: w1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{order}",
+            "POST /webhooks/shopify HTTP/1.1\r\nHost: {addr}\r\nX-Shopify-Topic: orders/create\r\nX-Shopify-Webhook-Id: w1\r\nX-Shopify-Hmac-Sha256: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{order}",
+            switchyard_connectors::shopify::webhook_signature(b"shop-secret", order.as_bytes()),
             order.len()
         )
         .unwrap();
@@ -652,6 +690,13 @@ fn serve_takes_shopify_order_webhooks_with_no_credentials() {
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert!(
         stderr.contains("connector `store`: the `demo_store` store (set SHOPIFY_SHOP and SHOPIFY_ACCESS_TOKEN for Shopify)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("POST /webhooks/shopify: signatures checked (SHOPIFY_WEBHOOK_SECRET)")
+            && stderr.contains(
+                "POST /webhooks/whatsapp REFUSES every delivery (503) until WHATSAPP_APP_SECRET is set"
+            ),
         "{stderr}"
     );
     assert!(

@@ -53,6 +53,14 @@ impl Drop for Instance {
     }
 }
 
+/// The app secret the instances check webhooks with.
+const APP_SECRET: &str = "instances-test-app-secret";
+
+/// `X-Hub-Signature-256` of a body, as Meta signs it.
+fn signed(body: &str) -> String {
+    switchyard_connectors::whatsapp::signature(APP_SECRET.as_bytes(), body.as_bytes())
+}
+
 fn start(db: &str, fake: &str, port: u16) -> Instance {
     let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["serve", "--rules", "tests/packs/echo", "--db", db])
@@ -62,7 +70,7 @@ fn start(db: &str, fake: &str, port: u16) -> Instance {
         .env("WHATSAPP_API_BASE", fake)
         .env("WHATSAPP_SEND_RATE", "10000")
         .env("SWITCHYARD_ADMIN_TOKEN", ADMIN)
-        .env_remove("WHATSAPP_APP_SECRET")
+        .env("WHATSAPP_APP_SECRET", APP_SECRET)
         .env_remove("SWITCHYARD_CONFIG")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -106,6 +114,7 @@ async fn deliver(
         let r = c
             .post(format!("{}/webhooks/whatsapp", bases[i]))
             .header("content-type", "application/json")
+            .header("x-hub-signature-256", signed(&body))
             .body(body.clone())
             .send()
             .await;
@@ -551,13 +560,11 @@ async fn a_lost_database_turns_readyz_503_and_loses_nothing_acknowledged() {
     let post = |k: usize| {
         let (c, base) = (c.clone(), i.base.clone());
         async move {
+            let body = webhook("923001112223", &format!("wamid.o.{k}"), &format!("o{k}"));
             c.post(format!("{base}/webhooks/whatsapp"))
                 .header("content-type", "application/json")
-                .body(webhook(
-                    "923001112223",
-                    &format!("wamid.o.{k}"),
-                    &format!("o{k}"),
-                ))
+                .header("x-hub-signature-256", signed(&body))
+                .body(body)
                 .send()
                 .await
                 .map(|r| r.status().as_u16())

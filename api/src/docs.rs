@@ -44,6 +44,7 @@ impl Modify for Bearer {
         crate::readyz,
         crate::whatsapp_handshake,
         crate::whatsapp_post,
+        crate::webchat_session,
         crate::webchat_post,
         crate::shopify_post,
         admin::create_token,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -35,15 +35,25 @@ pub struct AppState {
     pub runtime: Arc<Runtime>,
     /// `hub.verify_token` for Meta's handshake; without it the handshake is refused.
     pub whatsapp_verify_token: Option<String>,
-    /// The app secret: when set, `X-Hub-Signature-256` is required and checked.
+    /// The app secret: `X-Hub-Signature-256` is checked with it. Without it (or empty) the
+    /// route refuses every delivery (503), unless `unsigned_webhooks`.
     pub whatsapp_app_secret: Option<Vec<u8>>,
     /// The business numbers, for the channel of each message and status.
     pub whatsapp_numbers: whatsapp::Numbers,
     pub body_limit: usize,
     /// `SWITCHYARD_ADMIN_TOKEN`: accepted as an admin token (bootstrapping, tests).
     pub admin_token: Option<String>,
-    /// `SHOPIFY_WEBHOOK_SECRET`: when set, `X-Shopify-Hmac-Sha256` is required and checked.
+    /// `SHOPIFY_WEBHOOK_SECRET`: `X-Shopify-Hmac-Sha256` is checked with it. Without it the
+    /// route refuses every delivery (503), unless `unsigned_webhooks`.
     pub shopify_webhook_secret: Option<Vec<u8>>,
+    /// Development only (`serve --insecure-unsigned-webhooks`): webhooks without a configured
+    /// secret are accepted unsigned.
+    pub unsigned_webhooks: bool,
+    /// The key web chat sessions are signed with (`SWITCHYARD_WEBCHAT_SECRET`, else one made
+    /// at start).
+    pub webchat_key: Vec<u8>,
+    /// How long a web chat session lasts.
+    pub webchat_session: std::time::Duration,
     /// Where the pack came from, for `GET/POST /api/v1/rules…`.
     pub rules: oversight::RulesSource,
     pub metrics: oversight::ApiMetrics,
@@ -67,9 +77,37 @@ impl AppState {
             body_limit: DEFAULT_BODY_LIMIT,
             admin_token: None,
             shopify_webhook_secret: None,
+            unsigned_webhooks: false,
+            webchat_key: random_key(),
+            webchat_session: std::time::Duration::from_secs(24 * 3600),
             rules: oversight::RulesSource::new(None),
             token_limiter: Some(token_limiter(DEFAULT_TOKEN_RATE.0, DEFAULT_TOKEN_RATE.1)),
         }
+    }
+}
+
+/// 32 random bytes: a signing key that lives as long as the process.
+pub fn random_key() -> Vec<u8> {
+    let mut k = vec![0u8; 32];
+    // The OS's generator does not fail on the platforms we run on; if it did, a key of zeros
+    // would be guessable, so stop rather than serve with it.
+    getrandom::fill(&mut k).expect("the operating system's random generator is not available");
+    k
+}
+
+/// The key a webhook's signature is checked with; `None` (accept unsigned) only in development
+/// mode; without a key otherwise the delivery is refused, so nothing unsigned is acknowledged.
+fn webhook_key<'a>(
+    s: &AppState,
+    key: &'a Option<Vec<u8>>,
+    var: &str,
+) -> Result<Option<&'a [u8]>, ApiError> {
+    match key.as_deref().filter(|k| !k.is_empty()) {
+        Some(k) => Ok(Some(k)),
+        None if s.unsigned_webhooks => Ok(None),
+        None => Err(ApiError::NotConfigured(format!(
+            "{var} is not set: this webhook refuses every delivery until it is"
+        ))),
     }
 }
 
@@ -92,7 +130,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`,
     /// `conflict`, `invalid`, `window_closed`, `invalid_pack`, `too_large`, `rate_limited`,
-    /// `unavailable`.
+    /// `unavailable`, `not_configured`.
     pub code: String,
     /// What went wrong; for `invalid`, it starts with the field's name.
     pub message: String,
@@ -163,6 +201,9 @@ pub enum ApiError {
     /// A token sent more requests than its rate allows; retry after this many seconds.
     TooMany(u64),
     Unavailable(String),
+    /// The route needs a secret the server was not given (503, so the sender retries once it
+    /// is set).
+    NotConfigured(String),
 }
 
 impl From<switchyard_engine::access::Denied> for ApiError {
@@ -230,6 +271,10 @@ impl IntoResponse for ApiError {
                     ),
                 )
             }
+            ApiError::NotConfigured(m) => {
+                tracing::warn!(error = %m, "a webhook was refused");
+                (StatusCode::SERVICE_UNAVAILABLE, "not_configured", m)
+            }
             ApiError::Unavailable(m) => {
                 // Internals are logged, not shown.
                 tracing::error!(error = %m, "store unavailable");
@@ -279,6 +324,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(whatsapp_handshake).post(whatsapp_post),
         )
         .route("/webhooks/webchat", axum::routing::post(webchat_post))
+        .route("/webchat/sessions", axum::routing::post(webchat_session))
         .route("/webhooks/shopify", axum::routing::post(shopify_post))
         .route("/api/v1/tokens", axum::routing::post(admin::create_token))
         .route(
@@ -336,7 +382,12 @@ async fn count_requests(
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    // Label values from a closed set: a stranger's invented methods must not grow the registry.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_string();
     let r = next.run(req).await;
     s.metrics
         .requests
@@ -424,9 +475,9 @@ async fn ingest(
     Ok((new, r.len() - new))
 }
 
-/// WhatsApp Cloud API notifications (messages and delivery statuses). With an app secret
-/// configured, `X-Hub-Signature-256` must be valid (401 otherwise). 200 only after the inbox
-/// COMMIT.
+/// WhatsApp Cloud API notifications (messages and delivery statuses). `X-Hub-Signature-256`
+/// must be valid (401 otherwise); without `WHATSAPP_APP_SECRET` every delivery is refused
+/// (503 `not_configured`). 200 only after the inbox COMMIT.
 #[utoipa::path(post, path = "/webhooks/whatsapp", tag = "webhooks", request_body = Object,
     params(("X-Hub-Signature-256" = Option<String>, Header)),
     responses((status = 200, body = Received), (status = "4XX", body = ErrorBody)))]
@@ -436,7 +487,7 @@ pub async fn whatsapp_post(
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Received>, ApiError> {
     let b = body(b, s.body_limit)?;
-    if let Some(secret) = &s.whatsapp_app_secret {
+    if let Some(secret) = webhook_key(&s, &s.whatsapp_app_secret, "WHATSAPP_APP_SECRET")? {
         let sig = headers
             .get("x-hub-signature-256")
             .and_then(|v| v.to_str().ok());
@@ -489,52 +540,80 @@ pub async fn whatsapp_post(
     Ok(r)
 }
 
-#[derive(serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WebchatMessage {
-    /// The message's id (deduplication).
-    id: String,
-    /// The customer's id.
-    from: String,
-    name: Option<String>,
-    /// Exactly one of `text` and `button`.
-    text: Option<String>,
-    button: Option<String>,
+/// A new web chat visitor's session.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct WebchatSession {
+    /// Sent with every message as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// The customer id the session's messages are from.
+    pub customer: String,
+    /// When the session ends (milliseconds since the epoch); then start a new one.
+    pub expires_at: i64,
 }
 
-/// A web chat message: `{"id","from","name"?,"text"}` or `{"id","from","button"}`.
-#[utoipa::path(post, path = "/webhooks/webchat", tag = "webhooks", request_body = WebchatMessage,
+/// Starts a web chat visitor's session: a new customer id, signed by the server, that every
+/// message of this visitor carries. Nothing is stored until the visitor writes.
+#[utoipa::path(post, path = "/webchat/sessions", tag = "webhooks",
+    responses((status = 201, body = WebchatSession), (status = "4XX", body = ErrorBody)))]
+pub async fn webchat_session(
+    State(s): State<Arc<AppState>>,
+) -> Result<(StatusCode, Json<WebchatSession>), ApiError> {
+    let expires_at = switchyard_engine::model::now_millis() + s.webchat_session.as_millis() as i64;
+    let (token, session) = switchyard_connectors::webchat::issue(&s.webchat_key, expires_at)
+        .map_err(|e| ApiError::Unavailable(format!("no random numbers for a session: {e}")))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(WebchatSession {
+            token,
+            customer: session.customer,
+            expires_at,
+        }),
+    ))
+}
+
+/// A web chat message: `{"id", "name"?, "text"}` or `{"id", "button"}`, with the visitor's
+/// session (`POST /webchat/sessions`) as `Authorization: Bearer <token>`. The customer is the
+/// session's; a message id counts once per session (a resend is a duplicate). Text is at most
+/// 4,096 characters.
+#[utoipa::path(post, path = "/webhooks/webchat", tag = "webhooks",
+    request_body = switchyard_connectors::webchat::Posted,
+    params(("Authorization" = String, Header, description = "`Bearer <session token>`")),
     responses((status = 200, body = Received), (status = "4XX", body = ErrorBody)))]
 pub async fn webchat_post(
     State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Received>, ApiError> {
+    use switchyard_connectors::webchat;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::Unauthorized(
+                "a web chat message needs its session: `Authorization: Bearer <token>` from POST /webchat/sessions".into(),
+            )
+        })?;
+    let session = webchat::verify(
+        &s.webchat_key,
+        token.trim(),
+        switchyard_engine::model::now_millis(),
+    )
+    .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
     let b = body(b, s.body_limit)?;
-    let m: WebchatMessage = serde_json::from_slice(&b).map_err(|e| {
+    let m: webchat::Posted = serde_json::from_slice(&b).map_err(|e| {
         ApiError::BadRequest(format!(
-            "expected {{\"id\", \"from\", \"name\"?, \"text\" or \"button\"}}: {e}"
+            "expected {{\"id\", \"name\"?, \"text\" or \"button\"}} (the customer is the session's): {e}"
         ))
     })?;
-    if m.id.is_empty() || m.from.is_empty() {
-        return Err(ApiError::BadRequest(
-            "`id` and `from` must not be empty".into(),
-        ));
-    }
-    let (kind, text, choice) = match (m.text, m.button) {
-        (Some(t), None) => ("text", t, None),
-        (None, Some(b)) => ("button", b.clone(), Some(b)),
-        _ => {
-            return Err(ApiError::BadRequest(
-                "send exactly one of `text` or `button`".into(),
-            ))
-        }
-    };
+    let (kind, text, choice) = webchat::message(&m).map_err(ApiError::BadRequest)?;
     let ev = Inbound::Message {
         channel: "webchat".into(),
-        from: m.from,
+        // Ids are the visitor's: deduplicated within the session, not across visitors.
+        provider_id: format!("{}:{}", session.customer, m.id),
+        from: session.customer,
         name: m.name,
         phone: None,
-        provider_id: m.id,
         kind: kind.into(),
         text,
         choice,
@@ -545,8 +624,8 @@ pub async fn webchat_post(
 }
 
 /// Shopify order webhooks (`orders/create`, `orders/updated`, `orders/cancelled`,
-/// `orders/fulfilled`): with `SHOPIFY_WEBHOOK_SECRET` set, `X-Shopify-Hmac-Sha256` must be
-/// valid (401 otherwise); deduplicated on `X-Shopify-Webhook-Id`; committed to the inbox as
+/// `orders/fulfilled`): `X-Shopify-Hmac-Sha256` must be valid (401 otherwise; without
+/// `SHOPIFY_WEBHOOK_SECRET` every delivery is refused, 503 `not_configured`); deduplicated on `X-Shopify-Webhook-Id`; committed to the inbox as
 /// `order.created` etc. for the customer's WhatsApp conversation (by the order's phone) before
 /// the 200. Other topics, and orders without a phone, are acknowledged and ignored.
 #[utoipa::path(post, path = "/webhooks/shopify", tag = "webhooks", request_body = Object,
@@ -561,7 +640,7 @@ pub async fn shopify_post(
     use switchyard_connectors::shopify;
     let b = body(b, s.body_limit)?;
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    if let Some(secret) = &s.shopify_webhook_secret {
+    if let Some(secret) = webhook_key(&s, &s.shopify_webhook_secret, "SHOPIFY_WEBHOOK_SECRET")? {
         if !shopify::webhook_signature_valid(secret, &b, header("x-shopify-hmac-sha256")) {
             return Err(ApiError::Unauthorized(
                 "missing or wrong X-Shopify-Hmac-Sha256".into(),

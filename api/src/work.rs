@@ -567,7 +567,7 @@ pub async fn update_ticket(
         category: b.category,
     };
     // (An agent's owner change is refused by the engine before this matters.)
-    if let (Some(Some(o)), true) = (&change.owner, p.role >= Role::Supervisor) {
+    if let (Some(Some(o)), true) = (&change.owner, p.actor().oversees()) {
         if s.runtime
             .engine
             .agent(o)

@@ -121,6 +121,9 @@ async fn server_full(
     let mut state = AppState {
         whatsapp_verify_token: Some("verify-me".into()),
         whatsapp_app_secret: secret.map(|s| s.as_bytes().to_vec()),
+        // Without a secret, the tests post unsigned: development mode, said explicitly (the
+        // default refuses; see `webhooks_without_a_secret_are_refused`).
+        unsigned_webhooks: secret.is_none(),
         whatsapp_numbers: numbers,
         body_limit,
         admin_token: Some(ADMIN.into()),
@@ -286,28 +289,185 @@ async fn bad_bodies_get_json_errors_and_lose_nothing() {
     assert_eq!(big.status(), 413);
     let e: Value = big.json().await.unwrap();
     assert_eq!(e["error"]["code"], "too_large");
-    let web = c
-        .post(format!("{}/webhooks/webchat", s.base))
-        .json(&json!({ "id": "w1", "from": "visitor-7", "text": "hi" }))
-        .send()
-        .await
-        .unwrap();
+    let (token, _) = webchat_session(&c, &s).await;
+    let web = webchat(&c, &s, &token, json!({ "id": "w1", "text": "hi" })).await;
     assert_eq!(web.status(), 200);
-    let both = c
-        .post(format!("{}/webhooks/webchat", s.base))
-        .json(&json!({ "id": "w2", "from": "v", "text": "a", "button": "b" }))
-        .send()
-        .await
-        .unwrap();
+    let both = webchat(
+        &c,
+        &s,
+        &token,
+        json!({ "id": "w2", "text": "a", "button": "b" }),
+    )
+    .await;
     assert_eq!(both.status(), 400);
-    let unknown = c
-        .post(format!("{}/webhooks/webchat", s.base))
-        .json(&json!({ "id": "w3", "from": "v", "text": "a", "extra": 1 }))
+    let unknown = webchat(
+        &c,
+        &s,
+        &token,
+        json!({ "id": "w3", "text": "a", "extra": 1 }),
+    )
+    .await;
+    assert_eq!(unknown.status(), 400);
+    // The customer is the session's: a `from` in the body is refused, not obeyed.
+    let from = webchat(
+        &c,
+        &s,
+        &token,
+        json!({ "id": "w4", "from": "someone-else", "text": "a" }),
+    )
+    .await;
+    assert_eq!(from.status(), 400);
+    assert_eq!(replies(&s, 1).await, ["got: hi"]);
+}
+
+/// A new web chat session: `(token, customer)`.
+async fn webchat_session(c: &reqwest::Client, s: &Server) -> (String, String) {
+    let r = c
+        .post(format!("{}/webchat/sessions", s.base))
         .send()
         .await
         .unwrap();
-    assert_eq!(unknown.status(), 400);
-    assert_eq!(replies(&s, 1).await, ["got: hi"]);
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    (
+        v["token"].as_str().unwrap().to_string(),
+        v["customer"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn webchat(c: &reqwest::Client, s: &Server, token: &str, body: Value) -> reqwest::Response {
+    c.post(format!("{}/webhooks/webchat", s.base))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Without its secret a webhook refuses every delivery (503, so the sender retries once the
+/// secret is set), and an empty secret is no secret: nothing unsigned is acknowledged or stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_without_a_secret_are_refused() {
+    for secret in [None, Some(Vec::new())] {
+        let s = server_with(|st| {
+            st.whatsapp_app_secret = secret.clone();
+            st.shopify_webhook_secret = secret.clone();
+            st.unsigned_webhooks = false;
+        })
+        .await;
+        let c = client();
+        let wa = post_whatsapp(&c, &s, TEXT).await;
+        assert_eq!(wa.status(), 503);
+        let e: Value = wa.json().await.unwrap();
+        assert_eq!(e["error"]["code"], "not_configured");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("WHATSAPP_APP_SECRET"),
+            "{e}"
+        );
+        let shop = c
+            .post(format!("{}/webhooks/shopify", s.base))
+            .header("X-Shopify-Topic", "orders/create")
+            .header("X-Shopify-Webhook-Id", "w-1")
+            .body(r##"{"id":1,"name":"#1001","phone":"+923001234567"}"##)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(shop.status(), 503);
+        let e: Value = shop.json().await.unwrap();
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("SHOPIFY_WEBHOOK_SECRET"),
+            "{e}"
+        );
+        assert!(
+            s.store.pending_inbox(0, 10).await.unwrap().is_empty()
+                && s.store.conversation_ids().await.unwrap().is_empty(),
+            "nothing stored"
+        );
+    }
+}
+
+/// A web chat message needs a session the server issued; the customer is the session's, and
+/// two visitors' messages with the same id are two messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_chat_visitors_are_who_their_session_says() {
+    let s = server(None, 1 << 20).await;
+    let c = client();
+    let none = c
+        .post(format!("{}/webhooks/webchat", s.base))
+        .json(&json!({ "id": "m1", "text": "hi" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 401);
+    let forged = webchat(
+        &c,
+        &s,
+        "v_0000.99999999999999.00",
+        json!({ "id": "m1", "text": "hi" }),
+    )
+    .await;
+    assert_eq!(forged.status(), 401);
+    let (a, alice) = webchat_session(&c, &s).await;
+    let long = webchat(
+        &c,
+        &s,
+        &a,
+        json!({ "id": "long", "text": "x".repeat(4097) }),
+    )
+    .await;
+    assert_eq!(long.status(), 400);
+    let (b, bob) = webchat_session(&c, &s).await;
+    assert_ne!(alice, bob);
+    // A session cannot be stretched: a changed expiry breaks the signature.
+    let (payload, sig) = a.rsplit_once('.').unwrap();
+    let (who, _) = payload.split_once('.').unwrap();
+    let stretched = format!("{who}.99999999999999.{sig}");
+    assert_eq!(
+        webchat(&c, &s, &stretched, json!({ "id": "m1", "text": "hi" }))
+            .await
+            .status(),
+        401
+    );
+    for (token, text, dup) in [
+        (&a, "from alice", 0),
+        (&b, "from bob", 0),
+        (&a, "from alice", 1),
+    ] {
+        let r = webchat(&c, &s, token, json!({ "id": "m1", "text": text })).await;
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(
+            (v["received"].as_i64(), v["duplicates"].as_i64()),
+            (Some(1 - dup), Some(dup)),
+            "{text}: {v}"
+        );
+    }
+    // Alice's resend is a duplicate; Bob's message with the same id is his own.
+    let mut got = replies(&s, 2).await;
+    got.sort();
+    assert_eq!(got, ["got: from alice", "got: from bob"]);
+    let mut customers = Vec::new();
+    for id in s.store.conversation_ids().await.unwrap() {
+        let conv = s.store.conversation(id).await.unwrap().unwrap();
+        customers.push(
+            s.store
+                .contact(conv.contact_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .external_id,
+        );
+    }
+    customers.sort();
+    let mut want = vec![alice, bob];
+    want.sort();
+    assert_eq!(customers, want);
 }
 
 /// The provider id of the conversation's first reply, once the channel has taken it.
@@ -602,6 +762,57 @@ mod graph {
             conv.queue.as_deref(),
             Some("support"),
             "handed to the default queue"
+        );
+    }
+
+    /// A Graph API that takes the message but answers too late: the reply is sent once, never
+    /// again, and shows as `unknown` (with why) for a person to decide.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_send_that_timed_out_is_not_sent_again() {
+        let graph = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({ "messages": [ { "id": "wamid.late" } ] }))
+                    .set_delay(Duration::from_millis(1500)),
+            )
+            .mount(&graph)
+            .await;
+        let api = CloudApi::new(CloudApiConfig {
+            base_url: graph.uri(),
+            timeout: Duration::from_millis(300),
+            ..CloudApiConfig::new("111", "TEST-TOKEN")
+        })
+        .unwrap();
+        let s =
+            server_sending_with(None, 1 << 20, Some(Arc::new(api)), Default::default(), &[]).await;
+        let c = client();
+        let r = post_whatsapp(&c, &s, &text_from("923000000009", "wamid.in.slow", "slow")).await;
+        assert_eq!(r.status(), 200);
+        sends_finished(&s, 1).await;
+        // Long enough for any retry with the test's 20 ms backoff.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(
+            graph.received_requests().await.unwrap().len(),
+            1,
+            "sent once"
+        );
+        let out = s.store.outbox_payloads().await.unwrap();
+        assert_eq!(out[0].0, "unknown");
+        let conv = s.store.conversation_ids().await.unwrap()[0];
+        let m = s
+            .store
+            .messages(conv)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| m.direction == switchyard_engine::model::Direction::Out)
+            .unwrap();
+        assert_eq!(m.status, "unknown");
+        assert!(
+            m.error.as_deref().unwrap_or("").contains("may have taken"),
+            "{:?}",
+            m.error
         );
     }
 
@@ -1904,6 +2115,14 @@ mod work {
         let s = server(None, 1 << 20).await;
         let c = client();
         customer_writes(&c, &s, "923008000001", "hi").await;
+        // Invented methods are counted, under one label value: the registry does not grow.
+        for i in 0..40 {
+            let m = reqwest::Method::from_bytes(format!("X{i}").as_bytes()).unwrap();
+            c.request(m, format!("{}/healthz", s.base))
+                .send()
+                .await
+                .unwrap();
+        }
         let text = c
             .get(format!("{}/metrics", s.base))
             .send()
@@ -1912,6 +2131,8 @@ mod work {
             .text()
             .await
             .unwrap();
+        assert!(!text.contains("method=\"X1"), "{text}");
+        assert!(text.contains("method=\"other\""), "{text}");
         for needle in [
             "switchyard_http_requests_total{method=\"POST\",route=\"/webhooks/whatsapp\",status=\"200\"} 1",
             "switchyard_inbox_depth 0",
@@ -2256,6 +2477,9 @@ mod shopify {
         );
         let state = Arc::new(AppState {
             shopify_webhook_secret: Some(SECRET.as_bytes().to_vec()),
+            // The customer's side is posted unsigned here (development mode: no WhatsApp
+            // secret); Shopify's webhooks are signed and checked.
+            unsigned_webhooks: true,
             ..AppState::new(runtime)
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

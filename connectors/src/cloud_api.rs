@@ -2,12 +2,13 @@
 //! `POST {base}/{version}/{phone_number_id}/messages` with a bearer token.
 //!
 //! Errors are classified by the Graph error `code` in the body, not by the HTTP status (a
-//! missing template comes back as 404; see `../shared/reference/whatsapp-shopify.md`):
+//! missing template comes back as 404, per Meta's Cloud API error reference):
 //!
 //! | code | outcome |
 //! |---|---|
 //! | 131047 (window closed) | [`SendError::WindowClosed`]: failed, never retried free-form; the engine hands the conversation to a human |
-//! | 130429 (throughput), 131056 (pair rate limit), 131000 (unknown), 5xx, timeouts, connection errors | [`SendError::Retry`]: back off and retry |
+//! | 130429 (throughput), 131056 (pair rate limit), 131000 (unknown), 5xx, no connection | [`SendError::Retry`]: back off and retry |
+//! | no answer in time, a connection cut after the request left, 2xx without a message id | [`SendError::Unknown`]: Meta may have taken it; never resent automatically |
 //! | 131026, 131050, 131048, 131049, 131051, 131030, 132xxx, other 4xx | [`SendError::Permanent`]: recorded on the message, visible to agents |
 //! | 190 and other auth errors (401/403) | [`SendError::Retry`]: an operator fixes the token; the rows give up after the retries |
 //!
@@ -132,11 +133,17 @@ impl CloudApi {
             .send()
             .await
             .map_err(|e| {
-                SendError::Retry(if e.is_timeout() {
-                    format!("timed out after {:?}", self.cfg.timeout)
+                if e.is_connect() {
+                    // Nothing left this process: safe to try again.
+                    SendError::Retry(format!("cannot reach the Cloud API: {e}"))
+                } else if e.is_timeout() {
+                    SendError::Unknown(format!(
+                        "no answer within {:?}: the Cloud API may have taken the message",
+                        self.cfg.timeout
+                    ))
                 } else {
-                    format!("cannot reach the Cloud API: {e}")
-                })
+                    SendError::Unknown(format!("the request failed after it was sent: {e}"))
+                }
             })?;
         let status = resp.status().as_u16();
         // A body that is not JSON (a proxy's error page) is classified by the status alone.
@@ -164,7 +171,7 @@ impl Channel for CloudApi {
             Some(id) => Ok(id.to_string()),
             // Accepted, but we cannot know which message it became: not sent again (it may
             // well arrive), and the oddity is visible on the message.
-            None => Err(SendError::Permanent(
+            None => Err(SendError::Unknown(
                 "the Cloud API accepted the message without returning its id".into(),
             )),
         }

@@ -4,6 +4,11 @@
 //! headers from the environment variables the pack names, and binds the answer's fields picked
 //! by JSON pointers. Timeouts and 5xx are retried; 404, or an answer where no pointer finds
 //! anything, is "nothing found"; answers are cached for the connector's `cache` time.
+//!
+//! A key is what a customer typed: it is percent-encoded completely (`.` too), and a URL whose
+//! path it would change (`..`, `%2e%2e`) is never requested; redirects are followed only on
+//! the same origin (the pack's secret headers never go to another host); an answer over
+//! [`MAX_ANSWER`] bytes is refused.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -56,15 +61,24 @@ fn fill(t: &str, key: &str, value: &str, esc: impl Fn(&str) -> String) -> String
     out
 }
 
+/// The largest answer read, in bytes.
+pub const MAX_ANSWER: usize = 1 << 20;
+
 fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// The path of a URL as written (between the authority and `?`/`#`).
+fn raw_path(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(url, |i| &url[i + 3..]);
+    let path = after_scheme.find('/').map_or("", |i| &after_scheme[i..]);
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    &path[..end]
 }
 
 fn json_escape(s: &str) -> String {
@@ -88,8 +102,22 @@ impl HttpLookup {
             })?;
             headers.push((h.clone(), v));
         }
+        // Redirects only within the same origin: the pack's headers are its credentials.
+        let redirects = reqwest::redirect::Policy::custom(|a| {
+            let same = a.previous().first().is_some_and(|first| {
+                first.scheme() == a.url().scheme()
+                    && first.host_str() == a.url().host_str()
+                    && first.port_or_known_default() == a.url().port_or_known_default()
+            });
+            if same && a.previous().len() < 5 {
+                a.follow()
+            } else {
+                a.stop()
+            }
+        });
         let http = reqwest::Client::builder()
             .timeout(rt.timeout)
+            .redirect(redirects)
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
         Ok(HttpLookup {
@@ -103,6 +131,12 @@ impl HttpLookup {
 
     async fn once(&self, key: &str, value: &str) -> Result<Option<Value>, (bool, String)> {
         let url = fill(&self.rt.url, key, value, url_encode);
+        // A key must not move the request elsewhere on the server (`..` segments, which URL
+        // parsing resolves even when percent-encoded): such a key finds nothing.
+        match reqwest::Url::parse(&url) {
+            Ok(u) if u.path() == raw_path(&url) || raw_path(&url).is_empty() => {}
+            _ => return Ok(None),
+        }
         let mut rb = if self.rt.method == "POST" {
             self.http.post(&url)
         } else {
@@ -124,7 +158,11 @@ impl HttpLookup {
                     format!("`{name}` did not answer within {:?}", self.rt.timeout),
                 )
             } else {
-                (true, format!("`{name}` is unreachable: {e}"))
+                // Without the URL (it may carry the customer's key or a credential).
+                (
+                    true,
+                    format!("`{name}` is unreachable: {}", e.without_url()),
+                )
             }
         })?;
         let status = r.status();
@@ -137,9 +175,29 @@ impl HttpLookup {
         if !status.is_success() {
             return Err((false, format!("`{name}` answered {status}")));
         }
-        let v: Value = r
-            .json()
-            .await
+        if r.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
+            return Err((
+                false,
+                format!("`{name}` answered more than {MAX_ANSWER} bytes"),
+            ));
+        }
+        let mut r = r;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = r.chunk().await.map_err(|e| {
+            (
+                true,
+                format!("`{name}` broke off its answer: {}", e.without_url()),
+            )
+        })? {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > MAX_ANSWER {
+                return Err((
+                    false,
+                    format!("`{name}` answered more than {MAX_ANSWER} bytes"),
+                ));
+            }
+        }
+        let v: Value = serde_json::from_slice(&bytes)
             .map_err(|e| (false, format!("`{name}` did not answer JSON: {e}")))?;
         let mut out = Map::new();
         for (field, pointer) in &self.rt.map {
@@ -203,5 +261,17 @@ impl Lookup for HttpLookup {
             c.insert(ck, (Instant::now(), found.clone()));
         }
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_encoded_completely() {
+        assert_eq!(url_encode("CN 12/.."), "CN%2012%2F%2E%2E");
+        assert_eq!(raw_path("https://x.test:8/a/b%2E?q=1#f"), "/a/b%2E");
+        assert_eq!(raw_path("https://x.test"), "");
     }
 }

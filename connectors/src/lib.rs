@@ -11,5 +11,6 @@ pub mod demo;
 pub mod http_lookup;
 pub mod sandbox;
 pub mod shopify;
+pub mod webchat;
 pub mod webhooks;
 pub mod whatsapp;

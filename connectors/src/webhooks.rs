@@ -127,7 +127,9 @@ impl Notifier for Webhooks {
             Ok(r) if r.status().is_success() => Ok(()),
             Ok(r) => Err(format!("`{connector}` answered {}", r.status())),
             Err(e) if e.is_timeout() => Err(format!("`{connector}` did not answer in time")),
-            Err(e) => Err(format!("`{connector}` is unreachable: {e}")),
+            // Without the URL: for Slack and the like the URL is the credential, and this
+            // message reaches the audit and the logs.
+            Err(e) => Err(format!("`{connector}` is unreachable: {}", e.without_url())),
         };
         self.record(connector, outcome.is_ok());
         outcome.map_err(LookupError::Failed)

@@ -306,6 +306,14 @@ async fn outbound_webhooks_are_signed_and_a_failing_endpoint_trips_its_breaker()
             Target::Missing("the webhook `nowhere` has no URL: set NOWHERE_URL".into()),
         ),
         ("printed", Target::Print),
+        (
+            "slack",
+            Target::Http(Endpoint {
+                // Nothing listens on port 9; for Slack the URL's path is the credential.
+                url: "http://127.0.0.1:9/services/T000/B000/XSECRETX".into(),
+                secret: None,
+            }),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -325,6 +333,14 @@ async fn outbound_webhooks_are_signed_and_a_failing_endpoint_trips_its_breaker()
     };
     assert!(m.contains("NOWHERE_URL"));
     w.notify("printed", &body).await.unwrap();
+    // What a failure says (audited, logged) never holds the endpoint's URL.
+    let Err(LookupError::Failed(m)) = w.notify("slack", &body).await else {
+        panic!("an unreachable endpoint fails");
+    };
+    assert!(
+        m.contains("`slack` is unreachable") && !m.contains("XSECRETX") && !m.contains("services"),
+        "{m}"
+    );
 }
 
 // ---- the generic HTTP lookup against a fake courier API ---------------------------------------
@@ -422,6 +438,79 @@ async fn an_http_lookup_maps_the_answer_retries_a_5xx_and_caches() {
         panic!("a missing header variable is an error");
     };
     assert!(e.contains("POSTEX_TOKEN"), "{e}");
+}
+
+/// What a customer types cannot steer the lookup: `..` does not climb the courier's paths, a
+/// redirect to another host does not get the pack's secret header, an endless answer is cut.
+#[tokio::test]
+async fn an_http_lookup_cannot_be_steered_by_the_key() {
+    let server = MockServer::start().await;
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/track-order/moved"))
+        .respond_with(
+            ResponseTemplate::new(302)
+                .insert_header("location", format!("{}/steal", elsewhere.uri()).as_str()),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/track-order/big"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(format!(
+            "{{\"dist\": {{\"eta\": \"{}\"}}}}",
+            "x".repeat(2 << 20)
+        )))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "dist": { "eta": "?" } })))
+        .with_priority(10)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({ "dist": { "eta": "stolen" } })),
+        )
+        .mount(&elsewhere)
+        .await;
+    let c = courier(&server, None);
+    for key in ["..", ".", "%2e%2e", "../../api/v1/status"] {
+        let got = c
+            .call("postex", LookupAction::Fetch, &json!(key), None)
+            .await;
+        assert!(
+            !matches!(&got, Ok(Some(_)))
+                || server
+                    .received_requests()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .all(|r| r.url.path().starts_with("/track-order/")),
+            "{key}: {got:?}"
+        );
+    }
+    for r in server.received_requests().await.unwrap() {
+        assert!(
+            r.url.path().starts_with("/track-order/"),
+            "{} was requested",
+            r.url
+        );
+    }
+    let moved = c
+        .call("postex", LookupAction::Fetch, &json!("moved"), None)
+        .await;
+    assert!(moved.is_err(), "{moved:?}");
+    assert!(
+        elsewhere.received_requests().await.unwrap().is_empty(),
+        "nothing, and no secret header, went to another host"
+    );
+    let Err(LookupError::Failed(m)) = c
+        .call("postex", LookupAction::Fetch, &json!("big"), None)
+        .await
+    else {
+        panic!("an answer over the cap fails");
+    };
+    assert!(m.contains("more than"), "{m}");
 }
 
 #[tokio::test]

@@ -22,6 +22,11 @@ pub enum SendError {
     /// goes to a human, who can send an approved template.
     #[error("window closed: {0}")]
     WindowClosed(String),
+    /// The request may have reached the channel, but no answer says so (a timeout after it
+    /// was sent, a connection cut mid-answer). Never sent again automatically: the row and
+    /// the message become `unknown`, for a person (or a rule) to decide.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
 }
 
 /// A channel that sends messages (WhatsApp Cloud API, web chat, the sandbox).

@@ -172,12 +172,7 @@ async fn inbox_loop(
                     let key = row.key.clone();
                     let mut q = queues.lock().unwrap_or_else(|e| e.into_inner());
                     match q.get_mut(&key) {
-                        // In id order, once (a rescan finds rows already queued).
-                        Some(list) => {
-                            if let Err(at) = list.binary_search_by_key(&row.id, |r| r.id) {
-                                list.insert(at.max(1), row);
-                            }
-                        }
+                        Some(list) => enqueue(list, row),
                         None => {
                             q.insert(key.clone(), VecDeque::from([row]));
                             tasks.spawn(conversation_task(
@@ -205,6 +200,16 @@ async fn inbox_loop(
         }
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Adds an event to its conversation's queue in id order, once (a rescan finds rows already
+/// queued), never before the front, which its task may be processing. The list may be empty:
+/// its task has just finished the last row and not yet removed the entry.
+fn enqueue(list: &mut VecDeque<InboxRow>, row: InboxRow) {
+    if let Err(at) = list.binary_search_by_key(&row.id, |r| r.id) {
+        let at = if list.is_empty() { 0 } else { at.max(1) };
+        list.insert(at, row);
+    }
 }
 
 /// Processes one conversation's queue, in order, until it is empty.
@@ -404,6 +409,7 @@ async fn outbox_loop(
                 Err(SendError::Retry(_)) => "retry",
                 Err(SendError::Permanent(_)) => "failed",
                 Err(SendError::WindowClosed(_)) => "window_closed",
+                Err(SendError::Unknown(_)) => "unknown",
             });
             let r = match result {
                 Ok(provider_id) => engine.store.outbox_sent(row.id, &provider_id, t).await,
@@ -429,6 +435,8 @@ async fn outbox_loop(
                 Err(SendError::Permanent(e)) => {
                     engine.store.outbox_failed(row.id, &e, None, t).await
                 }
+                // At most once: a send that may have arrived is not repeated.
+                Err(SendError::Unknown(e)) => engine.store.outbox_unknown(row.id, &e, t).await,
                 Err(SendError::WindowClosed(e)) => {
                     match engine.store.outbox_failed(row.id, &e, None, t).await {
                         Ok(()) => engine
@@ -454,5 +462,39 @@ async fn outbox_loop(
             _ = tokio::time::sleep(cfg.poll) => {}
             _ = stop.changed() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64) -> InboxRow {
+        InboxRow {
+            id,
+            key: "whatsapp:1".into(),
+            event: Inbound::Status {
+                channel: "whatsapp".into(),
+                to: "1".into(),
+                provider_id: format!("s{id}"),
+                message: "m".into(),
+                status: "read".into(),
+                error: None,
+            },
+        }
+    }
+
+    /// The scheduler queues an event for a conversation whose task just emptied its list (it
+    /// panicked on this before: the inbox stopped being processed).
+    #[test]
+    fn an_event_joins_an_emptied_queue_and_never_jumps_the_front() {
+        let mut q = VecDeque::new();
+        enqueue(&mut q, row(7));
+        assert_eq!(q.iter().map(|r| r.id).collect::<Vec<_>>(), [7]);
+        // The front (being processed) stays first even for a lower id found by a rescan.
+        enqueue(&mut q, row(5));
+        enqueue(&mut q, row(9));
+        enqueue(&mut q, row(9));
+        assert_eq!(q.iter().map(|r| r.id).collect::<Vec<_>>(), [7, 5, 9]);
     }
 }

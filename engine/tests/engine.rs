@@ -1237,6 +1237,41 @@ fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
+/// What a webhook was acknowledged for survives power loss: commits are `synchronous=FULL`
+/// unless the URL chooses otherwise; a second serving process on the same file is refused
+/// with who has it, and the file is free again when the first lets go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_is_durable_by_default_and_served_by_one_process() {
+    let dir = tmp();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let store = SqliteStore::open(&url).await.unwrap();
+    assert_eq!(store.synchronous().await.unwrap(), "full");
+    drop(store);
+    let fast = SqliteStore::open(&format!("{url}?synchronous=normal"))
+        .await
+        .unwrap();
+    assert_eq!(fast.synchronous().await.unwrap(), "normal");
+    drop(fast);
+    assert!(SqliteStore::open(&format!("{url}?synchronous=sometimes"))
+        .await
+        .is_err());
+    let first = switchyard_engine::store::claim(&url).unwrap();
+    assert!(first.is_some());
+    let second = switchyard_engine::store::claim(&url)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        second.contains("served by another switchyard process")
+            && second.contains(&format!("pid {}", std::process::id())),
+        "{second}"
+    );
+    drop(first);
+    assert!(switchyard_engine::store::claim(&url).unwrap().is_some());
+    assert!(switchyard_engine::store::claim("sqlite::memory:")
+        .unwrap()
+        .is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_restart_resumes_committed_events() {
     let d = tmp();

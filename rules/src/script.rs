@@ -19,7 +19,10 @@ use crate::calendar::CalendarRt;
 pub const MAX_OPERATIONS: u64 = 50_000;
 pub const MAX_CALL_LEVELS: usize = 16;
 pub const MAX_EXPR_DEPTH: usize = 32;
-pub const MAX_STRING_SIZE: usize = 16 * 1024;
+/// In bytes: above the longest text any channel takes (WhatsApp: 65,536 characters of up to
+/// 4 bytes each), so a customer's message never fails a rule for its length; well below what
+/// would let a script exhaust memory.
+pub const MAX_STRING_SIZE: usize = 256 * 1024;
 pub const MAX_ARRAY_SIZE: usize = 1_000;
 pub const MAX_MAP_SIZE: usize = 500;
 

@@ -254,6 +254,19 @@ fn oversized_strings_and_non_boolean_conditions_fail_cleanly() {
     );
 }
 
+/// A customer who writes at length (here 20 KB of Urdu) is still read by the rules.
+#[test]
+fn a_long_customer_message_is_read_by_the_rules() {
+    let p = pack_from(&format!(
+        "{BASE}rules:\n  - name: refund\n    when: message.received\n    if: 'message.text.contains(\"refund\")'\n    then: [ stop ]\n"
+    ));
+    let text = format!("{} refund", "ٹ".repeat(10_000));
+    assert!(text.len() > 20_000);
+    let (_, vars) = p.message_vars(&text, clock().now);
+    let ev = p.evaluate("message.received", "unknown", &mut vars.scope(), clock());
+    assert_eq!(ev.outcomes[0], (0, RuleOutcome::Matched), "{ev:?}");
+}
+
 #[test]
 fn scripts_cannot_change_what_later_rules_see() {
     let p = pack_from(&format!(

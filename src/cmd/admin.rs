@@ -23,9 +23,12 @@ pub(crate) fn prune(older_than: &str, db: &str) -> Result<ExitCode> {
     }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let store = switchyard_engine::store::open(db)
-            .await
-            .with_context(|| format!("cannot open the database {db}"))?;
+        let store = switchyard_engine::store::open(db).await.with_context(|| {
+            format!(
+                "cannot open the database {}",
+                switchyard_engine::store::redact(db)
+            )
+        })?;
         let before = now_ms() - age.as_millis() as i64;
         for (table, n) in store.prune(before).await? {
             println!("{table}: {n} rows deleted");
@@ -39,9 +42,12 @@ pub(crate) fn token_cmd(cmd: TokenCommand) -> Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let open = |db: String| async move {
-            switchyard_engine::store::open(&db)
-                .await
-                .with_context(|| format!("cannot open the database {db}"))
+            switchyard_engine::store::open(&db).await.with_context(|| {
+                format!(
+                    "cannot open the database {}",
+                    switchyard_engine::store::redact(&db)
+                )
+            })
         };
         match cmd {
             TokenCommand::Create { role, agent, db } => {

@@ -232,7 +232,12 @@ pub(crate) fn demo(keep_serving: bool, listen: &str) -> Result<ExitCode> {
         let addr = if keep_serving { listen } else { "127.0.0.1:0" };
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let base = format!("http://{}", listener.local_addr()?);
-        let state = Arc::new(switchyard_api::AppState::new(runtime.clone()));
+        // The demo signs what it posts, as Meta would, with a secret made for this run.
+        let secret = switchyard_api::random_key();
+        let state = Arc::new(switchyard_api::AppState {
+            whatsapp_app_secret: Some(secret.clone()),
+            ..switchyard_api::AppState::new(runtime.clone())
+        });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(switchyard_api::launch(listener, state, async {
             let _ = stopped.await;
@@ -256,11 +261,11 @@ pub(crate) fn demo(keep_serving: bool, listen: &str) -> Result<ExitCode> {
             let id = format!("wamid.demo.{i}");
             let (who, line) = match step {
                 Says(who, text) => {
-                    post_webhook(&http, &base, &wa_webhook(who, &id, text, None)).await?;
+                    post_webhook(&http, &base, &secret, &wa_webhook(who, &id, text, None)).await?;
                     (who, format!("{who} says: {text}"))
                 }
                 Taps(who, b) => {
-                    post_webhook(&http, &base, &wa_webhook(who, &id, b, Some(b))).await?;
+                    post_webhook(&http, &base, &secret, &wa_webhook(who, &id, b, Some(b))).await?;
                     (who, format!("{who} taps the button `{b}`"))
                 }
                 NewCodOrder(who, name) => {
@@ -291,7 +296,7 @@ pub(crate) fn demo(keep_serving: bool, listen: &str) -> Result<ExitCode> {
             channel.set_printing(true);
             writeln!(
                 out,
-                "\nStill serving on {base} (replies are printed here). Go on, e.g.:\n  curl -X POST {base}/webhooks/webchat -H 'content-type: application/json' -d '{{\"id\":\"w1\",\"from\":\"guest\",\"text\":\"mera order kahan hai #55120\"}}'\nCtrl-C stops."
+                "\nStill serving on {base} (replies are printed here). Go on as a web chat visitor, e.g.:\n  token=$(curl -s -X POST {base}/webchat/sessions | sed 's/.*\"token\":\"\\([^\"]*\\)\".*/\\1/')\n  curl -X POST {base}/webhooks/webchat -H \"authorization: Bearer $token\" -H 'content-type: application/json' -d '{{\"id\":\"w1\",\"text\":\"mera order kahan hai #55120\"}}'\nCtrl-C stops."
             )?;
             out.flush()?;
             tokio::signal::ctrl_c().await?;
@@ -309,11 +314,16 @@ pub(crate) fn demo(keep_serving: bool, listen: &str) -> Result<ExitCode> {
 pub(crate) async fn post_webhook(
     http: &reqwest::Client,
     base: &str,
+    secret: &[u8],
     body: &serde_json::Value,
 ) -> Result<()> {
+    let body = serde_json::to_vec(body)?;
+    let sig = switchyard_connectors::whatsapp::signature(secret, &body);
     let r = http
         .post(format!("{base}/webhooks/whatsapp"))
-        .json(body)
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", sig)
+        .body(body)
         .send()
         .await?;
     if !r.status().is_success() {

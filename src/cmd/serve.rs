@@ -33,7 +33,12 @@ pub(crate) async fn start_runtime_with(
 ) -> Result<Arc<switchyard_engine::worker::Runtime>> {
     let store = switchyard_engine::store::open_with(db, pg)
         .await
-        .with_context(|| format!("cannot open the database {db}"))?;
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                switchyard_engine::store::redact(db)
+            )
+        })?;
     let mut engine = switchyard_engine::Engine::new(store, Arc::new(pack), lookup);
     for (channel, queue) in default_queues {
         engine = engine.with_default_queue(channel, queue);
@@ -130,21 +135,36 @@ pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
         })
         .collect();
     let (db, listen) = (cfg.db.as_str(), cfg.listen.as_str());
+    let webchat_key = match a.webchat_secret.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(k) if k.chars().count() < 32 => anyhow::bail!(
+            "SWITCHYARD_WEBCHAT_SECRET is {} characters: use at least 32 (e.g. `openssl rand -hex 32`)",
+            k.chars().count()
+        ),
+        Some(k) => Some(k.as_bytes().to_vec()),
+        None => None,
+    };
+    let shopify_secret = a
+        .shopify_webhook_secret
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.as_bytes().to_vec());
     let switchyard_connectors::assemble::Assembled {
         lookup,
         notifier,
         said: connectors_say,
     } = switchyard_connectors::assemble::assemble(&pack, &cfg.rules, |n| std::env::var(n).ok())?;
+    // A SQLite file is served by one process: a second `serve` on it stops here.
+    let _claim = switchyard_engine::store::claim(db).map_err(|e| anyhow::anyhow!("{e}"))?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let runtime =
             start_runtime_with(pack, (db, cfg.pg.clone()), channel, notifier, lookup, &default_queues).await?;
+        let says = security_says(cfg.app_secret.is_some(), shopify_secret.is_some(), webchat_key.is_some(), a.insecure_unsigned_webhooks);
         let state = Arc::new(switchyard_api::AppState {
-            shopify_webhook_secret: a
-                .shopify_webhook_secret
-                .clone()
-                .filter(|s| !s.is_empty())
-                .map(String::into_bytes),
+            shopify_webhook_secret: shopify_secret,
+            unsigned_webhooks: a.insecure_unsigned_webhooks,
+            webchat_key: webchat_key.unwrap_or_else(switchyard_api::random_key),
             whatsapp_verify_token: cfg.verify_token.clone(),
             whatsapp_app_secret: cfg.app_secret.clone().map(String::into_bytes),
             whatsapp_numbers: numbers,
@@ -159,12 +179,16 @@ pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
         }
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let from = cfg.file.as_ref().map(|f| format!(" (configuration: {})", f.display())).unwrap_or_default();
-        tracing::info!(rules = %cfg.rules.display(), listen = %listener.local_addr()?, db, "serving");
+        let shown_db = switchyard_engine::store::redact(db);
+        tracing::info!(rules = %cfg.rules.display(), listen = %listener.local_addr()?, db = %shown_db, "serving");
         eprintln!(
-            "switchyard: serving {} on http://{} with {db}{from}; {outbound_says}",
+            "switchyard: serving {} on http://{} with {shown_db}{from}; {outbound_says}",
             cfg.rules.display(),
             listener.local_addr()?
         );
+        for s in &says {
+            eprintln!("switchyard: {s}");
+        }
         for s in &connectors_say {
             eprintln!("switchyard: connector {s}");
         }
@@ -187,4 +211,38 @@ pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `serve` says at start about each webhook's authentication: what is refused for want
+/// of a secret, and, loudly, what is accepted unsigned.
+pub(crate) fn security_says(
+    whatsapp: bool,
+    shopify: bool,
+    webchat: bool,
+    insecure: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (set, route, var) in [
+        (whatsapp, "/webhooks/whatsapp", "WHATSAPP_APP_SECRET"),
+        (shopify, "/webhooks/shopify", "SHOPIFY_WEBHOOK_SECRET"),
+    ] {
+        match (set, insecure) {
+            (true, _) => out.push(format!("POST {route}: signatures checked ({var})")),
+            (false, false) => out.push(format!(
+                "POST {route} REFUSES every delivery (503) until {var} is set"
+            )),
+            (false, true) => out.push(format!(
+                "WARNING: POST {route} ACCEPTS UNSIGNED deliveries (--insecure-unsigned-webhooks): \
+                 anyone who reaches this server can write as any customer. Development only; set {var}."
+            )),
+        }
+    }
+    if !webchat {
+        out.push(
+            "web chat sessions are signed with a key made at start: they end when this process \
+             stops; set SWITCHYARD_WEBCHAT_SECRET (the same on every instance) to keep them"
+                .into(),
+        );
+    }
+    out
 }

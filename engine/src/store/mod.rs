@@ -33,6 +33,46 @@ pub enum StoreError {
     /// The database cannot be reached or refuses the connection.
     #[error("cannot connect to the database: {0}")]
     Unreachable(String),
+    /// Another process owns the database (a SQLite file is served by one process).
+    #[error("{0}")]
+    InUse(String),
+}
+
+/// A database URL as it may be printed or logged: a password in it (`user:password@`, or a
+/// `password=` parameter) becomes `***`.
+pub fn redact(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = scheme_end + 3;
+        let auth_end = out[rest..].find(['/', '?']).map_or(out.len(), |i| rest + i);
+        if let Some(at) = out[rest..auth_end].rfind('@') {
+            if let Some(colon) = out[rest..rest + at].find(':') {
+                out.replace_range(rest + colon + 1..rest + at, "***");
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out = format!("{head}{}", query.join("&"));
+    }
+    out
+}
+
+/// Claims the database for this serving process: a SQLite file's exclusive lock (held until
+/// the value is dropped), or nothing for PostgreSQL, which several instances share.
+pub fn claim(url: &str) -> Result<Option<sqlite::Claim>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(None)
+    } else {
+        sqlite::claim(url)
+    }
 }
 
 /// Opens the store a URL names: `postgres://…` (or `postgresql://…`) is PostgreSQL, which
@@ -344,6 +384,9 @@ pub trait Store: Send + Sync {
     /// another instance's) may or may not have gone out. They are never sent again (at most
     /// once); they become `unknown`, visible to agents. Returns how many.
     async fn recover_outbox(&self, now: Millis, claimed_before: Millis) -> Result<u64>;
+    /// A send whose outcome is unknown (it may have arrived): the row and its message become
+    /// `unknown` with the reason, and are never sent again automatically.
+    async fn outbox_unknown(&self, id: i64, error: &str, now: Millis) -> Result<()>;
 
     /// Holds `key` (a conversation's `channel:external_id`, or `schedule:NAME`) against other
     /// instances sharing the store until the returned value is dropped; `None` when the store
@@ -461,3 +504,22 @@ pub(crate) const PRUNE: &[(&str, &str)] = &[
 
 /// Rows deleted per transaction by [`Store::prune`].
 pub(crate) const PRUNE_BATCH: i64 = 5_000;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_database_url_is_printed_without_its_password() {
+        use super::redact;
+        assert_eq!(
+            redact("postgres://app:s3cr%40t@db.internal:5432/shop?sslmode=require"),
+            "postgres://app:***@db.internal:5432/shop?sslmode=require"
+        );
+        assert_eq!(
+            redact("postgresql://db/shop?user=app&password=hunter2"),
+            "postgresql://db/shop?user=app&password=***"
+        );
+        assert_eq!(redact("postgres://app@db/shop"), "postgres://app@db/shop");
+        assert_eq!(redact("sqlite://switchyard.db"), "sqlite://switchyard.db");
+        assert_eq!(redact("sqlite::memory:"), "sqlite::memory:");
+    }
+}

@@ -801,6 +801,27 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn outbox_unknown(&self, id: i64, error: &str, now: Millis) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE outbox SET status = 'unknown', last_error = $1, updated_at = $2 WHERE id = $3",
+        )
+        .bind(error)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE messages SET status = 'unknown', error = $1 WHERE id = (SELECT message_id FROM outbox WHERE id = $2)",
+        )
+        .bind(error)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn recover_outbox(&self, now: Millis, claimed_before: Millis) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(

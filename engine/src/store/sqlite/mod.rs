@@ -130,12 +130,108 @@ impl ContextCache {
     }
 }
 
+/// The `synchronous` parameter of a SQLite URL (removed from it): `full` by default.
+fn synchronous_of(url: &str) -> Result<(String, &'static str)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), "FULL"));
+    };
+    let mut sync = "FULL";
+    let mut rest = Vec::new();
+    for kv in query.split('&') {
+        match kv.split_once('=') {
+            Some(("synchronous", v)) => {
+                sync = match v.to_ascii_lowercase().as_str() {
+                    "full" => "FULL",
+                    "normal" => "NORMAL",
+                    "extra" => "EXTRA",
+                    other => {
+                        return Err(StoreError::Unreachable(format!(
+                            "synchronous={other}: use full (the default), extra or normal"
+                        )))
+                    }
+                }
+            }
+            _ => rest.push(kv),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((url, sync))
+}
+
+/// A SQLite file claimed by one serving process (see [`claim`]); released when dropped.
+#[derive(Debug)]
+pub struct Claim {
+    _file: std::fs::File,
+}
+
+/// Claims the database file at `url` for this process, or says which process has it: a SQLite
+/// file belongs to one `serve` (its context cache and id counters live in the process). The
+/// claim is an exclusive lock on `FILE.lock` beside it, released when the process ends however
+/// it ends. `sqlite::memory:` needs none.
+pub fn claim(url: &str) -> Result<Option<Claim>> {
+    use std::io::Write;
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return Ok(None);
+    }
+    let (url, _) = synchronous_of(url)?;
+    let path = SqliteConnectOptions::from_str(&url)?
+        .get_filename()
+        .to_path_buf();
+    let lock_path = {
+        let mut p = path.clone().into_os_string();
+        p.push(".lock");
+        PathBuf::from(p)
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| {
+            StoreError::Unreachable(format!("cannot open {}: {e}", lock_path.display()))
+        })?;
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.set_len(0);
+            let _ = write!(file, "{}", std::process::id());
+            Ok(Some(Claim { _file: file }))
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let owner = std::fs::read_to_string(&lock_path).unwrap_or_default();
+            Err(StoreError::InUse(format!(
+                "{} is served by another switchyard process{}: a SQLite database belongs to one \
+                 process (use PostgreSQL for several instances)",
+                path.display(),
+                Some(owner.trim())
+                    .filter(|o| !o.is_empty())
+                    .map(|o| format!(" (pid {o})"))
+                    .unwrap_or_default()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Unreachable(format!(
+            "cannot lock {}: {e}",
+            lock_path.display()
+        ))),
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating it if missing) and migrates the database at `url` (`sqlite://path.db`).
     /// `sqlite::memory:` gives a fresh database in a temporary file, removed when the store
     /// is dropped (the writer and the readers are separate connections, so the database
     /// cannot live in one connection's memory).
+    ///
+    /// Commits are durable against power loss (`synchronous=FULL`): what a webhook was
+    /// acknowledged for is on disk. `?synchronous=normal` on the URL trades that for speed (a
+    /// power cut may then lose the last commits before a checkpoint), as an explicit choice.
     pub async fn open(url: &str) -> Result<SqliteStore> {
+        let (url, sync) = synchronous_of(url)?;
+        let url = url.as_str();
         let memory = url.contains(":memory:") || url.contains("mode=memory");
         let (path, temp): (PathBuf, _) = if memory {
             let dir = tempfile::tempdir().map_err(|e| {
@@ -164,7 +260,7 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(opts.read_only(true))
             .await?;
-        let conn = writer::connect(&path)?;
+        let conn = writer::connect(&path, sync)?;
         let last_ticket: i64 =
             conn.query_row("SELECT COALESCE(MAX(id), 0) FROM tickets", [], |r| r.get(0))?;
         let last_message: i64 =
@@ -175,7 +271,7 @@ impl SqliteStore {
         let cache = Arc::new(ContextCache::default());
         let writer = writer::start(conn, last_message, cache.clone())?;
         let (checkpointer, stop) = std::sync::mpsc::channel();
-        writer::start_checkpointer(&path, stop)?;
+        writer::start_checkpointer(&path, sync, stop)?;
         Ok(SqliteStore {
             read,
             writer,
@@ -185,6 +281,21 @@ impl SqliteStore {
             _checkpointer: checkpointer,
             _temp: temp,
         })
+    }
+
+    /// The writer connection's `synchronous` setting (`full` unless the URL says otherwise).
+    pub async fn synchronous(&self) -> Result<String> {
+        self.write(|tx| {
+            let n: i64 = tx.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+            Ok(match n {
+                0 => "off",
+                1 => "normal",
+                2 => "full",
+                _ => "extra",
+            }
+            .to_string())
+        })
+        .await
     }
 
     /// Runs `f` on the writer's connection in one transaction, after what is queued before it.
@@ -533,6 +644,22 @@ impl Store for SqliteStore {
                     )?;
                 }
             }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn outbox_unknown(&self, id: i64, error: &str, now: Millis) -> Result<()> {
+        let error = error.to_string();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE outbox SET status = 'unknown', last_error = ?1, updated_at = ?2 WHERE id = ?3",
+                params![error, now, id],
+            )?;
+            tx.execute(
+                "UPDATE messages SET status = 'unknown', error = ?1 WHERE id = (SELECT message_id FROM outbox WHERE id = ?2)",
+                params![error, id],
+            )?;
             Ok(())
         })
         .await

@@ -116,16 +116,17 @@ impl Encoded {
 pub(super) use crate::store::rows::json;
 
 /// Opens a connection to the (migrated) database file with the store's settings.
-pub(super) fn connect(path: &Path) -> Result<Connection> {
+pub(super) fn connect(path: &Path, synchronous: &str) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(30))?;
     // 64 MiB of page cache: the hot pages of the inbox, messages and conversations stay in
-    // memory. WAL and NORMAL sync: a COMMIT is durable against a process crash, and against
-    // power loss up to the last checkpoint (SQLite's documented trade-off for WAL).
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-         PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;",
-    )?;
+    // memory. WAL with FULL sync (the default): a COMMIT is on disk before it is acknowledged,
+    // against power loss too; NORMAL (an explicit choice in the URL) is durable against a
+    // process crash only, up to the last checkpoint against power loss.
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; \
+         PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;"
+    ))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -135,8 +136,12 @@ pub(super) fn connect(path: &Path) -> Result<Connection> {
 /// writer or the readers), so the writer's COMMITs never pay for it. The writer's automatic
 /// checkpoint stays on as a backstop at 10,000 pages (~40 MB of WAL), should this thread fall
 /// behind. It ends when `stop`'s sender is dropped.
-pub(super) fn start_checkpointer(path: &Path, stop: std::sync::mpsc::Receiver<()>) -> Result<()> {
-    let conn = connect(path)?;
+pub(super) fn start_checkpointer(
+    path: &Path,
+    synchronous: &str,
+    stop: std::sync::mpsc::Receiver<()>,
+) -> Result<()> {
+    let conn = connect(path, synchronous)?;
     std::thread::Builder::new()
         .name("switchyard-sqlite-checkpointer".into())
         .spawn(move || {
