@@ -258,6 +258,14 @@ pub fn resolve(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result
         ),
         _ => {}
     }
+    if let Some(t) = nonempty(&args.admin_token) {
+        let n = t.chars().count();
+        if n < 32 {
+            bail!(
+                "SWITCHYARD_ADMIN_TOKEN is {n} characters: an admin's key needs at least 32 (e.g. `openssl rand -hex 32`)"
+            );
+        }
+    }
     Ok(Settings {
         rules: args
             .rules
@@ -323,6 +331,17 @@ mod tests {
     }
 
     const TWO_BRANDS: &str = "db: sqlite:///var/lib/switchyard/s.db\nlisten: 0.0.0.0:8080\nlog_format: json\nwhatsapp:\n  api_version: v22.0\n  numbers:\n    - { phone_number_id: '111', access_token_env: BRAND_A_TOKEN }\n    - { phone_number_id: '222', access_token_env: BRAND_B_TOKEN, default_queue: brand_b, send_rate: 20 }\n";
+
+    #[test]
+    fn a_short_admin_token_is_refused() {
+        let args = |t: &str| ServeArgs {
+            admin_token: Some(t.into()),
+            ..Default::default()
+        };
+        let e = resolve(&args("abc"), env).unwrap_err().to_string();
+        assert!(e.contains("SWITCHYARD_ADMIN_TOKEN is 3 characters"), "{e}");
+        assert!(resolve(&args(&"k".repeat(32)), env).is_ok());
+    }
 
     #[test]
     fn defaults_without_a_file() {

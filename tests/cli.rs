@@ -590,7 +590,10 @@ fn serve_watch_reloads_good_packs_and_keeps_serving_on_bad_ones() {
         .arg(&pack)
         .arg("--db")
         .arg(format!("sqlite://{}", dir.path().join("s.db").display()))
-        .env("SWITCHYARD_ADMIN_TOKEN", "watch-admin")
+        .env(
+            "SWITCHYARD_ADMIN_TOKEN",
+            "watch-admin-token-of-32-characters-x",
+        )
         .env_remove("WHATSAPP_PHONE_NUMBER_ID")
         .env_remove("WHATSAPP_ACCESS_TOKEN")
         .stdout(Stdio::null())
@@ -602,7 +605,11 @@ fn serve_watch_reloads_good_packs_and_keeps_serving_on_bad_ones() {
         std::net::TcpStream::connect(&addr).is_ok()
     });
     let hash = || {
-        let (st, body) = http_get(&addr, "/api/v1/rules", "watch-admin");
+        let (st, body) = http_get(
+            &addr,
+            "/api/v1/rules",
+            "watch-admin-token-of-32-characters-x",
+        );
         assert_eq!(st, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         v["hash"].as_str().unwrap().to_string()

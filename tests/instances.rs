@@ -20,7 +20,7 @@ mod common;
 use common::free_port;
 
 const PHONE_ID: &str = "111";
-const ADMIN: &str = "sy_test_admin_token_for_instances";
+const ADMIN: &str = "sy_test_admin_token_for_the_instances_test";
 
 /// A small deterministic generator (the test needs spread, not secrecy).
 struct Lcg(u64);

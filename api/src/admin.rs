@@ -34,9 +34,18 @@ pub struct Principal {
     pub agent: Option<String>,
     /// The actor of audit records: the agent id, else `token:<id>`, or `admin-token`.
     pub actor: String,
+    /// The token's hash, to look it up again (a live stream ends when it is revoked).
+    pub token_hash: String,
 }
 
 impl Principal {
+    /// Whether the token still stands for the same caller: not revoked, the same role and
+    /// agent.
+    pub async fn still_valid(&self, s: &AppState) -> bool {
+        matches!(principal(s, &self.token_hash).await,
+            Ok(p) if p.role == self.role && p.agent == self.agent)
+    }
+
     /// The caller as the engine's access rules see them.
     pub fn actor(&self) -> Actor {
         Actor {
@@ -73,7 +82,19 @@ impl FromRequestParts<Arc<AppState>> for Principal {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer <token>`".into()))?;
         let hash = token_hash(token);
-        let p = principal(s, &hash).await?;
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        s.auth_guard.admit(ip, &hash).map_err(ApiError::TooMany)?;
+        let p = match principal(s, &hash).await {
+            Err(ApiError::Unauthorized(m)) => {
+                s.auth_guard.failed(ip);
+                return Err(ApiError::Unauthorized(m));
+            }
+            other => other?,
+        };
+        s.auth_guard.succeeded(&hash);
         // Counted per valid token only, so made-up tokens cannot grow the limiter's table.
         if let Some(l) = &s.token_limiter {
             if let Err(not_until) = l.check_key(&hash) {
@@ -94,6 +115,7 @@ async fn principal(s: &AppState, hash: &str) -> Result<Principal, ApiError> {
             role: Role::Admin,
             agent: None,
             actor: "admin-token".into(),
+            token_hash: hash.to_string(),
         });
     }
     let rec = s.runtime.engine.token(hash).await.map_err(unavailable)?;
@@ -106,6 +128,7 @@ async fn principal(s: &AppState, hash: &str) -> Result<Principal, ApiError> {
                 role,
                 actor: r.agent.clone().unwrap_or_else(|| format!("token:{}", r.id)),
                 agent: r.agent,
+                token_hash: hash.to_string(),
             })
         }
         _ => Err(ApiError::Unauthorized("unknown or revoked token".into())),

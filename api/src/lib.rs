@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod docs;
 mod extract;
+pub mod guard;
 pub mod oversight;
 pub mod team;
 pub mod watch;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub metrics: oversight::ApiMetrics,
     /// Requests per token (429 beyond); `None` for no limit.
     pub token_limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
+    /// Wrong tokens per client address (see [`guard`]).
+    pub auth_guard: guard::AuthGuard,
 }
 
 /// Requests a token may make by default: 50 a second, bursts of 100.
@@ -82,6 +85,7 @@ impl AppState {
             webchat_session: std::time::Duration::from_secs(24 * 3600),
             rules: oversight::RulesSource::new(None),
             token_limiter: Some(token_limiter(DEFAULT_TOKEN_RATE.0, DEFAULT_TOKEN_RATE.1)),
+            auth_guard: Default::default(),
         }
     }
 }
@@ -406,9 +410,12 @@ pub async fn launch(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Liveness: the process answers.

@@ -185,12 +185,15 @@ pub async fn kpis(
 
 // ---- live feed ----------------------------------------------------------------------------
 
+/// How often a live stream looks at its token again.
+pub const STREAM_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Server-sent events for the live inbox; each event's data is a `FeedEvent`. Supervisors get
 /// everything; an agent gets assignments to them, and the other events of conversations they
 /// own or that sit in their queues (the queues as they were when the stream opened).
 #[utoipa::path(get, path = "/api/v1/events", tag = "oversight", security(("bearer" = [])),
     responses((status = 200, content_type = "text/event-stream", body = FeedEvent,
-        description = "`event: <kind>` and `data: <FeedEvent JSON>`, until the client leaves"),
+        description = "`event: <kind>` and `data: <FeedEvent JSON>`, until the client leaves or the token is revoked (then `event: revoked`)"),
         (status = "4XX", body = crate::ErrorBody)))]
 pub async fn events(
     State(s): State<Arc<AppState>>,
@@ -204,28 +207,56 @@ pub async fn events(
         .queues_of(&who)
         .await
         .map_err(unavailable)?;
-    let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |r| match r {
-        Ok(ev) => {
-            let seen = access::see_feed(
-                &who,
-                ev.queue.as_deref(),
-                ev.assignee.as_deref(),
-                ev.kind == "conversation.assigned",
-                &queues,
-            );
-            seen.then(|| {
-                Ok(Event::default()
-                    .event(ev.kind)
-                    .json_data(&ev)
-                    .unwrap_or_else(|_| Event::default().comment("unencodable event")))
-            })
-        }
-        Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
-            Some(Ok(Event::default()
-                .event("lagged")
-                .data(format!("{n} events were dropped; reload the inbox"))))
+    // A task forwards what this caller may see, and looks at the token every
+    // `STREAM_RECHECK`: revoked (or no longer the same role or agent), the stream ends.
+    let (tx, out) = tokio::sync::mpsc::channel::<Event>(64);
+    tokio::spawn(async move {
+        let mut rx = rx;
+        let mut check = tokio::time::interval(STREAM_RECHECK);
+        check.tick().await;
+        loop {
+            let ev = tokio::select! {
+                r = rx.recv() => match r {
+                    Ok(ev) => {
+                        let seen = access::see_feed(
+                            &who,
+                            ev.queue.as_deref(),
+                            ev.assignee.as_deref(),
+                            ev.kind == "conversation.assigned",
+                            &queues,
+                        );
+                        if !seen {
+                            continue;
+                        }
+                        Event::default()
+                            .event(ev.kind)
+                            .json_data(&ev)
+                            .unwrap_or_else(|_| Event::default().comment("unencodable event"))
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => Event::default()
+                        .event("lagged")
+                        .data(format!("{n} events were dropped; reload the inbox")),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                _ = check.tick() => {
+                    if !p.still_valid(&s).await {
+                        let _ = tx
+                            .send(Event::default().event("revoked").data(
+                                r#"{"reason":"the token was revoked or changed"}"#,
+                            ))
+                            .await;
+                        break;
+                    }
+                    continue;
+                }
+                _ = tx.closed() => break,
+            };
+            if tx.send(ev).await.is_err() {
+                break;
+            }
         }
     });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(out).map(Ok::<_, Infallible>);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 

@@ -1983,6 +1983,90 @@ mod work {
             .collect()
     }
 
+    /// A live stream ends within seconds of its token's revocation: no customer message
+    /// reaches a token that no longer stands.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_revoked_token_loses_its_live_stream() {
+        let s = server(None, 1 << 20).await;
+        let c = client();
+        let (st, v) = post(
+            &c,
+            &s,
+            "/api/v1/tokens",
+            ADMIN,
+            json!({ "role": "supervisor" }),
+        )
+        .await;
+        assert_eq!(st, 201, "{v}");
+        let (id, token) = (
+            v["id"].as_i64().unwrap(),
+            v["token"].as_str().unwrap().to_string(),
+        );
+        let r = c
+            .get(format!("{}/api/v1/events", s.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let revoked = c
+            .delete(format!("{}/api/v1/tokens/{id}", s.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(revoked.status(), 204);
+        let started = std::time::Instant::now();
+        let events = sse_events(r, Duration::from_secs(8)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the stream ended by itself: {:?}",
+            started.elapsed()
+        );
+        assert!(events.iter().any(|(k, _)| k == "revoked"), "{events:?}");
+        // After it ended, a customer's message reaches nobody through it (it is closed).
+        customer_writes(&c, &s, "923007000009", "anyone?").await;
+    }
+
+    /// Wrong tokens from one address are refused before they are looked at once there were
+    /// too many in a minute, while a token that was in use goes on working.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn guessing_tokens_is_slowed_down() {
+        let s = server(None, 1 << 20).await;
+        let c = client();
+        let in_use = new_token(&c, &s, "supervisor", None).await;
+        let (st, _) = get(&c, &s, "/api/v1/agents", &in_use).await;
+        assert_eq!(st, 200);
+        let fresh = new_token(&c, &s, "supervisor", None).await;
+        let mut codes = Vec::new();
+        for i in 0..switchyard_api::guard::FAILURES + 5 {
+            let (st, _) = get(&c, &s, "/api/v1/agents", &format!("guess-{i}")).await;
+            codes.push(st);
+        }
+        assert!(
+            codes[..switchyard_api::guard::FAILURES as usize]
+                .iter()
+                .all(|c| *c == 401),
+            "{codes:?}"
+        );
+        assert!(
+            codes[switchyard_api::guard::FAILURES as usize..]
+                .iter()
+                .all(|c| *c == 429),
+            "{codes:?}"
+        );
+        assert_eq!(
+            get(&c, &s, "/api/v1/agents", &in_use).await.0,
+            200,
+            "in use: still works"
+        );
+        assert_eq!(
+            get(&c, &s, "/api/v1/agents", &fresh).await.0,
+            429,
+            "not looked at meanwhile"
+        );
+    }
+
     /// An assignment reaches the agent it is for (and supervisors), not another agent of the
     /// same queue.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

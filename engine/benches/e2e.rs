@@ -2,7 +2,9 @@
 //! conversations, against the raw group-commit insert rate of the same rows measured in the
 //! same run (the ceiling). Prints both and their ratio.
 //!
-//! Run: `cargo bench -p switchyard-engine --bench e2e` (N events, default 60000: `E2E_EVENTS=…`).
+//! Run: `cargo bench -p switchyard-engine --bench e2e` (N events, default 60000: `E2E_EVENTS=…`;
+//! `E2E_SQLITE_SYNC=normal` measures SQLite's weaker `synchronous=NORMAL` instead of the default
+//! FULL).
 //!
 //! With `E2E_PG_URL=postgres://…` it measures PostgreSQL instead (default 10,000 events):
 //! the raw inbox insert rate, then the pipeline end to end with one instance and with three
@@ -84,8 +86,11 @@ fn events(n: usize, convs: usize, tag: &str) -> Vec<Inbound> {
 }
 
 async fn open(dir: &Path, name: &str) -> Arc<dyn Store> {
+    let sync = std::env::var("E2E_SQLITE_SYNC")
+        .map(|s| format!("?synchronous={s}"))
+        .unwrap_or_default();
     Arc::new(
-        SqliteStore::open(&format!("sqlite://{}", dir.join(name).display()))
+        SqliteStore::open(&format!("sqlite://{}{sync}", dir.join(name).display()))
             .await
             .unwrap(),
     )

@@ -1645,6 +1645,25 @@ async fn admin_queries_filter_and_page(store: Arc<dyn Store>) {
         store.token("hash-1").await.unwrap().map(|t| t.revoked),
         Some(true)
     );
+    // The list shows a preview, not a whole body (a list of 200 must stay small).
+    let long = format!("go support {}", "ع".repeat(5_000));
+    step(&engine, vec![msg("q4", "5", &long)], 45).await;
+    let lines = store
+        .list_conversations(&ConversationQuery {
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let preview = lines
+        .iter()
+        .find_map(|l| {
+            l.last_message
+                .clone()
+                .filter(|m| m.starts_with("go support ع"))
+        })
+        .expect("q4 is listed with its message");
+    assert_eq!(preview.chars().count(), 280);
 }
 
 /// `prune` drops what only the machinery needed (processed events, traces, finished outbox

@@ -248,6 +248,7 @@ pub struct ConversationLine {
     /// Since when it waits: it entered its queue, else it was created. The list is longest
     /// waiting first.
     pub waiting_since: Millis,
+    /// A preview of the newest message: its first 280 characters.
     pub last_message: Option<String>,
 }
 

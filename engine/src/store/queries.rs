@@ -40,7 +40,7 @@ where
     let mut b = QueryBuilder::<DB>::new(
         "SELECT v.*, c.name AS contact_name, c.phone AS contact_phone, \
            coalesce(v.queued_at, v.created_at) AS waiting_since, \
-           (SELECT body FROM messages m WHERE m.conversation_id = v.id ORDER BY m.id DESC LIMIT 1) AS last_message \
+           (SELECT substr(body, 1, 280) FROM messages m WHERE m.conversation_id = v.id ORDER BY m.id DESC LIMIT 1) AS last_message \
          FROM conversations v JOIN contacts c ON c.id = v.contact_id WHERE 1 = 1",
     );
     if let Some(s) = q.status {
