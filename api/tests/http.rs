@@ -470,6 +470,18 @@ async fn web_chat_visitors_are_who_their_session_says() {
     assert_eq!(customers, want);
 }
 
+/// Whether `cond` holds within 5 s (for effects that happen after a commit, like sends).
+async fn eventually(cond: impl Fn() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
 /// The provider id of the conversation's first reply, once the channel has taken it.
 async fn sent_id(s: &Server, conv: i64) -> String {
     for _ in 0..250 {
@@ -2899,13 +2911,15 @@ mod shopify {
             "{notes:?}"
         );
         assert!(!c.tags.contains(&"cod_confirmed".to_string()));
-        assert!(
+        // The apology is sent after the hand-off's commit, by the outbox: wait for it (this
+        // asserted at once before, and raced under load).
+        let told = eventually(|| {
             s.channel
                 .sent()
                 .iter()
-                .any(|(_, m)| m.text.contains("cannot reach our order system")),
-            "the customer is told: {:?}",
-            s.channel.sent()
-        );
+                .any(|(_, m)| m.text.contains("cannot reach our order system"))
+        })
+        .await;
+        assert!(told, "the customer is told: {:?}", s.channel.sent());
     }
 }

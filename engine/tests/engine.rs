@@ -630,6 +630,7 @@ stories!(
     sla_clocks_warn_pause_recompute_breach_and_stop,
     a_schedule_fires_once_per_tick_and_once_for_missed_ticks,
     a_webhook_that_keeps_failing_is_audited_on_its_conversation,
+    a_message_with_a_hole_that_did_not_render_is_never_sent,
 );
 
 /// A day of five conversations with known times; the KPIs are what a person computes by
@@ -1756,6 +1757,84 @@ async fn sticky_and_least_loaded(store: Arc<dyn Store>) {
     // b2 now has nothing open; round robin would pick b1 (assigned longer ago).
     step(&engine, vec![msg("l3", "7", "go busy")], 7).await;
     assert_eq!(owner(&store, "l3").await.as_deref(), Some("b2"));
+}
+
+/// A message whose hole cannot be filled (here: the order of a conversation that has none)
+/// is not sent: a person takes over with a note naming the hole; an agent's reply with such a
+/// template is refused, naming it, and changes nothing.
+async fn a_message_with_a_hole_that_did_not_render_is_never_sent(store: Arc<dyn Store>) {
+    let p = pack(
+        r#"
+version: 1
+settings: { default_queue: support }
+queues: { support: { assignment: round_robin } }
+templates:
+  cod_reminder:
+    text: "Please confirm order {{order.name}} of {{order.total}}"
+rules:
+  - name: remind
+    when: message.received
+    if: message.text == "remind me"
+    then: [ { reply: { template: cod_reminder } } ]
+    stop: true
+"#,
+    );
+    let engine = Engine::new(store.clone(), p, Arc::new(NoLookup));
+    step(&engine, vec![msg("h1", "1", "remind me")], 1).await;
+    let (_, c, _) = store
+        .open_conversation("webchat", "h1", None, None, 0)
+        .await
+        .unwrap();
+    assert!(
+        store.outbox_payloads().await.unwrap().is_empty(),
+        "nothing was sent"
+    );
+    assert_eq!(c.queue.as_deref(), Some("support"), "a person takes over");
+    let notes = store.notes(c.id).await.unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.text.contains("could not be filled in") && n.text.contains("order.name")),
+        "{notes:?}"
+    );
+    let by = Actor {
+        id: "sara".into(),
+        agent: Some("sara".into()),
+        role: Role::Supervisor,
+    };
+    let before = store
+        .audit(&format!("conversation:{}", c.id))
+        .await
+        .unwrap()
+        .len();
+    let r = engine
+        .act(
+            c.id,
+            AgentAction::Reply {
+                text: None,
+                template: Some("cod_reminder".into()),
+            },
+            &by,
+            2,
+        )
+        .await;
+    match r {
+        Err(ActError::Invalid { field, message }) => {
+            assert_eq!(field, "template");
+            assert!(message.contains("order.name"), "{message}");
+        }
+        other => panic!("refused with the hole named, not {other:?}"),
+    }
+    assert!(store.outbox_payloads().await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .audit(&format!("conversation:{}", c.id))
+            .await
+            .unwrap()
+            .len(),
+        before,
+        "a refused reply changes nothing"
+    );
 }
 
 async fn a_second_complaint_updates_the_open_ticket(store: Arc<dyn Store>) {

@@ -43,6 +43,59 @@ pub const SCOPE_NAMES: &[&str] = &[
     "now",
 ];
 
+/// The fields of the scope objects whose shape the engine fixes. A script that names another
+/// field of one reads nothing at run time (`{{ticket.idd}}` renders empty), so validation
+/// refuses it. `contact`, `order`, `event`, `entities` and `stats` carry what the pack's data
+/// and connectors give them, and are not checked.
+pub const KNOWN_FIELDS: &[(&str, &[&str])] = &[
+    (
+        "ticket",
+        &[
+            "id", "title", "category", "priority", "status", "owner", "queue",
+        ],
+    ),
+    (
+        "conversation",
+        &[
+            "id",
+            "channel",
+            "status",
+            "queue",
+            "assignee",
+            "priority",
+            "tags",
+            "attributes",
+            "flow",
+            "step",
+        ],
+    ),
+    ("message", &["text", "kind", "choice"]),
+    (
+        "sla",
+        &["kind", "due_at", "late_s", "owner", "queue", "breaches"],
+    ),
+];
+
+/// `(object, field)` for every `object.field` of a compiled script whose object has a fixed
+/// shape ([`KNOWN_FIELDS`]) and no such field.
+pub fn unknown_fields(ast: &AST) -> Vec<(&'static str, String)> {
+    use rhai::{ASTNode, Expr};
+    let mut out = Vec::new();
+    ast.walk(&mut |path: &[ASTNode]| {
+        if let Some(ASTNode::Expr(Expr::Dot(x, ..))) = path.last() {
+            if let (Expr::Variable(v, ..), Expr::Property(p, ..)) = (&x.lhs, &x.rhs) {
+                if let Some((obj, fields)) = KNOWN_FIELDS.iter().find(|(o, _)| *o == v.1.as_str()) {
+                    if !fields.contains(&p.2.as_str()) {
+                        out.push((*obj, p.2.to_string()));
+                    }
+                }
+            }
+        }
+        true
+    });
+    out
+}
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum ScriptError {
     /// A sandbox limit was hit (operations, sizes, depth).

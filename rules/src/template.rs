@@ -27,6 +27,14 @@ pub struct TemplateError {
 }
 
 impl Template {
+    /// The compiled holes.
+    pub fn holes(&self) -> impl Iterator<Item = &AST> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Expr(a) => Some(a),
+            Part::Lit(_) => None,
+        })
+    }
+
     /// Text taken as it is: `{{` in it is not a hole (what an agent types).
     pub fn literal(text: &str) -> Template {
         Template {

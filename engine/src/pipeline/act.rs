@@ -306,6 +306,14 @@ impl Engine {
                 // A person answering ends whatever the bot was doing.
                 run.end_flow(false, &format!("{author} replied"), actor, 0);
                 run.send_as(&message, actor, &author, 0).await?;
+                // A template whose holes cannot be filled for this conversation is refused,
+                // naming them; nothing is committed.
+                if let Some(why) = run.blocked.take() {
+                    return Err(invalid(
+                        "template",
+                        format!("it cannot be filled in for this conversation: {why}"),
+                    ));
+                }
                 if run.conv.status == Status::New {
                     run.set_status(Status::Open, actor, 0);
                 }

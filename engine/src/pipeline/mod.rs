@@ -554,6 +554,11 @@ struct Run<'a> {
     steps_followed: u32,
     /// Lookup results and event data for a flow that starts later in this event.
     pending_bound: Map<String, Value>,
+    /// Templates that failed to render since the current message began (a message with a
+    /// hole that did not render is not sent).
+    holes: Vec<String>,
+    /// Why the last message was not sent, when a hole did not render.
+    blocked: Option<String>,
     /// While reassigning: the agent the conversation is taken from.
     not_to: Option<String>,
     /// The state the scope's `conversation`, `contact` and `ticket` were last built from:

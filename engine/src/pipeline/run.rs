@@ -56,6 +56,8 @@ impl<'a> Run<'a> {
             contact_changed: false,
             steps_followed: 0,
             pending_bound: Map::new(),
+            holes: Vec::new(),
+            blocked: None,
             not_to: None,
             vars_of: (None, None, None),
         }
@@ -160,6 +162,7 @@ impl<'a> Run<'a> {
                     by: actor.to_string(),
                     error: e.to_string(),
                 });
+                self.holes.push(format!("`{}`: {e}", t.source()));
                 String::new()
             }
         }

@@ -110,6 +110,8 @@ impl<'a> Run<'a> {
         depth: u32,
     ) -> Result<(), EngineError> {
         self.refresh_vars();
+        self.holes.clear();
+        self.blocked = None;
         let lang = self.contact.language.clone();
         let default_lang = self.pack.settings.default_language.clone();
         let mut out = Outbound {
@@ -188,6 +190,21 @@ impl<'a> Run<'a> {
                     rows: rows.into_iter().map(|(id, title, _)| (id, title)).collect(),
                 });
             }
+        }
+        // A message with a hole that did not render is never sent: a person takes over.
+        if !self.holes.is_empty() {
+            let why = std::mem::take(&mut self.holes).join("; ");
+            self.trace.push(Step::Send {
+                message: kind.to_string(),
+                by: actor.to_string(),
+                blocked: Some("a hole did not render".into()),
+            });
+            self.blocked = Some(why.clone());
+            let note = format!(
+                "The bot did not send a {kind} message because part of it could not be filled in ({why}); please take over"
+            );
+            let q = self.conv.queue.clone();
+            return Box::pin(self.handoff(q, None, Some(note), actor, depth)).await;
         }
         // A channel with a service window (WhatsApp: 24 hours from the customer's last
         // message) carries free-form messages only while it is open.

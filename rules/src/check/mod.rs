@@ -156,7 +156,10 @@ impl Ctx<'_> {
 
     fn script(&mut self, f: usize, src: &Sp<String>) -> Option<rhai::AST> {
         match self.sandbox.compile(&src.value) {
-            Ok(ast) => Some(ast),
+            Ok(ast) => {
+                self.known_fields(f, src, std::slice::from_ref(&ast));
+                Some(ast)
+            }
             Err(CompileError { message, line, col }) => {
                 let pos = self.inner_pos(f, src.pos, line, col);
                 let hint = script_hint(&message);
@@ -176,7 +179,11 @@ impl Ctx<'_> {
     /// A template that also sees `local` names (a list row's `item`).
     fn template_with(&mut self, f: usize, src: &Sp<String>, local: &[&str]) -> Option<Template> {
         match Template::compile_with(self.sandbox, &src.value, local) {
-            Ok(t) => Some(t),
+            Ok(t) => {
+                let holes: Vec<rhai::AST> = t.holes().cloned().collect();
+                self.known_fields(f, src, &holes);
+                Some(t)
+            }
             Err(e) => {
                 // Offset in the template text → line/col inside the scalar.
                 let before = &src.value[..e.offset.min(src.value.len())];
@@ -200,6 +207,25 @@ impl Ctx<'_> {
                     d.hint(h);
                 }
                 None
+            }
+        }
+    }
+
+    /// Fields of fixed-shape scope objects that do not exist (`ticket.idd`): an error, as they
+    /// would silently read nothing.
+    fn known_fields(&mut self, f: usize, src: &Sp<String>, asts: &[rhai::AST]) {
+        for ast in asts {
+            for (obj, field) in crate::script::unknown_fields(ast) {
+                let fields = crate::script::KNOWN_FIELDS
+                    .iter()
+                    .find(|(o, _)| *o == obj)
+                    .map(|(_, fs)| *fs)
+                    .unwrap_or_default();
+                let d = self.err(f, src.pos, format!("`{obj}` has no field `{field}`"));
+                match crate::diag::did_you_mean(&field, fields.iter().copied()) {
+                    Some(h) => d.hint(h),
+                    None => d.hint(format!("{obj} has: {}", fields.join(", "))),
+                };
             }
         }
     }
