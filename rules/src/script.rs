@@ -308,6 +308,18 @@ impl Sandbox {
                 Ok(cal.is_open(now))
             },
         );
+        // Whether two phone numbers are the same line, however they are written
+        // (`0300-1234567`, `+92 300 1234567`, `923001234567`): for rules that share an
+        // order's details only with the phone it was placed from.
+        engine.register_fn("same_phone", |a: Dynamic, b: Dynamic| -> bool {
+            match (a.into_immutable_string(), b.into_immutable_string()) {
+                (Ok(a), Ok(b)) => matches!(
+                    (canonical_phone(&a), canonical_phone(&b)),
+                    (Some(x), Some(y)) if x == y
+                ),
+                _ => false,
+            }
+        });
         engine.register_fn("within_window", || -> bool {
             CLOCK
                 .with(|c| c.borrow().map(|c| c.window_open))
@@ -398,4 +410,16 @@ fn classify_error(e: rhai::EvalAltResult) -> ScriptError {
         | E::ErrorTerminated(..) => ScriptError::Limit(e.to_string()),
         other => ScriptError::Runtime(other.to_string()),
     }
+}
+
+/// A phone number in one form: E.164 for a Pakistani mobile, else its digits (at least 8).
+fn canonical_phone(s: &str) -> Option<String> {
+    if let Some(p) = crate::entities::phone_pk(s) {
+        return Some(p);
+    }
+    let digits: String = crate::entities::ascii_digits(s)
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .collect();
+    (digits.len() >= 8).then_some(digits)
 }

@@ -267,6 +267,17 @@ fn a_long_customer_message_is_read_by_the_rules() {
     assert_eq!(ev.outcomes[0], (0, RuleOutcome::Matched), "{ev:?}");
 }
 
+/// `same_phone` compares lines, not spellings; a missing phone is never a match.
+#[test]
+fn same_phone_compares_numbers_however_written() {
+    let p = pack_from(&format!(
+        "{BASE}rules:\n  - name: a\n    when: message.received\n    if: 'same_phone(\"0300-1234567\", \"+92 300 1234567\") && same_phone(\"923001234567\", \"03001234567\") && !same_phone(\"03001234567\", \"03001234568\") && !same_phone((), \"03001234567\") && !same_phone(\"\", \"\")'\n    then: [ stop ]\n"
+    ));
+    let (_, vars) = p.message_vars("hi", clock().now);
+    let ev = p.evaluate("message.received", "unknown", &mut vars.scope(), clock());
+    assert_eq!(ev.outcomes[0], (0, RuleOutcome::Matched), "{ev:?}");
+}
+
 #[test]
 fn scripts_cannot_change_what_later_rules_see() {
     let p = pack_from(&format!(
