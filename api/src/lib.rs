@@ -62,7 +62,17 @@ pub struct AppState {
     pub token_limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
     /// Wrong tokens per client address (see [`guard`]).
     pub auth_guard: guard::AuthGuard,
+    /// A request (its body included) that takes longer is cut off with 408; the live feed is
+    /// exempt.
+    pub request_timeout: std::time::Duration,
+    /// Requests in flight at once; more are refused at once with 503.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Pack validations (upload, reload) at once; more are refused with 429.
+    pub validations: Arc<tokio::sync::Semaphore>,
 }
+
+/// Requests served at once by default.
+pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// Requests a token may make by default: 50 a second, bursts of 100.
 pub const DEFAULT_TOKEN_RATE: (u32, u32) = (50, 100);
@@ -86,6 +96,9 @@ impl AppState {
             rules: oversight::RulesSource::new(None),
             token_limiter: Some(token_limiter(DEFAULT_TOKEN_RATE.0, DEFAULT_TOKEN_RATE.1)),
             auth_guard: Default::default(),
+            request_timeout: std::time::Duration::from_secs(30),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+            validations: Arc::new(tokio::sync::Semaphore::new(2)),
         }
     }
 }
@@ -134,7 +147,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`,
     /// `conflict`, `invalid`, `window_closed`, `invalid_pack`, `too_large`, `rate_limited`,
-    /// `unavailable`, `not_configured`.
+    /// `unavailable`, `not_configured`, `busy`, `timeout`.
     pub code: String,
     /// What went wrong; for `invalid`, it starts with the field's name.
     pub message: String,
@@ -208,6 +221,10 @@ pub enum ApiError {
     /// The route needs a secret the server was not given (503, so the sender retries once it
     /// is set).
     NotConfigured(String),
+    /// The server is at its limit of requests in flight (503).
+    Busy(String),
+    /// The request (or its body) took longer than this (408).
+    Timeout(std::time::Duration),
 }
 
 impl From<switchyard_engine::access::Denied> for ApiError {
@@ -275,6 +292,12 @@ impl IntoResponse for ApiError {
                     ),
                 )
             }
+            ApiError::Busy(m) => (StatusCode::SERVICE_UNAVAILABLE, "busy", m),
+            ApiError::Timeout(d) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!("the request took longer than {} s", d.as_secs()),
+            ),
             ApiError::NotConfigured(m) => {
                 tracing::warn!(error = %m, "a webhook was refused");
                 (StatusCode::SERVICE_UNAVAILABLE, "not_configured", m)
@@ -371,8 +394,32 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             count_requests,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            bound_requests,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// Bounds what a slow or numerous client can hold: a request (a trickling body included) is cut
+/// off after `request_timeout` with 408, and past `in_flight` requests at once the next is
+/// refused with 503. The live feed, which is meant to stay open, is exempt from the timeout.
+async fn bound_requests(
+    State(s): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_permit) = s.in_flight.clone().try_acquire_owned() else {
+        return ApiError::Busy("too many requests in flight; retry shortly".into()).into_response();
+    };
+    if req.uri().path() == "/api/v1/events" {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(s.request_timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::Timeout(s.request_timeout).into_response(),
+    }
 }
 
 /// Counts requests by route pattern and status for `/metrics`.

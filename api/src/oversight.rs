@@ -430,6 +430,12 @@ pub async fn validate(
     require(&p, Role::Admin)?;
     let body = crate::body(body, s.body_limit)?;
     let files = uploaded_files(&headers, &body)?;
+    // Validation is CPU work: a few at a time, the rest told to come back.
+    let _permit = s
+        .validations
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::TooMany(1))?;
     let loaded = tokio::task::spawn_blocking(move || switchyard_rules::load_files(files, "upload"))
         .await
         .map_err(|e| ApiError::Unavailable(format!("validation stopped: {e}")))?;

@@ -392,6 +392,46 @@ async fn webhooks_without_a_secret_are_refused() {
     }
 }
 
+/// A client that trickles its body is cut off (408) instead of holding a connection; past the
+/// requests-in-flight bound the server answers 503 at once; validations wait their turn (429).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_numerous_requests_are_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = server_with(|st| st.request_timeout = Duration::from_millis(500)).await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(
+        b"POST /webhooks/whatsapp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"object\"",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut answer))
+        .await
+        .expect("answered, not held")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let full = server_with(|st| st.in_flight = Arc::new(tokio::sync::Semaphore::new(0))).await;
+    let r = client()
+        .get(format!("{}/healthz", full.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let busy = server_with(|st| st.validations = Arc::new(tokio::sync::Semaphore::new(0))).await;
+    let r = client()
+        .post(format!("{}/api/v1/rules/validate", busy.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({ "p.yaml": PACK }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+}
+
 /// A web chat message needs a session the server issued; the customer is the session's, and
 /// two visitors' messages with the same id are two messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

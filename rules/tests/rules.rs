@@ -267,6 +267,34 @@ fn a_long_customer_message_is_read_by_the_rules() {
     assert_eq!(ev.outcomes[0], (0, RuleOutcome::Matched), "{ev:?}");
 }
 
+/// A pack with more examples than the classifier is trained on at load is refused at once
+/// (training is quadratic in them; a pack is validated on every upload).
+#[test]
+fn too_many_examples_are_refused_before_training() {
+    let examples: Vec<String> = (0..5_001).map(|i| format!("message number {i}")).collect();
+    let yaml = format!(
+        "version: 1\nsettings: {{ default_queue: support }}\nqueues: {{ support: {{ assignment: round_robin }} }}\nintents:\n  chat: {{ examples: [{}] }}\n",
+        examples.join(", ")
+    );
+    let started = std::time::Instant::now();
+    let l = switchyard_rules::load_files(
+        vec![switchyard_rules::SourceFile {
+            rel: "p.yaml".into(),
+            display: "p.yaml".into(),
+            text: yaml,
+        }],
+        "test",
+    );
+    assert!(l.pack.is_none());
+    let text: Vec<String> = l.diagnostics.items.iter().map(|d| d.to_string()).collect();
+    assert!(
+        text.iter()
+            .any(|d| d.contains("5001 intent examples in the pack; at most 5000")),
+        "{text:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
 /// `same_phone` compares lines, not spellings; a missing phone is never a match.
 #[test]
 fn same_phone_compares_numbers_however_written() {

@@ -237,7 +237,34 @@ pub(super) fn settings(cx: &mut Ctx, tz: chrono_tz::Tz) -> Option<SettingsRt> {
     })
 }
 
+/// The most examples a pack may have in all: the classifier is trained and calibrated on them
+/// at every load (leave-one-out, quadratic in their number), and a pack is validated on upload.
+pub const MAX_EXAMPLES: usize = 5_000;
+
 pub(super) fn intents(cx: &mut Ctx) -> Vec<IntentSpec> {
+    let total: usize = cx
+        .raw
+        .intents
+        .iter()
+        .map(|it| it.value.value.examples.len())
+        .sum();
+    if total > MAX_EXAMPLES {
+        if let Some(it) = cx
+            .raw
+            .intents
+            .iter()
+            .max_by_key(|it| it.value.value.examples.len())
+        {
+            let (f, pos) = (it.file, it.value.pos);
+            cx.err(
+                f,
+                pos,
+                format!("{total} intent examples in the pack; at most {MAX_EXAMPLES}"),
+            )
+            .hint("keep the examples that differ; a few hundred per intent are plenty");
+        }
+        return Vec::new();
+    }
     let mut specs = Vec::new();
     let mut seen_examples: HashMap<String, (String, usize, Pos)> = HashMap::new();
     for it in &cx.raw.intents {
