@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use switchyard_engine::model::{now_millis as now, Contact, Conversation, Message, Note, Ticket};
+use switchyard_engine::model::{now_millis as now, Conversation};
 
 use crate::extract::{Body, Id};
 use crate::{unavailable, ApiError, AppState};
@@ -225,20 +225,7 @@ pub(crate) async fn visible(
     Ok(s.runtime.engine.conversation_for(&p.actor(), id).await?)
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ConversationDetail {
-    /// Status, queue, owner, priority, tags, attributes and flow state.
-    pub conversation: Conversation,
-    pub contact: Option<Contact>,
-    /// Both directions, with delivery status and author.
-    pub messages: Vec<Message>,
-    /// Internal notes: never sent.
-    pub notes: Vec<Note>,
-    pub tickets: Vec<Ticket>,
-    /// Whether the channel's service window is open (WhatsApp: 24 hours from the customer's
-    /// last message): free text allowed.
-    pub window_open: bool,
-}
+pub use switchyard_engine::desk::ConversationDetail;
 
 /// One conversation with its contact, messages, notes, tickets and the 24-hour window. Agents
 /// see theirs and their queues'.
@@ -250,19 +237,12 @@ pub async fn conversation(
     p: Principal,
     Id(id): Id,
 ) -> Result<Json<ConversationDetail>, ApiError> {
-    let v = s
-        .runtime
-        .engine
-        .conversation_view(&p.actor(), id, now())
-        .await?;
-    Ok(Json(ConversationDetail {
-        conversation: v.conversation,
-        contact: v.contact,
-        messages: v.messages,
-        notes: v.notes,
-        tickets: v.tickets,
-        window_open: v.window_open,
-    }))
+    Ok(Json(
+        s.runtime
+            .engine
+            .conversation_view(&p.actor(), id, now())
+            .await?,
+    ))
 }
 
 /// One decision: the pack version that took it and why it went as it did.

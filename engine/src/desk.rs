@@ -27,14 +27,19 @@ pub enum Refused {
 }
 
 /// A conversation with everything a person working it reads.
-#[derive(Debug, Clone)]
-pub struct ConversationView {
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConversationDetail {
+    /// Status, queue, owner, priority, tags, attributes and flow state.
     pub conversation: Conversation,
     pub contact: Option<Contact>,
+    /// Both directions, with delivery status and author.
     pub messages: Vec<Message>,
+    /// Internal notes: never sent.
     pub notes: Vec<Note>,
     pub tickets: Vec<Ticket>,
-    /// Whether free text may go out now (the channel's service window).
+    /// Whether the channel's service window is open (WhatsApp: 24 hours from the customer's
+    /// last message): free text allowed.
     pub window_open: bool,
 }
 
@@ -76,9 +81,9 @@ impl Engine {
         a: &Actor,
         id: i64,
         now: Millis,
-    ) -> Result<ConversationView, Refused> {
+    ) -> Result<ConversationDetail, Refused> {
         let conversation = self.conversation_for(a, id).await?;
-        Ok(ConversationView {
+        Ok(ConversationDetail {
             contact: self.store.contact(conversation.contact_id).await?,
             messages: self.store.messages(id).await?,
             notes: self.store.notes(id).await?,
