@@ -69,7 +69,25 @@ pub struct AppState {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Pack validations (upload, reload) at once; more are refused with 429.
     pub validations: Arc<tokio::sync::Semaphore>,
+    /// Builds a reloaded pack's connectors (lookups and the webhook sender) from its
+    /// directory and the environment; `None` keeps the connectors serving.
+    pub assemble: Option<Assembler>,
 }
+
+/// Builds a pack's connectors: `(lookups, webhook sender)`, or why not.
+pub type Assembler = Arc<
+    dyn Fn(
+            &switchyard_rules::Pack,
+            &std::path::Path,
+        ) -> Result<
+            (
+                Arc<dyn switchyard_engine::ports::Lookup>,
+                Arc<dyn switchyard_engine::ports::Notifier>,
+            ),
+            String,
+        > + Send
+        + Sync,
+>;
 
 /// Requests served at once by default.
 pub const MAX_IN_FLIGHT: usize = 1024;
@@ -99,6 +117,7 @@ impl AppState {
             request_timeout: std::time::Duration::from_secs(30),
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
             validations: Arc::new(tokio::sync::Semaphore::new(2)),
+            assemble: None,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use switchyard_engine::access;
@@ -473,7 +473,25 @@ pub async fn reload_from_disk(s: &AppState) -> Result<Reload, String> {
     let changed = old.hash != pack.hash;
     let hash = pack.hash.clone();
     if changed {
-        s.runtime.engine.replace_pack(Arc::new(pack));
+        let pack = Arc::new(pack);
+        match &s.assemble {
+            // The connectors are rebuilt from the new pack, and swapped in with it: a changed
+            // courier URL or a connector the reload adds serves at once.
+            Some(build) => match build(&pack, s.rules.dir.as_deref().unwrap_or(Path::new("."))) {
+                Ok((lookup, notifier)) => s.runtime.replace_rules(pack, lookup, notifier),
+                Err(why) => {
+                    let mut d = switchyard_rules::Diagnostics::default();
+                    d.error(
+                        "connectors",
+                        switchyard_rules::span::Pos::UNKNOWN,
+                        format!("the pack's connectors cannot be built: {why}"),
+                    )
+                    .hint("the pack serving now keeps serving, with its connectors");
+                    return Ok(Reload::Rejected(d));
+                }
+            },
+            None => s.runtime.engine.replace_pack(pack),
+        }
         *s.rules.loaded_at.lock().unwrap_or_else(|e| e.into_inner()) = now();
     }
     Ok(Reload::Loaded { hash, changed })

@@ -1940,6 +1940,52 @@ mod work {
         }
     }
 
+    /// A reload rebuilds the pack's connectors with it: a connector the reload adds answers at
+    /// once, and a changed one (here: another orders file) is the one asked afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reload_rebuilds_the_connectors_with_the_pack() {
+        let s = server_with(|st| {
+            st.assemble = Some(Arc::new(
+                |pack: &switchyard_rules::Pack, dir: &std::path::Path| {
+                    switchyard_connectors::assemble::assemble(pack, dir, |_| None)
+                        .map(|a| (a.lookup, a.notifier))
+                        .map_err(|e| e.to_string())
+                },
+            ));
+        })
+        .await;
+        let c = client();
+        let pack = |file: &str| {
+            format!(
+                "version: 1\nsettings: {{ default_queue: support }}\nqueues: {{ support: {{ assignment: round_robin }} }}\n\
+                 connectors:\n  shop: {{ type: static, file: {file} }}\n\
+                 rules:\n  - name: status\n    when: message.received\n    then:\n      - lookup: {{ connector: shop, action: find_order, by: '\"1001\"' }}\n      - reply: {{ text: \"order {{{{order.status}}}}\" }}\n"
+            )
+        };
+        let orders = |status: &str| {
+            format!(r##"[{{ "name": "#1001", "phone": "+923001234567", "status": "{status}" }}]"##)
+        };
+        std::fs::write(s.pack_dir.join("orders.json"), orders("packed")).unwrap();
+        std::fs::write(s.pack_dir.join("p.yaml"), pack("orders.json")).unwrap();
+        let (st, v) = post(&c, &s, "/api/v1/rules/reload", ADMIN, json!({})).await;
+        assert_eq!(st, 200, "{v}");
+        post_whatsapp(&c, &s, &TEXT.replace("wamid.ONE", "wamid.r1")).await;
+        assert_eq!(replies(&s, 1).await, ["order packed"]);
+        std::fs::write(s.pack_dir.join("later.json"), orders("shipped")).unwrap();
+        std::fs::write(s.pack_dir.join("p.yaml"), pack("later.json")).unwrap();
+        let (st, v) = post(&c, &s, "/api/v1/rules/reload", ADMIN, json!({})).await;
+        assert_eq!(st, 200, "{v}");
+        post_whatsapp(&c, &s, &TEXT.replace("wamid.ONE", "wamid.r2")).await;
+        assert_eq!(replies(&s, 2).await, ["order packed", "order shipped"]);
+        // A connector that cannot be built refuses the reload; the pack serving goes on.
+        std::fs::write(s.pack_dir.join("p.yaml"), pack("missing.json")).unwrap();
+        let (st, v) = post(&c, &s, "/api/v1/rules/reload", ADMIN, json!({})).await;
+        assert_eq!(st, 422, "{v}");
+        assert!(v.to_string().contains("missing.json"), "{v}");
+        post_whatsapp(&c, &s, &TEXT.replace("wamid.ONE", "wamid.r3")).await;
+        assert_eq!(replies(&s, 3).await[2], "order shipped");
+    }
+
     /// A bad pack on disk is refused with its diagnostics and the old pack keeps serving; a
     /// good one replaces it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,6 +45,8 @@ impl Default for WorkerConfig {
 /// The running workers. Dropping it does not stop them: call [`Runtime::shutdown`].
 pub struct Runtime {
     pub engine: Arc<Engine>,
+    /// Where outbound webhooks go; a reload with new connectors replaces it.
+    notifier: Arc<arc_swap::ArcSwap<Arc<dyn Notifier>>>,
     inbox_wake: Arc<Notify>,
     outbox_wake: Arc<Notify>,
     stop: watch::Sender<bool>,
@@ -79,6 +81,7 @@ impl Runtime {
         let inbox_wake = Arc::new(Notify::new());
         engine.store.listen(inbox_wake.clone());
         let outbox_wake = Arc::new(Notify::new());
+        let notifier = Arc::new(arc_swap::ArcSwap::from_pointee(notifier));
         let tasks = vec![
             tokio::spawn(inbox_loop(
                 engine.clone(),
@@ -96,7 +99,7 @@ impl Runtime {
             tokio::spawn(outbox_loop(
                 engine.clone(),
                 channel,
-                notifier,
+                notifier.clone(),
                 cfg,
                 outbox_wake.clone(),
                 stop_rx,
@@ -105,11 +108,24 @@ impl Runtime {
         inbox_wake.notify_one();
         Ok(Runtime {
             engine,
+            notifier,
             inbox_wake,
             outbox_wake,
             stop,
             tasks,
         })
+    }
+
+    /// Swaps in a reloaded pack with the connectors built for it: the lookups together with the
+    /// pack, then the webhook sender.
+    pub fn replace_rules(
+        &self,
+        pack: Arc<switchyard_rules::Pack>,
+        lookup: Arc<dyn crate::ports::Lookup>,
+        notifier: Arc<dyn Notifier>,
+    ) {
+        self.engine.replace_pack_and_lookup(pack, lookup);
+        self.notifier.store(Arc::new(notifier));
     }
 
     /// Commits events to the inbox and wakes the workers; returns after the commit.
@@ -358,7 +374,7 @@ async fn job_loop(
 async fn outbox_loop(
     engine: Arc<Engine>,
     channel: Arc<dyn Channel>,
-    notifier: Arc<dyn Notifier>,
+    notifier: Arc<arc_swap::ArcSwap<Arc<dyn Notifier>>>,
     cfg: WorkerConfig,
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
@@ -394,6 +410,7 @@ async fn outbox_loop(
             let result = match &row.item {
                 OutboxItem::Message(m) => channel.send(m).await,
                 OutboxItem::Webhook { connector, body } => notifier
+                    .load_full()
                     .notify(connector, body)
                     .await
                     .map(|_| String::new())

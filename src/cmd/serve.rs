@@ -165,6 +165,12 @@ pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
             shopify_webhook_secret: shopify_secret,
             unsigned_webhooks: a.insecure_unsigned_webhooks,
             webchat_key: webchat_key.unwrap_or_else(switchyard_api::random_key),
+            // A reload rebuilds the pack's connectors from the environment, as at start.
+            assemble: Some(Arc::new(|pack: &Pack, dir: &Path| {
+                switchyard_connectors::assemble::assemble(pack, dir, |n| std::env::var(n).ok())
+                    .map(|a| (a.lookup, a.notifier))
+                    .map_err(|e| e.to_string())
+            })),
             whatsapp_verify_token: cfg.verify_token.clone(),
             whatsapp_app_secret: cfg.app_secret.clone().map(String::into_bytes),
             whatsapp_numbers: numbers,

@@ -49,7 +49,7 @@ impl<'a> Run<'a> {
             }
         } else {
             self.eng
-                .lookup
+                .lookup()
                 .call(connector, action, &key, value.as_deref())
                 .await
         };

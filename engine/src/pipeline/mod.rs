@@ -69,8 +69,8 @@ fn time(m: Millis) -> DateTime<Utc> {
 /// The engine: a pack, a store and the lookups, shared by every worker.
 pub struct Engine {
     pub(crate) store: Arc<dyn Store>,
-    pack: ArcSwap<Pack>,
-    pub(crate) lookup: Arc<dyn Lookup>,
+    /// The pack and the lookups built for it, swapped together (a reload replaces both).
+    rules: ArcSwap<Rules>,
     /// One lock per conversation: inbox events and timers of a conversation never interleave.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Default queues by channel (one per WhatsApp number of a multi-brand shop), over the
@@ -81,6 +81,12 @@ pub struct Engine {
     /// What committed changesets changed, for live inboxes.
     feed: tokio::sync::broadcast::Sender<crate::feed::FeedEvent>,
     pub metrics: crate::metrics::EngineMetrics,
+}
+
+/// A pack with the lookups built for it.
+struct Rules {
+    pack: Arc<Pack>,
+    lookup: Arc<dyn Lookup>,
 }
 
 /// A decided, not yet committed, event (see [`Engine::decide`]).
@@ -132,8 +138,7 @@ impl Engine {
     pub fn new(store: Arc<dyn Store>, pack: Arc<Pack>, lookup: Arc<dyn Lookup>) -> Engine {
         Engine {
             store,
-            pack: ArcSwap::new(pack),
-            lookup,
+            rules: ArcSwap::from_pointee(Rules { pack, lookup }),
             locks: Mutex::new(HashMap::new()),
             default_queues: HashMap::new(),
             channels: Channels::standard(),
@@ -199,12 +204,27 @@ impl Engine {
     }
 
     pub fn pack(&self) -> Arc<Pack> {
-        self.pack.load_full()
+        self.rules.load().pack.clone()
     }
 
-    /// Swaps in a new, already validated pack; events in flight finish on the old one.
+    /// The lookups (the pack's store and HTTP connectors) serving now.
+    pub(crate) fn lookup(&self) -> Arc<dyn Lookup> {
+        self.rules.load().lookup.clone()
+    }
+
+    /// Swaps in a new, already validated pack, keeping the lookups; events in flight finish on
+    /// the old one.
     pub fn replace_pack(&self, pack: Arc<Pack>) {
-        self.pack.store(pack);
+        self.rules.rcu(|r| Rules {
+            pack: pack.clone(),
+            lookup: r.lookup.clone(),
+        });
+    }
+
+    /// Swaps in a new pack and the lookups built for it, in one step: no event sees the new
+    /// pack with the old connectors.
+    pub fn replace_pack_and_lookup(&self, pack: Arc<Pack>, lookup: Arc<dyn Lookup>) {
+        self.rules.store(Arc::new(Rules { pack, lookup }));
     }
 
     /// The lock of a contact's conversation on a channel (key `channel:external_id`).
