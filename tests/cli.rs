@@ -192,6 +192,31 @@ fn prune_keeps_a_week_and_says_what_it_deleted() {
 
 /// A PostgreSQL that does not answer stops `serve` and `migrate` at once with the reason and
 /// a non-zero exit (no server needed: nothing listens on the port).
+/// Credentials in the environment never show: not in `serve --help` (the database URL may hold
+/// a password), not in start-up errors.
+#[test]
+fn secrets_do_not_show_in_help_or_errors() {
+    let o = bin()
+        .args(["serve", "--help"])
+        .env("SWITCHYARD_DB", "postgres://app:hunter2@db.internal/shop")
+        .env("WHATSAPP_APP_SECRET", "app-secret-value")
+        .env("SWITCHYARD_ADMIN_TOKEN", "admin-token-value")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(help.contains("SWITCHYARD_DB"), "{help}");
+    for secret in ["hunter2", "app-secret-value", "admin-token-value"] {
+        assert!(!help.contains(secret), "{secret} in --help");
+    }
+    let url = format!("postgres://app:hunter2@127.0.0.1:{}/shop", free_port());
+    let (code, out, err) = run(&["migrate", "--db", &url]);
+    assert_ne!(code, 0);
+    assert!(
+        !out.contains("hunter2") && !err.contains("hunter2"),
+        "{err}"
+    );
+}
+
 /// Two `serve` on one SQLite file: the second refuses to start and says why.
 #[test]
 fn a_second_serve_on_one_sqlite_file_refuses_to_start() {

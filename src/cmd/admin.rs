@@ -5,10 +5,11 @@ use super::*;
 pub(crate) fn migrate(db: &str) -> Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
+        let shown = switchyard_engine::store::redact(db);
         switchyard_engine::store::open(db)
             .await
-            .with_context(|| format!("cannot migrate the database {db}"))?;
-        println!("{db}: migrations applied");
+            .with_context(|| format!("cannot migrate the database {shown}"))?;
+        println!("{shown}: migrations applied");
         Ok(ExitCode::SUCCESS)
     })
 }
