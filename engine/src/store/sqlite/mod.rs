@@ -1,8 +1,8 @@
 //! The embedded store: SQLite in WAL mode.
 //!
-//! Why one long file: it is one `impl Store` of the port's ~50 methods plus the context cache;
-//! what both stores share is elsewhere (`reads.rs`, `rows.rs`, `queries.rs`) and the writes are
-//! in `writer.rs`.
+//! The writes are in [`writer`], the context cache in `cache.rs`, the file's claim and its
+//! durability setting in `claim.rs`; what both stores share is in `reads.rs`, `rows.rs` and
+//! `queries.rs`.
 //!
 //! Writes go through **one writer thread** ([`writer`]) that owns the only writing connection
 //! and group-commits whatever is pending — inbox batches and pipeline changesets — in one
@@ -13,7 +13,13 @@
 //! One process owns a SQLite file: the cache and the ids handed out in memory rely on it.
 //! Several instances share PostgreSQL instead.
 
+mod cache;
+mod claim;
 mod writer;
+
+use cache::ContextCache;
+use claim::synchronous_of;
+pub use claim::{claim, Claim};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -62,162 +68,6 @@ fn staffed_queues(conn: &rusqlite::Connection) -> Result<std::collections::HashS
         .query_map([], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(v)
-}
-
-/// Contexts by conversation id, and conversation ids by `channel:external_id`.
-#[derive(Debug, Default)]
-struct ContextCache {
-    inner: std::sync::Mutex<(HashMap<i64, Context>, HashMap<String, i64>)>,
-}
-
-const CACHE_MAX: usize = 50_000;
-
-impl ContextCache {
-    fn by_key(&self, key: &str) -> Option<Context> {
-        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.1.get(key).and_then(|id| g.0.get(id)).cloned()
-    }
-    fn by_id(&self, id: i64) -> Option<Context> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .get(&id)
-            .cloned()
-    }
-    fn put(&self, ctx: &Context) {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if g.0.len() >= CACHE_MAX {
-            g.0.clear();
-            g.1.clear();
-        }
-        let key = format!("{}:{}", ctx.contact.channel, ctx.contact.external_id);
-        g.1.insert(key, ctx.conversation.id);
-        g.0.insert(
-            ctx.conversation.id,
-            Context {
-                created: false,
-                ..ctx.clone()
-            },
-        );
-    }
-    /// After a commit: the cached context becomes what was written.
-    fn committed(&self, cs: &Changeset) {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(ctx) = g.0.get_mut(&cs.conversation_id) else {
-            return;
-        };
-        if let Some(c) = &cs.conversation {
-            ctx.conversation = c.clone();
-        }
-        if let Some(c) = &cs.contact {
-            ctx.contact = c.clone();
-        }
-        for t in &cs.tickets {
-            if t.ticket.status.is_open() {
-                ctx.ticket = Some(t.ticket.clone());
-            } else if ctx.ticket.as_ref().is_some_and(|o| o.id == t.ticket.id) {
-                ctx.ticket = None;
-            }
-        }
-    }
-    fn forget(&self, id: i64) {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .remove(&id);
-    }
-}
-
-/// The `synchronous` parameter of a SQLite URL (removed from it): `full` by default.
-fn synchronous_of(url: &str) -> Result<(String, &'static str)> {
-    let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_string(), "FULL"));
-    };
-    let mut sync = "FULL";
-    let mut rest = Vec::new();
-    for kv in query.split('&') {
-        match kv.split_once('=') {
-            Some(("synchronous", v)) => {
-                sync = match v.to_ascii_lowercase().as_str() {
-                    "full" => "FULL",
-                    "normal" => "NORMAL",
-                    "extra" => "EXTRA",
-                    other => {
-                        return Err(StoreError::Unreachable(format!(
-                            "synchronous={other}: use full (the default), extra or normal"
-                        )))
-                    }
-                }
-            }
-            _ => rest.push(kv),
-        }
-    }
-    let url = if rest.is_empty() {
-        base.to_string()
-    } else {
-        format!("{base}?{}", rest.join("&"))
-    };
-    Ok((url, sync))
-}
-
-/// A SQLite file claimed by one serving process (see [`claim`]); released when dropped.
-#[derive(Debug)]
-pub struct Claim {
-    _file: std::fs::File,
-}
-
-/// Claims the database file at `url` for this process, or says which process has it: a SQLite
-/// file belongs to one `serve` (its context cache and id counters live in the process). The
-/// claim is an exclusive lock on `FILE.lock` beside it, released when the process ends however
-/// it ends. `sqlite::memory:` needs none.
-pub fn claim(url: &str) -> Result<Option<Claim>> {
-    use std::io::Write;
-    if url.contains(":memory:") || url.contains("mode=memory") {
-        return Ok(None);
-    }
-    let (url, _) = synchronous_of(url)?;
-    let path = SqliteConnectOptions::from_str(&url)?
-        .get_filename()
-        .to_path_buf();
-    let lock_path = {
-        let mut p = path.clone().into_os_string();
-        p.push(".lock");
-        PathBuf::from(p)
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| {
-            StoreError::Unreachable(format!("cannot open {}: {e}", lock_path.display()))
-        })?;
-    match file.try_lock() {
-        Ok(()) => {
-            let _ = file.set_len(0);
-            let _ = write!(file, "{}", std::process::id());
-            Ok(Some(Claim { _file: file }))
-        }
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let owner = std::fs::read_to_string(&lock_path).unwrap_or_default();
-            Err(StoreError::InUse(format!(
-                "{} is served by another switchyard process{}: a SQLite database belongs to one \
-                 process (use PostgreSQL for several instances)",
-                path.display(),
-                Some(owner.trim())
-                    .filter(|o| !o.is_empty())
-                    .map(|o| format!(" (pid {o})"))
-                    .unwrap_or_default()
-            )))
-        }
-        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Unreachable(format!(
-            "cannot lock {}: {e}",
-            lock_path.display()
-        ))),
-    }
 }
 
 impl SqliteStore {
