@@ -475,19 +475,10 @@ async fn an_http_lookup_cannot_be_steered_by_the_key() {
         .await;
     let c = courier(&server, None);
     for key in ["..", ".", "%2e%2e", "../../api/v1/status"] {
-        let got = c
+        // Whatever it answers, every request stays under the courier's path (checked below).
+        let _ = c
             .call("postex", LookupAction::Fetch, &json!(key), None)
             .await;
-        assert!(
-            !matches!(&got, Ok(Some(_)))
-                || server
-                    .received_requests()
-                    .await
-                    .unwrap()
-                    .iter()
-                    .all(|r| r.url.path().starts_with("/track-order/")),
-            "{key}: {got:?}"
-        );
     }
     for r in server.received_requests().await.unwrap() {
         assert!(
