@@ -454,6 +454,27 @@ pub enum OutboxItem {
     Webhook { connector: String, body: Value },
 }
 
+impl OutboxItem {
+    /// Where it goes: a channel (one WhatsApp number, web chat) or a webhook connector. Sends
+    /// to one destination are bounded in number; a conversation's rows to one destination
+    /// (its lane) go out in order.
+    pub fn destination(&self) -> String {
+        match self {
+            OutboxItem::Message(m) => format!("channel:{}", m.channel),
+            OutboxItem::Webhook { connector, .. } => format!("webhook:{connector}"),
+        }
+    }
+}
+
+/// An outbox row that is due, as the dispatcher first sees it (not claimed yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueRow {
+    pub id: i64,
+    pub conversation_id: i64,
+    /// [`OutboxItem::destination`], or `""` for rows written before lanes existed.
+    pub lane: String,
+}
+
 /// An outbox row claimed for sending.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxRow {

@@ -29,6 +29,12 @@ pub struct WorkerConfig {
     pub max_attempts: u32,
     /// First retry delay; doubles with every attempt, up to five minutes.
     pub backoff: Duration,
+    /// Sends in flight to one destination (a WhatsApp number, web chat, a webhook connector):
+    /// a slow destination holds only its own rows back. A crash leaves at most this many rows
+    /// per destination in doubt (`unknown`, never resent).
+    pub sends_per_destination: usize,
+    /// Sends in flight in all.
+    pub sends: usize,
 }
 
 impl Default for WorkerConfig {
@@ -38,6 +44,8 @@ impl Default for WorkerConfig {
             poll: Duration::from_millis(250),
             max_attempts: 5,
             backoff: Duration::from_secs(1),
+            sends_per_destination: 4,
+            sends: 32,
         }
     }
 }
@@ -371,6 +379,14 @@ async fn job_loop(
     }
 }
 
+/// What one send task gives back: its lane, to free.
+type Lane = (i64, String);
+
+/// The dispatcher: starts sends concurrently, at most `sends_per_destination` per destination
+/// and one at a time per lane (a conversation's rows to one destination), oldest first. Each
+/// row is claimed (`sending`, committed) just before it is sent and only then, so a crash
+/// leaves only the rows really in flight in doubt. On a shared store a lane is also held
+/// against other instances while its row is sent; a dead instance's hold ends with it.
 async fn outbox_loop(
     engine: Arc<Engine>,
     channel: Arc<dyn Channel>,
@@ -380,8 +396,27 @@ async fn outbox_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut recovered_at = std::time::Instant::now();
+    let mut sends: tokio::task::JoinSet<Lane> = tokio::task::JoinSet::new();
+    let mut lanes: Vec<Lane> = Vec::new();
+    let mut per_destination: HashMap<String, usize> = HashMap::new();
+    let free = |lane: &Lane, lanes: &mut Vec<Lane>, per: &mut HashMap<String, usize>| {
+        lanes.retain(|l| l != lane);
+        if let Some(n) = per.get_mut(&lane.1) {
+            *n -= 1;
+            if *n == 0 {
+                per.remove(&lane.1);
+            }
+        }
+    };
     loop {
+        while let Some(done) = sends.try_join_next() {
+            if let Ok(lane) = done {
+                free(&lane, &mut lanes, &mut per_destination);
+            }
+        }
         if *stop.borrow() {
+            // Sends in flight finish (each is bounded by its timeout); none is started.
+            while sends.join_next().await.is_some() {}
             break;
         }
         // A shared store: rows another instance left `sending` when it died.
@@ -396,88 +431,181 @@ async fn outbox_loop(
                 Err(e) => tracing::error!(error = %e, "recovering stale sends failed"),
             }
         }
-        // One row at a time: a row is `sending` only while it is really being sent, so a
-        // crash leaves at most one message in doubt.
-        let rows = match engine.store.claim_outbox(now(), 1).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "claiming outbound messages failed");
-                Vec::new()
-            }
-        };
-        let busy = !rows.is_empty();
-        for row in rows {
-            let result = match &row.item {
-                OutboxItem::Message(m) => channel.send(m).await,
-                OutboxItem::Webhook { connector, body } => notifier
-                    .load_full()
-                    .notify(connector, body)
-                    .await
-                    .map(|_| String::new())
-                    .map_err(|e| SendError::Retry(e.to_string())),
+        let mut started = false;
+        let room = cfg.sends.saturating_sub(sends.len());
+        if room > 0 {
+            let full: Vec<String> = per_destination
+                .iter()
+                .filter(|(_, n)| **n >= cfg.sends_per_destination)
+                .map(|(d, _)| d.clone())
+                .collect();
+            let due = match engine
+                .store
+                .due_outbox(now(), &full, &lanes, (room * 2) as i64)
+                .await
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading due outbound messages failed");
+                    Vec::new()
+                }
             };
-            let t = now();
-            if let Err(e) = &result {
-                // The reason only: never the message body.
-                tracing::warn!(outbox.id = row.id, conversation.id = row.conversation_id, attempt = row.attempts, error = %e, "send failed");
-            }
-            engine.metrics.send_result(match &result {
-                Ok(_) => "sent",
-                Err(SendError::Retry(_)) => "retry",
-                Err(SendError::Permanent(_)) => "failed",
-                Err(SendError::WindowClosed(_)) => "window_closed",
-                Err(SendError::Unknown(_)) => "unknown",
-            });
-            let r = match result {
-                Ok(provider_id) => engine.store.outbox_sent(row.id, &provider_id, t).await,
-                Err(SendError::Retry(e)) if row.attempts < cfg.max_attempts => {
-                    let delay = cfg.backoff.as_millis() as i64
-                        * (1i64 << (row.attempts.saturating_sub(1)).min(16));
-                    engine
-                        .store
-                        .outbox_failed(row.id, &e, Some(t + delay.min(300_000)), t)
-                        .await
+            for d in due {
+                let lane = (d.conversation_id, d.lane);
+                if sends.len() >= cfg.sends
+                    || lanes.contains(&lane)
+                    || per_destination.get(&lane.1).copied().unwrap_or(0)
+                        >= cfg.sends_per_destination
+                {
+                    continue;
                 }
-                Err(SendError::Retry(e)) => {
-                    engine
-                        .store
-                        .outbox_failed(
-                            row.id,
-                            &format!("gave up after {} attempts: {e}", row.attempts),
-                            None,
-                            t,
-                        )
-                        .await
-                }
-                Err(SendError::Permanent(e)) => {
-                    engine.store.outbox_failed(row.id, &e, None, t).await
-                }
-                // At most once: a send that may have arrived is not repeated.
-                Err(SendError::Unknown(e)) => engine.store.outbox_unknown(row.id, &e, t).await,
-                Err(SendError::WindowClosed(e)) => {
-                    match engine.store.outbox_failed(row.id, &e, None, t).await {
-                        Ok(()) => engine
-                            .send_refused(row.conversation_id, &e, t)
-                            .await
-                            .map_err(|e| match e {
-                                EngineError::Store(s) => s,
-                                other => StoreError::Corrupt(other.to_string()),
-                            }),
-                        Err(e) => Err(e),
+                let hold = if engine.store.shared() {
+                    let key = format!("outbox:{}:{}", lane.0, lane.1);
+                    match engine.store.try_hold(&key).await {
+                        Ok(Some(h)) => Some(h),
+                        // Another instance is sending this lane's previous row.
+                        Ok(None) => continue,
+                        Err(e) => {
+                            tracing::error!(error = %e, "holding an outbound lane failed");
+                            continue;
+                        }
                     }
-                }
-            };
-            if let Err(e) = r {
-                tracing::error!(outbox.id = row.id, error = %e, "recording a send failed");
+                } else {
+                    None
+                };
+                let row = match engine.store.claim_outbox(d.id, now()).await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming an outbound message failed");
+                        continue;
+                    }
+                };
+                lanes.push(lane.clone());
+                *per_destination.entry(lane.1.clone()).or_default() += 1;
+                started = true;
+                let (engine, channel, notifier, cfg) = (
+                    engine.clone(),
+                    channel.clone(),
+                    notifier.clone(),
+                    cfg.clone(),
+                );
+                sends.spawn(async move {
+                    deliver(&engine, &*channel, &notifier, &cfg, row).await;
+                    drop(hold);
+                    lane
+                });
             }
         }
-        if busy {
+        if started {
             continue;
         }
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep(cfg.poll) => {}
+            Some(done) = sends.join_next(), if !sends.is_empty() => {
+                if let Ok(lane) = done {
+                    free(&lane, &mut lanes, &mut per_destination);
+                }
+            }
             _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Sends one claimed row and records the outcome: sent, retried later with backoff, failed
+/// for good, or `unknown` (it may have arrived: at most once, never repeated).
+async fn deliver(
+    engine: &Engine,
+    channel: &dyn Channel,
+    notifier: &arc_swap::ArcSwap<Arc<dyn Notifier>>,
+    cfg: &WorkerConfig,
+    row: OutboxRow,
+) {
+    let result = match &row.item {
+        OutboxItem::Message(m) => channel.send(m).await,
+        OutboxItem::Webhook { connector, body } => notifier
+            .load_full()
+            .notify(connector, body)
+            .await
+            .map(|_| String::new())
+            .map_err(|e| SendError::Retry(e.to_string())),
+    };
+    let t = now();
+    if let Err(e) = &result {
+        // The reason only: never the message body.
+        tracing::warn!(outbox.id = row.id, conversation.id = row.conversation_id, attempt = row.attempts, error = %e, "send failed");
+    }
+    engine.metrics.send_result(match &result {
+        Ok(_) => "sent",
+        Err(SendError::Retry(_)) => "retry",
+        Err(SendError::Permanent(_)) => "failed",
+        Err(SendError::WindowClosed(_)) => "window_closed",
+        Err(SendError::Unknown(_)) => "unknown",
+    });
+    // The outcome is known: record it even if the database is away for a while (a send that
+    // went out must not turn `unknown` for want of a write). Given up after a minute; the
+    // row then stays `sending` and is recovered as `unknown` (never resent).
+    let mut tries = 0;
+    loop {
+        match record(engine, cfg, &row, &result, t).await {
+            Ok(()) => break,
+            Err(e) if tries < 120 => {
+                if tries == 0 {
+                    tracing::warn!(outbox.id = row.id, error = %e, "recording a send failed; retrying");
+                }
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                tracing::error!(outbox.id = row.id, error = %e, "recording a send failed");
+                break;
+            }
+        }
+    }
+}
+
+/// Records a send's outcome on its row (and message).
+async fn record(
+    engine: &Engine,
+    cfg: &WorkerConfig,
+    row: &OutboxRow,
+    result: &Result<String, SendError>,
+    t: Millis,
+) -> Result<(), StoreError> {
+    match result {
+        Ok(provider_id) => engine.store.outbox_sent(row.id, provider_id, t).await,
+        Err(SendError::Retry(e)) if row.attempts < cfg.max_attempts => {
+            let delay =
+                cfg.backoff.as_millis() as i64 * (1i64 << (row.attempts.saturating_sub(1)).min(16));
+            engine
+                .store
+                .outbox_failed(row.id, e, Some(t + delay.min(300_000)), t)
+                .await
+        }
+        Err(SendError::Retry(e)) => {
+            engine
+                .store
+                .outbox_failed(
+                    row.id,
+                    &format!("gave up after {} attempts: {e}", row.attempts),
+                    None,
+                    t,
+                )
+                .await
+        }
+        Err(SendError::Permanent(e)) => engine.store.outbox_failed(row.id, e, None, t).await,
+        // At most once: a send that may have arrived is not repeated.
+        Err(SendError::Unknown(e)) => engine.store.outbox_unknown(row.id, e, t).await,
+        Err(SendError::WindowClosed(e)) => {
+            engine.store.outbox_failed(row.id, e, None, t).await?;
+            engine
+                .send_refused(row.conversation_id, e, t)
+                .await
+                .map_err(|e| match e {
+                    EngineError::Store(s) => s,
+                    other => StoreError::Corrupt(other.to_string()),
+                })
         }
     }
 }

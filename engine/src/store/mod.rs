@@ -370,8 +370,20 @@ pub trait Store: Send + Sync {
     /// Jobs due at `now`, not done.
     async fn due_jobs(&self, now: Millis, limit: i64) -> Result<Vec<Job>>;
 
-    /// Claims due outbox rows for sending (`pending` → `sending`, committed before the send).
-    async fn claim_outbox(&self, now: Millis, limit: i64) -> Result<Vec<OutboxRow>>;
+    /// Due outbox rows that are first in their lane (no earlier row of the same conversation
+    /// and lane is `pending`), oldest first, leaving out the destinations in `full` and the
+    /// lanes in `busy` (`(conversation_id, lane)`): what the dispatcher can start now.
+    async fn due_outbox(
+        &self,
+        now: Millis,
+        full: &[String],
+        busy: &[(i64, String)],
+        limit: i64,
+    ) -> Result<Vec<DueRow>>;
+    /// Claims one row for sending (`pending` → `sending`, committed before the send) if it is
+    /// still pending, due and first in its lane; `None` if another sender took it or an
+    /// earlier row of its lane became pending again (a retry keeps its place).
+    async fn claim_outbox(&self, id: i64, now: Millis) -> Result<Option<OutboxRow>>;
     async fn outbox_sent(&self, id: i64, provider_id: &str, now: Millis) -> Result<()>;
     /// A failed attempt: retried at `retry_at`, or failed for good when `None`.
     async fn outbox_failed(

@@ -66,8 +66,8 @@ pub(super) async fn apply(tx: &mut Transaction<'_, Postgres>, cs: &Changeset) ->
         .as_ref()
         .map(|c| c.channel.as_str())
         .unwrap_or("");
-    let outbox = "INSERT INTO outbox (message_id, conversation_id, payload, status, next_attempt_at, created_at, updated_at) \
-                  VALUES ($1, $2, $3, 'pending', $4, $4, $4)";
+    let outbox = "INSERT INTO outbox (message_id, conversation_id, payload, status, next_attempt_at, created_at, updated_at, lane) \
+                  VALUES ($1, $2, $3, 'pending', $4, $4, $4, $5)";
     for m in &cs.messages {
         let direction = match m.direction {
             Direction::In => "in",
@@ -90,11 +90,13 @@ pub(super) async fn apply(tx: &mut Transaction<'_, Postgres>, cs: &Changeset) ->
         .fetch_one(&mut **tx)
         .await?;
         if let Some(o) = &m.outbound {
+            let item = OutboxItem::Message(Box::new(o.clone()));
             sqlx::query(outbox)
                 .bind(Some(id))
                 .bind(cs.conversation_id)
-                .bind(json(&OutboxItem::Message(Box::new(o.clone()))))
+                .bind(json(&item))
                 .bind(at)
+                .bind(item.destination())
                 .execute(&mut **tx)
                 .await?;
         }
@@ -109,6 +111,7 @@ pub(super) async fn apply(tx: &mut Transaction<'_, Postgres>, cs: &Changeset) ->
             .bind(cs.conversation_id)
             .bind(json(&item))
             .bind(at)
+            .bind(item.destination())
             .execute(&mut **tx)
             .await?;
     }

@@ -467,19 +467,54 @@ impl Store for PgStore {
         self.reads().due_jobs(now, limit).await
     }
 
-    async fn claim_outbox(&self, now: Millis, limit: i64) -> Result<Vec<OutboxRow>> {
-        // SKIP LOCKED: instances claiming at once each take other rows, never the same one.
+    async fn due_outbox(
+        &self,
+        now: Millis,
+        full: &[String],
+        busy: &[(i64, String)],
+        limit: i64,
+    ) -> Result<Vec<DueRow>> {
+        let busy = serde_json::to_string(busy).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let rows = sqlx::query(
-            "UPDATE outbox SET status = 'sending', attempts = attempts + 1, updated_at = $1 \
-             WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 \
-                          ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, conversation_id, message_id, attempts, payload",
+            "SELECT o.id, o.conversation_id, o.lane FROM outbox o \
+             WHERE o.status = 'pending' AND o.next_attempt_at <= $1 \
+             AND NOT (o.lane = ANY($2)) \
+             AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements($3::text::jsonb) b \
+                             WHERE (b->>0)::bigint = o.conversation_id AND b->>1 = o.lane) \
+             AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.conversation_id = o.conversation_id \
+                             AND e.lane = o.lane AND e.status = 'pending' AND e.id < o.id) \
+             ORDER BY o.id LIMIT $4",
         )
         .bind(now)
+        .bind(full)
+        .bind(busy)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = all(&rows, |r| {
+        all(&rows, |r| {
+            Ok(DueRow {
+                id: r.try_get("id")?,
+                conversation_id: r.try_get("conversation_id")?,
+                lane: r.try_get("lane")?,
+            })
+        })
+    }
+
+    async fn claim_outbox(&self, id: i64, now: Millis) -> Result<Option<OutboxRow>> {
+        // The row lock makes a second instance's claim wait, then find the row no longer
+        // pending: each row is claimed once.
+        let r = sqlx::query(
+            "UPDATE outbox SET status = 'sending', attempts = attempts + 1, updated_at = $2 \
+             WHERE id = $1 AND status = 'pending' AND next_attempt_at <= $2 \
+             AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.conversation_id = outbox.conversation_id \
+                             AND e.lane = outbox.lane AND e.status = 'pending' AND e.id < outbox.id) \
+             RETURNING id, conversation_id, message_id, attempts, payload",
+        )
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.map(|r| {
             Ok(OutboxRow {
                 id: r.try_get("id")?,
                 conversation_id: r.try_get("conversation_id")?,
@@ -487,9 +522,8 @@ impl Store for PgStore {
                 attempts: r.try_get::<i64, _>("attempts")? as u32,
                 item: parse(&r.try_get::<String, _>("payload")?, "outbox payload")?,
             })
-        })?;
-        out.sort_by_key(|r| r.id);
-        Ok(out)
+        })
+        .transpose()
     }
 
     async fn outbox_sent(&self, id: i64, provider_id: &str, now: Millis) -> Result<()> {

@@ -413,36 +413,66 @@ impl Store for SqliteStore {
         self.reads().due_jobs(now, limit).await
     }
 
-    async fn claim_outbox(&self, now: Millis, limit: i64) -> Result<Vec<OutboxRow>> {
-        let rows: Vec<(i64, i64, Option<i64>, i64, String)> = self
-            .write(move |tx| {
-                let mut st = tx.prepare_cached(
-                    "UPDATE outbox SET status = 'sending', attempts = attempts + 1, updated_at = ?1 \
-                     WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2) \
-                     RETURNING id, conversation_id, message_id, attempts, payload",
-                )?;
-                let rows = st
-                    .query_map(params![now, limit], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(rows)
-            })
-            .await?;
-        let mut out: Vec<OutboxRow> = rows
-            .into_iter()
-            .map(|(id, conversation_id, message_id, attempts, payload)| {
-                Ok(OutboxRow {
-                    id,
-                    conversation_id,
-                    message_id,
-                    attempts: attempts as u32,
-                    item: parse(&payload, "outbox payload")?,
+    async fn due_outbox(
+        &self,
+        now: Millis,
+        full: &[String],
+        busy: &[(i64, String)],
+        limit: i64,
+    ) -> Result<Vec<DueRow>> {
+        let rows = sqlx::query(
+            "SELECT o.id, o.conversation_id, o.lane FROM outbox o \
+             WHERE o.status = 'pending' AND o.next_attempt_at <= $1 \
+             AND o.lane NOT IN (SELECT value FROM json_each($2)) \
+             AND NOT EXISTS (SELECT 1 FROM json_each($3) b WHERE json_extract(b.value, '$[0]') = o.conversation_id \
+                             AND json_extract(b.value, '$[1]') = o.lane) \
+             AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.conversation_id = o.conversation_id \
+                             AND e.lane = o.lane AND e.status = 'pending' AND e.id < o.id) \
+             ORDER BY o.id LIMIT $4",
+        )
+        .bind(now)
+        .bind(serde_json::to_string(full).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        .bind(serde_json::to_string(busy).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DueRow {
+                    id: r.try_get("id")?,
+                    conversation_id: r.try_get("conversation_id")?,
+                    lane: r.try_get("lane")?,
                 })
             })
-            .collect::<Result<_>>()?;
-        out.sort_by_key(|r| r.id);
-        Ok(out)
+            .collect()
+    }
+
+    async fn claim_outbox(&self, id: i64, now: Millis) -> Result<Option<OutboxRow>> {
+        let row: Option<(i64, i64, Option<i64>, i64, String)> = self
+            .write(move |tx| {
+                let mut st = tx.prepare_cached(
+                    "UPDATE outbox SET status = 'sending', attempts = attempts + 1, updated_at = ?2 \
+                     WHERE id = ?1 AND status = 'pending' AND next_attempt_at <= ?2 \
+                     AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.conversation_id = outbox.conversation_id \
+                                     AND e.lane = outbox.lane AND e.status = 'pending' AND e.id < outbox.id) \
+                     RETURNING id, conversation_id, message_id, attempts, payload",
+                )?;
+                let mut rows = st.query_map(params![id, now], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?;
+                Ok(rows.next().transpose()?)
+            })
+            .await?;
+        row.map(|(id, conversation_id, message_id, attempts, payload)| {
+            Ok(OutboxRow {
+                id,
+                conversation_id,
+                message_id,
+                attempts: attempts as u32,
+                item: parse(&payload, "outbox payload")?,
+            })
+        })
+        .transpose()
     }
 
     async fn outbox_sent(&self, id: i64, provider_id: &str, now: Millis) -> Result<()> {

@@ -66,9 +66,10 @@ pub(super) struct Encoded {
     trace: Option<(String, String)>,
     /// `(before, after)` per audit record.
     audit: Vec<(String, String)>,
-    /// Per message: its payload, and its outbox row if it is outbound.
-    messages: Vec<(String, Option<String>)>,
-    webhooks: Vec<String>,
+    /// Per message: its payload, and its outbox row `(payload, lane)` if it is outbound.
+    messages: Vec<(String, Option<(String, String)>)>,
+    /// `(payload, lane)` per webhook.
+    webhooks: Vec<(String, String)>,
     ticket_changes: Vec<String>,
 }
 
@@ -86,16 +87,19 @@ impl Encoded {
             .iter_mut()
             .map(|m| {
                 let payload = json(&take(&mut m.payload));
-                let outbox = m
-                    .outbound
-                    .take()
-                    .map(|o| json(&OutboxItem::Message(Box::new(o))));
+                let outbox = m.outbound.take().map(|o| {
+                    let item = OutboxItem::Message(Box::new(o));
+                    (json(&item), item.destination())
+                });
                 (payload, outbox)
             })
             .collect();
         let webhooks = take(&mut cs.webhooks)
             .into_iter()
-            .map(|(connector, body)| json(&OutboxItem::Webhook { connector, body }))
+            .map(|(connector, body)| {
+                let item = OutboxItem::Webhook { connector, body };
+                (json(&item), item.destination())
+            })
             .collect();
         let ticket_changes = cs
             .tickets
@@ -312,8 +316,8 @@ fn apply(tx: &Transaction<'_>, ids: &AtomicI64, group: &[&Encoded]) -> Result<()
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     let mut outbox = tx.prepare_cached(
-        "INSERT INTO outbox (message_id, conversation_id, payload, status, next_attempt_at, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4)",
+        "INSERT INTO outbox (message_id, conversation_id, payload, lane, status, next_attempt_at, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?5, 'pending', ?4, ?4, ?4)",
     )?;
     let mut note = tx.prepare_cached(
         "INSERT INTO notes (conversation_id, author, text, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -400,12 +404,12 @@ fn apply(tx: &Transaction<'_>, ids: &AtomicI64, group: &[&Encoded]) -> Result<()
                 m.status,
                 at
             ])?;
-            if let Some(item) = out {
-                outbox.execute(params![id, cs.conversation_id, item, at])?;
+            if let Some((item, lane)) = out {
+                outbox.execute(params![id, cs.conversation_id, item, at, lane])?;
             }
         }
-        for item in &e.webhooks {
-            outbox.execute(params![None::<i64>, cs.conversation_id, item, at])?;
+        for (item, lane) in &e.webhooks {
+            outbox.execute(params![None::<i64>, cs.conversation_id, item, at, lane])?;
         }
         for (author, text) in &cs.notes {
             note.execute(params![cs.conversation_id, author, text, at])?;
