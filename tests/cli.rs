@@ -681,6 +681,7 @@ fn serve_watch_reloads_good_packs_and_keeps_serving_on_bad_ones() {
 #[test]
 fn serve_takes_signed_shopify_order_webhooks_with_no_shop_credentials() {
     use std::io::Read;
+    use std::sync::{Arc, Mutex};
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let mut server = bin()
@@ -713,11 +714,38 @@ fn serve_takes_signed_shopify_order_webhooks_with_no_shop_credentials() {
         )
         .unwrap();
         s.read_to_string(&mut status).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(1500));
+    }
+    // The sandbox prints the send after the outbox takes it: read until it does (or a
+    // deadline), rather than for a fixed time.
+    let printed = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let printed = printed.clone();
+        let mut out = server.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                printed
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let want =
+        "[sandbox → whatsapp 923001234567] Please confirm your cash-on-delivery order #20001";
+    for _ in 0..400 {
+        if !up || printed.lock().unwrap().contains(want) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     server.kill().unwrap();
     let out = server.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    reader.join().unwrap();
+    let stdout = printed.lock().unwrap().clone();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(up, "serve did not start: {stderr}");
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
@@ -732,10 +760,5 @@ fn serve_takes_signed_shopify_order_webhooks_with_no_shop_credentials() {
             ),
         "{stderr}"
     );
-    assert!(
-        stdout.contains(
-            "[sandbox → whatsapp 923001234567] Please confirm your cash-on-delivery order #20001"
-        ),
-        "{stdout}"
-    );
+    assert!(stdout.contains(want), "{stdout}");
 }
