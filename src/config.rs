@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// (anyone who can reach the server can then write as any customer).
     #[arg(long)]
     pub insecure_unsigned_webhooks: bool,
+    /// Mark the workspace's session cookies `Secure` (served over TLS). Behind a proxy that
+    /// sends `X-Forwarded-Proto: https` they are marked so without it.
+    #[arg(long, env = "SWITCHYARD_SECURE_COOKIES")]
+    pub secure_cookies: bool,
     /// Reload the rule pack when its files change (a pack with errors is refused and the one
     /// serving keeps serving).
     #[arg(long)]

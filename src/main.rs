@@ -117,6 +117,24 @@ enum Command {
     /// API tokens: create one (shown once, stored hashed) or revoke one.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Why a conversation is where it is: its decision traces, one line each (`--json`: the
+    /// traces as stored, one JSON object per line).
+    Trace {
+        /// The conversation's id.
+        id: i64,
+        #[arg(long)]
+        json: bool,
+        #[arg(
+            long,
+            env = "SWITCHYARD_DB",
+            hide_env_values = true,
+            default_value = "sqlite://switchyard.db"
+        )]
+        db: String,
+    },
+    /// Agents' log-ins for the browser workspace.
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// Talk to a pack as a customer in the terminal, on a temporary store: the bot's replies
     /// are printed, buttons and list rows as numbered choices (type the number to pick one).
     Chat {
@@ -125,6 +143,26 @@ enum Command {
         /// The customer's WhatsApp number.
         #[arg(long = "as", default_value = "923001234567")]
         customer: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AgentCommand {
+    /// Sets an agent's password for the workspace (`/login`), read from the first line of
+    /// standard input (at least 10 characters); stored as an argon2id hash. `--clear` removes
+    /// it (the agent can no longer log in; live sessions stay until revoked or expired).
+    Passwd {
+        /// The agent's id.
+        id: String,
+        #[arg(long)]
+        clear: bool,
+        #[arg(
+            long,
+            env = "SWITCHYARD_DB",
+            hide_env_values = true,
+            default_value = "sqlite://switchyard.db"
+        )]
+        db: String,
     },
 }
 
@@ -188,6 +226,8 @@ fn main() -> ExitCode {
         } => demo(keep_serving, &listen),
         Command::Chat { rules, customer } => chat(&rules, &customer),
         Command::Token(cmd) => token_cmd(cmd),
+        Command::Agent(cmd) => agent_cmd(cmd),
+        Command::Trace { id, json, db } => trace_cmd(id, json, &db),
     };
     match r {
         Ok(code) => code,

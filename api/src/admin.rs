@@ -73,15 +73,41 @@ impl FromRequestParts<Arc<AppState>> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, s: &Arc<AppState>) -> Result<Self, ApiError> {
-        let token = parts
+        let bearer = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer <token>`".into()))?;
-        let hash = token_hash(token);
+            .filter(|t| !t.is_empty());
+        // A browser's session cookie stands in for a bearer token; what changes state must
+        // also carry the session's CSRF token and come from this host.
+        let (token, session) = match bearer {
+            Some(t) => (t.to_string(), false),
+            None => match crate::web::session_token(&parts.headers) {
+                Some(t) => (t, true),
+                None => {
+                    return Err(ApiError::Unauthorized(
+                        "send `Authorization: Bearer <token>` (or log in at /login)".into(),
+                    ))
+                }
+            },
+        };
+        if session && !parts.method.is_safe() {
+            let sent = parts
+                .headers
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !crate::web::same_origin(&parts.headers)
+                || !same_secret(sent, &crate::web::csrf_of(&token))
+            {
+                return Err(ApiError::Forbidden(
+                    "a change with a session cookie needs its X-CSRF-Token, from this site".into(),
+                ));
+            }
+        }
+        let hash = token_hash(&token);
         let ip = parts
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -107,6 +133,16 @@ impl FromRequestParts<Arc<AppState>> for Principal {
     }
 }
 
+/// Whether two secrets are equal, compared as their hashes (the timing says nothing usable).
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
+    token_hash(a) == token_hash(b)
+}
+
+/// The principal of a browser session's token (a session, live and not expired), or 401.
+pub async fn principal_of_session(s: &AppState, token: &str) -> Result<Principal, ApiError> {
+    principal(s, &token_hash(token)).await
+}
+
 /// The principal of a token's hash, or 401.
 async fn principal(s: &AppState, hash: &str) -> Result<Principal, ApiError> {
     // Hashes are compared, not tokens: the comparison's timing says nothing usable.
@@ -120,6 +156,9 @@ async fn principal(s: &AppState, hash: &str) -> Result<Principal, ApiError> {
     }
     let rec = s.runtime.engine.token(hash).await.map_err(unavailable)?;
     match rec {
+        Some(r) if r.expires_at.is_some_and(|at| at <= now()) => Err(ApiError::Unauthorized(
+            "the session has expired: log in again".into(),
+        )),
         Some(r) if !r.revoked => {
             let role = Role::parse(&r.role).ok_or_else(|| {
                 ApiError::Unavailable(format!("token {} has an unknown role", r.id))

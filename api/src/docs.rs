@@ -68,6 +68,7 @@ impl Modify for Bearer {
         team::list,
         team::create,
         team::update,
+        team::set_password,
         team::queues,
         oversight::rules,
         oversight::validate,

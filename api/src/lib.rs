@@ -9,6 +9,7 @@ pub mod guard;
 pub mod oversight;
 pub mod team;
 pub mod watch;
+pub mod web;
 pub mod work;
 
 use std::collections::HashMap;
@@ -72,6 +73,11 @@ pub struct AppState {
     /// Builds a reloaded pack's connectors (lookups and the webhook sender) from its
     /// directory and the environment; `None` keeps the connectors serving.
     pub assemble: Option<Assembler>,
+    /// How long a browser session lasts.
+    pub session_ttl: std::time::Duration,
+    /// Session cookies are `Secure` (served over TLS, or behind a proxy that is); also set
+    /// for a request that arrives with `X-Forwarded-Proto: https`.
+    pub secure_cookies: bool,
 }
 
 /// Builds a pack's connectors: `(lookups, webhook sender)`, or why not.
@@ -118,6 +124,8 @@ impl AppState {
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
             validations: Arc::new(tokio::sync::Semaphore::new(2)),
             assemble: None,
+            session_ttl: std::time::Duration::from_secs(12 * 3600),
+            secure_cookies: false,
         }
     }
 }
@@ -362,6 +370,14 @@ pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.body_limit;
     Router::new()
         .route("/healthz", get(healthz))
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/inbox") }),
+        )
+        .route("/login", get(web::login_page).post(web::login))
+        .route("/logout", post(web::logout))
+        .route("/inbox", get(web::inbox))
+        .route("/assets/{name}", get(web::asset))
         .route("/api/v1/openapi.json", get(docs::openapi_json))
         .route("/api/docs", get(docs::page))
         .route("/readyz", get(readyz))
@@ -399,6 +415,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/agents", get(team::list).post(team::create))
         .route("/api/v1/agents/{id}", axum::routing::patch(team::update))
+        .route("/api/v1/agents/{id}/password", post(team::set_password))
         .route("/api/v1/queues", get(team::queues))
         .route("/api/v1/rules", get(oversight::rules))
         .route("/api/v1/rules/validate", post(oversight::validate))

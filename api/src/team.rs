@@ -249,3 +249,38 @@ pub async fn queues(
         .map_err(unavailable)?;
     Ok(Json(QueueList { queues: stats }))
 }
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPassword {
+    /// At least 10 characters (at most 256); stored as an argon2id hash, never as given.
+    password: String,
+}
+
+/// Sets an agent's password for the workspace (`/login`) (admin). Sessions already open stay
+/// until they expire or their token is revoked.
+#[utoipa::path(post, path = "/api/v1/agents/{id}/password", tag = "team", request_body = NewPassword,
+    params(("id" = String, Path, description = "the agent's id")), security(("bearer" = [])),
+    responses((status = 204), (status = "4XX", body = crate::ErrorBody)))]
+pub async fn set_password(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+    Name(id): Name,
+    Body(b): Body<NewPassword>,
+) -> Result<StatusCode, ApiError> {
+    require(&p, Role::Admin)?;
+    let hash = tokio::task::spawn_blocking(move || crate::web::hash_password(&b.password))
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .map_err(ApiError::Unprocessable)?;
+    if s.runtime
+        .engine
+        .set_password(&id, Some(&hash), &p.actor, now())
+        .await
+        .map_err(unavailable)?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("no agent `{id}`")))
+    }
+}

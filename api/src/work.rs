@@ -67,6 +67,8 @@ pub struct ListConversations {
     queue: Option<String>,
     /// An agent id.
     assignee: Option<String>,
+    /// `true`: only conversations in a queue that nobody owns.
+    unassigned: Option<bool>,
     tag: Option<String>,
     /// `low`, `normal`, `high` or `urgent`.
     priority: Option<String>,
@@ -116,6 +118,7 @@ pub async fn list_conversations(
             .transpose()?,
         queue: f.queue,
         assignee: f.assignee,
+        unassigned: f.unassigned.unwrap_or(false),
         tag: f.tag,
         priority: f
             .priority
@@ -413,7 +416,8 @@ pub struct TicketDetail {
     pub history: Vec<Value>,
 }
 
-/// Tickets, newest first; agents see the tickets they own.
+/// Tickets, newest first; agents see the tickets they own and those of the conversations they
+/// own.
 #[utoipa::path(get, path = "/api/v1/tickets", tag = "tickets", params(ListTickets),
     security(("bearer" = [])),
     responses((status = 200, body = TicketPage), (status = "4XX", body = crate::ErrorBody)))]
@@ -424,7 +428,7 @@ pub async fn list_tickets(
 ) -> Result<Json<TicketPage>, ApiError> {
     let limit = limit(f.limit)?;
     // Refused (403) before the filters' values are looked at, as before.
-    let owner = switchyard_engine::access::ticket_owner_filter(&p.actor(), f.owner)?;
+    let (owner, visible_to) = switchyard_engine::access::ticket_filter(&p.actor(), f.owner)?;
     let q = TicketQuery {
         status: f
             .status
@@ -433,6 +437,7 @@ pub async fn list_tickets(
             .transpose()?,
         queue: f.queue,
         owner,
+        visible_to,
         category: f.category,
         priority: f
             .priority
@@ -462,11 +467,10 @@ pub struct NewTicket {
 }
 
 /// Opens a ticket for a conversation → 201. A conversation has one open ticket: when it has
-/// one, that ticket is raised instead (200).
+/// one, 409 names it (change it with `PATCH /api/v1/tickets/{id}`); nothing is written.
 #[utoipa::path(post, path = "/api/v1/tickets", tag = "tickets", request_body = NewTicket,
     security(("bearer" = [])),
-    responses((status = 201, body = TicketBody), (status = 200, body = TicketBody),
-        (status = "4XX", body = crate::ErrorBody)))]
+    responses((status = 201, body = TicketBody), (status = "4XX", body = crate::ErrorBody)))]
 pub async fn create_ticket(
     State(s): State<Arc<AppState>>,
     p: Principal,
@@ -477,24 +481,13 @@ pub async fn create_ticket(
         .as_deref()
         .map(|x| parse_name("priority", x))
         .transpose()?;
-    let had = s
-        .runtime
-        .engine
-        .open_ticket(b.conversation)
-        .await
-        .map_err(unavailable)?;
     let a = AgentAction::OpenTicket {
         title: b.title,
         category: b.category,
         priority,
     };
     let a = act(&s, &p, b.conversation, a).await?;
-    let code = if had.is_some() {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok((code, Json(TicketBody { ticket: a.ticket })))
+    Ok((StatusCode::CREATED, Json(TicketBody { ticket: a.ticket })))
 }
 
 /// A ticket `p` may see (see `switchyard_engine::access`).

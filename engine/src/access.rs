@@ -70,7 +70,7 @@ pub enum Denied {
     NotVisible { id: i64 },
     #[error("conversation {id} is not yours{}", owner.as_deref().map(|o| format!(" (owner: {o})")).unwrap_or_else(|| " (claim it first)".into()))]
     NotOwner { id: i64, owner: Option<String> },
-    #[error("ticket {id} is not yours")]
+    #[error("ticket {id} is neither yours nor on a conversation you own")]
     TicketNotYours { id: i64 },
     #[error("only a supervisor gives a ticket to someone else")]
     TicketOwner,
@@ -154,8 +154,8 @@ pub fn see_feed(
             && queue.is_some_and(|q| my_queues.iter().any(|m| m == q)))
 }
 
-pub fn see_ticket(a: &Actor, t: &Ticket) -> Result<(), Denied> {
-    if a.oversees() || a.is(t.owner.as_deref()) {
+pub fn see_ticket(a: &Actor, t: &Ticket, conversation_owner: Option<&str>) -> Result<(), Denied> {
+    if a.oversees() || a.is(t.owner.as_deref()) || a.is(conversation_owner) {
         Ok(())
     } else {
         Err(Denied::TicketNotYours { id: t.id })
@@ -166,30 +166,37 @@ pub fn see_ticket(a: &Actor, t: &Ticket) -> Result<(), Denied> {
 pub fn change_ticket(
     a: &Actor,
     t: &Ticket,
+    conversation_owner: Option<&str>,
     new_owner: Option<&Option<String>>,
 ) -> Result<(), Denied> {
-    see_ticket(a, t)?;
+    see_ticket(a, t, conversation_owner)?;
     if !a.oversees() && new_owner.is_some_and(|o| *o != t.owner) {
         return Err(Denied::TicketOwner);
     }
     Ok(())
 }
 
-/// The owner a ticket list is filtered by: what was asked, for those who oversee; an agent's
-/// own tickets otherwise (asking for another's is refused).
-pub fn ticket_owner_filter(a: &Actor, asked: Option<String>) -> Result<Option<String>, Denied> {
+/// How a ticket list is narrowed: `(owner, visible_to)`. Those who oversee get what they
+/// asked for; an agent gets the tickets they own or whose conversation they own (`visible_to`),
+/// optionally only their own (asking for another's is refused).
+pub fn ticket_filter(
+    a: &Actor,
+    asked: Option<String>,
+) -> Result<(Option<String>, Option<String>), Denied> {
     if a.oversees() {
-        return Ok(asked);
+        return Ok((asked, None));
     }
-    match (&asked, &a.agent) {
-        (Some(o), Some(me)) if o != me => Err(Denied::OthersTickets),
-        _ => Ok(Some(a.agent.clone().unwrap_or_default())),
+    let me = a.agent.clone().unwrap_or_default();
+    match asked {
+        Some(o) if o != me => Err(Denied::OthersTickets),
+        asked => Ok((asked, Some(me))),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Priority, TicketStatus};
 
     fn actor(role: Role, agent: Option<&str>) -> Actor {
         Actor {
@@ -242,13 +249,31 @@ mod tests {
             "this needs the supervisor role; the token is agent"
         );
         assert_eq!(
-            ticket_owner_filter(&ayesha, Some("bilal".into())),
+            ticket_filter(&ayesha, Some("bilal".into())),
             Err(Denied::OthersTickets)
         );
         assert_eq!(
-            ticket_owner_filter(&ayesha, None),
-            Ok(Some("ayesha".into()))
+            ticket_filter(&ayesha, None),
+            Ok((None, Some("ayesha".into())))
         );
-        assert_eq!(ticket_owner_filter(&sup, None), Ok(None));
+        assert_eq!(ticket_filter(&sup, None), Ok((None, None)));
+        // A ticket nobody owns, on a conversation ayesha owns: hers to see and work.
+        let t = Ticket {
+            id: 3,
+            conversation_id: 7,
+            title: "Damaged parcel".into(),
+            category: None,
+            priority: Priority::High,
+            status: TicketStatus::Open,
+            owner: None,
+            queue: Some("complaints".into()),
+            due_at: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        assert!(see_ticket(&ayesha, &t, Some("ayesha")).is_ok());
+        assert!(change_ticket(&ayesha, &t, Some("ayesha"), None).is_ok());
+        assert!(see_ticket(&ayesha, &t, Some("bilal")).is_err());
+        assert!(change_ticket(&ayesha, &t, Some("ayesha"), Some(&Some("bilal".into()))).is_err());
     }
 }

@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::access::{self, Actor, Denied};
 use crate::model::*;
 use crate::reports::KpiFacts;
+use crate::store::NewToken;
 use crate::store::{
     AuditQuery, ConversationLine, ConversationQuery, QueueStats, StoreError, TicketQuery,
     TokenRecord,
@@ -41,6 +42,8 @@ pub struct ConversationDetail {
     /// Whether the channel's service window is open (WhatsApp: 24 hours from the customer's
     /// last message): free text allowed.
     pub window_open: bool,
+    /// The pack's approved templates: what can be sent when the window is closed.
+    pub templates: Vec<String>,
 }
 
 type R<T> = Result<T, StoreError>;
@@ -89,6 +92,7 @@ impl Engine {
             notes: self.store.notes(id).await?,
             tickets: self.store.tickets(id).await?,
             window_open: self.window_open(&conversation, now),
+            templates: crate::pipeline::approved_templates(&self.pack()),
             conversation,
         })
     }
@@ -133,13 +137,19 @@ impl Engine {
             .ticket(id)
             .await?
             .ok_or_else(|| Refused::NotFound(format!("no ticket {id}")))?;
-        access::see_ticket(a, &t)?;
+        let owner = self
+            .store
+            .conversation(t.conversation_id)
+            .await?
+            .and_then(|c| c.assignee);
+        access::see_ticket(a, &t, owner.as_deref())?;
         Ok(t)
     }
 
-    /// Tickets, narrowed to what `a` may see (an agent asking for another's is refused).
+    /// Tickets, narrowed to what `a` may see: an agent's own and those of the conversations
+    /// they own (an agent asking for another's is refused).
     pub async fn tickets_for(&self, a: &Actor, mut q: TicketQuery) -> Result<Vec<Ticket>, Refused> {
-        q.owner = access::ticket_owner_filter(a, q.owner)?;
+        (q.owner, q.visible_to) = access::ticket_filter(a, q.owner)?;
         Ok(self.store.list_tickets(&q).await?)
     }
 
@@ -239,7 +249,7 @@ impl Engine {
         self.store.token(hash).await
     }
 
-    /// Stores a token by its hash, audited as `actor`; returns its id.
+    /// Stores an API token by its hash, audited as `actor`; returns its id.
     pub async fn create_token(
         &self,
         hash: &str,
@@ -248,9 +258,54 @@ impl Engine {
         actor: &str,
         now: Millis,
     ) -> R<i64> {
-        self.store
-            .create_token(hash, role.as_str(), agent, actor, now)
-            .await
+        let t = NewToken {
+            hash,
+            role: role.as_str(),
+            agent,
+            kind: "api",
+            expires_at: None,
+        };
+        self.store.create_token(&t, actor, now).await
+    }
+
+    /// Stores an agent's browser session (by its hash) until `expires_at`, with the agent's
+    /// role; audited as the agent. `None` when there is no such agent.
+    pub async fn create_session(
+        &self,
+        agent: &str,
+        hash: &str,
+        expires_at: Millis,
+        now: Millis,
+    ) -> R<Option<(i64, access::Role)>> {
+        let Some(a) = self.store.agent(agent).await? else {
+            return Ok(None);
+        };
+        let role = access::Role::parse(&a.role).unwrap_or(access::Role::Agent);
+        let t = NewToken {
+            hash,
+            role: role.as_str(),
+            agent: Some(agent),
+            kind: "session",
+            expires_at: Some(expires_at),
+        };
+        Ok(Some((self.store.create_token(&t, agent, now).await?, role)))
+    }
+
+    /// Sets or clears an agent's password hash (a PHC string), audited as `actor`; `false`
+    /// when there is no such agent.
+    pub async fn set_password(
+        &self,
+        agent: &str,
+        hash: Option<&str>,
+        actor: &str,
+        now: Millis,
+    ) -> R<bool> {
+        self.store.set_password(agent, hash, actor, now).await
+    }
+
+    /// An agent's password hash, if one is set.
+    pub async fn password_hash(&self, agent: &str) -> R<Option<String>> {
+        self.store.password_hash(agent).await
     }
 
     /// Revokes a token, audited as `actor`; `false` when there is no such live token.

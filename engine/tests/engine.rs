@@ -634,7 +634,146 @@ stories!(
     a_message_with_a_hole_that_did_not_render_is_never_sent,
     outbox_lanes_keep_a_conversations_order_and_skip_busy_destinations,
     a_slow_webhook_endpoint_delays_only_its_own_rows,
+    a_tickets_queue_routes_its_conversation_and_its_owner_works_the_ticket,
 );
+
+/// A rule opens a ticket in `damages` without routing: the conversation goes to `damages` too
+/// (someone works the customer). The agent who claims it sees and works the ticket, though
+/// the ticket has no owner; another agent does not. A second ticket typed by an agent is
+/// refused with the open one's id, not dropped.
+async fn a_tickets_queue_routes_its_conversation_and_its_owner_works_the_ticket(
+    store: Arc<dyn Store>,
+) {
+    use switchyard_engine::model::TicketStatus;
+    use switchyard_engine::pipeline::TicketUpdate;
+    let yaml = r#"
+version: 1
+settings: { default_queue: support }
+queues: { support: { assignment: manual }, damages: { assignment: manual } }
+rules:
+  - name: damaged parcels become tickets
+    when: message.received
+    if: message.text.contains("torn")
+    then:
+      - ticket: { title: "Damaged parcel", queue: damages, priority: high }
+      - reply: { text: "Sorry! A person will look into it." }
+    stop: true
+  - name: routed tickets stay where the rule says
+    when: message.received
+    if: message.text.contains("late")
+    then:
+      - ticket: { title: "Late parcel", queue: damages }
+      - route: { queue: support }
+"#;
+    let engine = Engine::new(store.clone(), pack(yaml), Arc::new(NoLookup));
+    for a in ["ali", "sana"] {
+        store
+            .upsert_agent(&agent(a, &["damages", "support"], 5, "online"), "system", 0)
+            .await
+            .unwrap();
+    }
+    step(
+        &engine,
+        vec![msg("t1", "t1.1", "my shirt arrived torn")],
+        10,
+    )
+    .await;
+    step(&engine, vec![msg("t2", "t2.1", "parcel is late")], 20).await;
+    let conv_of = |who: &'static str| {
+        let store = store.clone();
+        async move {
+            let (_, c, _) = store
+                .open_conversation("webchat", who, None, None, 0)
+                .await
+                .unwrap();
+            store.conversation(c.id).await.unwrap().unwrap()
+        }
+    };
+    let c1 = conv_of("t1").await;
+    assert_eq!(
+        c1.queue.as_deref(),
+        Some("damages"),
+        "the ticket's queue routed it"
+    );
+    let c2 = conv_of("t2").await;
+    assert_eq!(
+        c2.queue.as_deref(),
+        Some("support"),
+        "the rule's own route wins"
+    );
+
+    let ali = Actor {
+        id: "ali".into(),
+        agent: Some("ali".into()),
+        role: Role::Agent,
+    };
+    let sana = Actor {
+        id: "sana".into(),
+        agent: Some("sana".into()),
+        role: Role::Agent,
+    };
+    engine
+        .act(c1.id, AgentAction::Claim, &ali, 30)
+        .await
+        .unwrap();
+    let all_tickets = || switchyard_engine::store::TicketQuery {
+        limit: 50,
+        ..Default::default()
+    };
+    let tickets = engine.tickets_for(&ali, all_tickets()).await.unwrap();
+    assert_eq!(
+        tickets.len(),
+        1,
+        "the ticket of the conversation ali owns: {tickets:?}"
+    );
+    let t = &tickets[0];
+    assert_eq!(
+        (t.owner.as_deref(), t.title.as_str()),
+        (None, "Damaged parcel")
+    );
+    assert!(engine.ticket_for(&ali, t.id).await.is_ok());
+    assert!(engine
+        .tickets_for(&sana, Default::default())
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(engine.ticket_for(&sana, t.id).await.is_err());
+    let change = TicketUpdate {
+        status: Some(TicketStatus::Pending),
+        ..Default::default()
+    };
+    engine
+        .act(
+            c1.id,
+            AgentAction::UpdateTicket {
+                ticket: t.id,
+                change,
+            },
+            &ali,
+            40,
+        )
+        .await
+        .expect("ali works the ticket of his conversation");
+    match engine
+        .act(
+            c1.id,
+            AgentAction::OpenTicket {
+                title: "Refund the shirt".into(),
+                category: None,
+                priority: None,
+            },
+            &ali,
+            50,
+        )
+        .await
+    {
+        Err(ActError::Conflict(m)) => assert!(m.contains(&format!("ticket {}", t.id)), "{m}"),
+        other => panic!("a second open ticket: {other:?}"),
+    }
+    let all = store.tickets(c1.id).await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].title, "Damaged parcel", "nothing was written");
+}
 
 /// A webhook endpoint that answers only when the test opens its gate.
 #[derive(Default)]
@@ -1813,7 +1952,17 @@ async fn admin_queries_filter_and_page(store: Arc<dyn Store>) {
     assert_eq!(inbox, 0);
 
     let id = store
-        .create_token("hash-1", "agent", Some("v1"), "admin", 50)
+        .create_token(
+            &switchyard_engine::store::NewToken {
+                hash: "hash-1",
+                role: "agent",
+                agent: Some("v1"),
+                kind: "api",
+                expires_at: None,
+            },
+            "admin",
+            50,
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -1,4 +1,4 @@
-//! `migrate`, `prune`, `token`: the database's commands.
+//! `migrate`, `prune`, `token`, `agent`: the database's commands.
 
 use super::*;
 
@@ -61,15 +61,16 @@ pub(crate) fn token_cmd(cmd: TokenCommand) -> Result<ExitCode> {
                 }
                 let store = open(db).await?;
                 let token = new_token().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                let id = switchyard_engine::Store::create_token(
-                    &*store,
-                    &token_hash(&token),
-                    role.as_str(),
-                    agent.as_deref(),
-                    "cli",
-                    now_ms(),
-                )
-                .await?;
+                let hash = token_hash(&token);
+                let t = switchyard_engine::store::NewToken {
+                    hash: &hash,
+                    role: role.as_str(),
+                    agent: agent.as_deref(),
+                    kind: "api",
+                    expires_at: None,
+                };
+                let id =
+                    switchyard_engine::Store::create_token(&*store, &t, "cli", now_ms()).await?;
                 println!("{token}");
                 eprintln!(
                     "token {id} ({}{}) created; it is not shown again",
@@ -89,5 +90,72 @@ pub(crate) fn token_cmd(cmd: TokenCommand) -> Result<ExitCode> {
                 }
             }
         }
+    })
+}
+
+pub(crate) fn agent_cmd(cmd: AgentCommand) -> Result<ExitCode> {
+    let AgentCommand::Passwd { id, clear, db } = cmd;
+    let hash = if clear {
+        None
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        let password = line.trim_end_matches(['\n', '\r']);
+        Some(switchyard_api::web::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?)
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let store = switchyard_engine::store::open(&db).await.with_context(|| {
+            format!(
+                "cannot open the database {}",
+                switchyard_engine::store::redact(&db)
+            )
+        })?;
+        if switchyard_engine::Store::set_password(&*store, &id, hash.as_deref(), "cli", now_ms())
+            .await?
+        {
+            eprintln!(
+                "agent {id}: password {}",
+                if clear { "cleared" } else { "set" }
+            );
+            Ok(ExitCode::SUCCESS)
+        } else {
+            eprintln!("no agent `{id}` (create it first: POST /api/v1/agents)");
+            Ok(ExitCode::from(1))
+        }
+    })
+}
+
+pub(crate) fn trace_cmd(id: i64, json: bool, db: &str) -> Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let store = switchyard_engine::store::open(db).await.with_context(|| {
+            format!(
+                "cannot open the database {}",
+                switchyard_engine::store::redact(db)
+            )
+        })?;
+        if store.conversation(id).await?.is_none() {
+            eprintln!("no conversation {id}");
+            return Ok(ExitCode::from(1));
+        }
+        let mut out = std::io::stdout().lock();
+        for (pack, v) in store.traces(id).await? {
+            let t = switchyard_engine::trace::Trace::read(&v);
+            if json {
+                writeln!(out, "{}", serde_json::json!({ "pack": pack, "trace": t }))?;
+            } else {
+                writeln!(
+                    out,
+                    "{}  {}  {}",
+                    t.at,
+                    &pack[..pack.len().min(12)],
+                    t.summary()
+                )?;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
     })
 }

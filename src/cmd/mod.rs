@@ -10,7 +10,7 @@ use switchyard_engine::model::now_millis as now_ms;
 use switchyard_rules::{load_dir, Loaded, Pack};
 
 use crate::config::{self, LogFormat, ServeArgs};
-use crate::TokenCommand;
+use crate::{AgentCommand, TokenCommand};
 
 pub(crate) mod admin;
 pub(crate) mod demo;

@@ -164,6 +164,7 @@ pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
         let state = Arc::new(switchyard_api::AppState {
             shopify_webhook_secret: shopify_secret,
             unsigned_webhooks: a.insecure_unsigned_webhooks,
+            secure_cookies: a.secure_cookies,
             webchat_key: webchat_key.unwrap_or_else(switchyard_api::random_key),
             // A reload rebuilds the pack's connectors from the environment, as at start.
             assemble: Some(Arc::new(|pack: &Pack, dir: &Path| {
@@ -190,6 +191,10 @@ pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
         eprintln!(
             "switchyard: serving {} on http://{} with {shown_db}{from}; {outbound_says}",
             cfg.rules.display(),
+            listener.local_addr()?
+        );
+        eprintln!(
+            "switchyard: the agents' workspace is http://{}/inbox (an agent logs in once an admin sets a password: `switchyard agent passwd ID`)",
             listener.local_addr()?
         );
         for s in &says {

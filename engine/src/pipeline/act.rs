@@ -327,6 +327,13 @@ impl Engine {
                 if title.trim().is_empty() {
                     return Err(invalid("title", "a ticket needs a title"));
                 }
+                // One open ticket per conversation: what was typed is not dropped silently.
+                if let Some(t) = &run.ticket {
+                    return Err(ActError::Conflict(format!(
+                        "conversation {conversation_id} already has open ticket {} (\"{}\"): change it with PATCH /api/v1/tickets/{}",
+                        t.id, t.title, t.id
+                    )));
+                }
                 run.ticket(Some(title), category, priority, None, actor, 0)
                     .await?;
                 ticket_out = run.ticket.clone();
@@ -339,7 +346,7 @@ impl Engine {
                     .into_iter()
                     .find(|t| t.id == ticket)
                     .ok_or(ActError::NoTicket(ticket))?;
-                access::change_ticket(by, &t, change.owner.as_ref())?;
+                access::change_ticket(by, &t, owner.as_deref(), change.owner.as_ref())?;
                 ticket_out = Some(run.update_ticket(t, change, actor)?);
             }
         }

@@ -9,8 +9,24 @@ impl<'a> Run<'a> {
         actor: &str,
         depth: u32,
     ) -> Result<Flow, EngineError> {
+        // A ticket with a queue routes its conversation there, unless the same list routes
+        // it itself: someone works the customer whose complaint became the ticket.
+        let routes = actions.iter().any(|a| {
+            matches!(
+                a,
+                ActionRt::Route { .. }
+                    | ActionRt::Handoff { .. }
+                    | ActionRt::Escalate { .. }
+                    | ActionRt::Assign { queue: Some(_), .. }
+            )
+        });
         for a in actions {
             let r = self.exec_one(a, actor, depth).await?;
+            if let ActionRt::Ticket { queue: Some(q), .. } = a {
+                if !routes && self.conv.queue.as_deref() != Some(q.as_str()) {
+                    self.route(q, actor, depth).await?;
+                }
+            }
             if r != Flow::Continue {
                 return Ok(r);
             }

@@ -218,6 +218,21 @@ pub struct TokenRecord {
     /// The agent it acts as, if any.
     pub agent: Option<String>,
     pub revoked: bool,
+    /// `api` (a bearer token) or `session` (a browser's log-in, in a cookie).
+    pub kind: String,
+    /// When it stops being accepted; `None` for never (API tokens).
+    pub expires_at: Option<Millis>,
+}
+
+/// A token to store: only its SHA-256 is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct NewToken<'a> {
+    pub hash: &'a str,
+    pub role: &'a str,
+    pub agent: Option<&'a str>,
+    /// `api` or `session`.
+    pub kind: &'a str,
+    pub expires_at: Option<Millis>,
 }
 
 /// Filters of the conversation list; `None` matches everything.
@@ -226,6 +241,8 @@ pub struct ConversationQuery {
     pub status: Option<Status>,
     pub queue: Option<String>,
     pub assignee: Option<String>,
+    /// Only conversations in a queue that nobody owns.
+    pub unassigned: bool,
     pub tag: Option<String>,
     pub priority: Option<Priority>,
     /// Text searched in the messages, the contact's name and phone.
@@ -257,6 +274,8 @@ pub struct TicketQuery {
     pub status: Option<TicketStatus>,
     pub queue: Option<String>,
     pub owner: Option<String>,
+    /// An agent's view: tickets they own or whose conversation they own.
+    pub visible_to: Option<String>,
     pub category: Option<String>,
     pub priority: Option<Priority>,
     /// Ids below this (the list is newest first).
@@ -446,6 +465,17 @@ pub trait Store: Send + Sync {
     async fn upsert_agent(&self, agent: &Agent, actor: &str, now: Millis) -> Result<()>;
     async fn agent(&self, id: &str) -> Result<Option<Agent>>;
     async fn agents(&self) -> Result<Vec<Agent>>;
+    /// Sets (or with `None` clears) an agent's password hash (a PHC string), audited as
+    /// `actor` without the hash; `false` when there is no such agent.
+    async fn set_password(
+        &self,
+        agent: &str,
+        hash: Option<&str>,
+        actor: &str,
+        now: Millis,
+    ) -> Result<bool>;
+    /// An agent's password hash, if one is set.
+    async fn password_hash(&self, agent: &str) -> Result<Option<String>>;
     /// The conversations `agent` owns that are not resolved.
     async fn owned_conversations(&self, agent: &str) -> Result<Vec<i64>>;
     /// Waiting and assigned counts of these queues.
@@ -471,15 +501,9 @@ pub trait Store: Send + Sync {
     /// Unprocessed inbox events and outbox rows by status (for `/metrics`).
     async fn backlog(&self) -> Result<(i64, Vec<(String, i64)>)>;
 
-    /// Stores a token by its hash, audited as `actor`; returns its id.
-    async fn create_token(
-        &self,
-        hash: &str,
-        role: &str,
-        agent: Option<&str>,
-        actor: &str,
-        now: Millis,
-    ) -> Result<i64>;
+    /// Stores a token (an API token or a browser session) by its hash, audited as `actor`;
+    /// returns its id.
+    async fn create_token(&self, t: &NewToken<'_>, actor: &str, now: Millis) -> Result<i64>;
     /// The token with this hash, revoked or not.
     async fn token(&self, hash: &str) -> Result<Option<TokenRecord>>;
     /// Revokes a token, audited as `actor`; `false` when there is no such live token.

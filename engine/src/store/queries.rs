@@ -52,6 +52,9 @@ where
     if let Some(x) = &q.assignee {
         b.push(" AND v.assignee = ").push_bind(x.clone());
     }
+    if q.unassigned {
+        b.push(" AND v.assignee IS NULL AND v.queue IS NOT NULL");
+    }
     if let Some(x) = &q.tag {
         b.push(d.tag.0).push_bind(x.clone()).push(d.tag.1);
     }
@@ -114,6 +117,13 @@ where
     }
     if let Some(p) = q.priority {
         b.push(" AND priority = ").push_bind(p.as_str().to_string());
+    }
+    if let Some(me) = &q.visible_to {
+        b.push(" AND (owner = ")
+            .push_bind(me.clone())
+            .push(" OR conversation_id IN (SELECT id FROM conversations WHERE assignee = ")
+            .push_bind(me.clone())
+            .push("))");
     }
     if let Some(id) = q.before {
         b.push(" AND id < ").push_bind(id);

@@ -55,6 +55,14 @@ macro_rules! reads {
             r.as_ref().map(rows::agent).transpose()
         }
 
+        pub(crate) async fn password_hash(&self, agent: &str) -> Result<Option<String>> {
+            Ok(sqlx::query_scalar("SELECT password_hash FROM agents WHERE id = $1")
+                .bind(agent)
+                .fetch_optional(self.0)
+                .await?
+                .flatten())
+        }
+
         pub(crate) async fn agents(&self) -> Result<Vec<Agent>> {
             let rows = sqlx::query("SELECT * FROM agents ORDER BY id")
                 .fetch_all(self.0)
@@ -101,7 +109,9 @@ macro_rules! reads {
         }
 
         pub(crate) async fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
-            let r = sqlx::query("SELECT id, role, agent, revoked_at FROM tokens WHERE hash = $1")
+            let r = sqlx::query(
+                "SELECT id, role, agent, revoked_at, kind, expires_at FROM tokens WHERE hash = $1",
+            )
                 .bind(hash)
                 .fetch_optional(self.0)
                 .await?;
@@ -111,6 +121,8 @@ macro_rules! reads {
                     role: r.try_get("role")?,
                     agent: r.try_get("agent")?,
                     revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+                    kind: r.try_get("kind")?,
+                    expires_at: r.try_get("expires_at")?,
                 })
             })
             .transpose()

@@ -896,26 +896,23 @@ impl Store for PgStore {
         self.reads().list_audit(q).await
     }
 
-    async fn create_token(
-        &self,
-        hash: &str,
-        role: &str,
-        agent: Option<&str>,
-        actor: &str,
-        now: Millis,
-    ) -> Result<i64> {
+    async fn create_token(&self, t: &NewToken<'_>, actor: &str, now: Millis) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO tokens (hash, role, agent, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+            "INSERT INTO tokens (hash, role, agent, created_at, kind, expires_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
-        .bind(hash)
-        .bind(role)
-        .bind(agent)
+        .bind(t.hash)
+        .bind(t.role)
+        .bind(t.agent)
         .bind(now)
+        .bind(t.kind)
+        .bind(t.expires_at)
         .fetch_one(&mut *tx)
         .await?;
         // The audit names the token by id, never by its value or hash.
-        let after = json(&serde_json::json!({ "role": role, "agent": agent }));
+        let after = json(&serde_json::json!({
+            "role": t.role, "agent": t.agent, "kind": t.kind, "expires_at": t.expires_at
+        }));
         audit_row(
             &mut tx,
             now,
@@ -932,6 +929,46 @@ impl Store for PgStore {
 
     async fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
         self.reads().token(hash).await
+    }
+
+    async fn set_password(
+        &self,
+        agent: &str,
+        hash: Option<&str>,
+        actor: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("UPDATE agents SET password_hash = $1 WHERE id = $2")
+            .bind(hash)
+            .bind(agent)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 1 {
+            // Never the hash: only that it changed.
+            let action = if hash.is_some() {
+                "password_set"
+            } else {
+                "password_cleared"
+            };
+            audit_row(
+                &mut tx,
+                now,
+                actor,
+                &format!("agent:{agent}"),
+                action,
+                "null",
+                "null",
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    async fn password_hash(&self, agent: &str) -> Result<Option<String>> {
+        self.reads().password_hash(agent).await
     }
 
     async fn revoke_token(&self, id: i64, actor: &str, now: Millis) -> Result<bool> {

@@ -808,26 +808,20 @@ impl Store for SqliteStore {
         self.reads().list_audit(q).await
     }
 
-    async fn create_token(
-        &self,
-        hash: &str,
-        role: &str,
-        agent: Option<&str>,
-        actor: &str,
-        now: Millis,
-    ) -> Result<i64> {
-        let (hash, role) = (hash.to_string(), role.to_string());
-        let (agent, actor) = (agent.map(str::to_string), actor.to_string());
+    async fn create_token(&self, t: &NewToken<'_>, actor: &str, now: Millis) -> Result<i64> {
+        let (hash, role, kind) = (t.hash.to_string(), t.role.to_string(), t.kind.to_string());
+        let (agent, actor, expires_at) =
+            (t.agent.map(str::to_string), actor.to_string(), t.expires_at);
         self.write(move |tx| {
             tx.execute(
-                "INSERT INTO tokens (hash, role, agent, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![hash, role, agent, now],
+                "INSERT INTO tokens (hash, role, agent, created_at, kind, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![hash, role, agent, now, kind, expires_at],
             )?;
             let id = tx.last_insert_rowid();
             // The audit names the token by id, never by its value or hash.
             tx.execute(
                 "INSERT INTO audit (at, actor, entity, action, before, after) VALUES (?1, ?2, ?3, 'created', 'null', ?4)",
-                params![now, actor, format!("token:{id}"), json(&serde_json::json!({ "role": role, "agent": agent }))],
+                params![now, actor, format!("token:{id}"), json(&serde_json::json!({ "role": role, "agent": agent, "kind": kind, "expires_at": expires_at }))],
             )?;
             Ok(id)
         })
@@ -836,6 +830,40 @@ impl Store for SqliteStore {
 
     async fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
         self.reads().token(hash).await
+    }
+
+    async fn set_password(
+        &self,
+        agent: &str,
+        hash: Option<&str>,
+        actor: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        let (agent, hash, actor) = (
+            agent.to_string(),
+            hash.map(str::to_string),
+            actor.to_string(),
+        );
+        self.write(move |tx| {
+            let n = tx.execute(
+                "UPDATE agents SET password_hash = ?1 WHERE id = ?2",
+                params![hash, agent],
+            )?;
+            if n == 1 {
+                // Never the hash: only that it changed.
+                let action = if hash.is_some() { "password_set" } else { "password_cleared" };
+                tx.execute(
+                    "INSERT INTO audit (at, actor, entity, action, before, after) VALUES (?1, ?2, ?3, ?4, 'null', 'null')",
+                    params![now, actor, format!("agent:{agent}"), action],
+                )?;
+            }
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn password_hash(&self, agent: &str) -> Result<Option<String>> {
+        self.reads().password_hash(agent).await
     }
 
     async fn revoke_token(&self, id: i64, actor: &str, now: Millis) -> Result<bool> {

@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""The workspace in a real browser (Debian's Chromium, driven by Playwright).
+
+Starts `switchyard serve` on a fresh SQLite file with the example pack and the sandbox channel
+(sends are printed on its standard output), creates agents with passwords through the admin
+API, and checks what an agent and a supervisor would notice: log-in and log-out, a signed
+webhook message appearing live, two agents claiming at once, a reply reaching the outbox once,
+a note never reaching it, only templates when the window is closed, the trace naming the rule,
+a phone-sized layout, and no serious accessibility violation (axe-core). Screenshots go to
+target/browser/.
+
+    python3 tests/browser/inbox.py [--binary target/debug/switchyard] [--chromium /usr/bin/chromium]
+        [--axe target/ci-node/node_modules/axe-core/axe.min.js]
+"""
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from playwright.sync_api import expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN = "browser-admin-token-of-at-least-32-chars"
+APP_SECRET = "browser-app-secret"
+SHOP_SECRET = "browser-shop-secret"
+PASSWORD = "correct horse battery staple"
+SHOTS = ROOT / "target" / "browser"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, binary):
+        self.dir = tempfile.mkdtemp(prefix="sy-browser-")
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ)
+        for k in ["WHATSAPP_PHONE_NUMBER_ID", "WHATSAPP_ACCESS_TOKEN", "SHOPIFY_SHOP", "SHOPIFY_ACCESS_TOKEN"]:
+            env.pop(k, None)
+        env.update(
+            SWITCHYARD_ADMIN_TOKEN=ADMIN,
+            WHATSAPP_APP_SECRET=APP_SECRET,
+            SHOPIFY_WEBHOOK_SECRET=SHOP_SECRET,
+            RUST_LOG="warn",
+        )
+        self.proc = subprocess.Popen(
+            [binary, "serve", "--rules", str(ROOT / "examples/pk-ecommerce"),
+             "--db", f"sqlite://{self.dir}/s.db", "--listen", f"127.0.0.1:{self.port}", "--api-rate", "0"],
+            stdout=subprocess.PIPE, stderr=open(f"{self.dir}/serve.log", "w"), env=env, text=True,
+        )
+        self.out = []
+        threading.Thread(target=self._read, daemon=True).start()
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{self.base}/readyz", timeout=1)
+                return
+            except Exception:
+                time.sleep(0.1)
+        raise RuntimeError("serve did not start: " + open(f"{self.dir}/serve.log").read())
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.out.append(line)
+
+    def sandbox(self):
+        """What the sandbox channel sent so far (one line per message)."""
+        return "".join(self.out)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def call(self, method, path, body=None, headers=None):
+        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        h = {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"}
+        h.update(headers or {})
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=h)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                text = r.read().decode()
+                return r.status, (json.loads(text) if text else None)
+        except urllib.error.HTTPError as e:
+            text = e.read().decode()
+            return e.code, (json.loads(text) if text.startswith("{") else text)
+
+    def agent(self, ident, role="agent", queues=("support", "complaints", "payments")):
+        st, v = self.call("POST", "/api/v1/agents", {"id": ident, "role": role, "queues": list(queues), "capacity": 5})
+        assert st == 201, (st, v)
+        st, v = self.call("POST", f"/api/v1/agents/{ident}/password", {"password": PASSWORD})
+        assert st == 204, (st, v)
+
+    def whatsapp(self, phone, wamid, text, name="Customer"):
+        body = json.dumps({
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "15550000000", "phone_number_id": "111"},
+                "contacts": [{"profile": {"name": name}, "wa_id": phone}],
+                "messages": [{"from": phone, "id": wamid, "timestamp": str(int(time.time())),
+                              "type": "text", "text": {"body": text}}]}}]}],
+        }).encode()
+        sig = "sha256=" + hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        st, v = self.call("POST", "/webhooks/whatsapp", body, {"X-Hub-Signature-256": sig, "Authorization": ""})
+        assert st == 200, (st, v)
+
+    def shopify_order(self, number, phone):
+        body = json.dumps({
+            "id": 9000 + number, "name": f"#{number}", "total_price": "3499.00",
+            "payment_gateway_names": ["Cash on Delivery (COD)"],
+            "customer": {"first_name": "Hina", "phone": f"+{phone}"},
+            "shipping_address": {"phone": f"+{phone}"},
+        }).encode()
+        import base64
+        sig = base64.b64encode(hmac.new(SHOP_SECRET.encode(), body, hashlib.sha256).digest()).decode()
+        st, v = self.call("POST", "/webhooks/shopify", body, {
+            "X-Shopify-Topic": "orders/create", "X-Shopify-Webhook-Id": f"wh-{number}",
+            "X-Shopify-Hmac-Sha256": sig, "Authorization": ""})
+        assert st == 200, (st, v)
+
+    def conversation_of(self, phone):
+        for _ in range(100):
+            st, v = self.call("GET", f"/api/v1/conversations?q={phone}")
+            if st == 200 and v["conversations"]:
+                return v["conversations"][0]["id"]
+            time.sleep(0.1)
+        raise AssertionError(f"no conversation for {phone}")
+
+
+def login(page, base, agent, password=PASSWORD):
+    page.goto(f"{base}/login")
+    page.fill("#agent", agent)
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+
+
+def until(cond, what, seconds=10):
+    end = time.time() + seconds
+    while time.time() < end:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for: {what}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", default=str(ROOT / "target/debug/switchyard"))
+    ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    ap.add_argument("--axe", default=str(ROOT / "target/ci-node/node_modules/axe-core/axe.min.js"))
+    args = ap.parse_args()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+
+    srv = Server(args.binary)
+    failures = []
+    try:
+        srv.agent("ayesha")
+        srv.agent("bilal")
+        srv.agent("sara", role="supervisor")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
+            ctx = {}
+
+            def case(name):
+                def wrap(f):
+                    t0 = time.time()
+                    try:
+                        f()
+                        print(f"ok    {name} ({time.time() - t0:.1f}s)")
+                    except Exception:
+                        failures.append(name)
+                        print(f"FAIL  {name}\n{traceback.format_exc()}")
+                        for n, c in ctx.items():
+                            for i, p in enumerate(getattr(c, "pages", [])):
+                                p.screenshot(path=str(SHOTS / f"failed-{name.replace(' ', '_')}-{n}-{i}.png"))
+                    return f
+                return wrap
+
+            @case("log in and log out")
+            def _():
+                c = ctx["ayesha"] = browser.new_context(viewport={"width": 1280, "height": 800})
+                p = c.new_page()
+                p.goto(f"{srv.base}/inbox")
+                expect(p).to_have_url(f"{srv.base}/login")
+                login(p, srv.base, "ayesha", "not the password")
+                expect(p.locator(".error")).to_contain_text("Wrong agent id or password")
+                login(p, srv.base, "ayesha")
+                expect(p).to_have_url(f"{srv.base}/inbox")
+                expect(p.locator("#live")).to_have_class("on", timeout=10000)
+                p.click("#logout")
+                expect(p).to_have_url(f"{srv.base}/login")
+                p.goto(f"{srv.base}/inbox")
+                expect(p).to_have_url(f"{srv.base}/login")
+                login(p, srv.base, "ayesha")
+                expect(p).to_have_url(f"{srv.base}/inbox")
+
+            @case("a webhook message appears in the open inbox without a reload")
+            def _():
+                p = ctx["ayesha"].pages[0]
+                p.click("[data-tab=unassigned]")
+                expect(p.locator("#live")).to_have_class("on", timeout=10000)
+                p.evaluate("window.__loaded = true")
+                srv.whatsapp("923001110001", "wamid.b1", "mujhe insaan se baat karni hai, please connect me to a human agent", "Hina Baig")
+                expect(p.locator("#lines .line", has_text="Hina Baig")).to_be_visible(timeout=10000)
+                assert p.evaluate("window.__loaded") is True, "the page was reloaded"
+
+            @case("two agents claim at once: one owns it, the other sees it taken and cannot send")
+            def _():
+                c2 = ctx["bilal"] = browser.new_context(viewport={"width": 1280, "height": 800})
+                p2 = c2.new_page()
+                login(p2, srv.base, "bilal")
+                p1 = ctx["ayesha"].pages[0]
+                for p in (p1, p2):
+                    p.click("[data-tab=unassigned]")
+                    p.click("#lines .line:has-text('Hina Baig')")
+                    expect(p.locator("#claim")).to_be_visible()
+                # Both click as close together as two browsers allow.
+                p1.evaluate("document.querySelector('#claim').click()")
+                p2.evaluate("document.querySelector('#claim').click()")
+                conv = srv.conversation_of("923001110001")
+                owner_of = lambda: srv.call("GET", f"/api/v1/conversations/{conv}")[1]["conversation"]["assignee"]
+                until(owner_of, "an owner")
+                owner = owner_of()
+                assert owner in ("ayesha", "bilal"), owner
+                ctx["winner"] = owner
+                winner, loser = (p1, p2) if owner == "ayesha" else (p2, p1)
+                expect(winner.locator(".conv-head .owner")).to_contain_text(owner)
+                expect(winner.locator("#reply-text")).to_be_enabled()
+                expect(winner.locator("#send")).to_be_visible()
+                expect(loser.locator("#composer .why")).to_contain_text(f"{owner} owns this conversation")
+                expect(loser.locator("#send")).to_have_count(0)
+                expect(loser.locator("#reply-text")).to_be_disabled()
+                # The loser cannot send through the API either (the page is only a view of it).
+                csrf = loser.locator("meta[name=sy-csrf]").get_attribute("content")
+                st = loser.evaluate(
+                    """async ([conv, csrf]) => (await fetch(`/api/v1/conversations/${conv}/reply`, {
+                        method: "POST", headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf},
+                        body: JSON.stringify({text: "a second answer"})})).status""",
+                    [conv, csrf],
+                )
+                assert st == 409 or st == 403, st
+                # Without the CSRF token, a change is refused whoever asks.
+                st = winner.evaluate(
+                    """async (conv) => (await fetch(`/api/v1/conversations/${conv}/notes`, {
+                        method: "POST", headers: {"Content-Type": "application/json"},
+                        body: JSON.stringify({text: "no csrf"})})).status""",
+                    conv,
+                )
+                assert st == 403, st
+
+            @case("a reply reaches the outbox once; a note never does")
+            def _():
+                owner = ctx["winner"]
+                p = ctx[owner].pages[0]
+                p.fill("#reply-text", "Assalam o alaikum, main aap ki madad karti hoon")
+                p.click("#send")
+                expect(p.locator("#transcript .msg.agent", has_text="main aap ki madad")).to_be_visible()
+                p.fill("#reply-text", "SECRET-NOTE customer sounds upset")
+                p.click("#add-note")
+                note = p.locator("#transcript .msg.note", has_text="SECRET-NOTE")
+                expect(note).to_be_visible()
+                expect(note).to_contain_text("never sent")
+                until(lambda: "main aap ki madad" in srv.sandbox(), "the reply in the sandbox")
+                time.sleep(1.0)
+                out = srv.sandbox()
+                assert out.count("main aap ki madad") == 1, out
+                assert "SECRET-NOTE" not in out, out
+                p.screenshot(path=str(SHOTS / "desktop.png"), full_page=True)
+
+            @case("the trace panel names the rule that routed it")
+            def _():
+                p = ctx[ctx["winner"]].pages[0]
+                expect(p.locator("#trace")).to_contain_text("a person, when asked")
+                expect(p.locator("#trace")).to_contain_text("support")
+
+            @case("window closed: only approved templates are offered")
+            def _():
+                srv.shopify_order(20001, "923001110002")
+                conv = srv.conversation_of("923001110002")
+                c = ctx["sara"] = browser.new_context(viewport={"width": 1280, "height": 800})
+                p = c.new_page()
+                login(p, srv.base, "sara")
+                p.click("[data-tab=all]")
+                p.evaluate(f"select({conv})")
+                expect(p.locator("#composer .why")).to_contain_text("window is closed")
+                expect(p.locator("#template")).to_be_visible()
+                expect(p.locator("#reply-text")).to_have_count(0)
+                assert p.locator("#template option").count() >= 1
+
+            @case("a phone-sized screen: the list, then one conversation and back")
+            def _():
+                c = ctx["phone"] = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+                p = c.new_page()
+                login(p, srv.base, ctx["winner"])
+                p.click("[data-tab=mine]")
+                line = p.locator("#lines .line", has_text="Hina Baig")
+                expect(line).to_be_visible()
+                expect(p.locator("#conversation")).to_be_hidden()
+                p.screenshot(path=str(SHOTS / "phone-list.png"))
+                line.tap()
+                expect(p.locator("#reply-text")).to_be_visible()
+                expect(p.locator("#inbox")).to_be_hidden()
+                box = p.locator("#reply-text").bounding_box()
+                assert box["width"] <= 390 and box["x"] >= 0, box
+                p.screenshot(path=str(SHOTS / "phone-conversation.png"))
+                p.click(".conv-head .back")
+                expect(p.locator("#lines")).to_be_visible()
+
+            @case("no serious or critical accessibility violations (axe-core)")
+            def _():
+                axe = Path(args.axe)
+                assert axe.exists(), f"{axe} is missing: npm install axe-core (see .ci/run)"
+                c = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
+                ctx["axe"] = c
+                p = c.new_page()
+                bad = []
+                p.goto(f"{srv.base}/login")
+                for where in ["login", "inbox", "conversation"]:
+                    if where == "inbox":
+                        login(p, srv.base, ctx["winner"])
+                        p.click("[data-tab=mine]")
+                        expect(p.locator("#lines .line").first).to_be_visible()
+                    if where == "conversation":
+                        p.click("#lines .line:has-text('Hina Baig')")
+                        expect(p.locator("#transcript")).to_be_visible()
+                        expect(p.locator("#trace h3")).to_be_visible()
+                    p.add_script_tag(path=str(axe))
+                    r = p.evaluate("axe.run(document, {resultTypes: ['violations']})")
+                    for v in r["violations"]:
+                        if v["impact"] in ("serious", "critical"):
+                            bad.append((where, v["id"], v["help"], [n["target"] for n in v["nodes"]][:3]))
+                assert not bad, json.dumps(bad, indent=1)
+
+            browser.close()
+    finally:
+        srv.stop()
+    print(f"{len(failures)} browser checks failed: {failures}" if failures else "all browser checks passed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
