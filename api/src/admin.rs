@@ -320,3 +320,69 @@ pub async fn trace(
         .collect();
     Ok(Json(TraceList { decisions }))
 }
+
+/// A customer's photo, voice note, video or document, as kept in the store (fetched from
+/// WhatsApp soon after the message arrived). Images, audio and video are served inline, the
+/// rest as attachments; 404 while it is not fetched yet, or with why it could not be.
+#[utoipa::path(get, path = "/api/v1/conversations/{id}/messages/{message}/media", tag = "conversations",
+    params(("id" = i64, Path), ("message" = i64, Path, description = "the message's id")),
+    security(("bearer" = [])),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>,
+        description = "the bytes, with their type"), (status = "4XX", body = crate::ErrorBody)))]
+pub async fn media(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+    axum::extract::Path((id, message)): axum::extract::Path<(i64, i64)>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::http::{header, HeaderValue};
+    use axum::response::IntoResponse;
+    let m = s.runtime.engine.media_for(&p.actor(), id, message).await?;
+    let Some(bytes) = m.bytes.filter(|_| m.status == "stored") else {
+        return Err(ApiError::NotFound(match m.status.as_str() {
+            "retry" => format!(
+                "media of message {message} is not fetched yet: {}",
+                m.error.unwrap_or_default()
+            ),
+            _ => format!(
+                "media of message {message} could not be kept: {}",
+                m.error.unwrap_or_default()
+            ),
+        }));
+    };
+    let mime = m.mime_type.unwrap_or_default();
+    let inline = ["image/", "audio/", "video/"]
+        .iter()
+        .any(|p| mime.starts_with(p))
+        && !mime.contains("svg");
+    let mut r = bytes.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(if inline {
+            &mime
+        } else {
+            "application/octet-stream"
+        })
+        .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    if !inline {
+        h.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_str(&format!("attachment; filename=\"message-{message}\""))
+                .unwrap_or(HeaderValue::from_static("attachment")),
+        );
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3600"),
+    );
+    Ok(r)
+}

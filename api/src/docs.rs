@@ -52,6 +52,7 @@ impl Modify for Bearer {
         work::list_conversations,
         admin::conversation,
         admin::trace,
+        admin::media,
         work::claim,
         work::assign,
         work::handoff,

@@ -396,6 +396,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/conversations", get(work::list_conversations))
         .route("/api/v1/conversations/{id}", get(admin::conversation))
         .route("/api/v1/conversations/{id}/trace", get(admin::trace))
+        .route(
+            "/api/v1/conversations/{id}/messages/{message}/media",
+            get(admin::media),
+        )
         .route("/api/v1/conversations/{id}/claim", post(work::claim))
         .route("/api/v1/conversations/{id}/assign", post(work::assign))
         .route("/api/v1/conversations/{id}/handoff", post(work::handoff))

@@ -817,6 +817,158 @@ mod graph {
         );
     }
 
+    /// A customer's photo and a PDF arrive as media ids: both are fetched through the Graph
+    /// API soon after, kept in the store, and served to those who may see the conversation —
+    /// the photo inline with its type, the PDF as an attachment; an agent of another queue
+    /// gets 403.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_customers_photo_is_fetched_kept_and_served_to_who_may_see_it() {
+        use sha2::Digest;
+        let graph = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({ "messages": [ { "id": "wamid.out" } ] })),
+            )
+            .mount(&graph)
+            .await;
+        let jpeg = b"\xff\xd8\xff\xe0 a photo of a torn shirt".to_vec();
+        let pdf = b"%PDF-1.4 the receipt".to_vec();
+        for (id, mime, bytes) in [
+            ("5001", "image/jpeg", &jpeg),
+            ("5002", "application/pdf", &pdf),
+        ] {
+            Mock::given(method("GET"))
+                .and(path(format!("/v21.0/{id}")))
+                .and(header("authorization", "Bearer TEST-TOKEN"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                    "url": format!("{}/dl/{id}", graph.uri()), "mime_type": mime,
+                    "sha256": hex::encode(sha2::Sha256::digest(bytes)), "file_size": bytes.len(),
+                })))
+                .mount(&graph)
+                .await;
+            Mock::given(method("GET"))
+                .and(path(format!("/dl/{id}")))
+                .and(header("authorization", "Bearer TEST-TOKEN"))
+                .respond_with(ResponseTemplate::new(200).set_body_bytes(bytes.clone()))
+                .mount(&graph)
+                .await;
+        }
+        let api = CloudApi::new(CloudApiConfig {
+            base_url: graph.uri(),
+            ..CloudApiConfig::new("111", "TEST-TOKEN")
+        })
+        .unwrap();
+        let s =
+            server_sending_with(None, 1 << 20, Some(Arc::new(api)), Default::default(), &[]).await;
+        let c = client();
+        for (wamid, ty, media) in [
+            (
+                "wamid.photo",
+                "image",
+                json!({ "id": "5001", "mime_type": "image/jpeg", "sha256": "x", "caption": "torn" }),
+            ),
+            (
+                "wamid.pdf",
+                "document",
+                json!({ "id": "5002", "mime_type": "application/pdf", "filename": "receipt.pdf" }),
+            ),
+        ] {
+            let body = json!({ "object": "whatsapp_business_account", "entry": [ { "id": "1", "changes": [ { "field": "messages", "value": {
+                "messaging_product": "whatsapp", "metadata": { "display_phone_number": "15550000000", "phone_number_id": "111" },
+                "contacts": [ { "profile": { "name": "C" }, "wa_id": "923000000777" } ],
+                "messages": [ { "from": "923000000777", "id": wamid, "timestamp": "1700000000", "type": ty, ty: media } ] } } ] } ] });
+            assert_eq!(post_whatsapp(&c, &s, &body.to_string()).await.status(), 200);
+        }
+        let mut ids = Vec::new();
+        let mut conv = 0;
+        for _ in 0..250 {
+            if let Some(cid) = s.store.conversation_ids().await.unwrap().first() {
+                conv = *cid;
+                ids = s
+                    .store
+                    .messages(conv)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .filter(|m| m.kind == "media")
+                    .map(|m| m.id)
+                    .collect();
+                if ids.len() == 2 {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(ids.len(), 2, "both media messages committed");
+        let url = |m: i64| format!("{}/api/v1/conversations/{conv}/messages/{m}/media", s.base);
+        let mut got = None;
+        for _ in 0..250 {
+            let r = c.get(url(ids[0])).bearer_auth(ADMIN).send().await.unwrap();
+            if r.status() == 200 {
+                got = Some(r);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let r = got.expect("the photo was fetched and kept");
+        assert_eq!(r.headers()["content-type"], "image/jpeg");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(r.bytes().await.unwrap().to_vec(), jpeg);
+        let mut pdf_r = None;
+        for _ in 0..250 {
+            let r = c.get(url(ids[1])).bearer_auth(ADMIN).send().await.unwrap();
+            if r.status() == 200 {
+                pdf_r = Some(r);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let r = pdf_r.expect("the PDF was fetched and kept");
+        assert_eq!(r.headers()["content-type"], "application/octet-stream");
+        assert!(r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment"));
+        assert_eq!(r.bytes().await.unwrap().to_vec(), pdf);
+        // Fetched once each, though served twice.
+        let fetched = graph
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|q| q.url.path().starts_with("/dl/"))
+            .count();
+        assert_eq!(fetched, 2);
+        // An agent of another queue may not see the conversation, nor its media.
+        let (st, _) = {
+            let r = c
+                .post(format!("{}/api/v1/agents", s.base))
+                .bearer_auth(ADMIN)
+                .json(&json!({ "id": "other", "queues": ["brand_b"] }))
+                .send()
+                .await
+                .unwrap();
+            (r.status(), ())
+        };
+        assert_eq!(st, 201);
+        let r = c
+            .post(format!("{}/api/v1/tokens", s.base))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "role": "agent", "agent": "other" }))
+            .send()
+            .await
+            .unwrap();
+        let tok: Value = r.json().await.unwrap();
+        let r = c
+            .get(url(ids[0]))
+            .bearer_auth(tok["token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+    }
+
     /// A Graph API that takes the message but answers too late: the reply is sent once, never
     /// again, and shows as `unknown` (with why) for a person to decide.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,21 @@ const state = {
   detail: null,
   queues: meta("sy-queues").split(",").filter(Boolean),
   seen: JSON.parse(localStorage.getItem("sy-seen") || "{}"),
+  // What an agent typed, per conversation and box: kept when the page redraws (live updates).
+  drafts: {},
 };
+
+function draftBox(id, attrs) {
+  const key = `${state.selected}:${id}`;
+  const t = el("textarea", { id, dir: "auto", ...attrs });
+  t.value = state.drafts[key] || "";
+  t.addEventListener("input", () => (state.drafts[key] = t.value));
+  return t;
+}
+
+function clearDraft(id) {
+  delete state.drafts[`${state.selected}:${id}`];
+}
 
 class ApiError extends Error {
   constructor(status, body) {
@@ -206,13 +220,24 @@ function deliveryLabel(m) {
 }
 
 function mediaOf(m) {
-  const media = m.payload && m.payload.media;
-  if (!media) return null;
+  if (m.kind !== "media" || m.direction !== "in") return null;
+  const ty = m.payload && m.payload.type;
+  const media = (m.payload && m.payload.message && m.payload.message[ty]) || {};
   const url = `/api/v1/conversations/${m.conversation_id}/messages/${m.id}/media`;
-  const mime = media.mime_type || "";
-  if (mime.startsWith("image/")) return el("img", { class: "media", src: url, alt: media.caption || "image from the customer" });
-  if (mime.startsWith("audio/")) return el("audio", { class: "media", controls: true, src: url });
-  return el("a", { class: "media", href: url, download: media.filename || "" }, `Download ${media.filename || mime || "file"}`);
+  if (ty === "image" || ty === "sticker") {
+    // The bytes are fetched from WhatsApp just after the message arrives: try again a few
+    // times before showing it as missing.
+    let tries = 0;
+    const img = el("img", { class: "media", src: url, alt: media.caption || "a photo from the customer" });
+    img.addEventListener("error", () => {
+      if (++tries <= 15) setTimeout(() => (img.src = `${url}?try=${tries}`), 1000);
+    });
+    return img;
+  }
+  if (ty === "audio")
+    return el("audio", { class: "media", controls: true, preload: "none", src: url, "aria-label": media.voice ? "voice note" : "audio" });
+  if (ty === "video") return el("video", { class: "media", controls: true, preload: "none", src: url, "aria-label": "video" });
+  return el("a", { class: "media", href: url, download: media.filename || "" }, `Download ${media.filename || media.mime_type || "the file"}`);
 }
 
 function renderDetail() {
@@ -226,7 +251,7 @@ function renderDetail() {
     ...d.notes.map((n) => ({ at: n.created_at, n })),
   ].sort((a, b) => a.at - b.at);
 
-  const transcript = el("ol", { id: "transcript", "aria-label": "Transcript" });
+  const transcript = el("ol", { id: "transcript", "aria-label": "Transcript", tabindex: "0" });
   for (const it of items) {
     if (it.m) {
       const m = it.m;
@@ -265,8 +290,16 @@ function renderDetail() {
     ...(c.tags || []).map((t) => el("span", { class: "pill tag" }, `#${t}`)),
   );
 
+  // A redraw keeps the box being typed in focused, with its cursor.
+  const focused = document.activeElement && document.activeElement.id;
+  const sel = focused && document.activeElement.selectionStart;
   root.replaceChildren(head, transcript, composer(d, mine, owner), actions(d, mine, owner));
   transcript.scrollTop = transcript.scrollHeight;
+  const again = focused && document.getElementById(focused);
+  if (again && again.tagName === "TEXTAREA") {
+    again.focus();
+    if (typeof sel === "number") again.setSelectionRange(sel, sel);
+  }
   renderCustomer(d);
 }
 
@@ -288,7 +321,7 @@ function composer(d, mine, owner) {
   if (d.window_open) {
     box.append(
       el("label", { for: "reply-text" }, "Reply to the customer, or write an internal note"),
-      el("textarea", { id: "reply-text", dir: "auto", rows: "3", placeholder: "Type a reply…" }),
+      draftBox("reply-text", { rows: "3", placeholder: "Type a reply…" }),
       el(
         "div",
         { class: "row" },
@@ -308,7 +341,7 @@ function composer(d, mine, owner) {
         el("button", { id: "send-template", type: "button", onclick: sendTemplate, disabled: !tpls.length }, "Send template"),
       ),
       el("label", { for: "note-text" }, "Internal note"),
-      el("textarea", { id: "note-text", dir: "auto", rows: "2" }),
+      draftBox("note-text", { rows: "2" }),
       el("button", { id: "add-note", type: "button", class: "secondary", onclick: addNote }, "Add internal note"),
     );
   }
@@ -373,6 +406,7 @@ async function sendReply() {
   try {
     await api("POST", `/api/v1/conversations/${state.selected}/reply`, { text });
     t.value = "";
+    clearDraft("reply-text");
     say("Sent to the outbox.");
   } catch (e) {
     say(e.message, "error");
@@ -399,6 +433,7 @@ async function addNote() {
   try {
     await api("POST", `/api/v1/conversations/${state.selected}/notes`, { text });
     t.value = "";
+    clearDraft(t.id);
     say("Note added (never sent).");
   } catch (e) {
     say(e.message, "error");

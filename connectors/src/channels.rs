@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use switchyard_engine::model::Outbound;
-use switchyard_engine::ports::{Channel, SendError};
+use switchyard_engine::ports::{Channel, Fetched, MediaError, SendError};
 
 /// A [`Channel`] that hands each message to the connector registered for its
 /// `Outbound::channel` (`whatsapp`, `webchat`, …), and the rest to a fallback (the sandbox).
@@ -36,6 +36,18 @@ impl Channel for ByChannel {
             .get(&message.channel)
             .unwrap_or(&self.fallback)
             .send(message)
+            .await
+    }
+
+    async fn fetch_media(
+        &self,
+        channel: &str,
+        media_id: &str,
+    ) -> Result<Option<Fetched>, MediaError> {
+        self.routes
+            .get(channel)
+            .unwrap_or(&self.fallback)
+            .fetch_media(channel, media_id)
             .await
     }
 }

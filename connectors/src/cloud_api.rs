@@ -22,9 +22,38 @@ use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{json, Value};
 use switchyard_engine::model::Outbound;
-use switchyard_engine::ports::{Channel, SendError};
+use switchyard_engine::ports::{Channel, Fetched, MediaError, SendError};
 
 use crate::whatsapp::send_request;
+
+/// Most bytes of one media file kept: WhatsApp's own limit for audio and video (images are at
+/// most 5 MB); larger documents are refused with why.
+pub const MAX_MEDIA_BYTES: usize = 16 * 1024 * 1024;
+
+/// Whether a media type is one we keep and serve: what WhatsApp delivers for images, stickers,
+/// audio, video and common documents.
+pub fn media_type_kept(mime: &str) -> bool {
+    let m = mime
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    m.starts_with("image/")
+        || m.starts_with("audio/")
+        || m.starts_with("video/")
+        || matches!(
+            m.as_str(),
+            "application/pdf"
+                | "text/plain"
+                | "application/msword"
+                | "application/vnd.ms-excel"
+                | "application/vnd.ms-powerpoint"
+                | "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+                | "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+                | "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+        )
+}
 
 /// Where and as whom to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +145,119 @@ impl CloudApi {
         &self.cfg.phone_number_id
     }
 
+    /// A customer's media: `GET /{media-id}` gives a short-lived URL, its type, size and
+    /// checksum; the bytes come from that URL with the same token. Refused (for good): an
+    /// unknown or expired id, a type we do not keep, more than [`MAX_MEDIA_BYTES`], bytes that
+    /// do not match the checksum. Retried: no connection, timeouts, 5xx, 429, auth errors.
+    pub async fn fetch_media(&self, media_id: &str) -> Result<Fetched, MediaError> {
+        // The id comes from a webhook: a path segment, never a path.
+        if media_id.is_empty()
+            || media_id.len() > 128
+            || !media_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(MediaError::Refused(format!("not a media id: {media_id:?}")));
+        }
+        // The number's id is digits: nothing to encode.
+        let info_url = format!(
+            "{}/{}/{media_id}?phone_number_id={}",
+            self.cfg.base_url.trim_end_matches('/'),
+            self.cfg.version.trim_matches('/'),
+            self.cfg.phone_number_id,
+        );
+        let net = |e: reqwest::Error| MediaError::Retry(format!("the Graph API: {e}"));
+        let resp = self
+            .http
+            .get(&info_url)
+            .bearer_auth(&self.cfg.access_token)
+            .send()
+            .await
+            .map_err(net)?;
+        let st = resp.status();
+        let info: Value = resp.json().await.unwrap_or(Value::Null);
+        if !st.is_success() {
+            let why = info["error"]["message"]
+                .as_str()
+                .unwrap_or("no reason given");
+            return Err(
+                if st.is_server_error()
+                    || st.as_u16() == 429
+                    || st.as_u16() == 401
+                    || st.as_u16() == 403
+                {
+                    MediaError::Retry(format!("media {media_id}: HTTP {st}: {why}"))
+                } else {
+                    MediaError::Refused(format!(
+                        "media {media_id} is unknown or expired: HTTP {st}: {why}"
+                    ))
+                },
+            );
+        }
+        let mime = info["mime_type"].as_str().unwrap_or("").to_string();
+        if !media_type_kept(&mime) {
+            return Err(MediaError::Refused(format!(
+                "media of type `{mime}` is not kept"
+            )));
+        }
+        let size = info["file_size"]
+            .as_u64()
+            .or_else(|| info["file_size"].as_str().and_then(|s| s.parse().ok()));
+        if size.is_some_and(|n| n as usize > MAX_MEDIA_BYTES) {
+            return Err(MediaError::Refused(format!(
+                "media of {} bytes is larger than the {MAX_MEDIA_BYTES} kept",
+                size.unwrap_or(0)
+            )));
+        }
+        let Some(url) = info["url"]
+            .as_str()
+            .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+        else {
+            return Err(MediaError::Retry(format!(
+                "media {media_id}: the Graph API gave no URL"
+            )));
+        };
+        let mut resp = self
+            .http
+            .get(url)
+            .bearer_auth(&self.cfg.access_token)
+            .send()
+            .await
+            .map_err(net)?;
+        let st = resp.status();
+        if !st.is_success() {
+            // The URL lasts minutes: an expired one is fetched again through its id.
+            return Err(MediaError::Retry(format!(
+                "downloading media {media_id}: HTTP {st}"
+            )));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(net)? {
+            if bytes.len() + chunk.len() > MAX_MEDIA_BYTES {
+                return Err(MediaError::Refused(format!(
+                    "media {media_id} is larger than the {MAX_MEDIA_BYTES} bytes kept"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        if let Some(want) = info["sha256"].as_str().filter(|s| !s.is_empty()) {
+            use base64::Engine as _;
+            use sha2::Digest;
+            let got = sha2::Sha256::digest(&bytes);
+            let hex = hex::encode(got);
+            let b64 = base64::engine::general_purpose::STANDARD.encode(got);
+            if !want.eq_ignore_ascii_case(&hex) && want != b64 {
+                return Err(MediaError::Refused(format!(
+                    "media {media_id}: the bytes do not match their SHA-256"
+                )));
+            }
+        }
+        Ok(Fetched {
+            bytes,
+            mime_type: mime,
+        })
+    }
+
     /// Marks an inbound message as read (blue ticks).
     pub async fn mark_read(&self, message_id: &str) -> Result<(), SendError> {
         let body =
@@ -165,6 +307,14 @@ pub fn install_tls() {
 
 #[async_trait]
 impl Channel for CloudApi {
+    async fn fetch_media(
+        &self,
+        _channel: &str,
+        media_id: &str,
+    ) -> Result<Option<Fetched>, MediaError> {
+        CloudApi::fetch_media(self, media_id).await.map(Some)
+    }
+
     async fn send(&self, message: &Outbound) -> Result<String, SendError> {
         let body = self.post(&send_request(message)).await?;
         match body["messages"][0]["id"].as_str() {

@@ -97,6 +97,25 @@ impl Engine {
         })
     }
 
+    /// The media of one of the conversation's messages, if `a` may see the conversation.
+    pub async fn media_for(
+        &self,
+        a: &Actor,
+        conversation: i64,
+        message: i64,
+    ) -> Result<MediaRecord, Refused> {
+        self.conversation_for(a, conversation).await?;
+        self.store
+            .media(message)
+            .await?
+            .filter(|m| m.conversation_id == conversation)
+            .ok_or_else(|| {
+                Refused::NotFound(format!(
+                    "no media of message {message} in conversation {conversation} (not a media message, or not fetched yet)"
+                ))
+            })
+    }
+
     /// The decision traces of a conversation `a` may see, oldest first, with the hash of the
     /// pack that decided each.
     pub async fn traces_for(&self, a: &Actor, id: i64) -> Result<Vec<(String, Trace)>, Refused> {

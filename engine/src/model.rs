@@ -484,3 +484,30 @@ pub struct OutboxRow {
     pub attempts: u32,
     pub item: OutboxItem,
 }
+
+/// An inbound media message whose bytes are to be fetched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaTask {
+    pub message_id: i64,
+    pub conversation_id: i64,
+    pub channel: String,
+    /// The message's payload (`{type, message: {<type>: {id, mime_type, sha256, …}}}`).
+    pub payload: Value,
+    pub attempts: u32,
+}
+
+/// What the store keeps of a message's media: the bytes once `stored`; why not when `failed`;
+/// when to try again when `retry`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaRecord {
+    pub message_id: i64,
+    pub conversation_id: i64,
+    /// `stored`, `retry` or `failed`.
+    pub status: String,
+    pub mime_type: Option<String>,
+    pub bytes: Option<Vec<u8>>,
+    pub error: Option<String>,
+    pub attempts: u32,
+    pub next_attempt_at: Option<Millis>,
+    pub updated_at: Millis,
+}

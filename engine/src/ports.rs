@@ -34,6 +34,35 @@ pub enum SendError {
 pub trait Channel: Send + Sync {
     /// Sends one message; returns the provider's message id.
     async fn send(&self, message: &Outbound) -> Result<String, SendError>;
+
+    /// The bytes of a customer's photo, voice note or document on `channel` (WhatsApp gives
+    /// only a media id, valid for days, whose download URL lasts minutes). `Ok(None)`: this
+    /// channel keeps no media to fetch.
+    async fn fetch_media(
+        &self,
+        _channel: &str,
+        _media_id: &str,
+    ) -> Result<Option<Fetched>, MediaError> {
+        Ok(None)
+    }
+}
+
+/// Media bytes as the channel gave them, checked against what it declared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fetched {
+    pub bytes: Vec<u8>,
+    pub mime_type: String,
+}
+
+/// Why media could not be fetched.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MediaError {
+    /// Try again later (the network, a 5xx, a rate limit).
+    #[error("temporary: {0}")]
+    Retry(String),
+    /// Never (expired or unknown id, too large, a type we do not keep, a wrong checksum).
+    #[error("{0}")]
+    Refused(String),
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -104,6 +104,12 @@ impl Runtime {
                 outbox_wake.clone(),
                 stop_rx.clone(),
             )),
+            tokio::spawn(media_loop(
+                engine.clone(),
+                channel.clone(),
+                cfg.clone(),
+                stop_rx.clone(),
+            )),
             tokio::spawn(outbox_loop(
                 engine.clone(),
                 channel,
@@ -376,6 +382,98 @@ async fn job_loop(
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => {}
         }
+    }
+}
+
+/// Media fetches at once.
+const MEDIA_AT_ONCE: usize = 4;
+/// Fetch attempts before a media message is failed for good.
+const MEDIA_ATTEMPTS: u32 = 5;
+
+/// The media fetcher: the bytes of customers' photos, voice notes and documents, fetched
+/// through their channel soon after the message is committed and kept in the store (media
+/// ids expire after days). A temporary failure is retried with backoff; a refusal (too large,
+/// a type we do not keep, a wrong checksum, an expired id) is recorded with why.
+async fn media_loop(
+    engine: Arc<Engine>,
+    channel: Arc<dyn Channel>,
+    cfg: WorkerConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut after = 0;
+    let poll = cfg.poll.max(Duration::from_millis(200));
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let tasks = match engine
+            .store
+            .media_to_fetch(after, now(), MEDIA_AT_ONCE as i64 * 4)
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "reading media to fetch failed");
+                Vec::new()
+            }
+        };
+        let full = tasks.len() == MEDIA_AT_ONCE * 4;
+        let mut fetches = tokio::task::JoinSet::new();
+        for t in tasks {
+            after = after.max(t.message_id);
+            while fetches.len() >= MEDIA_AT_ONCE {
+                fetches.join_next().await;
+            }
+            let (engine, channel) = (engine.clone(), channel.clone());
+            fetches.spawn(async move { fetch_media(&engine, &*channel, t).await });
+        }
+        while fetches.join_next().await.is_some() {}
+        if full {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+async fn fetch_media(engine: &Engine, channel: &dyn Channel, t: MediaTask) {
+    let ty = t.payload["type"].as_str().unwrap_or_default();
+    let declared = &t.payload["message"][ty];
+    let mut rec = MediaRecord {
+        message_id: t.message_id,
+        conversation_id: t.conversation_id,
+        status: "failed".into(),
+        mime_type: declared["mime_type"].as_str().map(String::from),
+        bytes: None,
+        error: None,
+        attempts: t.attempts + 1,
+        next_attempt_at: None,
+        updated_at: now(),
+    };
+    match declared["id"].as_str() {
+        None => rec.error = Some("the message names no media".into()),
+        Some(id) => match channel.fetch_media(&t.channel, id).await {
+            Ok(Some(f)) => {
+                rec.status = "stored".into();
+                rec.mime_type = Some(f.mime_type);
+                rec.bytes = Some(f.bytes);
+            }
+            Ok(None) => rec.error = Some(format!("channel `{}` keeps no media", t.channel)),
+            Err(crate::ports::MediaError::Retry(e)) if rec.attempts < MEDIA_ATTEMPTS => {
+                rec.status = "retry".into();
+                rec.next_attempt_at = Some(now() + 30_000 * (1 << rec.attempts.min(10)));
+                rec.error = Some(e);
+            }
+            Err(e) => rec.error = Some(e.to_string()),
+        },
+    }
+    if rec.status != "stored" {
+        tracing::warn!(message.id = t.message_id, status = %rec.status, error = ?rec.error, "media not kept");
+    }
+    if let Err(e) = engine.store.save_media(&rec).await {
+        tracing::error!(message.id = t.message_id, error = %e, "recording media failed");
     }
 }
 

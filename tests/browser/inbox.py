@@ -14,6 +14,7 @@ target/browser/.
 """
 
 import argparse
+import base64
 import hashlib
 import hmac
 import json
@@ -28,6 +29,9 @@ import time
 import traceback
 import urllib.error
 import urllib.request
+import struct
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from playwright.sync_api import expect, sync_playwright
@@ -40,6 +44,72 @@ PASSWORD = "correct horse battery staple"
 SHOTS = ROOT / "target" / "browser"
 
 
+def png(width=96, height=64):
+    """A real PNG: a red-and-white stripe picture, big enough to see in a screenshot."""
+    rows = b"".join(
+        b"\x00" + b"".join(b"\xc0\x20\x30" if (x // 8) % 2 else b"\xff\xff\xff" for x in range(width))
+        for _ in range(height)
+    )
+    def chunk(kind, data):
+        c = struct.pack(">I", len(data)) + kind + data
+        return c + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+class FakeGraph:
+    """The Graph API on loopback: takes sends (recorded), answers media ids with a download URL,
+    and serves the bytes to the bearer token."""
+
+    def __init__(self):
+        self.sent = []
+        self.media = {}
+        graph = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def reply(self, code, body, kind="application/json"):
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(n) or b"{}")
+                if self.path.endswith("/messages"):
+                    if body.get("status") == "read":
+                        return self.reply(200, {"success": True})
+                    graph.sent.append(body)
+                    return self.reply(200, {"messages": [{"id": f"wamid.out.{len(graph.sent)}"}]})
+                self.reply(404, {"error": {"message": "no such route"}})
+
+            def do_GET(self):
+                if self.headers.get("Authorization") != "Bearer TEST-TOKEN":
+                    return self.reply(401, {"error": {"message": "bad token"}})
+                path = self.path.split("?")[0]
+                if path.startswith("/dl/") and path[4:] in graph.media:
+                    mime, data = graph.media[path[4:]]
+                    return self.reply(200, data, mime)
+                mid = path.rsplit("/", 1)[-1]
+                if mid in graph.media:
+                    mime, data = graph.media[mid]
+                    return self.reply(200, {"url": f"{graph.base}/dl/{mid}", "mime_type": mime,
+                                            "sha256": hashlib.sha256(data).hexdigest(), "file_size": str(len(data))})
+                self.reply(400, {"error": {"message": "Unsupported get request"}})
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.http.server_port}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def texts(self):
+        return [b.get("text", {}).get("body", "") for b in self.sent]
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -47,7 +117,7 @@ def free_port():
 
 
 class Server:
-    def __init__(self, binary):
+    def __init__(self, binary, graph):
         self.dir = tempfile.mkdtemp(prefix="sy-browser-")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -55,6 +125,9 @@ class Server:
         for k in ["WHATSAPP_PHONE_NUMBER_ID", "WHATSAPP_ACCESS_TOKEN", "SHOPIFY_SHOP", "SHOPIFY_ACCESS_TOKEN"]:
             env.pop(k, None)
         env.update(
+            WHATSAPP_PHONE_NUMBER_ID="111",
+            WHATSAPP_ACCESS_TOKEN="TEST-TOKEN",
+            WHATSAPP_API_BASE=graph.base,
             SWITCHYARD_ADMIN_TOKEN=ADMIN,
             WHATSAPP_APP_SECRET=APP_SECRET,
             SHOPIFY_WEBHOOK_SECRET=SHOP_SECRET,
@@ -110,15 +183,17 @@ class Server:
         st, v = self.call("POST", f"/api/v1/agents/{ident}/password", {"password": PASSWORD})
         assert st == 204, (st, v)
 
-    def whatsapp(self, phone, wamid, text, name="Customer"):
+    def whatsapp(self, phone, wamid, text, name="Customer", media=None):
+        msg = {"from": phone, "id": wamid, "timestamp": str(int(time.time())), "type": "text", "text": {"body": text}}
+        if media:
+            msg = {"from": phone, "id": wamid, "timestamp": str(int(time.time())), "type": "image", "image": media}
         body = json.dumps({
             "object": "whatsapp_business_account",
             "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
                 "messaging_product": "whatsapp",
                 "metadata": {"display_phone_number": "15550000000", "phone_number_id": "111"},
                 "contacts": [{"profile": {"name": name}, "wa_id": phone}],
-                "messages": [{"from": phone, "id": wamid, "timestamp": str(int(time.time())),
-                              "type": "text", "text": {"body": text}}]}}]}],
+                "messages": [msg]}}]}],
         }).encode()
         sig = "sha256=" + hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
         st, v = self.call("POST", "/webhooks/whatsapp", body, {"X-Hub-Signature-256": sig, "Authorization": ""})
@@ -170,8 +245,11 @@ def main():
     ap.add_argument("--axe", default=str(ROOT / "target/ci-node/node_modules/axe-core/axe.min.js"))
     args = ap.parse_args()
     SHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SHOTS.glob("failed-*.png"):
+        old.unlink()
 
-    srv = Server(args.binary)
+    graph = FakeGraph()
+    srv = Server(args.binary, graph)
     failures = []
     try:
         srv.agent("ayesha")
@@ -280,12 +358,27 @@ def main():
                 note = p.locator("#transcript .msg.note", has_text="SECRET-NOTE")
                 expect(note).to_be_visible()
                 expect(note).to_contain_text("never sent")
-                until(lambda: "main aap ki madad" in srv.sandbox(), "the reply in the sandbox")
+                until(lambda: any("main aap ki madad" in t for t in graph.texts()), "the reply at the Graph API")
                 time.sleep(1.0)
-                out = srv.sandbox()
-                assert out.count("main aap ki madad") == 1, out
-                assert "SECRET-NOTE" not in out, out
+                sent = json.dumps(graph.sent)
+                assert sent.count("main aap ki madad") == 1, sent
+                assert "SECRET-NOTE" not in sent, sent
                 p.screenshot(path=str(SHOTS / "desktop.png"), full_page=True)
+
+            @case("a customer's photo shows in the conversation")
+            def _():
+                picture = png()
+                graph.media["7001"] = ("image/png", picture)
+                srv.whatsapp("923001110001", "wamid.b2", "", "Hina Baig",
+                             media={"id": "7001", "mime_type": "image/png", "caption": "ok, see this"})
+                p = ctx[ctx["winner"]].pages[0]
+                img = p.locator("#transcript img.media")
+                expect(img).to_be_visible(timeout=10000)
+                expect(img).to_have_attribute("alt", "ok, see this")
+                until(lambda: p.evaluate("(i) => i.complete && i.naturalWidth", img.element_handle()) == 96,
+                      "the image to load")
+                img.scroll_into_view_if_needed()
+                p.screenshot(path=str(SHOTS / "desktop-photo.png"))
 
             @case("the trace panel names the rule that routed it")
             def _():

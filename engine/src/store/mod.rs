@@ -476,6 +476,14 @@ pub trait Store: Send + Sync {
     ) -> Result<bool>;
     /// An agent's password hash, if one is set.
     async fn password_hash(&self, agent: &str) -> Result<Option<String>>;
+
+    /// Inbound media messages whose bytes are not kept: those after message `after` with no
+    /// record yet, and those whose retry is due at `now`; oldest first.
+    async fn media_to_fetch(&self, after: i64, now: Millis, limit: i64) -> Result<Vec<MediaTask>>;
+    /// Records a fetch: its bytes, a retry, or a failure for good (replacing what was there).
+    async fn save_media(&self, m: &MediaRecord) -> Result<()>;
+    /// A message's media record, bytes included.
+    async fn media(&self, message_id: i64) -> Result<Option<MediaRecord>>;
     /// The conversations `agent` owns that are not resolved.
     async fn owned_conversations(&self, agent: &str) -> Result<Vec<i64>>;
     /// Waiting and assigned counts of these queues.

@@ -55,6 +55,65 @@ macro_rules! reads {
             r.as_ref().map(rows::agent).transpose()
         }
 
+        pub(crate) async fn media_to_fetch(
+            &self,
+            after: i64,
+            now: Millis,
+            limit: i64,
+        ) -> Result<Vec<MediaTask>> {
+            let task = |r: &_| -> Result<MediaTask> {
+                let r: &<$db as sqlx::Database>::Row = r;
+                Ok(MediaTask {
+                    message_id: r.try_get("id")?,
+                    conversation_id: r.try_get("conversation_id")?,
+                    channel: r.try_get("channel")?,
+                    payload: parse(&r.try_get::<String, _>("payload")?, "message payload")?,
+                    attempts: r.try_get::<i64, _>("attempts")? as u32,
+                })
+            };
+            // New media messages (by the partial index on media messages), then due retries.
+            let fresh = sqlx::query(
+                "SELECT m.id, m.conversation_id, m.channel, m.payload, 0 AS attempts FROM messages m \
+                 WHERE m.kind = 'media' AND m.id > $1 AND m.direction = 'in' \
+                 AND NOT EXISTS (SELECT 1 FROM media x WHERE x.message_id = m.id) ORDER BY m.id LIMIT $2",
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(self.0)
+            .await?;
+            let due = sqlx::query(
+                "SELECT m.id, m.conversation_id, m.channel, m.payload, x.attempts FROM media x \
+                 JOIN messages m ON m.id = x.message_id \
+                 WHERE x.status = 'retry' AND x.next_attempt_at <= $1 ORDER BY x.next_attempt_at LIMIT $2",
+            )
+            .bind(now)
+            .bind(limit)
+            .fetch_all(self.0)
+            .await?;
+            fresh.iter().chain(due.iter()).map(task).collect()
+        }
+
+        pub(crate) async fn media(&self, message_id: i64) -> Result<Option<MediaRecord>> {
+            let r = sqlx::query("SELECT * FROM media WHERE message_id = $1")
+                .bind(message_id)
+                .fetch_optional(self.0)
+                .await?;
+            r.map(|r| {
+                Ok(MediaRecord {
+                    message_id: r.try_get("message_id")?,
+                    conversation_id: r.try_get("conversation_id")?,
+                    status: r.try_get("status")?,
+                    mime_type: r.try_get("mime_type")?,
+                    bytes: r.try_get("bytes")?,
+                    error: r.try_get("error")?,
+                    attempts: r.try_get::<i64, _>("attempts")? as u32,
+                    next_attempt_at: r.try_get("next_attempt_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .transpose()
+        }
+
         pub(crate) async fn password_hash(&self, agent: &str) -> Result<Option<String>> {
             Ok(sqlx::query_scalar("SELECT password_hash FROM agents WHERE id = $1")
                 .bind(agent)

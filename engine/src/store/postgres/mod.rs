@@ -971,6 +971,37 @@ impl Store for PgStore {
         self.reads().password_hash(agent).await
     }
 
+    async fn media_to_fetch(&self, after: i64, now: Millis, limit: i64) -> Result<Vec<MediaTask>> {
+        self.reads().media_to_fetch(after, now, limit).await
+    }
+
+    async fn save_media(&self, m: &MediaRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO media (message_id, conversation_id, status, mime_type, size, bytes, error, attempts, next_attempt_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (message_id) DO UPDATE SET status = excluded.status, mime_type = excluded.mime_type, \
+             size = excluded.size, bytes = excluded.bytes, error = excluded.error, attempts = excluded.attempts, \
+             next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at",
+        )
+        .bind(m.message_id)
+        .bind(m.conversation_id)
+        .bind(&m.status)
+        .bind(&m.mime_type)
+        .bind(m.bytes.as_ref().map(|b| b.len() as i64))
+        .bind(&m.bytes)
+        .bind(&m.error)
+        .bind(m.attempts as i64)
+        .bind(m.next_attempt_at)
+        .bind(m.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn media(&self, message_id: i64) -> Result<Option<MediaRecord>> {
+        self.reads().media(message_id).await
+    }
+
     async fn revoke_token(&self, id: i64, actor: &str, now: Millis) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let n =

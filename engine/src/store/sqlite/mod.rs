@@ -866,6 +866,41 @@ impl Store for SqliteStore {
         self.reads().password_hash(agent).await
     }
 
+    async fn media_to_fetch(&self, after: i64, now: Millis, limit: i64) -> Result<Vec<MediaTask>> {
+        self.reads().media_to_fetch(after, now, limit).await
+    }
+
+    async fn save_media(&self, m: &MediaRecord) -> Result<()> {
+        let m = m.clone();
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO media (message_id, conversation_id, status, mime_type, size, bytes, error, attempts, next_attempt_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+             ON CONFLICT (message_id) DO UPDATE SET status = excluded.status, mime_type = excluded.mime_type, \
+             size = excluded.size, bytes = excluded.bytes, error = excluded.error, attempts = excluded.attempts, \
+             next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at",
+                params![
+                    m.message_id,
+                    m.conversation_id,
+                    m.status,
+                    m.mime_type,
+                    m.bytes.as_ref().map(|b| b.len() as i64),
+                    m.bytes,
+                    m.error,
+                    m.attempts,
+                    m.next_attempt_at,
+                    m.updated_at
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn media(&self, message_id: i64) -> Result<Option<MediaRecord>> {
+        self.reads().media(message_id).await
+    }
+
     async fn revoke_token(&self, id: i64, actor: &str, now: Millis) -> Result<bool> {
         let actor = actor.to_string();
         self.write(move |tx| {
