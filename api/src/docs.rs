@@ -53,6 +53,7 @@ impl Modify for Bearer {
         admin::conversation,
         admin::trace,
         admin::media,
+        work::presence,
         work::claim,
         work::assign,
         work::handoff,

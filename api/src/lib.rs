@@ -7,6 +7,7 @@ pub mod docs;
 mod extract;
 pub mod guard;
 pub mod oversight;
+pub mod presence;
 pub mod team;
 pub mod watch;
 pub mod web;
@@ -75,6 +76,8 @@ pub struct AppState {
     pub assemble: Option<Assembler>,
     /// How long a browser session lasts.
     pub session_ttl: std::time::Duration,
+    /// Who is viewing or typing in which conversation (this process only).
+    pub presence: presence::Presence,
     /// Session cookies are `Secure` (served over TLS, or behind a proxy that is); also set
     /// for a request that arrives with `X-Forwarded-Proto: https`.
     pub secure_cookies: bool,
@@ -125,6 +128,7 @@ impl AppState {
             validations: Arc::new(tokio::sync::Semaphore::new(2)),
             assemble: None,
             session_ttl: std::time::Duration::from_secs(12 * 3600),
+            presence: Default::default(),
             secure_cookies: false,
         }
     }
@@ -401,6 +405,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(admin::media),
         )
         .route("/api/v1/conversations/{id}/claim", post(work::claim))
+        .route("/api/v1/conversations/{id}/presence", post(work::presence))
         .route("/api/v1/conversations/{id}/assign", post(work::assign))
         .route("/api/v1/conversations/{id}/handoff", post(work::handoff))
         .route("/api/v1/conversations/{id}/status", post(work::status))

@@ -193,13 +193,14 @@ pub const STREAM_RECHECK: std::time::Duration = std::time::Duration::from_secs(2
 /// own or that sit in their queues (the queues as they were when the stream opened).
 #[utoipa::path(get, path = "/api/v1/events", tag = "oversight", security(("bearer" = [])),
     responses((status = 200, content_type = "text/event-stream", body = FeedEvent,
-        description = "`event: <kind>` and `data: <FeedEvent JSON>`, until the client leaves or the token is revoked (then `event: revoked`)"),
+        description = "`event: <kind>` and `data: <FeedEvent JSON>`, and `event: presence` with who views or types in a conversation (`PresenceEvent`), until the client leaves or the token is revoked (then `event: revoked`)"),
         (status = "4XX", body = crate::ErrorBody)))]
 pub async fn events(
     State(s): State<Arc<AppState>>,
     p: Principal,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let rx = s.runtime.engine.subscribe();
+    let mut presence = s.presence.subscribe();
     let who = p.actor();
     let queues = s
         .runtime
@@ -236,6 +237,21 @@ pub async fn events(
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => Event::default()
                         .event("lagged")
                         .data(format!("{n} events were dropped; reload the inbox")),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                r = presence.recv() => match r {
+                    Ok(ev) => {
+                        if !access::see_feed(&who, ev.queue.as_deref(), ev.assignee.as_deref(), false, &queues) {
+                            continue;
+                        }
+                        Event::default()
+                            .event("presence")
+                            .json_data(&ev)
+                            .unwrap_or_else(|_| Event::default().comment("unencodable event"))
+                    }
+                    // Presence is worth seconds: a missed change is corrected by the next one.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    // The sender lives in the state this task holds: not while serving.
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 },
                 _ = check.tick() => {

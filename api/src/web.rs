@@ -346,7 +346,12 @@ pub async fn inbox(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Respon
     };
     let csrf = csrf_of(&token);
     let queues: Vec<String> = s.runtime.engine.pack().queues.keys().cloned().collect();
+    let me = match &p.agent {
+        Some(a) => s.runtime.engine.agent(a).await.ok().flatten(),
+        None => None,
+    };
     let head = html! {
+        meta name="sy-capacity" content=(me.as_ref().map(|a| a.capacity).unwrap_or(0));
         meta name="sy-queues" content=(queues.join(","));
         meta name="sy-agent" content=(p.agent.clone().unwrap_or_default());
         meta name="sy-role" content=(p.role.as_str());
@@ -358,6 +363,14 @@ pub async fn inbox(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Respon
                 h1 { "Switchyard" }
                 span #live role="status" aria-live="polite" {}
                 div.who {
+                    @if let Some(a) = &me {
+                        span #load {}
+                        select #availability aria-label="Your availability" {
+                            @for v in ["online", "away", "offline"] {
+                                option value=(v) selected[a.availability == v] { (v) }
+                            }
+                        }
+                    }
                     span { (p.agent.clone().unwrap_or_else(|| p.actor.clone())) }
                     span.role { "(" (p.role.as_str()) ")" }
                     form method="post" action="/logout" {

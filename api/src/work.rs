@@ -169,6 +169,43 @@ fn answer(a: Acted) -> Json<Changed> {
     })
 }
 
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceReport {
+    /// The caller is typing in the conversation (lasts a few seconds).
+    #[serde(default)]
+    typing: bool,
+    /// The caller has left the conversation.
+    #[serde(default)]
+    leaving: bool,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Viewers {
+    /// Who is on the conversation now, the caller included (unless leaving).
+    pub viewers: Vec<crate::presence::Viewer>,
+}
+
+/// Says the caller is viewing (or typing in, or has left) a conversation; answers who is on
+/// it now. A page repeats it every few seconds while the conversation stays open; a viewer not
+/// heard from for 30 s is gone. Changes reach the live feed as `presence` events.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/presence", tag = "conversations",
+    params(("id" = i64, Path)), request_body = PresenceReport, security(("bearer" = [])),
+    responses((status = 200, body = Viewers), (status = "4XX", body = crate::ErrorBody)))]
+pub async fn presence(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+    Id(id): Id,
+    Body(b): Body<PresenceReport>,
+) -> Result<Json<Viewers>, ApiError> {
+    let c = s.runtime.engine.conversation_for(&p.actor(), id).await?;
+    let who = p.agent.clone().unwrap_or_else(|| p.actor.clone());
+    let viewers = s
+        .presence
+        .report((c.id, c.queue, c.assignee), &who, b.typing, b.leaving);
+    Ok(Json(Viewers { viewers }))
+}
+
 /// Takes an unowned conversation for the token's agent. Atomic: of concurrent claims one wins,
 /// the others get 409 naming the owner. Fires `conversation.assigned`.
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/claim", tag = "conversations",

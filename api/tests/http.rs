@@ -3533,3 +3533,94 @@ mod workspace {
         assert_eq!(r.headers()["location"], "/inbox");
     }
 }
+
+/// Presence: viewers of a conversation, for those who may see it.
+mod presence {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn viewers_are_told_to_those_who_may_see_the_conversation() {
+        let s = server(None, 1 << 20).await;
+        let c = client();
+        let (_, conv, _) = s
+            .store
+            .open_conversation("whatsapp", "923001234567", None, None, 0)
+            .await
+            .unwrap();
+        let token = |role: &'static str, agent: Option<&'static str>| {
+            let c = c.clone();
+            let base = s.base.clone();
+            async move {
+                if let Some(a) = agent {
+                    let q = if a == "outsider" {
+                        "brand_b"
+                    } else {
+                        "support"
+                    };
+                    c.post(format!("{base}/api/v1/agents"))
+                        .bearer_auth(ADMIN)
+                        .json(&json!({ "id": a, "queues": [q] }))
+                        .send()
+                        .await
+                        .unwrap();
+                }
+                let v: Value = c
+                    .post(format!("{base}/api/v1/tokens"))
+                    .bearer_auth(ADMIN)
+                    .json(&json!({ "role": role, "agent": agent }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                v["token"].as_str().unwrap().to_string()
+            }
+        };
+        // Route the conversation to support so its queue's agents may see it.
+        let r = c
+            .post(format!(
+                "{}/api/v1/conversations/{}/assign",
+                s.base, conv.id
+            ))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "queue": "support" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let ayesha = token("agent", Some("ayesha")).await;
+        let outsider = token("agent", Some("outsider")).await;
+        let report = |t: String, b: Value| {
+            let c = c.clone();
+            let url = format!("{}/api/v1/conversations/{}/presence", s.base, conv.id);
+            async move {
+                let r = c.post(url).bearer_auth(t).json(&b).send().await.unwrap();
+                let st = r.status().as_u16();
+                (st, r.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        let (st, v) = report(ayesha.clone(), json!({})).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(
+            v["viewers"],
+            json!([{ "agent": "ayesha", "typing": false }])
+        );
+        let (st, v) = report(ADMIN.into(), json!({ "typing": true })).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["viewers"].as_array().unwrap().len(), 2, "{v}");
+        assert_eq!(
+            v["viewers"][0],
+            json!({ "agent": "admin-token", "typing": true })
+        );
+        let (st, _) = report(outsider, json!({})).await;
+        assert_eq!(st, 403, "an agent of another queue learns nothing");
+        let (st, _) = report(ayesha.clone(), json!({ "typing": "yes" })).await;
+        assert_eq!(st, 422);
+        let (_, v) = report(ayesha, json!({ "leaving": true })).await;
+        assert_eq!(
+            v["viewers"],
+            json!([{ "agent": "admin-token", "typing": true }])
+        );
+    }
+}

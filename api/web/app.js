@@ -19,13 +19,64 @@ const state = {
   seen: JSON.parse(localStorage.getItem("sy-seen") || "{}"),
   // What an agent typed, per conversation and box: kept when the page redraws (live updates).
   drafts: {},
+  viewers: [],
 };
+
+// ---- presence: who else is here, who is typing ----------------------------------------------
+
+const presence = { timer: null, typedAt: 0 };
+
+async function report(id, body = {}) {
+  try {
+    const r = await api("POST", `/api/v1/conversations/${id}/presence`, body);
+    if (id === state.selected) showViewers(r.viewers);
+  } catch (_) {}
+}
+
+function showViewers(viewers) {
+  state.viewers = viewers || [];
+  const box = $("#presence");
+  if (!box) return;
+  const me = ME.agent;
+  const others = state.viewers.filter((v) => v.agent !== me);
+  box.textContent = others.length
+    ? "Also here: " + others.map((v) => (v.typing ? `${v.agent} (typing…)` : v.agent)).join(", ")
+    : "";
+  box.classList.toggle("typing", others.some((v) => v.typing));
+}
+
+function typing() {
+  if (!state.selected || Date.now() - presence.typedAt < 3000) return;
+  presence.typedAt = Date.now();
+  report(state.selected, { typing: true });
+}
+
+function watchPresence(prev, id) {
+  if (prev && prev !== id) report(prev, { leaving: true });
+  clearInterval(presence.timer);
+  report(id);
+  presence.timer = setInterval(() => state.selected && report(state.selected), 10000);
+}
+
+addEventListener("pagehide", () => {
+  if (!state.selected) return;
+  fetch(`/api/v1/conversations/${state.selected}/presence`, {
+    method: "POST",
+    keepalive: true,
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": ME.csrf },
+    body: JSON.stringify({ leaving: true }),
+  });
+});
 
 function draftBox(id, attrs) {
   const key = `${state.selected}:${id}`;
   const t = el("textarea", { id, dir: "auto", ...attrs });
   t.value = state.drafts[key] || "";
-  t.addEventListener("input", () => (state.drafts[key] = t.value));
+  t.addEventListener("input", () => {
+    state.drafts[key] = t.value;
+    typing();
+  });
   return t;
 }
 
@@ -104,6 +155,7 @@ function listQuery() {
 }
 
 async function loadList() {
+  loadLoad();
   if (state.tab === "mine" && !ME.agent) {
     state.lines = [];
     renderList();
@@ -188,7 +240,9 @@ function tickSla() {
 // ---- one conversation ---------------------------------------------------------------------
 
 async function select(id) {
+  const prev = state.selected;
   state.selected = id;
+  watchPresence(prev, id);
   document.body.classList.add("reading");
   await loadDetail();
   renderList();
@@ -288,6 +342,7 @@ function renderDetail() {
     el("span", { class: "pill owner" }, owner ? `owner ${owner}` : "unowned"),
     c.priority ? el("span", { class: `pill prio-${c.priority}` }, c.priority) : null,
     ...(c.tags || []).map((t) => el("span", { class: "pill tag" }, `#${t}`)),
+    el("span", { id: "presence", role: "status", "aria-live": "polite" }),
   );
 
   // A redraw keeps the box being typed in focused, with its cursor.
@@ -301,6 +356,7 @@ function renderDetail() {
     if (typeof sel === "number") again.setSelectionRange(sel, sel);
   }
   renderCustomer(d);
+  showViewers(state.viewers);
 }
 
 function composer(d, mine, owner) {
@@ -555,6 +611,12 @@ function live() {
       soon(ev.conversation_id === state.selected);
     });
   }
+  es.addEventListener("presence", (e) => {
+    try {
+      const ev = JSON.parse(e.data);
+      if (ev.conversation_id === state.selected) showViewers(ev.viewers);
+    } catch (_) {}
+  });
   es.addEventListener("revoked", () => {
     es.close();
     location.href = "/login?expired=1";
@@ -592,7 +654,34 @@ document.addEventListener("keydown", (e) => {
   else if (e.key === "?") $("#keys").toggleAttribute("hidden");
 });
 
+// ---- availability and load ---------------------------------------------------------------------
+
+async function loadLoad() {
+  const box = $("#load");
+  if (!ME.agent || !box) return;
+  try {
+    const p = await api("GET", `/api/v1/conversations?assignee=${encodeURIComponent(ME.agent)}&limit=200`);
+    const open = p.conversations.filter((c) => c.status !== "resolved").length;
+    box.textContent = `${open} of ${meta("sy-capacity")} open`;
+  } catch (_) {}
+}
+
+function setUpAvailability() {
+  const sel = $("#availability");
+  if (!sel) return;
+  sel.addEventListener("change", async () => {
+    try {
+      await api("PATCH", `/api/v1/agents/${encodeURIComponent(ME.agent)}`, { availability: sel.value });
+      say(`You are ${sel.value}.`);
+    } catch (e) {
+      say(e.message, "error");
+    }
+    loadList();
+  });
+}
+
 function setUp() {
+  setUpAvailability();
   for (const b of document.querySelectorAll("[data-tab]")) {
     if (b.dataset.tab === "all" && !SUPERVISOR) b.remove();
     if (b.dataset.tab === "mine" && !ME.agent) b.remove();

@@ -380,6 +380,35 @@ def main():
                 img.scroll_into_view_if_needed()
                 p.screenshot(path=str(SHOTS / "desktop-photo.png"))
 
+            @case("presence shows the second viewer, who types, and when they leave")
+            def _():
+                owner = ctx["winner"]
+                other = "bilal" if owner == "ayesha" else "ayesha"
+                conv = srv.conversation_of("923001110001")
+                p1, p2 = ctx[owner].pages[0], ctx[other].pages[0]
+                p2.goto(f"{srv.base}/inbox")
+                expect(p2.locator("#live")).to_have_class("on", timeout=10000)
+                p2.evaluate(f"select({conv})")
+                expect(p1.locator("#presence")).to_contain_text(f"Also here: {other}", timeout=10000)
+                expect(p2.locator("#presence")).to_contain_text(owner)
+                p1.type("#reply-text", "let me check")
+                expect(p2.locator("#presence")).to_contain_text(f"{owner} (typing…)", timeout=10000)
+                p1.fill("#reply-text", "")
+                p2.goto("about:blank")
+                expect(p1.locator("#presence")).not_to_contain_text(other, timeout=10000)
+
+            @case("availability and load: an agent goes online from the page")
+            def _():
+                owner = ctx["winner"]
+                p = ctx[owner].pages[0]
+                expect(p.locator("#load")).to_contain_text("1 of 5 open")
+                p.select_option("#availability", "online")
+                until(lambda: next(a for a in srv.call("GET", "/api/v1/agents")[1]["agents"] if a["id"] == owner)["availability"] == "online",
+                      "the agent online")
+                p.select_option("#availability", "away")
+                until(lambda: next(a for a in srv.call("GET", "/api/v1/agents")[1]["agents"] if a["id"] == owner)["availability"] == "away",
+                      "the agent away")
+
             @case("the trace panel names the rule that routed it")
             def _():
                 p = ctx[ctx["winner"]].pages[0]
