@@ -54,6 +54,7 @@ impl Modify for Bearer {
         admin::trace,
         admin::media,
         work::presence,
+        work::snippets,
         work::claim,
         work::assign,
         work::handoff,

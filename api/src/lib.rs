@@ -405,6 +405,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(admin::media),
         )
         .route("/api/v1/conversations/{id}/claim", post(work::claim))
+        .route("/api/v1/snippets", get(work::snippets))
         .route("/api/v1/conversations/{id}/presence", post(work::presence))
         .route("/api/v1/conversations/{id}/assign", post(work::assign))
         .route("/api/v1/conversations/{id}/handoff", post(work::handoff))

@@ -169,6 +169,38 @@ fn answer(a: Acted) -> Json<Changed> {
     })
 }
 
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SnippetBody {
+    pub name: String,
+    /// Language (`en`, `ur`, …, or `text` for any) → text.
+    pub variants: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SnippetList {
+    pub snippets: Vec<SnippetBody>,
+    /// The pack's default language: the variant to pick when the customer's has none.
+    pub default_language: String,
+}
+
+/// The pack's saved replies (`snippets:`), for the workspace's reply box.
+#[utoipa::path(get, path = "/api/v1/snippets", tag = "conversations", security(("bearer" = [])),
+    responses((status = 200, body = SnippetList), (status = "4XX", body = crate::ErrorBody)))]
+pub async fn snippets(State(s): State<Arc<AppState>>, _p: Principal) -> Json<SnippetList> {
+    let pack = s.runtime.engine.pack();
+    Json(SnippetList {
+        snippets: pack
+            .snippets
+            .iter()
+            .map(|(name, v)| SnippetBody {
+                name: name.clone(),
+                variants: v.iter().cloned().collect(),
+            })
+            .collect(),
+        default_language: pack.settings.default_language.clone(),
+    })
+}
+
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PresenceReport {

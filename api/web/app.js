@@ -76,8 +76,95 @@ function draftBox(id, attrs) {
   t.addEventListener("input", () => {
     state.drafts[key] = t.value;
     typing();
+    if (id === "reply-text") showSnippets(t);
   });
+  if (id === "reply-text") {
+    t.setAttribute("aria-autocomplete", "list");
+    t.addEventListener("keydown", (e) => snippetKeys(t, e));
+  }
   return t;
+}
+
+// ---- saved replies: `/` in the reply box --------------------------------------------------------
+
+const snippets = { list: [], lang: "en", pick: 0 };
+
+async function loadSnippets() {
+  try {
+    const r = await api("GET", "/api/v1/snippets");
+    snippets.list = r.snippets;
+    snippets.lang = r.default_language;
+  } catch (_) {}
+}
+
+function snippetText(sn) {
+  const lang = (state.detail && state.detail.contact && state.detail.contact.language) || snippets.lang;
+  const v = sn.variants;
+  return v[lang] || v[snippets.lang] || v.text || Object.values(v)[0] || "";
+}
+
+function snippetMatches(t) {
+  if (!t.value.startsWith("/")) return [];
+  const q = t.value.slice(1).toLowerCase();
+  return snippets.list.filter((sn) => sn.name.toLowerCase().includes(q) || snippetText(sn).toLowerCase().includes(q)).slice(0, 8);
+}
+
+function showSnippets(t) {
+  let box = $("#snippets");
+  const found = snippetMatches(t);
+  if (!found.length) {
+    if (box) box.remove();
+    t.removeAttribute("aria-activedescendant");
+    return;
+  }
+  if (!box) {
+    box = el("ul", { id: "snippets", role: "listbox", "aria-label": "Saved replies" });
+    t.after(box);
+  }
+  snippets.pick = Math.min(snippets.pick, found.length - 1);
+  box.replaceChildren(
+    ...found.map((sn, i) =>
+      el(
+        "li",
+        {
+          id: `snippet-${i}`,
+          role: "option",
+          "aria-selected": String(i === snippets.pick),
+          onmousedown: (e) => {
+            e.preventDefault();
+            useSnippet(t, sn);
+          },
+        },
+        el("strong", {}, `/${sn.name} `),
+        el("span", { dir: "auto" }, snippetText(sn)),
+      ),
+    ),
+  );
+  t.setAttribute("aria-activedescendant", `snippet-${snippets.pick}`);
+}
+
+function useSnippet(t, sn) {
+  t.value = snippetText(sn);
+  t.dispatchEvent(new Event("input"));
+  const box = $("#snippets");
+  if (box) box.remove();
+  t.focus();
+}
+
+function snippetKeys(t, e) {
+  const found = snippetMatches(t);
+  if (!found.length) return;
+  if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+    e.preventDefault();
+    snippets.pick = (snippets.pick + (e.key === "ArrowDown" ? 1 : found.length - 1)) % found.length;
+    showSnippets(t);
+  } else if (e.key === "Enter" || e.key === "Tab") {
+    e.preventDefault();
+    useSnippet(t, found[snippets.pick] || found[0]);
+  } else if (e.key === "Escape") {
+    const box = $("#snippets");
+    if (box) box.remove();
+  }
 }
 
 function clearDraft(id) {
@@ -377,7 +464,7 @@ function composer(d, mine, owner) {
   if (d.window_open) {
     box.append(
       el("label", { for: "reply-text" }, "Reply to the customer, or write an internal note"),
-      draftBox("reply-text", { rows: "3", placeholder: "Type a reply…" }),
+      draftBox("reply-text", { rows: "3", placeholder: "Type a reply… (/ for saved replies)" }),
       el(
         "div",
         { class: "row" },
@@ -682,6 +769,7 @@ function setUpAvailability() {
 
 function setUp() {
   setUpAvailability();
+  loadSnippets();
   for (const b of document.querySelectorAll("[data-tab]")) {
     if (b.dataset.tab === "all" && !SUPERVISOR) b.remove();
     if (b.dataset.tab === "mine" && !ME.agent) b.remove();

@@ -44,6 +44,7 @@ pub struct RawPack {
     pub intents: Vec<Item<Sp<Intent>>>,
     pub entities: Vec<Item<Sp<Entity>>>,
     pub templates: Vec<Item<Sp<TemplateDef>>>,
+    pub snippets: Vec<Item<Sp<Snippet>>>,
     pub queues: Vec<Item<Sp<Queue>>>,
     pub connectors: Vec<Item<Sp<Connector>>>,
     pub flows: Vec<Item<Sp<Flow>>>,
@@ -171,6 +172,7 @@ fn merge(raw: &mut RawPack, file: usize, pf: PackFile) {
     items(&mut raw.intents, file, pf.intents);
     items(&mut raw.entities, file, pf.entities);
     items(&mut raw.templates, file, pf.templates);
+    items(&mut raw.snippets, file, pf.snippets);
     items(&mut raw.queues, file, pf.queues);
     items(&mut raw.connectors, file, pf.connectors);
     items(&mut raw.flows, file, pf.flows);
@@ -471,6 +473,7 @@ fn parse_items(raw: &mut RawPack, file: usize, f: &SourceFile, diags: &mut Diagn
             "intents" => keyed!(intents, Sp<Intent>),
             "entities" => keyed!(entities, Sp<Entity>),
             "templates" => keyed!(templates, Sp<TemplateDef>),
+            "snippets" => keyed!(snippets, Sp<Snippet>),
             "queues" => keyed!(queues, Sp<Queue>),
             "connectors" => keyed!(connectors, Sp<Connector>),
             "flows" => keyed!(flows, Sp<Flow>),

@@ -380,6 +380,8 @@ pub struct Pack {
     pub classifier: Classifier,
     pub entities: Vec<(String, Extractor)>,
     pub templates: BTreeMap<String, TemplateRt>,
+    /// Saved replies for agents: `(language or "text", text)` per name.
+    pub snippets: BTreeMap<String, Vec<(String, String)>>,
     pub calendars: Arc<BTreeMap<String, CalendarRt>>,
     pub queues: BTreeMap<String, QueueRt>,
     pub connectors: BTreeMap<String, ConnectorRt>,

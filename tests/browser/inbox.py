@@ -397,6 +397,19 @@ def main():
                 p2.goto("about:blank")
                 expect(p1.locator("#presence")).not_to_contain_text(other, timeout=10000)
 
+            @case("a saved reply is inserted with /")
+            def _():
+                p = ctx[ctx["winner"]].pages[0]
+                p.fill("#reply-text", "")
+                p.type("#reply-text", "/refund")
+                opt = p.locator("#snippets [role=option]")
+                expect(opt.first).to_contain_text("/refund_timeline")
+                p.press("#reply-text", "Enter")
+                expect(p.locator("#reply-text")).to_have_value(
+                    "Refunds reach your bank account or wallet within 5 to 7 working days after we receive the parcel.")
+                expect(p.locator("#snippets")).to_have_count(0)
+                p.fill("#reply-text", "")
+
             @case("availability and load: an agent goes online from the page")
             def _():
                 owner = ctx["winner"]

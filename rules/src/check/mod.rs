@@ -443,6 +443,53 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics, channels: &Channels) -> Option<
         }
     }
 
+    // Saved replies.
+    let mut snippets = BTreeMap::new();
+    for it in &raw.snippets {
+        let variants: Vec<(String, String)> = match &it.value.value {
+            crate::config::Snippet::Text(t) => vec![("text".into(), t.clone())],
+            crate::config::Snippet::Languages(m) => {
+                m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+            }
+        };
+        let (f, pos) = (it.file, it.value.pos);
+        if variants.is_empty() {
+            cx.err(f, pos, format!("snippet `{}` has no text", it.name.value))
+                .hint("write the text, or `en: …`, `ur: …` for each language");
+            continue;
+        }
+        for (lang, text) in &variants {
+            if text.trim().is_empty() {
+                cx.err(
+                    f,
+                    pos,
+                    format!("snippet `{}` ({lang}) is empty", it.name.value),
+                );
+            } else if text.chars().count() > 4096 {
+                cx.err(
+                    f,
+                    pos,
+                    format!(
+                        "snippet `{}` ({lang}) is longer than 4,096 characters",
+                        it.name.value
+                    ),
+                )
+                .hint("WhatsApp sends at most 4,096 characters of text");
+            } else if text.contains("{{") {
+                cx.err(
+                    f,
+                    pos,
+                    format!(
+                        "snippet `{}` ({lang}) has a `{{{{ }}}}` hole",
+                        it.name.value
+                    ),
+                )
+                .hint("a snippet is text the agent edits before sending; use a template for holes");
+            }
+        }
+        snippets.insert(it.name.value.clone(), variants);
+    }
+
     // Queues.
     let mut queues = BTreeMap::new();
     for it in &raw.queues {
@@ -673,6 +720,7 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics, channels: &Channels) -> Option<
         classifier,
         entities,
         templates,
+        snippets,
         calendars,
         queues,
         connectors,

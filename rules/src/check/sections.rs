@@ -25,6 +25,7 @@ pub(super) fn duplicates(raw: &RawPack, d: &mut Diagnostics) {
     keyed(raw, d, &raw.intents, "intent");
     keyed(raw, d, &raw.entities, "entity");
     keyed(raw, d, &raw.templates, "template");
+    keyed(raw, d, &raw.snippets, "snippet");
     keyed(raw, d, &raw.queues, "queue");
     keyed(raw, d, &raw.connectors, "connector");
     keyed(raw, d, &raw.flows, "flow");

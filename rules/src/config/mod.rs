@@ -33,6 +33,8 @@ pub struct PackFile {
     pub entities: Option<Entries<Sp<Entity>>>,
     /// Message templates, by name.
     pub templates: Option<Entries<Sp<TemplateDef>>>,
+    /// Saved replies for agents, by name: inserted in the workspace's reply box with `/`.
+    pub snippets: Option<Entries<Sp<Snippet>>>,
     /// Team queues, by name.
     pub queues: Option<Entries<Sp<Queue>>>,
     /// Store, lookup and webhook connectors, by name. Secrets come from the environment.
@@ -55,6 +57,7 @@ pub const SECTIONS: &[&str] = &[
     "intents",
     "entities",
     "templates",
+    "snippets",
     "queues",
     "connectors",
     "flows",
@@ -205,6 +208,15 @@ impl JsonSchema for TemplateDef {
             ]
         })
     }
+}
+
+/// A saved reply: one text, or language → text (`en`, `ur`, … and `text` for any language).
+/// Plain text an agent reads and edits before sending: no `{{ }}` holes.
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Snippet {
+    Text(String),
+    Languages(std::collections::BTreeMap<String, String>),
 }
 
 /// An approved WhatsApp message template (the only thing that may open a conversation).
