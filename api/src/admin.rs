@@ -386,3 +386,18 @@ pub async fn media(
     );
     Ok(r)
 }
+
+/// The customer panel of a conversation: the contact, their other conversations the caller
+/// may see (newest first), and their orders from the pack's store connector by phone
+/// (`orders_error` when the store did not answer).
+#[utoipa::path(get, path = "/api/v1/conversations/{id}/customer", tag = "conversations",
+    params(("id" = i64, Path)), security(("bearer" = [])),
+    responses((status = 200, body = switchyard_engine::desk::CustomerView),
+        (status = "4XX", body = crate::ErrorBody)))]
+pub async fn customer(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+    Id(id): Id,
+) -> Result<Json<switchyard_engine::desk::CustomerView>, ApiError> {
+    Ok(Json(s.runtime.engine.customer_for(&p.actor(), id).await?))
+}

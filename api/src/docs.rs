@@ -53,6 +53,7 @@ impl Modify for Bearer {
         admin::conversation,
         admin::trace,
         admin::media,
+        admin::customer,
         work::presence,
         work::snippets,
         work::claim,

@@ -400,6 +400,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/conversations", get(work::list_conversations))
         .route("/api/v1/conversations/{id}", get(admin::conversation))
         .route("/api/v1/conversations/{id}/trace", get(admin::trace))
+        .route("/api/v1/conversations/{id}/customer", get(admin::customer))
         .route(
             "/api/v1/conversations/{id}/messages/{message}/media",
             get(admin::media),

@@ -400,12 +400,12 @@ pub async fn inbox(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Respon
                         select name="queue" aria-label="Queue" { option value="" { "any queue" } }
                         input name="tag" placeholder="tag" aria-label="Tag" size="8";
                     }
-                    ul #lines aria-label="Conversations, longest waiting first" {}
+                    ul #lines aria-label="Conversations, longest waiting first" tabindex="0" {}
                 }
-                section #conversation aria-label="Conversation" {
+                section #conversation aria-label="Conversation" tabindex="-1" {
                     p.empty { "Pick a conversation. Keys: j / k next and previous, r reply, n note, e resolve, ? help." }
                 }
-                aside aria-label="Details" {
+                aside aria-label="Details" tabindex="0" {
                     div #customer {}
                     div #trace {}
                 }

@@ -119,6 +119,7 @@ pub async fn list_conversations(
         queue: f.queue,
         assignee: f.assignee,
         unassigned: f.unassigned.unwrap_or(false),
+        contact: None,
         tag: f.tag,
         priority: f
             .priority
@@ -358,7 +359,7 @@ pub struct PriorityBody {
     priority: String,
 }
 
-/// Sets the priority (supervisor): `low`, `normal`, `high` or `urgent`.
+/// Sets the priority: `low`, `normal`, `high` or `urgent` (an agent on what they own).
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/priority", tag = "conversations", request_body = PriorityBody,
     params(("id" = i64, Path)), security(("bearer" = [])),
     responses((status = 200, body = Changed), (status = "4XX", body = crate::ErrorBody)))]
@@ -368,7 +369,6 @@ pub async fn priority(
     Id(id): Id,
     Body(b): Body<PriorityBody>,
 ) -> Result<Json<Changed>, ApiError> {
-    require(&p, Role::Supervisor)?;
     let pr = parse_name("priority", &b.priority)?;
     Ok(answer(act(&s, &p, id, AgentAction::Priority(pr)).await?))
 }
@@ -382,7 +382,7 @@ pub struct TagsBody {
     remove: Vec<String>,
 }
 
-/// Adds and removes tags (supervisor).
+/// Adds and removes tags (an agent on what they own).
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/tags", tag = "conversations", request_body = TagsBody,
     params(("id" = i64, Path)), security(("bearer" = [])),
     responses((status = 200, body = Changed), (status = "4XX", body = crate::ErrorBody)))]
@@ -392,7 +392,6 @@ pub async fn tags(
     Id(id): Id,
     Body(b): Body<TagsBody>,
 ) -> Result<Json<Changed>, ApiError> {
-    require(&p, Role::Supervisor)?;
     let a = AgentAction::Tags {
         add: b.add,
         remove: b.remove,

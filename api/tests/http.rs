@@ -1752,16 +1752,21 @@ mod work {
             (st, v["conversation"]["status"].as_str()),
             (200, Some("waiting"))
         );
-        // Agents do not set priority or tags; supervisors do.
-        let (st, _) = post(
+        // An agent sets the priority of what they own (as the workspace lets them); so does
+        // a supervisor.
+        let (st, v) = post(
             &c,
             &s,
             &p("priority"),
             &ayesha,
-            json!({ "priority": "high" }),
+            json!({ "priority": "low" }),
         )
         .await;
-        assert_eq!(st, 403);
+        assert_eq!(
+            (st, v["conversation"]["priority"].as_str()),
+            (200, Some("low")),
+            "{v}"
+        );
         let (st, v) = post(&c, &s, &p("priority"), &sup, json!({ "priority": "high" })).await;
         assert_eq!(
             (st, v["conversation"]["priority"].as_str()),
@@ -3613,8 +3618,28 @@ mod presence {
             v["viewers"][0],
             json!({ "agent": "admin-token", "typing": true })
         );
-        let (st, _) = report(outsider, json!({})).await;
+        let (st, _) = report(outsider.clone(), json!({})).await;
         assert_eq!(st, 403, "an agent of another queue learns nothing");
+        // The customer panel, by the same rule: the contact (and no store in this pack).
+        let panel = |t: String| {
+            let c = c.clone();
+            let url = format!("{}/api/v1/conversations/{}/customer", s.base, conv.id);
+            async move {
+                let r = c.get(url).bearer_auth(t).send().await.unwrap();
+                (
+                    r.status().as_u16(),
+                    r.json::<Value>().await.unwrap_or(Value::Null),
+                )
+            }
+        };
+        assert_eq!(panel(outsider).await.0, 403);
+        let (st, v) = panel(ayesha.clone()).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["contact"]["external_id"], "923001234567");
+        assert_eq!(
+            (v["orders"].clone(), v["store"].clone()),
+            (json!([]), Value::Null)
+        );
         let (st, _) = report(ayesha.clone(), json!({ "typing": "yes" })).await;
         assert_eq!(st, 422);
         let (_, v) = report(ayesha, json!({ "leaving": true })).await;

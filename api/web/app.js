@@ -494,31 +494,111 @@ function composer(d, mine, owner) {
 function actions(d, mine, owner) {
   const c = d.conversation;
   if (!(mine || SUPERVISOR)) return el("div");
-  const queueSel = el("select", { id: "handoff-queue", "aria-label": "Hand off to queue" }, ...state.queues.map((q) => el("option", { value: q }, q)));
+  const queueSel = el("select", { id: "handoff-queue", "aria-label": "Hand off to queue" }, ...state.queues.map((q) => el("option", { value: q, selected: q === c.queue }, q)));
+  const handNote = el("input", { id: "handoff-note", placeholder: "note for whoever takes it", "aria-label": "Hand-off note", dir: "auto" });
+  const tag = el("input", { id: "tag", placeholder: "tag", "aria-label": "Tag to add", size: "10" });
+  const open = d.tickets.find((t) => t.status === "open" || t.status === "pending");
+  const ticketTitle = el("input", { id: "ticket-title", placeholder: "ticket title", "aria-label": "Ticket title", dir: "auto" });
   return el(
     "div",
     { class: "actions" },
-    el("button", { id: "resolve", type: "button", onclick: () => act("status", { status: "resolved" }, "Resolved") }, "Resolve"),
     el(
-      "select",
-      { id: "priority", "aria-label": "Priority", onchange: (e) => act("priority", { priority: e.target.value }, "Priority set") },
-      ...["low", "normal", "high", "urgent"].map((p) => el("option", { value: p, selected: p === c.priority }, `priority ${p}`)),
-    ),
-    queueSel,
-    el(
-      "button",
-      {
-        id: "handoff",
-        type: "button",
-        class: "secondary",
-        onclick: () => {
-          const note = prompt("A note for whoever takes it (optional)") || undefined;
-          act("handoff", { queue: queueSel.value, note }, "Handed off");
+      "div",
+      { class: "row" },
+      el("button", { id: "resolve", type: "button", onclick: () => act("status", { status: "resolved" }, "Resolved") }, "Resolve"),
+      el(
+        "select",
+        { id: "status", "aria-label": "Status", onchange: (e) => act("status", { status: e.target.value }, "Status set") },
+        ...["open", "waiting", "escalated", "resolved"].map((x) => el("option", { value: x, selected: x === c.status }, `status ${x}`)),
+        c.status === "new" ? el("option", { value: "new", selected: true, disabled: true }, "status new") : null,
+      ),
+      el(
+        "select",
+        { id: "priority", "aria-label": "Priority", onchange: (e) => act("priority", { priority: e.target.value }, "Priority set") },
+        ...["low", "normal", "high", "urgent"].map((p) => el("option", { value: p, selected: p === c.priority }, `priority ${p}`)),
+      ),
+      el(
+        "select",
+        {
+          id: "snooze",
+          "aria-label": "Snooze",
+          onchange: (e) => e.target.value && act("snooze", { for: e.target.value }, `Snoozed for ${e.target.value}`),
         },
-      },
-      "Hand off",
+        el("option", { value: "" }, "snooze…"),
+        ...["1h", "4h", "1d", "3d"].map((x) => el("option", { value: x }, `snooze ${x}`)),
+      ),
+    ),
+    el(
+      "div",
+      { class: "row" },
+      queueSel,
+      handNote,
+      el(
+        "button",
+        {
+          id: "handoff",
+          type: "button",
+          class: "secondary",
+          onclick: () => act("handoff", { queue: queueSel.value, note: handNote.value.trim() || undefined }, "Handed off"),
+        },
+        "Hand off",
+      ),
+    ),
+    el(
+      "div",
+      { class: "row" },
+      tag,
+      el(
+        "button",
+        { id: "add-tag", type: "button", class: "secondary", onclick: () => tag.value.trim() && act("tags", { add: [tag.value.trim()] }, "Tagged") },
+        "Add tag",
+      ),
+      open
+        ? el(
+            "select",
+            {
+              id: "ticket-status",
+              "aria-label": `Ticket #${open.id} status`,
+              onchange: (e) => ticket(open.id, { status: e.target.value }),
+            },
+            ...["open", "pending", "resolved", "closed"].map((x) => el("option", { value: x, selected: x === open.status }, `ticket #${open.id} ${x}`)),
+          )
+        : null,
+      open ? null : ticketTitle,
+      open
+        ? null
+        : el(
+            "button",
+            {
+              id: "open-ticket",
+              type: "button",
+              class: "secondary",
+              onclick: async () => {
+                const title = ticketTitle.value.trim();
+                if (!title) return say("A ticket needs a title.", "error");
+                try {
+                  await api("POST", "/api/v1/tickets", { conversation: c.id, title });
+                  say("Ticket opened.");
+                } catch (e) {
+                  say(e.message, "error");
+                }
+                await loadDetail();
+              },
+            },
+            "Open ticket",
+          ),
     ),
   );
+}
+
+async function ticket(id, change) {
+  try {
+    await api("PATCH", `/api/v1/tickets/${id}`, change);
+    say(`Ticket #${id} updated.`);
+  } catch (e) {
+    say(e.message, "error");
+  }
+  await loadDetail();
 }
 
 async function act(what, body, done) {
@@ -644,6 +724,12 @@ async function loadTrace() {
   }
 }
 
+function safeLink(url, text) {
+  return typeof url === "string" && /^https?:\/\//.test(url)
+    ? el("a", { href: url, target: "_blank", rel: "noopener noreferrer" }, text)
+    : text;
+}
+
 function renderCustomer(d) {
   const ct = d.contact || {};
   const attrs = Object.entries(ct.attributes || {});
@@ -658,13 +744,64 @@ function renderCustomer(d) {
       el("dd", {}, ct.phone || ct.external_id || "—"),
       el("dt", {}, "Language"),
       el("dd", {}, ct.language || "—"),
+      el("dt", {}, "Tags"),
+      el("dd", {}, (d.conversation.tags || []).join(", ") || "—"),
       ...attrs.flatMap(([k, v]) => [el("dt", {}, k), el("dd", { dir: "auto" }, typeof v === "string" ? v : JSON.stringify(v))]),
     ),
     el("h3", {}, "Tickets"),
     d.tickets.length
       ? el("ul", {}, ...d.tickets.map((t) => el("li", {}, `#${t.id} ${t.title} — ${t.status}, ${t.priority}`)))
       : el("p", {}, "No tickets."),
+    el("div", { id: "customer-more" }),
   );
+  loadCustomer(d.conversation.id);
+}
+
+async function loadCustomer(id) {
+  try {
+    const v = await api("GET", `/api/v1/conversations/${id}/customer`);
+    if (id !== state.selected) return;
+    const more = $("#customer-more");
+    if (!more) return;
+    const orders = v.orders || [];
+    more.replaceChildren(
+      el("h3", {}, "Orders"),
+      v.orders_error
+        ? el("p", { class: "why" }, `The store did not answer: ${v.orders_error}`)
+        : orders.length
+          ? el(
+              "ul",
+              { class: "orders" },
+              ...orders.map((o) =>
+                el(
+                  "li",
+                  {},
+                  el("strong", {}, o.name || "order"),
+                  ` — ${o.status || "?"}`,
+                  o.payment === "cod" ? `, COD${o.financial_status ? ` (${o.financial_status})` : ""}` : o.payment ? `, ${o.payment}` : "",
+                  o.total !== undefined ? `, ${o.currency || "Rs"} ${o.total}` : "",
+                  o.courier ? el("div", {}, `${o.courier} `, safeLink(o.tracking_url, o.tracking_number || "tracking")) : null,
+                ),
+              ),
+            )
+          : el("p", {}, v.store ? "No orders for this phone." : "The pack has no store connector."),
+      el("h3", {}, "Previous conversations"),
+      v.conversations.length
+        ? el(
+            "ul",
+            {},
+            ...v.conversations.map((c) =>
+              el(
+                "li",
+                {},
+                el("a", { href: `#conversation-${c.id}`, onclick: (e) => (e.preventDefault(), select(c.id)) }, `#${c.id}`),
+                ` ${c.status}, ${fmtTime(c.created_at)}`,
+              ),
+            ),
+          )
+        : el("p", {}, "None."),
+    );
+  } catch (_) {}
 }
 
 // ---- live ----------------------------------------------------------------------------------

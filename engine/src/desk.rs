@@ -46,6 +46,23 @@ pub struct ConversationDetail {
     pub templates: Vec<String>,
 }
 
+/// The customer panel: who they are, their other conversations, their orders.
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CustomerView {
+    pub contact: Option<Contact>,
+    /// Their other conversations the caller may see, newest first.
+    pub conversations: Vec<ConversationLine>,
+    /// The store connector asked for orders, if the pack has one.
+    pub store: Option<String>,
+    /// Their orders as the store gives them (`name`, `status`, `courier`, `tracking_url`,
+    /// `payment`, …), newest first.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub orders: Vec<Value>,
+    /// Why the orders could not be read (the store unavailable).
+    pub orders_error: Option<String>,
+}
+
 type R<T> = Result<T, StoreError>;
 
 impl Engine {
@@ -94,6 +111,61 @@ impl Engine {
             window_open: self.window_open(&conversation, now),
             templates: crate::pipeline::approved_templates(&self.pack()),
             conversation,
+        })
+    }
+
+    /// The customer of a conversation `a` may see: their other conversations `a` may see
+    /// (newest first), and their orders from the pack's store connector (the first `shopify`,
+    /// `static` or `demo` one) by their phone, newest first.
+    pub async fn customer_for(&self, a: &Actor, id: i64) -> Result<CustomerView, Refused> {
+        let conv = self.conversation_for(a, id).await?;
+        let contact = self.store.contact(conv.contact_id).await?;
+        let mut others = self
+            .conversations_for(
+                a,
+                ConversationQuery {
+                    contact: Some(conv.contact_id),
+                    limit: 50,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        others.retain(|l| l.conversation.id != id);
+        others.sort_by_key(|l| std::cmp::Reverse(l.conversation.created_at));
+        let pack = self.pack();
+        let store = pack.connectors.iter().find_map(|(name, c)| {
+            matches!(
+                c,
+                switchyard_rules::pack::ConnectorRt::Shopify { .. }
+                    | switchyard_rules::pack::ConnectorRt::Static { .. }
+                    | switchyard_rules::pack::ConnectorRt::Demo
+            )
+            .then(|| name.clone())
+        });
+        let phone = contact.as_ref().and_then(|c| c.phone.clone());
+        let (orders, orders_error) = match (&store, &phone) {
+            (Some(name), Some(phone)) => match self
+                .lookup()
+                .call(
+                    name,
+                    switchyard_rules::pack::LookupAction::FindOrders,
+                    &Value::String(phone.clone()),
+                    None,
+                )
+                .await
+            {
+                Ok(Some(Value::Array(v))) => (v, None),
+                Ok(_) => (Vec::new(), None),
+                Err(e) => (Vec::new(), Some(e.to_string())),
+            },
+            _ => (Vec::new(), None),
+        };
+        Ok(CustomerView {
+            contact,
+            conversations: others,
+            store,
+            orders,
+            orders_error,
         })
     }
 

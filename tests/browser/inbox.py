@@ -442,6 +442,30 @@ def main():
                 expect(p.locator("#reply-text")).to_have_count(0)
                 assert p.locator("#template option").count() >= 1
 
+            @case("the customer panel shows their orders from the store and their other conversations")
+            def _():
+                srv.whatsapp("923001234567", "wamid.c1", "mujhe insaan se baat karni hai", "Ayesha Khan")
+                conv = srv.conversation_of("923001234567")
+                p = ctx["sara"].pages[0]
+                p.evaluate(f"select({conv})")
+                orders = p.locator("#customer-more .orders")
+                expect(orders).to_contain_text("#10234 — dispatched, COD")
+                link = orders.locator("a", has_text="LE7781234")
+                expect(link).to_have_attribute("href", "https://www.leopardscourier.com/track/LE7781234")
+                expect(p.locator("#customer-more")).to_contain_text("Previous conversations")
+
+            @case("an agent opens a ticket from the page and moves it along")
+            def _():
+                p = ctx[ctx["winner"]].pages[0]
+                p.fill("#ticket-title", "Wrong size delivered")
+                p.click("#open-ticket")
+                expect(p.locator("#customer")).to_contain_text("Wrong size delivered — open")
+                p.select_option("#ticket-status", "pending")
+                expect(p.locator("#customer")).to_contain_text("Wrong size delivered — pending")
+                p.fill("#tag", "size-issue")
+                p.click("#add-tag")
+                expect(p.locator(".conv-head")).to_contain_text("#size-issue")
+
             @case("a phone-sized screen: the list, then one conversation and back")
             def _():
                 c = ctx["phone"] = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)

@@ -243,6 +243,8 @@ pub struct ConversationQuery {
     pub assignee: Option<String>,
     /// Only conversations in a queue that nobody owns.
     pub unassigned: bool,
+    /// Only this contact's conversations.
+    pub contact: Option<i64>,
     pub tag: Option<String>,
     pub priority: Option<Priority>,
     /// Text searched in the messages, the contact's name and phone.

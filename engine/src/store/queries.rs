@@ -55,6 +55,9 @@ where
     if q.unassigned {
         b.push(" AND v.assignee IS NULL AND v.queue IS NOT NULL");
     }
+    if let Some(c) = q.contact {
+        b.push(" AND v.contact_id = ").push_bind(c);
+    }
     if let Some(x) = &q.tag {
         b.push(d.tag.0).push_bind(x.clone()).push(d.tag.1);
     }
