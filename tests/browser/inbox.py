@@ -117,7 +117,7 @@ def free_port():
 
 
 class Server:
-    def __init__(self, binary, graph):
+    def __init__(self, binary, graph, db=None):
         self.dir = tempfile.mkdtemp(prefix="sy-browser-")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -135,7 +135,7 @@ class Server:
         )
         self.proc = subprocess.Popen(
             [binary, "serve", "--rules", str(ROOT / "examples/pk-ecommerce"),
-             "--db", f"sqlite://{self.dir}/s.db", "--listen", f"127.0.0.1:{self.port}", "--api-rate", "0"],
+             "--db", db or f"sqlite://{self.dir}/s.db", "--listen", f"127.0.0.1:{self.port}", "--api-rate", "0"],
             stdout=subprocess.PIPE, stderr=open(f"{self.dir}/serve.log", "w"), env=env, text=True,
         )
         self.out = []

@@ -13,6 +13,9 @@ pub(crate) struct Dialect {
     pub tag: (&'static str, &'static str),
     /// Case-insensitive `LIKE` (SQLite's `LIKE` is, for ASCII).
     pub like: &'static str,
+    /// Put before a column so that a broad filter on it does not pick its index (SQLite's
+    /// unary `+`): the list then walks the waiting order and stops after one page.
+    pub noindex: &'static str,
 }
 
 pub(crate) const SQLITE: Dialect = Dialect {
@@ -21,11 +24,13 @@ pub(crate) const SQLITE: Dialect = Dialect {
         ")",
     ),
     like: "LIKE",
+    noindex: "+",
 };
 
 pub(crate) const POSTGRES: Dialect = Dialect {
     tag: (" AND v.tags::jsonb ? ", ""),
     like: "ILIKE",
+    noindex: "",
 };
 
 /// The conversation list ([`ConversationQuery`]): longest waiting first, cursor after
@@ -37,10 +42,11 @@ where
     String: Encode<'a, DB> + Type<DB>,
     i64: Encode<'a, DB> + Type<DB>,
 {
+    // The page is chosen first; the newest message's preview is read for its rows only.
     let mut b = QueryBuilder::<DB>::new(
-        "SELECT v.*, c.name AS contact_name, c.phone AS contact_phone, \
-           coalesce(v.queued_at, v.created_at) AS waiting_since, \
-           (SELECT substr(body, 1, 280) FROM messages m WHERE m.conversation_id = v.id ORDER BY m.id DESC LIMIT 1) AS last_message \
+        "SELECT x.*, (SELECT substr(body, 1, 280) FROM messages m WHERE m.conversation_id = x.id ORDER BY m.id DESC LIMIT 1) AS last_message \
+         FROM (SELECT v.*, c.name AS contact_name, c.phone AS contact_phone, \
+           coalesce(v.queued_at, v.created_at) AS waiting_since \
          FROM conversations v JOIN contacts c ON c.id = v.contact_id WHERE 1 = 1",
     );
     if let Some(s) = q.status {
@@ -52,8 +58,11 @@ where
     if let Some(x) = &q.assignee {
         b.push(" AND v.assignee = ").push_bind(x.clone());
     }
+    let n = d.noindex;
     if q.unassigned {
-        b.push(" AND v.assignee IS NULL AND v.queue IS NOT NULL");
+        b.push(format!(
+            " AND {n}v.assignee IS NULL AND {n}v.queue IS NOT NULL"
+        ));
     }
     if let Some(c) = q.contact {
         b.push(" AND v.contact_id = ").push_bind(c);
@@ -79,9 +88,10 @@ where
             .push(" ESCAPE '\\'))");
     }
     if let Some((agent, queues)) = &q.visible_to {
-        b.push(" AND (v.assignee = ").push_bind(agent.clone());
+        b.push(format!(" AND ({n}v.assignee = "))
+            .push_bind(agent.clone());
         for x in queues {
-            b.push(" OR v.queue = ").push_bind(x.clone());
+            b.push(format!(" OR {n}v.queue = ")).push_bind(x.clone());
         }
         b.push(")");
     }
@@ -93,7 +103,8 @@ where
             .push(")");
     }
     b.push(" ORDER BY waiting_since, v.id LIMIT ")
-        .push_bind(q.limit);
+        .push_bind(q.limit)
+        .push(") x ORDER BY x.waiting_since, x.id");
     b
 }
 
