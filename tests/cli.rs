@@ -762,3 +762,62 @@ fn serve_takes_signed_shopify_order_webhooks_with_no_shop_credentials() {
     );
     assert!(stdout.contains(want), "{stdout}");
 }
+
+/// `switchyard trace --db … ID` prints why a conversation is where it is, one decision per
+/// line (the rule that routed it included), or the traces as JSON; an unknown id says so.
+#[test]
+fn trace_prints_a_conversations_decisions() {
+    use std::sync::Arc;
+    use switchyard_engine::model::{now_millis, Inbound};
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("t.db").display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let conv = rt.block_on(async {
+        let store = switchyard_engine::store::open(&db).await.unwrap();
+        let loaded =
+            switchyard_rules::load_dir(std::path::Path::new("tests/packs/echo")).unwrap();
+        let engine = switchyard_engine::pipeline::Engine::new(
+            store.clone(),
+            Arc::new(loaded.pack.unwrap()),
+            Arc::new(switchyard_connectors::demo::DemoStore::new(vec![])),
+        );
+        let m = Inbound::Message {
+            channel: "whatsapp".into(),
+            from: "923001234567".into(),
+            name: None,
+            phone: None,
+            provider_id: "wamid.t1".into(),
+            kind: "text".into(),
+            text: "hello".into(),
+            choice: None,
+            payload: serde_json::Value::Null,
+        };
+        engine.ingest(vec![m], now_millis()).await.unwrap();
+        for row in engine.pending_events(10).await.unwrap() {
+            engine.process(&row, now_millis()).await.unwrap();
+        }
+        store.conversation_ids().await.unwrap()[0]
+    });
+    drop(rt);
+    let out = bin()
+        .args(["trace", "--db", &db, &conv.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("rule “echo” on message.received") && text.contains("route support"),
+        "{text}"
+    );
+    let out = bin()
+        .args(["trace", "--json", "--db", &db, &conv.to_string()])
+        .output()
+        .unwrap();
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap())
+            .unwrap();
+    assert_eq!(line["trace"]["steps"][0]["kind"], "rule");
+    let out = bin().args(["trace", "--db", &db, "999"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no conversation 999"));
+}

@@ -496,6 +496,7 @@ function actions(d, mine, owner) {
   if (!(mine || SUPERVISOR)) return el("div");
   const queueSel = el("select", { id: "handoff-queue", "aria-label": "Hand off to queue" }, ...state.queues.map((q) => el("option", { value: q, selected: q === c.queue }, q)));
   const handNote = el("input", { id: "handoff-note", placeholder: "note for whoever takes it", "aria-label": "Hand-off note", dir: "auto" });
+  const handAgent = el("input", { id: "handoff-agent", placeholder: "agent id (optional)", "aria-label": "Hand off to agent", size: "12" });
   const tag = el("input", { id: "tag", placeholder: "tag", "aria-label": "Tag to add", size: "10" });
   const open = d.tickets.find((t) => t.status === "open" || t.status === "pending");
   const ticketTitle = el("input", { id: "ticket-title", placeholder: "ticket title", "aria-label": "Ticket title", dir: "auto" });
@@ -532,6 +533,7 @@ function actions(d, mine, owner) {
       "div",
       { class: "row" },
       queueSel,
+      handAgent,
       handNote,
       el(
         "button",
@@ -539,7 +541,12 @@ function actions(d, mine, owner) {
           id: "handoff",
           type: "button",
           class: "secondary",
-          onclick: () => act("handoff", { queue: queueSel.value, note: handNote.value.trim() || undefined }, "Handed off"),
+          onclick: () =>
+            act(
+              "handoff",
+              { queue: queueSel.value, agent: handAgent.value.trim() || undefined, note: handNote.value.trim() || undefined },
+              "Handed off",
+            ),
         },
         "Hand off",
       ),
