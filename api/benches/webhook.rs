@@ -200,9 +200,14 @@ fn serve(
 
 const PACK: &str = "../examples/pk-ecommerce";
 
+/// `WEBHOOK_SQLITE_SYNC=normal` measures SQLite's weaker `synchronous=NORMAL` instead of the
+/// durable default (`FULL`).
 async fn sqlite(dir: &std::path::Path, name: &str) -> Arc<dyn Store> {
+    let sync = std::env::var("WEBHOOK_SQLITE_SYNC")
+        .map(|s| format!("?synchronous={s}"))
+        .unwrap_or_default();
     Arc::new(
-        SqliteStore::open(&format!("sqlite://{}", dir.join(name).display()))
+        SqliteStore::open(&format!("sqlite://{}{sync}", dir.join(name).display()))
             .await
             .unwrap(),
     )
