@@ -774,8 +774,7 @@ fn trace_prints_a_conversations_decisions() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let conv = rt.block_on(async {
         let store = switchyard_engine::store::open(&db).await.unwrap();
-        let loaded =
-            switchyard_rules::load_dir(std::path::Path::new("tests/packs/echo")).unwrap();
+        let loaded = switchyard_rules::load_dir(std::path::Path::new("tests/packs/echo")).unwrap();
         let engine = switchyard_engine::pipeline::Engine::new(
             store.clone(),
             Arc::new(loaded.pack.unwrap()),
@@ -804,7 +803,11 @@ fn trace_prints_a_conversations_decisions() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         text.contains("rule “echo” on message.received") && text.contains("route support"),
         "{text}"
@@ -814,8 +817,7 @@ fn trace_prints_a_conversations_decisions() {
         .output()
         .unwrap();
     let line: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap())
-            .unwrap();
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
     assert_eq!(line["trace"]["steps"][0]["kind"], "rule");
     let out = bin().args(["trace", "--db", &db, "999"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));

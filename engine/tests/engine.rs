@@ -635,7 +635,89 @@ stories!(
     outbox_lanes_keep_a_conversations_order_and_skip_busy_destinations,
     a_slow_webhook_endpoint_delays_only_its_own_rows,
     a_tickets_queue_routes_its_conversation_and_its_owner_works_the_ticket,
+    media_is_found_kept_and_retried_in_the_store,
 );
+
+/// The media fetcher's view of the store: a new media message is to fetch; once kept it is
+/// not; a retry comes back when due and not before; a failure for good stays failed.
+async fn media_is_found_kept_and_retried_in_the_store(store: Arc<dyn Store>) {
+    let engine = Engine::new(store.clone(), pack(ECHO_PACK), Arc::new(NoLookup));
+    let photo = |from: &str, id: &str, media: &str| Inbound::Message {
+        channel: "whatsapp".into(),
+        from: from.into(),
+        name: None,
+        phone: None,
+        provider_id: id.into(),
+        kind: "media".into(),
+        text: String::new(),
+        choice: None,
+        payload: serde_json::json!({ "type": "image", "message": { "image": { "id": media, "mime_type": "image/jpeg" } } }),
+    };
+    step(&engine, vec![photo("m1", "w.m1", "9001")], 10).await;
+    step(&engine, vec![photo("m2", "w.m2", "9002")], 20).await;
+    step(&engine, vec![msg("m3", "w.m3", "just text")], 30).await;
+    let todo = store.media_to_fetch(0, 100, 10).await.unwrap();
+    assert_eq!(todo.len(), 2, "the two photos, not the text: {todo:?}");
+    assert_eq!(todo[0].payload["message"]["image"]["id"], "9001");
+    assert_eq!(todo[0].channel, "whatsapp");
+    let (a, b) = (todo[0].clone(), todo[1].clone());
+    // After the newest seen, nothing new.
+    assert!(store
+        .media_to_fetch(b.message_id, 100, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let rec =
+        |t: &MediaTask, status: &str, bytes: Option<Vec<u8>>, next: Option<Millis>| MediaRecord {
+            message_id: t.message_id,
+            conversation_id: t.conversation_id,
+            status: status.into(),
+            mime_type: Some("image/jpeg".into()),
+            bytes,
+            error: (status != "stored").then(|| "503".to_string()),
+            attempts: 1,
+            next_attempt_at: next,
+            updated_at: 100,
+        };
+    store
+        .save_media(&rec(&a, "stored", Some(vec![0xff, 0xd8, 1, 2]), None))
+        .await
+        .unwrap();
+    store
+        .save_media(&rec(&b, "retry", None, Some(5_000)))
+        .await
+        .unwrap();
+    assert!(
+        store.media_to_fetch(0, 200, 10).await.unwrap().is_empty(),
+        "kept, or not due yet"
+    );
+    let due = store.media_to_fetch(b.message_id, 5_000, 10).await.unwrap();
+    assert_eq!(
+        due.iter()
+            .map(|t| (t.message_id, t.attempts))
+            .collect::<Vec<_>>(),
+        vec![(b.message_id, 1)]
+    );
+    let kept = store.media(a.message_id).await.unwrap().unwrap();
+    assert_eq!(
+        (kept.status.as_str(), kept.bytes),
+        ("stored", Some(vec![0xff, 0xd8, 1, 2]))
+    );
+    // Replaced by the next attempt's outcome: failed for good, never fetched again.
+    store
+        .save_media(&rec(&b, "failed", None, None))
+        .await
+        .unwrap();
+    assert!(store
+        .media_to_fetch(0, 1_000_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.media(b.message_id).await.unwrap().unwrap().status,
+        "failed"
+    );
+}
 
 /// A rule opens a ticket in `damages` without routing: the conversation goes to `damages` too
 /// (someone works the customer). The agent who claims it sees and works the ticket, though
@@ -1975,6 +2057,43 @@ async fn admin_queries_filter_and_page(store: Arc<dyn Store>) {
         store.token("hash-1").await.unwrap().map(|t| t.revoked),
         Some(true)
     );
+    // A browser session: a token of its kind, with its expiry; an agent's password hash is
+    // kept, replaced and cleared (and a missing agent has none to set).
+    store
+        .create_token(
+            &switchyard_engine::store::NewToken {
+                hash: "hash-2",
+                role: "agent",
+                agent: Some("v1"),
+                kind: "session",
+                expires_at: Some(9_999),
+            },
+            "v1",
+            70,
+        )
+        .await
+        .unwrap();
+    let t = store.token("hash-2").await.unwrap().unwrap();
+    assert_eq!((t.kind.as_str(), t.expires_at), ("session", Some(9_999)));
+    store
+        .upsert_agent(&agent("pw", &["support"], 3, "offline"), "admin", 70)
+        .await
+        .unwrap();
+    assert_eq!(store.password_hash("pw").await.unwrap(), None);
+    assert!(store
+        .set_password("pw", Some("$argon2id$x"), "admin", 71)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.password_hash("pw").await.unwrap().as_deref(),
+        Some("$argon2id$x")
+    );
+    assert!(store.set_password("pw", None, "admin", 72).await.unwrap());
+    assert_eq!(store.password_hash("pw").await.unwrap(), None);
+    assert!(!store
+        .set_password("nobody", Some("x"), "admin", 73)
+        .await
+        .unwrap());
     // The list shows a preview, not a whole body (a list of 200 must stay small).
     let long = format!("go support {}", "ع".repeat(5_000));
     step(&engine, vec![msg("q4", "5", &long)], 45).await;

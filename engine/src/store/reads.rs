@@ -73,7 +73,7 @@ macro_rules! reads {
             };
             // New media messages (by the partial index on media messages), then due retries.
             let fresh = sqlx::query(
-                "SELECT m.id, m.conversation_id, m.channel, m.payload, 0 AS attempts FROM messages m \
+                "SELECT m.id, m.conversation_id, m.channel, m.payload, CAST(0 AS BIGINT) AS attempts FROM messages m \
                  WHERE m.kind = 'media' AND m.id > $1 AND m.direction = 'in' \
                  AND NOT EXISTS (SELECT 1 FROM media x WHERE x.message_id = m.id) ORDER BY m.id LIMIT $2",
             )
