@@ -475,6 +475,9 @@ def main():
                 line = p.locator("#lines .line", has_text="Hina Baig")
                 expect(line).to_be_visible()
                 expect(p.locator("#conversation")).to_be_hidden()
+                for what in ["#logout", "#availability", "[data-tab=unassigned]"]:
+                    b = p.locator(what).bounding_box()
+                    assert b and b["x"] >= 0 and b["x"] + b["width"] <= 390, (what, b)
                 p.screenshot(path=str(SHOTS / "phone-list.png"))
                 line.tap()
                 expect(p.locator("#reply-text")).to_be_visible()
