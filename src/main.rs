@@ -38,6 +38,9 @@ enum Command {
         /// Treat warnings as errors.
         #[arg(long)]
         deny_warnings: bool,
+        /// Also print the rules in the order they run (files by path, then file order).
+        #[arg(long)]
+        explain: bool,
     },
     /// Classify messages with a pack: one message a line on stdin, one JSON line out each.
     Classify {
@@ -200,7 +203,11 @@ pub(crate) enum TokenCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
-        Command::Validate { dir, deny_warnings } => validate(&dir, deny_warnings),
+        Command::Validate {
+            dir,
+            deny_warnings,
+            explain,
+        } => validate(&dir, deny_warnings, explain),
         Command::Classify {
             rules,
             eval,

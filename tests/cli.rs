@@ -823,3 +823,65 @@ fn trace_prints_a_conversations_decisions() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no conversation 999"));
 }
+
+/// `validate --explain` prints the rules in the order they run: files sorted by path, then in
+/// file order; counts are grammatical.
+#[test]
+fn validate_explains_the_order_rules_run_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = |name: &str| {
+        format!("  - name: {name}\n    when: message.received\n    then: [ {{ route: {{ queue: support }} }} ]\n")
+    };
+    std::fs::write(
+        dir.path().join("pack.yaml"),
+        "version: 1\nsettings: { default_queue: support }\nqueues: { support: { assignment: manual } }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.yaml"),
+        format!("rules:\n{}{}", rule("b one"), rule("b two")),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        format!("rules:\n{}", rule("a one")),
+    )
+    .unwrap();
+    let out = bin()
+        .arg("validate")
+        .arg(dir.path())
+        .arg("--explain")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("(3 files, 0 intents, 3 rules, 0 flows, 0 tests; 0 warnings;"),
+        "{text}"
+    );
+    let order: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(order.len(), 3, "{text}");
+    assert!(
+        order[0].contains("a.yaml:2:5") && order[0].contains("a one"),
+        "{text}"
+    );
+    assert!(
+        order[1].contains("b.yaml:2:5") && order[1].contains("b one"),
+        "{text}"
+    );
+    assert!(
+        order[2].contains("b.yaml:5:5") && order[2].contains("b two"),
+        "{text}"
+    );
+    // One mistake: "1 error", not "1 errors".
+    std::fs::write(dir.path().join("a.yaml"), "rules:\n  - name: broken\n    when: message.recieved\n    then: [ { route: { queue: support } } ]\n").unwrap();
+    let out = bin().arg("validate").arg(dir.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.trim_end().ends_with("invalid: 1 error, 0 warnings"),
+        "{text}"
+    );
+}

@@ -318,6 +318,8 @@ pub struct FlowRt {
 #[derive(Debug, Clone)]
 pub struct RuleRt {
     pub name: String,
+    /// Where it is written: `file:line:col`.
+    pub origin: String,
     pub when: String,
     pub condition: Option<AST>,
     pub actions: Vec<ActionRt>,

@@ -13,7 +13,12 @@ pub(crate) fn print_diagnostics(l: &Loaded, out: &mut impl Write) -> std::io::Re
     Ok(())
 }
 
-pub(crate) fn validate(dir: &Path, deny_warnings: bool) -> Result<ExitCode> {
+/// `1 error`, `2 errors`.
+fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+pub(crate) fn validate(dir: &Path, deny_warnings: bool, explain: bool) -> Result<ExitCode> {
     let l = load(dir)?;
     let mut out = std::io::stdout().lock();
     print_diagnostics(&l, &mut out)?;
@@ -23,16 +28,34 @@ pub(crate) fn validate(dir: &Path, deny_warnings: bool) -> Result<ExitCode> {
         Some(p) => {
             writeln!(
                 out,
-                "{}: valid ({} files, {} intents, {} rules, {} flows, {} tests; {} warnings; version {})",
+                "{}: valid ({}, {}, {}, {}, {}; {}; version {})",
                 dir.display(),
-                p.files.len(),
-                p.classifier.intent_names().count(),
-                p.rules.len(),
-                p.flows.len(),
-                p.tests.len(),
-                warnings,
+                count(p.files.len(), "file"),
+                count(p.classifier.intent_names().count(), "intent"),
+                count(p.rules.len(), "rule"),
+                count(p.flows.len(), "flow"),
+                count(p.tests.len(), "test"),
+                count(warnings, "warning"),
                 &p.hash[..12],
             )?;
+            if explain {
+                writeln!(
+                    out,
+                    "\nRules, in the order they run for an event (files sorted by path, then in file order;\nevery rule whose `if` holds runs, until one with `stop`):"
+                )?;
+                let w = p.rules.iter().map(|r| r.origin.len()).max().unwrap_or(0);
+                for (i, r) in p.rules.iter().enumerate() {
+                    writeln!(
+                        out,
+                        "{:>3}. {:<w$}  {}  [{}{}]",
+                        i + 1,
+                        r.origin,
+                        r.name,
+                        r.when,
+                        if r.stop { ", stop" } else { "" },
+                    )?;
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         None => {
@@ -43,8 +66,10 @@ pub(crate) fn validate(dir: &Path, deny_warnings: bool) -> Result<ExitCode> {
             };
             writeln!(
                 out,
-                "{}: invalid: {errors} errors, {warnings} warnings{why}",
-                dir.display()
+                "{}: invalid: {}, {}{why}",
+                dir.display(),
+                count(errors, "error"),
+                count(warnings, "warning"),
             )?;
             Ok(ExitCode::from(1))
         }

@@ -75,6 +75,7 @@ pub(super) fn rule(cx: &mut Ctx, f: usize, r: &Sp<Rule>) -> Option<RuleRt> {
     (ev_ok).then_some(())?;
     Some(RuleRt {
         name: r.name.value.clone(),
+        origin: format!("{}:{}", cx.raw.files[f].display, r.pos),
         when: r.when.value.clone(),
         condition,
         actions: actions?,
