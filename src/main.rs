@@ -61,6 +61,13 @@ enum Command {
         /// Only the tests whose name contains this.
         #[arg(long)]
         filter: Option<String>,
+        /// Also list the rules, flow steps and their `on`/`branch` arms, templates and intents
+        /// no test exercised, with `file:line:col`.
+        #[arg(long)]
+        coverage: bool,
+        /// Fail (exit 1) when coverage is below this percentage (implies --coverage).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+        min_coverage: Option<u8>,
     },
     /// Print the JSON Schema of rule-pack files (for editor autocompletion).
     Schema,
@@ -216,7 +223,17 @@ fn main() -> ExitCode {
             Some(file) => eval_cmd(&rules, &file, min_accuracy),
             None => classify(&rules),
         },
-        Command::Test { dir, filter } => test_cmd(&dir, filter.as_deref()),
+        Command::Test {
+            dir,
+            filter,
+            coverage,
+            min_coverage,
+        } => test_cmd(
+            &dir,
+            filter.as_deref(),
+            coverage || min_coverage.is_some(),
+            min_coverage,
+        ),
         Command::Schema => schema(),
         Command::Migrate { db } => migrate(&db),
         Command::Prune { older_than, db } => prune(&older_than, &db),

@@ -885,3 +885,68 @@ fn validate_explains_the_order_rules_run_in() {
         "{text}"
     );
 }
+
+/// `test --coverage` lists what no test exercised, with `file:line:col`; `--min-coverage`
+/// fails below it.
+#[test]
+fn test_coverage_lists_what_no_case_exercised() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pack.yaml"),
+        r#"version: 1
+settings: { default_queue: support }
+queues: { support: { assignment: manual } }
+templates:
+  hello: "Hello!"
+  unused: "Nobody sends this"
+rules:
+  - name: greet
+    when: message.received
+    if: message.text == "hi"
+    then: [ { reply: { template: hello } } ]
+    stop: true
+  - name: never tested
+    when: message.received
+    if: message.text == "bye"
+    then: [ { route: { queue: support } } ]
+tests:
+  - name: a greeting
+    conversation:
+      - customer: "hi"
+        expect: { reply_contains: "Hello" }
+"#,
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = bin()
+            .arg("test")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (code, text) = run(&["--coverage"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("coverage: 50.0% (2 of 4"), "{text}");
+    let missed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("not exercised"))
+        .collect();
+    assert_eq!(missed.len(), 2, "{text}");
+    assert!(
+        missed[0].ends_with("pack.yaml:6:3: template `unused`"),
+        "{text}"
+    );
+    assert!(
+        missed[1].ends_with("pack.yaml:13:5: rule `never tested`"),
+        "{text}"
+    );
+    let (code, text) = run(&["--min-coverage", "60"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("below --min-coverage 60%"), "{text}");
+    assert_eq!(run(&["--min-coverage", "50"]).0, Some(0));
+}

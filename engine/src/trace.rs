@@ -113,6 +113,9 @@ pub enum Step {
         by: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         blocked: Option<String>,
+        /// The pack template it was made from, when it was.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        template: Option<String>,
     },
     /// A template's hole failed to render.
     TemplateFailed {

@@ -384,6 +384,11 @@ pub struct Pack {
     pub templates: BTreeMap<String, TemplateRt>,
     /// Saved replies for agents: `(language or "text", text)` per name.
     pub snippets: BTreeMap<String, Vec<(String, String)>>,
+    /// Where each thing a test case can exercise is written (`file:line:col`), by key:
+    /// `rule:NAME`, `step:FLOW/STEP`, `on:FLOW/STEP/ANSWER` (as the trace names the answer:
+    /// `choice ID`, `intent NAME`, `pattern RE`), `branch:FLOW/STEP/INDEX`, `template:NAME`,
+    /// `intent:NAME`. What `switchyard test --coverage` measures against.
+    pub origins: BTreeMap<String, String>,
     pub calendars: Arc<BTreeMap<String, CalendarRt>>,
     pub queues: BTreeMap<String, QueueRt>,
     pub connectors: BTreeMap<String, ConnectorRt>,

@@ -187,7 +187,44 @@ pub(crate) fn eval_cmd(dir: &Path, file: &Path, min_accuracy: Option<f64>) -> Re
     }
 }
 
-pub(crate) fn test_cmd(dir: &Path, filter: Option<&str>) -> Result<ExitCode> {
+/// What a decision trace shows was exercised, as keys of [`Pack::origins`].
+fn exercised(t: &switchyard_engine::trace::Trace, into: &mut std::collections::BTreeSet<String>) {
+    use switchyard_engine::trace::Step;
+    if let Some(i) = &t.intent {
+        into.insert(format!("intent:{}", i.intent));
+    }
+    for s in &t.steps {
+        let key = match s {
+            Step::Rule {
+                rule,
+                matched: true,
+                ..
+            } => format!("rule:{rule}"),
+            Step::StepEntered { flow, step } => format!("step:{flow}/{step}"),
+            Step::Answered { flow, step, answer } => format!("on:{flow}/{step}/{answer}"),
+            Step::Branch {
+                flow,
+                step,
+                arm,
+                failed: None,
+            } => format!("branch:{flow}/{step}/{arm}"),
+            Step::Send {
+                template: Some(t), ..
+            } => format!("template:{t}"),
+            Step::TemplateFailed { template, .. } => format!("template:{template}"),
+            _ => continue,
+        };
+        into.insert(key);
+    }
+}
+
+pub(crate) fn test_cmd(
+    dir: &Path,
+    filter: Option<&str>,
+    coverage: bool,
+    min_coverage: Option<u8>,
+) -> Result<ExitCode> {
+    let mut seen = std::collections::BTreeSet::new();
     let Some(pack) = valid_pack(dir)? else {
         return Ok(ExitCode::from(1));
     };
@@ -220,6 +257,9 @@ pub(crate) fn test_cmd(dir: &Path, filter: Option<&str>) -> Result<ExitCode> {
                 lookup,
             ))
             .with_context(|| format!("test `{}` could not run", case.name.value))?;
+        for t in &report.traces {
+            exercised(t, &mut seen);
+        }
         if report.passed() {
             passed += 1;
             writeln!(out, "ok      {}", report.name)?;
@@ -239,8 +279,52 @@ pub(crate) fn test_cmd(dir: &Path, filter: Option<&str>) -> Result<ExitCode> {
             }
         }
     }
+    let mut below = false;
+    if coverage {
+        let total = pack.origins.len();
+        let missed: Vec<(&String, &String)> = pack
+            .origins
+            .iter()
+            .filter(|(k, _)| !seen.contains(*k))
+            .map(|(k, at)| (at, k))
+            .collect();
+        let pct = if total == 0 {
+            100.0
+        } else {
+            100.0 * (total - missed.len()) as f64 / total as f64
+        };
+        writeln!(
+            out,
+            "coverage: {pct:.1}% ({} of {total} rules, flow steps and their arms, templates and intents exercised)",
+            total - missed.len()
+        )?;
+        let mut missed = missed;
+        // By file, then line and column as numbers.
+        let place = |at: &str| {
+            let mut p = at.rsplitn(3, ':');
+            let col = p.next().and_then(|c| c.parse::<u32>().ok()).unwrap_or(0);
+            let line = p.next().and_then(|l| l.parse::<u32>().ok()).unwrap_or(0);
+            (p.next().unwrap_or("").to_string(), line, col)
+        };
+        missed.sort_by_key(|(at, k)| (place(at), (*k).clone()));
+        for (at, key) in missed {
+            let (kind, name) = key.split_once(':').unwrap_or(("", key));
+            let kind = match kind {
+                "on" => "answer",
+                "branch" => "branch arm",
+                k => k,
+            };
+            writeln!(out, "  not exercised: {at}: {kind} `{name}`")?;
+        }
+        if let Some(min) = min_coverage {
+            if pct + 1e-9 < f64::from(min) {
+                below = true;
+                writeln!(out, "coverage {pct:.1}% is below --min-coverage {min}%")?;
+            }
+        }
+    }
     writeln!(out, "{passed} passed, {failed} failed")?;
-    Ok(if failed == 0 {
+    Ok(if failed == 0 && !below {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -123,6 +123,10 @@ impl<'a> Run<'a> {
             template: None,
         };
         let kind;
+        let template = match m {
+            MessageRt::Template(name) => Some(name.clone()),
+            _ => None,
+        };
         match m {
             MessageRt::Text(t) => {
                 kind = "text";
@@ -176,6 +180,7 @@ impl<'a> Run<'a> {
                         message: kind.to_string(),
                         by: actor.to_string(),
                         blocked: Some("no rows".into()),
+                        template: template.clone(),
                     });
                     let q = self.conv.queue.clone();
                     return Box::pin(self.handoff(q, None, Some(note), actor, depth)).await;
@@ -198,6 +203,7 @@ impl<'a> Run<'a> {
                 message: kind.to_string(),
                 by: actor.to_string(),
                 blocked: Some("a hole did not render".into()),
+                template: template.clone(),
             });
             self.blocked = Some(why.clone());
             let note = format!(
@@ -226,6 +232,7 @@ impl<'a> Run<'a> {
                 message: kind.to_string(),
                 by: actor.to_string(),
                 blocked: Some("service window closed".into()),
+                template: template.clone(),
             });
             let q = self.conv.queue.clone();
             return Box::pin(self.handoff(q, None, Some(note), actor, depth)).await;
@@ -240,6 +247,7 @@ impl<'a> Run<'a> {
             message: kind.to_string(),
             by: actor.to_string(),
             blocked: None,
+            template,
         });
         if author != "bot" {
             self.sla_on_agent_reply(actor);

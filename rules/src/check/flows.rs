@@ -47,6 +47,15 @@ pub(super) fn leads_somewhere(n: &Next) -> bool {
         })
 }
 
+/// How a decision trace names the answer an `on` key matches (`Step::Answered::answer`).
+pub fn answer_of(m: &Matcher) -> String {
+    match m {
+        Matcher::Choice(id) => format!("choice {id}"),
+        Matcher::Intent(i) => format!("intent {i}"),
+        Matcher::Regex(r) => format!("pattern {r}"),
+    }
+}
+
 pub(super) fn flow(cx: &mut Ctx, it: &Item<Sp<Flow>>) -> Option<FlowRt> {
     let f = it.file;
     let fl = &it.value.value;
@@ -279,6 +288,18 @@ pub(super) fn flow(cx: &mut Ctx, it: &Item<Sp<Flow>>) -> Option<FlowRt> {
                 ok = false;
             }
             if ok {
+                let flow = &it.name.value;
+                cx.origin(format!("step:{flow}/{}", name.value), f, name.pos);
+                for (key, (m, _)) in s.on.iter().flat_map(|o| o.iter()).map(|(k, _)| k).zip(&on) {
+                    cx.origin(
+                        format!("on:{flow}/{}/{}", name.value, answer_of(m)),
+                        f,
+                        key.pos,
+                    );
+                }
+                for (i, d) in s.branch.iter().enumerate() {
+                    cx.origin(format!("branch:{flow}/{}/{i}", name.value), f, d.pos);
+                }
                 steps.insert(
                     name.value.clone(),
                     StepRt {

@@ -59,6 +59,8 @@ struct Ctx<'a> {
     connectors: BTreeMap<String, Option<ConnectorKind>>,
     /// Templates that have a WhatsApp form.
     wa_templates: BTreeSet<String>,
+    /// Where each thing a test can exercise is written (see [`Pack::origins`]).
+    origins: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -69,6 +71,12 @@ enum ConnectorKind {
 }
 
 impl Ctx<'_> {
+    /// Records where `key` (`rule:NAME`, `step:FLOW/STEP`, …) is written.
+    fn origin(&mut self, key: String, f: usize, pos: Pos) {
+        let at = format!("{}:{}", self.raw.files[f].display, pos);
+        self.origins.entry(key).or_insert(at);
+    }
+
     fn file(&self, f: usize) -> &str {
         &self.raw.files[f].display
     }
@@ -419,6 +427,7 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics, channels: &Channels) -> Option<
             .filter(|t| t.value.whatsapp.is_some())
             .map(|t| t.name.value.clone())
             .collect(),
+        origins: BTreeMap::new(),
     };
 
     // Settings.
@@ -441,6 +450,10 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics, channels: &Channels) -> Option<
         if let Some(t) = template_def(&mut cx, it) {
             templates.insert(it.name.value.clone(), t);
         }
+        cx.origin(format!("template:{}", it.name.value), it.file, it.name.pos);
+    }
+    for it in &raw.intents {
+        cx.origin(format!("intent:{}", it.name.value), it.file, it.name.pos);
     }
 
     // Saved replies.
@@ -721,6 +734,7 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics, channels: &Channels) -> Option<
         entities,
         templates,
         snippets,
+        origins: std::mem::take(&mut cx.origins),
         calendars,
         queues,
         connectors,

@@ -73,6 +73,7 @@ pub(super) fn rule(cx: &mut Ctx, f: usize, r: &Sp<Rule>) -> Option<RuleRt> {
         }
     }
     (ev_ok).then_some(())?;
+    cx.origin(format!("rule:{}", r.name.value), f, r.pos);
     Some(RuleRt {
         name: r.name.value.clone(),
         origin: format!("{}:{}", cx.raw.files[f].display, r.pos),
