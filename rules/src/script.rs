@@ -96,6 +96,29 @@ pub fn unknown_fields(ast: &AST) -> Vec<(&'static str, String)> {
     out
 }
 
+/// The scope names a script assigns to (`intent = "x"`, `contact.name = …`): they are
+/// read-only, so the assignment fails every time the script runs — usually a `=` meant as `==`.
+pub fn assigned_scope_names(ast: &AST) -> Vec<String> {
+    use rhai::{ASTNode, Expr, Stmt};
+    fn root(e: &Expr) -> Option<&str> {
+        match e {
+            Expr::Variable(v, ..) => Some(v.1.as_str()),
+            Expr::Dot(x, ..) | Expr::Index(x, ..) => root(&x.lhs),
+            _ => None,
+        }
+    }
+    let mut out = Vec::new();
+    ast.walk(&mut |path: &[ASTNode]| {
+        if let Some(ASTNode::Stmt(Stmt::Assignment(x))) = path.last() {
+            if let Some(name) = root(&x.1.lhs).filter(|n| SCOPE_NAMES.contains(n)) {
+                out.push(name.to_string());
+            }
+        }
+        true
+    });
+    out
+}
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum ScriptError {
     /// A sandbox limit was hit (operations, sizes, depth).

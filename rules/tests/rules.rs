@@ -306,20 +306,18 @@ fn same_phone_compares_numbers_however_written() {
     assert_eq!(ev.outcomes[0], (0, RuleOutcome::Matched), "{ev:?}");
 }
 
+/// A script that assigns to a scope name is refused at load (`tests/packs/assignments`); a
+/// script's own variables do not leak into what later rules see.
 #[test]
 fn scripts_cannot_change_what_later_rules_see() {
     let p = pack_from(&format!(
-        "{BASE}rules:\n  - name: tries to change the intent\n    when: message.received\n    if: 'intent = \"complaint\"; true'\n    then: [ {{ tag: a }} ]\n  - name: declares a variable\n    when: message.received\n    if: 'let x = 1; x == 1'\n    then: [ {{ tag: b }} ]\n  - name: sees the original\n    when: message.received\n    if: 'intent == \"unknown\"'\n    then: [ {{ tag: c }} ]\n"
+        "{BASE}rules:\n  - name: declares a variable\n    when: message.received\n    if: 'let intent_copy = intent; let x = 1; x == 1'\n    then: [ {{ tag: b }} ]\n  - name: sees the original\n    when: message.received\n    if: 'intent == \"unknown\"'\n    then: [ {{ tag: c }} ]\n"
     ));
     let (_, vars) = p.message_vars("hello", clock().now);
     let mut scope = vars.scope();
     let ev = p.evaluate("message.received", "unknown", &mut scope, clock());
-    assert!(
-        matches!(ev.outcomes[0].1, RuleOutcome::Failed(_)),
-        "assigning to a scope constant must fail: {ev:?}"
-    );
+    assert_eq!(ev.outcomes[0].1, RuleOutcome::Matched);
     assert_eq!(ev.outcomes[1].1, RuleOutcome::Matched);
-    assert_eq!(ev.outcomes[2].1, RuleOutcome::Matched);
     assert_eq!(
         scope.len(),
         vars.values.len(),

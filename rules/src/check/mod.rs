@@ -166,6 +166,16 @@ impl Ctx<'_> {
         match self.sandbox.compile(&src.value) {
             Ok(ast) => {
                 self.known_fields(f, src, std::slice::from_ref(&ast));
+                let assigned = crate::script::assigned_scope_names(&ast);
+                if let Some(name) = assigned.first() {
+                    self.err(
+                        f,
+                        src.pos,
+                        format!("the script assigns to `{name}`, which scripts can only read"),
+                    )
+                    .hint("to compare, write `==` (`=` assigns)");
+                    return None;
+                }
                 Some(ast)
             }
             Err(CompileError { message, line, col }) => {
