@@ -356,8 +356,87 @@ pub(super) fn flow(cx: &mut Ctx, it: &Item<Sp<Flow>>) -> Option<FlowRt> {
             }
         }
     }
+    if ok {
+        goto_cycles(cx, f, fl, &steps);
+    }
     ok.then(|| FlowRt {
         start: fl.start.value.clone(),
         steps,
     })
+}
+
+/// Steps that go round (`goto`s) without any of them waiting for the customer: the engine would
+/// spin until its loop guard cuts the run. An error when every hop is unconditional; a
+/// warning when a `branch` might leave the loop.
+fn goto_cycles(cx: &mut Ctx, f: usize, fl: &Flow, steps: &BTreeMap<String, StepRt>) {
+    // Edges between steps that do not wait: (to, unconditional).
+    let edges = |name: &str| -> Vec<(String, bool)> {
+        let Some(st) = steps.get(name).filter(|s| !s.waits()) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, bool)> = st
+            .branch
+            .iter()
+            .filter_map(|(_, n)| n.goto.clone().map(|g| (g, false)))
+            .collect();
+        if let Some(g) = &st.next.goto {
+            out.push((g.clone(), st.branch.is_empty()));
+        }
+        out
+    };
+    let mut reported: BTreeSet<Vec<String>> = BTreeSet::new();
+    for start in steps.keys() {
+        // Depth-first from each step, along the path (cycles through `start` only).
+        let mut stack: Vec<(String, usize, bool)> = vec![(start.clone(), 0, true)];
+        let mut on_path: Vec<String> = vec![start.clone()];
+        let mut hops: Vec<bool> = Vec::new();
+        while let Some((node, i, _)) = stack.last().cloned() {
+            let next = edges(&node);
+            if i >= next.len() {
+                stack.pop();
+                on_path.pop();
+                hops.pop();
+                continue;
+            }
+            stack.last_mut().expect("not empty").1 += 1;
+            let (to, unconditional) = next[i].clone();
+            if to == *start {
+                let mut cycle = on_path.clone();
+                let all_unconditional = hops.iter().all(|h| *h) && unconditional;
+                let mut key = cycle.clone();
+                key.sort();
+                if reported.insert(key) {
+                    cycle.push(start.clone());
+                    let pos = fl
+                        .steps
+                        .iter()
+                        .find(|(n, _)| n.value == *start)
+                        .map(|(n, _)| n.pos)
+                        .unwrap_or_default();
+                    let msg = format!(
+                        "steps {} go round without waiting for the customer",
+                        cycle
+                            .iter()
+                            .map(|s| format!("`{s}`"))
+                            .collect::<Vec<_>>()
+                            .join(" → ")
+                    );
+                    let hint = "make one of them wait (`on` or `capture`), or leave with `end: true` or a `handoff`";
+                    if all_unconditional {
+                        cx.err(f, pos, msg).hint(hint);
+                    } else {
+                        cx.warn(f, pos, format!("{msg} unless a `branch` leaves"))
+                            .hint(hint);
+                    }
+                }
+                continue;
+            }
+            if on_path.contains(&to) || !steps.contains_key(&to) {
+                continue;
+            }
+            on_path.push(to.clone());
+            hops.push(unconditional);
+            stack.push((to, 0, unconditional));
+        }
+    }
 }
