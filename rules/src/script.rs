@@ -96,6 +96,44 @@ pub fn unknown_fields(ast: &AST) -> Vec<(&'static str, String)> {
     out
 }
 
+/// String literals a script compares (`==`, `!=`) with a field: `("conversation.queue",
+/// "complaint")`, for the validator to check against the pack's names and the closed sets.
+pub fn compared_literals(ast: &AST) -> Vec<(String, String)> {
+    use rhai::{ASTNode, Expr};
+    fn field(e: &Expr) -> Option<String> {
+        match e {
+            Expr::Dot(d, ..) => match (&d.lhs, &d.rhs) {
+                (Expr::Variable(v, ..), Expr::Property(p, ..)) => Some(format!("{}.{}", v.1, p.2)),
+                _ => None,
+            },
+            Expr::Variable(v, ..) => Some(v.1.to_string()),
+            _ => None,
+        }
+    }
+    let mut out = Vec::new();
+    ast.walk(&mut |path: &[ASTNode]| {
+        // A comparison is an expression, or a statement when it is the whole script.
+        let call = match path.last() {
+            Some(ASTNode::Expr(Expr::FnCall(call, _))) => Some(call),
+            Some(ASTNode::Stmt(rhai::Stmt::FnCall(call, _))) => Some(call),
+            _ => None,
+        };
+        if let Some(call) = call {
+            if (call.name == "==" || call.name == "!=") && call.args.len() == 2 {
+                let pair = match (&call.args[0], &call.args[1]) {
+                    (x, Expr::StringConstant(s, _)) | (Expr::StringConstant(s, _), x) => {
+                        field(x).map(|f| (f, s.to_string()))
+                    }
+                    _ => None,
+                };
+                out.extend(pair);
+            }
+        }
+        true
+    });
+    out
+}
+
 /// The scope names a script assigns to (`intent = "x"`, `contact.name = …`): they are
 /// read-only, so the assignment fails every time the script runs — usually a `=` meant as `==`.
 pub fn assigned_scope_names(ast: &AST) -> Vec<String> {

@@ -166,6 +166,7 @@ impl Ctx<'_> {
         match self.sandbox.compile(&src.value) {
             Ok(ast) => {
                 self.known_fields(f, src, std::slice::from_ref(&ast));
+                self.compared_names(f, src, &ast);
                 let assigned = crate::script::assigned_scope_names(&ast);
                 if let Some(name) = assigned.first() {
                     self.err(
@@ -231,6 +232,44 @@ impl Ctx<'_> {
 
     /// Fields of fixed-shape scope objects that do not exist (`ticket.idd`): an error, as they
     /// would silently read nothing.
+    /// A literal compared with a queue, status or priority must be one (a typo there disables
+    /// the rule's condition silently).
+    fn compared_names(&mut self, f: usize, src: &Sp<String>, ast: &rhai::AST) {
+        for (field, lit) in crate::script::compared_literals(ast) {
+            let (names, what): (Vec<String>, &str) = match field.as_str() {
+                "conversation.queue" | "ticket.queue" => {
+                    (self.queues.iter().cloned().collect(), "queue of the pack")
+                }
+                "conversation.status" => (
+                    crate::config::Status::NAMES
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
+                    "conversation status",
+                ),
+                "conversation.priority" | "ticket.priority" => (
+                    crate::config::Priority::NAMES
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
+                    "priority",
+                ),
+                _ => continue,
+            };
+            if names.contains(&lit) {
+                continue;
+            }
+            let hint = crate::diag::did_you_mean(&lit, names.iter().map(String::as_str))
+                .unwrap_or_else(|| format!("one of: {}", names.join(", ")));
+            self.err(
+                f,
+                src.pos,
+                format!("`{field}` is compared with \"{lit}\", which is no {what}"),
+            )
+            .hint(hint);
+        }
+    }
+
     fn known_fields(&mut self, f: usize, src: &Sp<String>, asts: &[rhai::AST]) {
         for ast in asts {
             for (obj, field) in crate::script::unknown_fields(ast) {
