@@ -66,8 +66,27 @@ pub(super) async fn apply(tx: &mut Transaction<'_, Postgres>, cs: &Changeset) ->
         .as_ref()
         .map(|c| c.channel.as_str())
         .unwrap_or("");
-    let outbox = "INSERT INTO outbox (message_id, conversation_id, payload, status, next_attempt_at, created_at, updated_at, lane) \
-                  VALUES ($1, $2, $3, 'pending', $4, $4, $4, $5)";
+    // An outbox row, in its lane (see `OutboxItem::destination`).
+    async fn outbox(
+        tx: &mut Transaction<'_, Postgres>,
+        message: Option<i64>,
+        conversation: i64,
+        item: &OutboxItem,
+        at: Millis,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO outbox (message_id, conversation_id, payload, status, next_attempt_at, created_at, updated_at, lane) \
+             VALUES ($1, $2, $3, 'pending', $4, $4, $4, $5)",
+        )
+        .bind(message)
+        .bind(conversation)
+        .bind(json(item))
+        .bind(at)
+        .bind(item.destination())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
     for m in &cs.messages {
         let direction = match m.direction {
             Direction::In => "in",
@@ -91,14 +110,7 @@ pub(super) async fn apply(tx: &mut Transaction<'_, Postgres>, cs: &Changeset) ->
         .await?;
         if let Some(o) = &m.outbound {
             let item = OutboxItem::Message(Box::new(o.clone()));
-            sqlx::query(outbox)
-                .bind(Some(id))
-                .bind(cs.conversation_id)
-                .bind(json(&item))
-                .bind(at)
-                .bind(item.destination())
-                .execute(&mut **tx)
-                .await?;
+            outbox(tx, Some(id), cs.conversation_id, &item, at).await?;
         }
     }
     for (connector, body) in &cs.webhooks {
@@ -106,14 +118,7 @@ pub(super) async fn apply(tx: &mut Transaction<'_, Postgres>, cs: &Changeset) ->
             connector: connector.clone(),
             body: body.clone(),
         };
-        sqlx::query(outbox)
-            .bind(None::<i64>)
-            .bind(cs.conversation_id)
-            .bind(json(&item))
-            .bind(at)
-            .bind(item.destination())
-            .execute(&mut **tx)
-            .await?;
+        outbox(tx, None, cs.conversation_id, &item, at).await?;
     }
     for (author, text) in &cs.notes {
         sqlx::query(
