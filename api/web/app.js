@@ -719,7 +719,7 @@ async function loadTrace() {
         el(
           "li",
           {},
-          el("div", { class: "when" }, tr.at),
+          el("div", { class: "when" }, isNaN(Date.parse(tr.at)) ? tr.at : fmtTime(Date.parse(tr.at))),
           tr.intent ? el("div", { class: "intent" }, `intent ${tr.intent.intent} (${Number(tr.intent.confidence).toFixed(2)})`) : null,
           el("ul", {}, ...steps.map((s) => el("li", {}, s))),
         ),
