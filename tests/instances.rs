@@ -508,9 +508,19 @@ impl Cable {
     }
 
     async fn connect(&self) {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
-            .await
-            .unwrap();
+        // The port was free a moment ago; the old listener's socket may take a moment to go.
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(l) => break l,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("the cable's port {} stays taken: {e}", self.port),
+            }
+        };
         let target = self.target.clone();
         let task = tokio::spawn(async move {
             let mut pipes = tokio::task::JoinSet::new();

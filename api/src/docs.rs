@@ -62,6 +62,7 @@ impl Modify for Bearer {
         work::status,
         work::snooze,
         work::priority,
+        work::language,
         work::tags,
         work::note,
         work::reply,

@@ -413,6 +413,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/conversations/{id}/status", post(work::status))
         .route("/api/v1/conversations/{id}/snooze", post(work::snooze))
         .route("/api/v1/conversations/{id}/priority", post(work::priority))
+        .route("/api/v1/conversations/{id}/language", post(work::language))
         .route("/api/v1/conversations/{id}/tags", post(work::tags))
         .route("/api/v1/conversations/{id}/notes", post(work::note))
         .route("/api/v1/conversations/{id}/reply", post(work::reply))

@@ -375,6 +375,38 @@ pub async fn priority(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct LanguageBody {
+    /// `en`, `ur`, `roman_ur`, … (kept until changed), or `auto`: the language of the
+    /// customer's latest message again.
+    language: String,
+}
+
+/// Sets the language the customer is answered in (template variants), for the conversation's
+/// contact (an agent on what they own).
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/language", tag = "conversations", request_body = LanguageBody,
+    params(("id" = i64, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Changed), (status = "4XX", body = crate::ErrorBody)))]
+pub async fn language(
+    State(s): State<Arc<AppState>>,
+    p: Principal,
+    Id(id): Id,
+    Body(b): Body<LanguageBody>,
+) -> Result<Json<Changed>, ApiError> {
+    let lang = match b.language.as_str() {
+        "auto" => None,
+        l if switchyard_rules::lang::is_code(l) => Some(l.to_string()),
+        l => {
+            let shown: String = l.chars().take(40).collect();
+            return Err(ApiError::Unprocessable(format!(
+                "language: `{shown}` is not a language code (e.g. `en`, `ur`, `roman_ur`, or `auto`)"
+            )));
+        }
+    };
+    Ok(answer(act(&s, &p, id, AgentAction::Language(lang)).await?))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TagsBody {
     #[serde(default)]
     add: Vec<String>,

@@ -701,6 +701,12 @@ function stepText(s) {
       return `flow ${s.flow} ${s.completed ? "completed" : "ended"}: ${s.why}`;
     case "sla":
       return `SLA ${s.clock} ${s.what}`;
+    case "interrupted":
+      return `${s.intent} interrupted ${s.flow}/${s.step}${s.resumed ? " (the step asked again)" : ""}`;
+    case "acknowledged":
+      return `told the customer a person will reply (${s.reason}${s.closed ? ", outside hours" : ""}): ${s.template}`;
+    case "language_set":
+      return `language set to ${s.language} by ${s.by}`;
     default:
       return s.kind ? s.kind.replace(/_/g, " ") : null;
   }
@@ -737,6 +743,29 @@ function safeLink(url, text) {
     : text;
 }
 
+const LANGUAGES = { en: "English", roman_ur: "Roman Urdu", ur: "Urdu (اردو)" };
+
+// The contact's language: detected from their messages ("auto"), or set by a person.
+function languageSelect(id, ct) {
+  const detected = !ct.language_set_by;
+  const name = (l) => LANGUAGES[l] || l || "not known yet";
+  const options = [el("option", { value: "auto" }, `as they write (${detected ? name(ct.language) : "detect again"})`)];
+  for (const [code, label] of Object.entries(LANGUAGES)) options.push(el("option", { value: code }, label));
+  if (ct.language && !LANGUAGES[ct.language]) options.push(el("option", { value: ct.language }, ct.language));
+  const s = el("select", { id: "language", name: "language" }, ...options);
+  s.value = detected ? "auto" : ct.language;
+  s.onchange = async () => {
+    try {
+      await api("POST", `/api/v1/conversations/${id}/language`, { language: s.value });
+      say(s.value === "auto" ? "Replies follow the customer's language again." : `Replies in ${name(s.value)} from now on.`);
+    } catch (e) {
+      say(e.message, "error");
+    }
+    await loadDetail();
+  };
+  return s;
+}
+
 function renderCustomer(d) {
   const ct = d.contact || {};
   const attrs = Object.entries(ct.attributes || {});
@@ -749,8 +778,8 @@ function renderCustomer(d) {
       el("dd", { dir: "auto" }, ct.name || "—"),
       el("dt", {}, "Phone"),
       el("dd", {}, ct.phone || ct.external_id || "—"),
-      el("dt", {}, "Language"),
-      el("dd", {}, ct.language || "—"),
+      el("dt", {}, el("label", { for: "language" }, "Replies in")),
+      el("dd", {}, languageSelect(d.conversation.id, ct)),
       el("dt", {}, "Tags"),
       el("dd", {}, (d.conversation.tags || []).join(", ") || "—"),
       ...attrs.flatMap(([k, v]) => [el("dt", {}, k), el("dd", { dir: "auto" }, typeof v === "string" ? v : JSON.stringify(v))]),

@@ -159,8 +159,27 @@ pub fn assemble(
     }
     let notifier = Webhooks::new(hooks, std::time::Duration::from_secs(10))
         .map_err(|e| AssembleError::Client(e.to_string()))?;
+    let mut lookup = Stores::new(stores);
+    if let Some(fb) = &pack.settings.fallback {
+        match set(&fb.url_env) {
+            Some(url) => {
+                let key = fb.key_env.as_deref().and_then(set);
+                let f = crate::llm::LlmFallback::new(fb, &url, key, &pack.intents)
+                    .map_err(|e| AssembleError::Client(e.to_string()))?;
+                said.push(format!(
+                    "classifier fallback: model `{}` (at most {} a minute)",
+                    fb.model, fb.per_minute
+                ));
+                lookup = lookup.with_fallback(Arc::new(f));
+            }
+            None => said.push(format!(
+                "classifier fallback: off (set {} to use model `{}`)",
+                fb.url_env, fb.model
+            )),
+        }
+    }
     Ok(Assembled {
-        lookup: Arc::new(Stores::new(stores)),
+        lookup: Arc::new(lookup),
         notifier: Arc::new(notifier),
         said,
     })

@@ -12,6 +12,10 @@ use switchyard_rules::pack::LookupAction;
 #[derive(Debug, Default)]
 pub struct DemoStore {
     orders: Mutex<Vec<Map<String, Value>>>,
+    /// Actions answered as a store that did not answer (a pack test's `unavailable`).
+    failing: Vec<LookupAction>,
+    /// The classifier fallback's answers by message text (a pack test's `understood`).
+    understood: std::collections::BTreeMap<String, String>,
 }
 
 fn digits(s: &str) -> String {
@@ -27,7 +31,24 @@ impl DemoStore {
     pub fn new(orders: Vec<Map<String, Value>>) -> DemoStore {
         DemoStore {
             orders: Mutex::new(orders),
+            failing: Vec::new(),
+            understood: Default::default(),
         }
+    }
+
+    /// The same store, answering as the classifier's fallback would: message text → intent.
+    pub fn understanding(
+        mut self,
+        answers: std::collections::BTreeMap<String, String>,
+    ) -> DemoStore {
+        self.understood = answers;
+        self
+    }
+
+    /// The same store, failing these actions as if it did not answer.
+    pub fn failing(mut self, actions: Vec<LookupAction>) -> DemoStore {
+        self.failing = actions;
+        self
     }
 
     /// The orders as they are now (after confirmations and cancellations).
@@ -68,6 +89,20 @@ impl DemoStore {
 
 #[async_trait]
 impl Lookup for DemoStore {
+    async fn understand(
+        &self,
+        text: &str,
+    ) -> Result<Option<switchyard_engine::ports::Understood>, LookupError> {
+        Ok(self
+            .understood
+            .get(text.trim())
+            .map(|intent| switchyard_engine::ports::Understood {
+                intent: intent.clone(),
+                confidence: 1.0,
+                cached: false,
+            }))
+    }
+
     async fn call(
         &self,
         _connector: &str,
@@ -75,6 +110,11 @@ impl Lookup for DemoStore {
         key: &Value,
         value: Option<&str>,
     ) -> Result<Option<Value>, LookupError> {
+        if self.failing.contains(&action) {
+            return Err(LookupError::Failed(
+                "the store did not answer (test fixture)".into(),
+            ));
+        }
         let mut orders = self.orders.lock().unwrap_or_else(|e| e.into_inner());
         if action == LookupAction::FindOrders {
             // Newest first: by `created_at` where orders have one (RFC 3339 in one offset

@@ -9,6 +9,7 @@ pub mod channels;
 pub mod cloud_api;
 pub mod demo;
 pub mod http_lookup;
+pub mod llm;
 pub mod sandbox;
 pub mod shopify;
 pub mod webchat;

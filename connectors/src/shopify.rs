@@ -597,11 +597,21 @@ impl Lookup for Shopify {
 /// why it has none (its lookups then fail with that reason, and a person takes over).
 pub struct Stores {
     by_name: HashMap<String, Result<std::sync::Arc<dyn Lookup>, String>>,
+    fallback: Option<std::sync::Arc<crate::llm::LlmFallback>>,
 }
 
 impl Stores {
     pub fn new(by_name: HashMap<String, Result<std::sync::Arc<dyn Lookup>, String>>) -> Stores {
-        Stores { by_name }
+        Stores {
+            by_name,
+            fallback: None,
+        }
+    }
+
+    /// With the classifier's language-model fallback.
+    pub fn with_fallback(mut self, f: std::sync::Arc<crate::llm::LlmFallback>) -> Stores {
+        self.fallback = Some(f);
+        self
     }
 }
 
@@ -620,6 +630,16 @@ impl Lookup for Stores {
             None => Err(failed(format!(
                 "no store connector `{connector}` is configured"
             ))),
+        }
+    }
+
+    async fn understand(
+        &self,
+        text: &str,
+    ) -> Result<Option<switchyard_engine::ports::Understood>, LookupError> {
+        match &self.fallback {
+            Some(f) => f.understand(text).await,
+            None => Ok(None),
         }
     }
 }

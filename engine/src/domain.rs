@@ -36,6 +36,11 @@ pub enum DomainEvent {
         before: Value,
         after: Value,
     },
+    /// The contact's language set explicitly (`None`: detected from messages again).
+    LanguageSet {
+        before: Option<String>,
+        after: Option<String>,
+    },
     /// A condition, template or value failed to run; `detail` says where (and the error).
     ScriptFailed {
         detail: Value,
@@ -150,6 +155,11 @@ impl DomainEvent {
                 "attribute_set",
                 json!({ key.clone(): before }),
                 json!({ key.clone(): after }),
+            )],
+            LanguageSet { before, after } => vec![conv(
+                "language_set",
+                json!({ "language": before }),
+                json!({ "language": after }),
             )],
             ScriptFailed { detail } => vec![conv("script_failed", Value::Null, detail.clone())],
             Lookup {

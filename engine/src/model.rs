@@ -29,8 +29,13 @@ pub struct Contact {
     pub name: Option<String>,
     /// E.164.
     pub phone: Option<String>,
-    /// Template language (`en`, `ur`, …), when known.
+    /// The language the customer writes in (`en`, `ur`, `roman_ur`, …), when known: picks
+    /// template variants.
     pub language: Option<String>,
+    /// Who set `language` explicitly (`rule`, `agent:ID`); `None` when it was detected from
+    /// the customer's messages, so the next message's language replaces it.
+    #[serde(default)]
+    pub language_set_by: Option<String>,
     pub attributes: Map<String, Value>,
 }
 

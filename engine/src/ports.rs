@@ -87,6 +87,23 @@ pub trait Lookup: Send + Sync {
         key: &Value,
         value: Option<&str>,
     ) -> Result<Option<Value>, LookupError>;
+
+    /// The pack's language-model fallback (`settings.classifier.fallback`), asked for the
+    /// intent of a message the classifier left below its threshold. Only the message text
+    /// is sent. `Ok(None)`: no fallback configured, over its budget, or no intent decided.
+    async fn understand(&self, _text: &str) -> Result<Option<Understood>, LookupError> {
+        Ok(None)
+    }
+}
+
+/// The fallback's decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Understood {
+    /// One of the pack's intents.
+    pub intent: String,
+    pub confidence: f32,
+    /// Answered from the cache (the same text was asked before).
+    pub cached: bool,
 }
 
 /// Outbound webhooks (`webhook` action). Delivery with retries is the connector's job.

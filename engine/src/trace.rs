@@ -33,6 +33,13 @@ pub struct IntentTrace {
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<Value>>))]
     pub scores: Vec<(String, f64)>,
     pub threshold: f64,
+    /// The language the message was written in (`en`, `ur`, `roman_ur`), when it showed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Who decided the intent when not the pack's classifier: `fallback` (the language model)
+    /// or `fallback_cache` (its answer to the same text earlier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// One thing a run did or looked at.
@@ -78,6 +85,23 @@ pub enum Step {
         step: String,
         intent: String,
     },
+    /// A strong intent other than the step's interrupted the flow: it ended (`resumed`
+    /// false), or the rules handled the message and the step asked again.
+    Interrupted {
+        flow: String,
+        step: String,
+        intent: String,
+        resumed: bool,
+    },
+    /// The bot handed the conversation to a person without a word of its own: the pack's
+    /// acknowledgement for `reason` (`closed` when sent outside the calendar's hours).
+    Acknowledged {
+        reason: String,
+        template: String,
+        closed: bool,
+    },
+    /// The contact's language was set explicitly.
+    LanguageSet { language: String, by: String },
     /// The answer was not understood `tries` times: asked again, or handed to a person.
     Unrecognised {
         flow: String,
@@ -262,6 +286,8 @@ mod tests {
                 confidence: 0.91,
                 scores: vec![("order_status".into(), 0.91)],
                 threshold: 0.35,
+                language: Some("en".into()),
+                source: None,
             }),
             steps: vec![
                 Step::Rule {

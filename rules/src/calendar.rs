@@ -86,6 +86,16 @@ impl CalendarRt {
         t
     }
 
+    /// When the calendar next opens after `at` (when it is closed at `at`), in its own time
+    /// zone; `None` when it is open or never opens.
+    pub fn next_opening(&self, at: DateTime<Utc>) -> Option<DateTime<Tz>> {
+        if self.is_open(at) {
+            return None;
+        }
+        self.window_from(at)
+            .map(|(start, _)| start.with_timezone(&self.tz))
+    }
+
     /// Opening time between `from` and `to` (zero when `to` is not after `from`).
     pub fn open_time_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> std::time::Duration {
         let mut total = chrono::Duration::zero();

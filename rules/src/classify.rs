@@ -181,6 +181,8 @@ pub struct IntentSpec {
     pub examples: Vec<String>,
     pub keywords: Vec<String>,
     pub patterns: Vec<regex::Regex>,
+    /// What the pack says the intent is (for the language-model fallback).
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +214,8 @@ pub struct Classifier {
     /// Per example: its dot product with its intent's example sum (leave-one-out centroids).
     self_dot: Vec<f32>,
     n_examples: usize,
+    /// Synonyms and stems applied to examples and messages alike.
+    lexicon: crate::lexicon::Lexicon,
     /// Logistic calibration: confidence = σ(a·top + b·margin + c).
     calib: [f32; 3],
     pub threshold: f32,
@@ -231,7 +235,11 @@ pub struct Classification {
 }
 
 impl Classifier {
-    pub fn train(specs: &[IntentSpec], threshold: f32) -> Classifier {
+    pub fn train(
+        specs: &[IntentSpec],
+        threshold: f32,
+        lexicon: crate::lexicon::Lexicon,
+    ) -> Classifier {
         // Vocabulary and document frequencies, over examples and keywords.
         let mut vocab: HashMap<u64, u32> = HashMap::new();
         let mut df: Vec<u32> = Vec::new();
@@ -239,8 +247,12 @@ impl Classifier {
         let mut feats = Vec::new();
         let mut texts: Vec<Vec<String>> = Vec::new();
         for s in specs {
-            let mut t: Vec<String> = s.examples.iter().map(|e| normalize(e)).collect();
-            t.extend(s.keywords.iter().map(|k| normalize(k)));
+            let mut t: Vec<String> = s
+                .examples
+                .iter()
+                .map(|e| lexicon.canon(&normalize(e)))
+                .collect();
+            t.extend(s.keywords.iter().map(|k| lexicon.canon(&normalize(k))));
             for text in &t {
                 raw_features(text, &mut feats);
                 let mut seen: Vec<u32> = Vec::new();
@@ -275,6 +287,7 @@ impl Classifier {
             sum_postings: vec![Vec::new(); nf],
             self_dot: Vec::new(),
             n_examples: 0,
+            lexicon,
             calib: [8.0, 6.0, -4.0],
             threshold,
         };
@@ -316,7 +329,13 @@ impl Classifier {
                 keywords: s
                     .keywords
                     .iter()
-                    .map(|k| normalize(k).split(' ').map(String::from).collect())
+                    .map(|k| {
+                        c.lexicon
+                            .canon(&normalize(k))
+                            .split(' ')
+                            .map(String::from)
+                            .collect()
+                    })
                     .filter(|k: &Vec<String>| !k.is_empty() && !k[0].is_empty())
                     .collect(),
                 patterns: s.patterns.clone(),
@@ -370,8 +389,9 @@ impl Classifier {
         v
     }
 
-    /// Raw score of each intent for a vector; `skip` leaves one example out (calibration).
-    fn raw_scores(&self, norm: &str, v: &SparseVec, skip: Option<usize>) -> Vec<f32> {
+    /// Raw score of each intent for a vector of `canon` (the lexicon's reading of `norm`);
+    /// `skip` leaves one example out (calibration).
+    fn raw_scores(&self, norm: &str, canon: &str, v: &SparseVec, skip: Option<usize>) -> Vec<f32> {
         let mut sims = vec![0.0f32; self.n_examples];
         let mut sums = vec![0.0f32; self.intents.len()];
         for (id, qw) in v.ids.iter().zip(&v.w) {
@@ -382,7 +402,7 @@ impl Classifier {
                 sums[*i as usize] += qw * w;
             }
         }
-        let words: Vec<&str> = norm.split(' ').collect();
+        let words: Vec<&str> = canon.split(' ').collect();
         self.intents
             .iter()
             .enumerate()
@@ -435,8 +455,9 @@ impl Classifier {
         for (ii, s) in specs.iter().enumerate() {
             for (ei, ex) in s.examples.iter().enumerate() {
                 let norm = normalize(ex);
-                let v = self.vectorize(&norm);
-                let scores = self.raw_scores(&norm, &v, Some(self.intents[ii].first + ei));
+                let canon = self.lexicon.canon(&norm);
+                let v = self.vectorize(&canon);
+                let scores = self.raw_scores(&norm, &canon, &v, Some(self.intents[ii].first + ei));
                 let (top_i, top, margin) = top_two(&scores);
                 rows.push((top, margin, if top_i == ii { 1.0 } else { 0.0 }));
             }
@@ -471,18 +492,25 @@ impl Classifier {
 
     pub fn classify(&self, text: &str) -> Classification {
         let norm = normalize(text);
-        let v = self.vectorize(&norm);
-        let scores = self.raw_scores(&norm, &v, None);
+        let canon = self.lexicon.canon(&norm);
+        let v = self.vectorize(&canon);
+        let scores = self.raw_scores(&norm, &canon, &v, None);
         let (top_i, top, margin) = top_two(&scores);
         let confidence = if self.intents.is_empty() || norm.is_empty() {
             0.0
         } else {
             self.confidence(top, margin)
         };
+        // Nearest to the pack's `unrelated` messages: none of the intents. `best` is still the
+        // nearest real intent, for the trace.
+        let unrelated = self.intents.get(top_i).is_some_and(|m| m.name == UNKNOWN);
         let best = self
             .intents
-            .get(top_i)
-            .map(|m| m.name.clone())
+            .iter()
+            .zip(&scores)
+            .filter(|(m, _)| m.name != UNKNOWN)
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(m, _)| m.name.clone())
             .unwrap_or_else(|| UNKNOWN.to_string());
         let mut ranked: Vec<(String, f32)> = self
             .intents
@@ -492,7 +520,7 @@ impl Classifier {
             .collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
         Classification {
-            intent: if confidence >= self.threshold {
+            intent: if confidence >= self.threshold && !unrelated {
                 best.clone()
             } else {
                 UNKNOWN.to_string()
@@ -503,8 +531,23 @@ impl Classifier {
         }
     }
 
+    /// A text as the classifier reads it: normalised, accents dropped, the lexicon's words
+    /// for synonyms, stemmed. Two texts that read the same mean the same to the bot (a typed
+    /// "Replacement" and a button titled "replacement", "haan" and "Yes").
+    pub fn canon(&self, text: &str) -> String {
+        let plain: String = text
+            .nfd()
+            // Latin accents (é → e); Urdu's marks are dropped by `normalize`.
+            .filter(|c| !('\u{0300}'..='\u{036F}').contains(c))
+            .collect();
+        self.lexicon.canon(&normalize(&plain))
+    }
+
     pub fn intent_names(&self) -> impl Iterator<Item = &str> {
-        self.intents.iter().map(|m| m.name.as_str())
+        self.intents
+            .iter()
+            .map(|m| m.name.as_str())
+            .filter(|n| *n != UNKNOWN)
     }
 }
 
@@ -559,6 +602,7 @@ mod tests {
             examples: ex.iter().map(|s| s.to_string()).collect(),
             keywords: vec![],
             patterns: vec![],
+            description: None,
         }
     }
 
@@ -588,6 +632,7 @@ mod tests {
                 ),
             ],
             0.5,
+            crate::lexicon::Lexicon::default(),
         );
         let r = c.classify("mera ordr kahaaan hy");
         assert_eq!(r.intent, "order_status", "{r:?}");

@@ -67,6 +67,37 @@ impl Extractor {
     }
 }
 
+static BARE_NUMBER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?:^|[^\d+])(\d{3,10})(?:\D|$)").expect("valid regex"));
+static BARE_AMOUNT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?:^|[^\d])(\d[\d,]*(?:\.\d+)?)(?:\D|$)").expect("valid regex"));
+
+impl Extractor {
+    /// The value in `text` when a flow step waits for this entity: besides what
+    /// [`Extractor::extract`] finds, its bare form — an order number without `#` or "order"
+    /// ("10251", "it's 10251"), an amount without "Rs". A phone number is never an order number.
+    pub fn extract_bare(&self, text: &str) -> Option<Value> {
+        if let Some(v) = self.extract(text) {
+            return Some(v);
+        }
+        match self {
+            Extractor::Builtin(Builtin::OrderNo) => BARE_NUMBER.captures_iter(text).find_map(|c| {
+                let d = c.get(1)?.as_str();
+                (!(d.len() >= 10 && d.starts_with('0'))).then(|| Value::String(d.to_string()))
+            }),
+            Extractor::Builtin(Builtin::Amount) => {
+                let raw = BARE_AMOUNT
+                    .captures(text)?
+                    .get(1)?
+                    .as_str()
+                    .replace(',', "");
+                raw.parse::<i64>().ok().map(Value::from)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A Pakistani mobile number in E.164 (`+923001234567`).
 pub fn phone_pk(text: &str) -> Option<String> {
     let c = PHONE_PK.captures(text)?;
@@ -109,6 +140,35 @@ mod tests {
 
     fn b(kind: Builtin, text: &str) -> Option<Value> {
         Extractor::Builtin(kind).extract(&ascii_digits(text))
+    }
+
+    #[test]
+    fn a_waiting_step_takes_the_bare_form() {
+        let o = Extractor::Builtin(Builtin::OrderNo);
+        assert_eq!(o.extract("10251"), None);
+        assert_eq!(o.extract_bare("10251"), Some(Value::from("10251")));
+        assert_eq!(
+            o.extract_bare("it's 10251 bhai"),
+            Some(Value::from("10251"))
+        );
+        assert_eq!(
+            o.extract_bare(
+                "۱۰۲۵۱"
+                    .chars()
+                    .filter_map(ascii_digit)
+                    .collect::<String>()
+                    .as_str()
+            ),
+            Some(Value::from("10251"))
+        );
+        assert_eq!(o.extract_bare("#10251"), Some(Value::from("10251")));
+        // A phone number is not an order number; two digits are not one either.
+        assert_eq!(o.extract_bare("03001234567"), None);
+        assert_eq!(o.extract_bare("+923001234567"), None);
+        assert_eq!(o.extract_bare("12"), None);
+        assert_eq!(o.extract_bare("no idea"), None);
+        let a = Extractor::Builtin(Builtin::Amount);
+        assert_eq!(a.extract_bare("2,500"), Some(Value::from(2500)));
     }
 
     #[test]

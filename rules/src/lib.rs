@@ -14,6 +14,8 @@ pub mod config;
 pub mod diag;
 pub mod entities;
 pub mod eval;
+pub mod lang;
+pub mod lexicon;
 pub mod load;
 pub mod pack;
 pub mod script;

@@ -17,6 +17,9 @@ use crate::entities::{ascii_digits, Extractor};
 use crate::script::{Clock, Sandbox, ScriptError, Vars};
 use crate::template::Template;
 
+/// The template sent when the store does not answer, in packs without `settings.handoff`.
+pub const STORE_UNAVAILABLE: &str = "store_unavailable";
+
 /// Settings with their defaults applied.
 #[derive(Debug, Clone)]
 pub struct SettingsRt {
@@ -25,6 +28,92 @@ pub struct SettingsRt {
     pub intent_threshold: f32,
     pub default_language: String,
     pub escape_intents: Vec<String>,
+    /// Language → the languages tried next for a template (the pack's or the defaults).
+    pub language_fallbacks: BTreeMap<String, Vec<String>>,
+    pub handoff: HandoffRt,
+    /// Intents that interrupt a waiting flow step (besides the escape intents), and how.
+    pub interrupt: Vec<String>,
+    pub interrupt_then: crate::config::InterruptThen,
+    pub interrupt_min_confidence: f32,
+    /// Template sent before a step's message is asked again.
+    pub reprompt: Option<String>,
+    /// The pack's synonyms for the classifier (`word → what customers write for it`).
+    pub synonyms: Vec<(String, Vec<String>)>,
+    /// Examples of messages that are none of the intents.
+    pub unrelated: Vec<String>,
+    /// The language model asked when no intent reaches the threshold.
+    pub fallback: Option<FallbackRt>,
+}
+
+/// `settings.classifier.fallback`: an OpenAI-compatible chat-completions endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FallbackRt {
+    pub url_env: String,
+    pub key_env: Option<String>,
+    pub model: String,
+    pub timeout: Duration,
+    pub per_minute: u32,
+    pub min_confidence: f32,
+}
+
+/// Why the bot handed a conversation to a person: the acknowledgement it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HandoffReason {
+    Unhandled,
+    NotFound,
+    Retries,
+    StoreUnavailable,
+    Asked,
+}
+
+impl HandoffReason {
+    pub const ALL: [HandoffReason; 5] = [
+        HandoffReason::Unhandled,
+        HandoffReason::NotFound,
+        HandoffReason::Retries,
+        HandoffReason::StoreUnavailable,
+        HandoffReason::Asked,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandoffReason::Unhandled => "unhandled",
+            HandoffReason::NotFound => "not_found",
+            HandoffReason::Retries => "retries",
+            HandoffReason::StoreUnavailable => "store_unavailable",
+            HandoffReason::Asked => "asked",
+        }
+    }
+}
+
+/// `settings.handoff`: a template per reason, and the closed-hours one.
+#[derive(Debug, Clone, Default)]
+pub struct HandoffRt {
+    /// Template by `HandoffReason as usize`.
+    pub templates: [Option<String>; 5],
+    pub calendar: Option<String>,
+    pub closed: Option<String>,
+}
+
+impl HandoffRt {
+    pub fn template(&self, r: HandoffReason) -> Option<&str> {
+        self.templates[r as usize].as_deref()
+    }
+}
+
+impl SettingsRt {
+    /// The languages to try, in order, for a contact writing `lang`: the language and its
+    /// fallbacks (a template then tries `text`, then the pack's default language).
+    pub fn language_chain<'s>(&'s self, lang: Option<&'s str>) -> Vec<&'s str> {
+        let mut out: Vec<&str> = Vec::with_capacity(4);
+        if let Some(l) = lang {
+            out.push(l);
+            match self.language_fallbacks.get(l) {
+                Some(next) => out.extend(next.iter().map(String::as_str)),
+                None => out.extend(crate::lang::default_fallbacks(l).iter().copied()),
+            }
+        }
+        out
+    }
 }
 
 /// A template's forms.
@@ -44,14 +133,26 @@ pub struct WaTemplateRt {
 }
 
 impl TemplateRt {
-    /// The text form for a language: the language itself, then `text`, then the pack's default
-    /// language, then the first one written.
-    pub fn variant(&self, lang: Option<&str>, default_lang: &str) -> Option<&Template> {
-        let find = |l: &str| self.variants.iter().find(|(k, _)| k == l).map(|(_, t)| t);
-        lang.and_then(find)
+    /// The text form for a contact writing `lang`: the first of its language chain
+    /// ([`SettingsRt::language_chain`]) the template has, then `text`, then the pack's default
+    /// language, then the first written. Returns the language picked too.
+    pub fn variant<'t>(
+        &'t self,
+        chain: &[&str],
+        default_lang: &str,
+    ) -> Option<(&'t str, &'t Template)> {
+        let find = |l: &str| {
+            self.variants
+                .iter()
+                .find(|(k, _)| k == l)
+                .map(|(k, t)| (k.as_str(), t))
+        };
+        chain
+            .iter()
+            .find_map(|l| find(l))
             .or_else(|| find("text"))
             .or_else(|| find(default_lang))
-            .or_else(|| self.variants.first().map(|(_, t)| t))
+            .or_else(|| self.variants.first().map(|(k, t)| (k.as_str(), t)))
     }
 }
 
@@ -240,6 +341,8 @@ pub enum ActionRt {
     },
     SetStatus(Status),
     SetPriority(Priority),
+    /// `None`: detected from the customer's messages again.
+    SetLanguage(Option<String>),
     Ticket {
         title: Option<Template>,
         category: Option<String>,
@@ -307,6 +410,23 @@ impl StepRt {
     pub fn waits(&self) -> bool {
         !self.on.is_empty() || self.capture.is_some()
     }
+
+    /// The titles the step's message shows for its choices: `(id, title)` of its buttons and
+    /// of its list's fixed rows (a customer may type a title instead of tapping it).
+    pub fn titles(&self) -> Vec<(&str, &str)> {
+        match &self.send {
+            Some(MessageRt::Buttons { buttons, .. }) => buttons
+                .iter()
+                .map(|(id, t)| (id.as_str(), t.as_str()))
+                .collect(),
+            Some(MessageRt::List { sections, .. }) => sections
+                .iter()
+                .flat_map(|(_, rows)| rows.iter())
+                .map(|(id, t, _)| (id.as_str(), t.as_str()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -372,6 +492,14 @@ impl Evaluation {
     }
 }
 
+/// An intent's name, description and first few examples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntentInfo {
+    pub name: String,
+    pub description: Option<String>,
+    pub examples: Vec<String>,
+}
+
 /// A loaded, validated and compiled rule pack.
 #[derive(Debug)]
 pub struct Pack {
@@ -380,6 +508,8 @@ pub struct Pack {
     pub files: Vec<String>,
     pub settings: SettingsRt,
     pub classifier: Classifier,
+    /// The intents as the pack describes them (for the language-model fallback).
+    pub intents: Vec<IntentInfo>,
     pub entities: Vec<(String, Extractor)>,
     pub templates: BTreeMap<String, TemplateRt>,
     /// Saved replies for agents: `(language or "text", text)` per name.
@@ -405,6 +535,22 @@ impl Pack {
     pub fn classify(&self, text: &str) -> (Classification, serde_json::Map<String, Value>) {
         let c = self.classifier.classify(text);
         (c, self.extract_entities(text))
+    }
+
+    /// Entity `name` in `text` for a step waiting for it, bare forms included
+    /// ([`Extractor::extract_bare`]).
+    pub fn extract_bare(&self, name: &str, text: &str) -> Option<Value> {
+        let ex = self
+            .entities
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, e)| e)?;
+        ex.extract_bare(&ascii_digits(text))
+    }
+
+    /// See [`Classifier::canon`].
+    pub fn canon(&self, text: &str) -> String {
+        self.classifier.canon(text)
     }
 
     pub fn extract_entities(&self, text: &str) -> serde_json::Map<String, Value> {

@@ -40,6 +40,7 @@ pub const SCOPE_NAMES: &[&str] = &[
     "sla",
     "event",
     "stats",
+    "handoff",
     "now",
 ];
 
@@ -69,7 +70,8 @@ pub const KNOWN_FIELDS: &[(&str, &[&str])] = &[
             "step",
         ],
     ),
-    ("message", &["text", "kind", "choice"]),
+    ("message", &["text", "kind", "choice", "language"]),
+    ("handoff", &["reason", "opens_at", "opens_on"]),
     (
         "sla",
         &["kind", "due_at", "late_s", "owner", "queue", "breaches"],

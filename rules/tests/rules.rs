@@ -360,24 +360,36 @@ fn templates_pick_the_contact_language_with_a_fallback() {
     let (_, mut vars) = p.message_vars("x", clock().now);
     vars.set_json("order", &serde_json::json!({ "name": "#10234", "status": "dispatched", "tracking_url": "https://t.example/1" }));
     let mut scope = vars.scope();
-    let ur = t
-        .variant(Some("ur"), "en")
-        .unwrap()
-        .render(&p.sandbox, &mut scope, clock())
-        .unwrap();
+    let mut render = |lang: Option<&str>| {
+        let chain = p.settings.language_chain(lang);
+        let (picked, t) = t.variant(&chain, &p.settings.default_language).unwrap();
+        (
+            picked.to_string(),
+            t.render(&p.sandbox, &mut scope, clock()).unwrap(),
+        )
+    };
     assert_eq!(
-        ur,
-        "Aap ka order #10234 dispatched hai. Tracking: https://t.example/1"
+        render(Some("roman_ur")),
+        (
+            "roman_ur".into(),
+            "Aap ka order #10234 dispatched hai. Tracking: https://t.example/1".into()
+        )
     );
-    let fallback = t
-        .variant(Some("fr"), "en")
-        .unwrap()
-        .render(&p.sandbox, &mut scope, clock())
-        .unwrap();
+    assert_eq!(render(Some("ur")).0, "ur");
+    // A language the template lacks: the pack's default.
+    let (picked, fallback) = render(Some("fr"));
+    assert_eq!(picked, "en");
     assert!(
         fallback.starts_with("Your order #10234 is dispatched"),
         "{fallback}"
     );
+    // Roman Urdu falls back to Urdu script before English (and the other way round) when a
+    // template has only one of them.
+    let mut only_ur = t.clone();
+    only_ur.variants.retain(|(l, _)| l != "roman_ur");
+    let chain = p.settings.language_chain(Some("roman_ur"));
+    assert_eq!(chain, ["roman_ur", "ur"]);
+    assert_eq!(only_ur.variant(&chain, "en").unwrap().0, "ur");
     let wa = p.templates["cod_confirm_request"]
         .whatsapp
         .as_ref()

@@ -243,13 +243,22 @@ pub(crate) fn test_cmd(
     {
         // A case's fixtures are its store; without any, the pack's connectors as `serve` has
         // them with no credentials (e.g. a `static` store's file).
-        let lookup: Arc<dyn switchyard_engine::ports::Lookup> = if case.fixtures.orders.is_empty() {
-            switchyard_connectors::assemble::assemble(&pack, dir, |_| None)?.lookup
-        } else {
-            Arc::new(switchyard_connectors::demo::DemoStore::new(
-                case.fixtures.orders.clone(),
-            ))
-        };
+        let fx = &case.fixtures;
+        let lookup: Arc<dyn switchyard_engine::ports::Lookup> =
+            if fx.orders.is_empty() && fx.unavailable.is_empty() && fx.understood.is_empty() {
+                switchyard_connectors::assemble::assemble(&pack, dir, |_| None)?.lookup
+            } else {
+                let failing = fx
+                    .unavailable
+                    .iter()
+                    .filter_map(|a| switchyard_rules::pack::LookupAction::parse(&a.value))
+                    .collect();
+                Arc::new(
+                    switchyard_connectors::demo::DemoStore::new(fx.orders.clone())
+                        .failing(failing)
+                        .understanding(fx.understood.clone()),
+                )
+            };
         let report = rt
             .block_on(switchyard_engine::testing::run_case(
                 pack.clone(),

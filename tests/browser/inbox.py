@@ -454,6 +454,24 @@ def main():
                 expect(link).to_have_attribute("href", "https://www.leopardscourier.com/track/LE7781234")
                 expect(p.locator("#customer-more")).to_contain_text("Previous conversations")
 
+            @case("the customer's language is detected, and a person can set it")
+            def _():
+                conv = srv.conversation_of("923001234567")
+                p = ctx["sara"].pages[0]
+                p.evaluate(f"select({conv})")
+                lang = p.locator("#language")
+                # "mujhe insaan se baat karni hai" is Roman Urdu: replies follow it.
+                expect(lang).to_have_value("auto")
+                expect(lang.locator("option[value=auto]")).to_contain_text("Roman Urdu")
+                p.select_option("#language", "ur")
+                expect(p.locator("#status")).to_contain_text("Replies in Urdu")
+                contact = lambda: srv.call("GET", f"/api/v1/conversations/{conv}")[1]["contact"]
+                until(lambda: contact()["language"] == "ur" and contact()["language_set_by"] == "sara",
+                      "the language set by sara")
+                expect(p.locator("#language")).to_have_value("ur")
+                p.select_option("#language", "auto")
+                until(lambda: contact()["language_set_by"] is None, "the language detected again")
+
             @case("an agent opens a ticket from the page and moves it along")
             def _():
                 p = ctx[ctx["winner"]].pages[0]

@@ -36,6 +36,8 @@ pub enum AgentAction {
     /// Waiting until this long has passed (or the customer writes), then open again.
     Snooze(std::time::Duration),
     Priority(Priority),
+    /// The contact's language for templates (`None`: detected from their messages again).
+    Language(Option<String>),
     Tags {
         add: Vec<String>,
         remove: Vec<String>,
@@ -247,6 +249,7 @@ impl Engine {
                 run.snooze(d, actor, 0);
             }
             AgentAction::Priority(p) => run.set_priority(p, actor),
+            AgentAction::Language(l) => run.set_language(l, actor),
             AgentAction::Tags { add, remove } => {
                 for t in add.iter().chain(&remove) {
                     if t.trim().is_empty() || t.len() > 64 {

@@ -114,6 +114,7 @@ impl<'a> Run<'a> {
             }
             ActionRt::SetStatus(s) => self.set_status(*s, actor, depth),
             ActionRt::SetPriority(p) => self.set_priority(*p, actor),
+            ActionRt::SetLanguage(l) => self.set_language(l.clone(), actor),
             ActionRt::Ticket {
                 title,
                 category,

@@ -45,8 +45,43 @@ impl<'a> Run<'a> {
         }
         self.sla_on_customer_message();
 
-        // Classify.
-        let (cls, entities) = self.pack.classify(text);
+        // The customer's language: the latest message's, unless a person or a rule set it.
+        let language = switchyard_rules::lang::detect(text);
+        if let Some(l) = language {
+            if self.contact.language_set_by.is_none() && self.contact.language.as_deref() != Some(l)
+            {
+                self.contact.language = Some(l.to_string());
+                self.contact_changed = true;
+            }
+        }
+
+        // Classify; below the threshold, the pack's language-model fallback (if it has one).
+        let (mut cls, entities) = self.pack.classify(text);
+        let mut source = None;
+        if cls.intent == UNKNOWN
+            && cls.confidence < self.pack.settings.intent_threshold
+            && self.pack.settings.fallback.is_some()
+        {
+            match self.eng.lookup().understand(text).await {
+                Ok(Some(u)) if self.pack.classifier.intent_names().any(|n| n == u.intent) => {
+                    source = Some(if u.cached {
+                        "fallback_cache"
+                    } else {
+                        "fallback"
+                    });
+                    cls.intent = u.intent;
+                    cls.confidence = u.confidence;
+                }
+                Ok(_) => {}
+                Err(e) => self.trace.push(Step::Lookup {
+                    connector: "classifier.fallback".into(),
+                    action: "understand".into(),
+                    key: String::new(),
+                    found: 0,
+                    failed: Some(e.to_string()),
+                }),
+            }
+        }
         let milli = |x: f32| (x as f64 * 1000.0).round() / 1000.0;
         self.intent_trace = Some(IntentTrace {
             intent: cls.intent.clone(),
@@ -58,10 +93,12 @@ impl<'a> Run<'a> {
                 .map(|(n, s)| (n.clone(), milli(*s)))
                 .collect(),
             threshold: milli(self.pack.settings.intent_threshold),
+            language: language.map(String::from),
+            source: source.map(String::from),
         });
         self.vars.set_json(
             "message",
-            &json!({ "text": text, "kind": kind, "choice": choice }),
+            &json!({ "text": text, "kind": kind, "choice": choice, "language": language }),
         );
         self.vars.set("intent", Dynamic::from(cls.intent.clone()));
         self.vars
@@ -74,28 +111,24 @@ impl<'a> Run<'a> {
 
         // The active flow first.
         let mut handled = false;
+        let mut resume: Option<(FlowState, StepRt)> = None;
         if let Some(fs) = self.conv.flow.clone() {
-            // A tapped button of the current step is an answer, whatever its text classifies as.
-            let tapped = choice.is_some_and(|c| {
-                self.pack
-                    .flows
-                    .get(&fs.flow)
-                    .and_then(|f| f.steps.get(&fs.step))
-                    .is_some_and(|st| {
-                        st.on
-                            .iter()
-                            .any(|(m, _)| matches!(m, Matcher::Choice(id) if id == c))
-                            || (st.capture.is_some()
-                                && matches!(
-                                    &st.send,
-                                    Some(MessageRt::List {
-                                        rows_from: Some(_),
-                                        ..
-                                    })
-                                ))
-                    })
-            });
-            if !tapped && self.pack.settings.escape_intents.contains(&cls.intent) {
+            let step = self
+                .pack
+                .flows
+                .get(&fs.flow)
+                .and_then(|f| f.steps.get(&fs.step))
+                .cloned();
+            let answer = step
+                .as_ref()
+                .and_then(|st| self.answer_of(st, text, choice, &cls.intent, &entities));
+            // A tapped button of the current step is an answer, whatever its text classifies
+            // as; so is one of its `on` answers typed (a button's title). A free-text capture
+            // does not keep a customer who asks for a person.
+            let answered =
+                (choice.is_some() && answer.is_some()) || matches!(answer, Some(Answer::On(..)));
+            let settings = &self.pack.settings;
+            if !answered && settings.escape_intents.contains(&cls.intent) {
                 self.trace.push(Step::Escaped {
                     flow: fs.flow.clone(),
                     step: fs.step.clone(),
@@ -107,9 +140,31 @@ impl<'a> Run<'a> {
                     "customer",
                     1,
                 );
+            } else if answer.is_none()
+                && settings.interrupt.contains(&cls.intent)
+                && cls.confidence >= settings.interrupt_min_confidence
+            {
+                // A strong intent the step does not answer (a complaint typed at an order-number
+                // prompt): not a failed retry — the rules handle it.
+                let resumed = settings.interrupt_then == InterruptThen::Resume;
+                self.trace.push(Step::Interrupted {
+                    flow: fs.flow.clone(),
+                    step: fs.step.clone(),
+                    intent: cls.intent.clone(),
+                    resumed,
+                });
+                if resumed {
+                    resume = step.map(|st| (fs.clone(), st));
+                } else {
+                    self.end_flow(
+                        false,
+                        &format!("interrupted by `{}`", cls.intent),
+                        "customer",
+                        1,
+                    );
+                }
             } else {
-                self.step_flow(&fs, text, choice, &cls.intent, &entities)
-                    .await?;
+                self.step_flow(&fs, text, answer).await?;
                 handled = true;
             }
         }
@@ -123,7 +178,75 @@ impl<'a> Run<'a> {
             });
             self.route(&q, "system", 0).await?;
         }
+        // The flow the message interrupted goes on where it was (`interrupt: resume`), unless
+        // the rules ended it, started another or handed the conversation to a person.
+        if let Some((fs, st)) = resume {
+            let same = self
+                .conv
+                .flow
+                .as_ref()
+                .is_some_and(|f| f.flow == fs.flow && f.step == fs.step);
+            if same && !self.handed {
+                self.ask_again(&st, &format!("flow:{}", fs.flow)).await?;
+            }
+        }
         Ok(())
+    }
+
+    /// After a run: a conversation the bot handed to a person is acknowledged to the customer
+    /// with the pack's `settings.handoff` template for the reason — when the bot said nothing
+    /// itself, or always for a reason the customer must hear (nothing found, store down,
+    /// retries exhausted). Outside the `handoff.calendar`'s hours, `closed` instead, with
+    /// `handoff.opens_at` / `handoff.opens_on` in its scope. Only a customer message's run
+    /// acknowledges a hand-off without a known reason.
+    pub(super) async fn acknowledge(&mut self, message_run: bool) -> Result<(), EngineError> {
+        if !self.handed {
+            return Ok(());
+        }
+        let reason = match self.handoff_reason {
+            Some(r) => r,
+            None if message_run && !self.said => {
+                let intent = self.intent_trace.as_ref().map(|i| i.intent.as_str());
+                if intent.is_some_and(|i| self.pack.settings.escape_intents.iter().any(|e| e == i))
+                {
+                    HandoffReason::Asked
+                } else {
+                    HandoffReason::Unhandled
+                }
+            }
+            None => return Ok(()),
+        };
+        let h = &self.pack.settings.handoff;
+        let now = time(self.now);
+        let closed = h
+            .calendar
+            .as_ref()
+            .and_then(|c| self.pack.calendars.get(c))
+            .and_then(|cal| cal.next_opening(now));
+        let (template, is_closed) = match (&closed, &h.closed) {
+            (Some(_), Some(t)) => (Some(t.clone()), true),
+            _ => (h.template(reason).map(String::from), false),
+        };
+        let Some(template) = template else {
+            return Ok(());
+        };
+        self.vars.set_json(
+            "handoff",
+            &json!({
+                "reason": reason.as_str(),
+                "opens_at": closed.map(|t| t.format("%H:%M").to_string()),
+                "opens_on": closed.map(|t| t.format("%A").to_string()),
+            }),
+        );
+        self.trace.push(Step::Acknowledged {
+            reason: reason.as_str().to_string(),
+            template: template.clone(),
+            closed: is_closed,
+        });
+        // Once: a send blocked by the window hands off again, which is not acknowledged twice.
+        self.handoff_reason = None;
+        self.handed = false;
+        self.send(&MessageRt::Template(template), "system", 0).await
     }
 
     pub(super) async fn on_event(

@@ -203,13 +203,88 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    pub(super) async fn step_flow(
-        &mut self,
-        fs: &FlowState,
+    /// What the waiting step makes of a customer message: one of its `on` answers (a tapped
+    /// or typed choice — its id or its title, read as the classifier reads — an intent, a
+    /// pattern), or a value for its `capture` (an entity, bare forms included, or the text).
+    pub(super) fn answer_of(
+        &self,
+        st: &StepRt,
         text: &str,
         choice: Option<&str>,
         intent: &str,
         entities: &Map<String, Value>,
+    ) -> Option<Answer> {
+        let typed = text.trim().to_lowercase();
+        // A typed title or id: read as the classifier reads, so "Replacement", "replacement!"
+        // and a Roman Urdu spelling the lexicon knows all match. A few words around it are
+        // fine ("Confirm please"); a sentence that merely mentions it is not an answer.
+        let canon = if choice.is_none() && !typed.is_empty() {
+            self.pack.canon(text)
+        } else {
+            String::new()
+        };
+        let words: Vec<&str> = canon.split(' ').filter(|w| !w.is_empty()).collect();
+        let names = |label: &str| -> bool {
+            let l = self.pack.canon(label);
+            let lw: Vec<&str> = l.split(' ').filter(|w| !w.is_empty()).collect();
+            !lw.is_empty()
+                && (l == canon
+                    || (words.len() <= lw.len() + 2
+                        && words.windows(lw.len()).any(|w| w == lw.as_slice())))
+        };
+        let titles = st.titles();
+        let title_of = |id: &str| titles.iter().find(|(i, _)| *i == id).map(|(_, t)| *t);
+        for (i, (m, _)) in st.on.iter().enumerate() {
+            let hit = match m {
+                Matcher::Choice(id) => {
+                    choice == Some(id.as_str())
+                        || typed == id.to_lowercase()
+                        || (!canon.is_empty() && (names(id) || title_of(id).is_some_and(names)))
+                }
+                Matcher::Intent(x) => x == intent,
+                Matcher::Regex(r) => r.is_match(text),
+            };
+            if hit {
+                let how = match m {
+                    Matcher::Choice(id) if choice == Some(id.as_str()) => format!("choice {id}"),
+                    Matcher::Choice(id) => format!("choice {id} (typed)"),
+                    Matcher::Intent(x) => format!("intent {x}"),
+                    Matcher::Regex(r) => format!("pattern {r}"),
+                };
+                return Some(Answer::On(i, how));
+            }
+        }
+        let (_, entity) = st.capture.as_ref()?;
+        // A row tapped in a list built from data is captured by its id (the rows are ours,
+        // so no entity check).
+        let rows_from = matches!(
+            &st.send,
+            Some(MessageRt::List {
+                rows_from: Some(_),
+                ..
+            })
+        );
+        let value = match (choice.filter(|_| rows_from), entity) {
+            (Some(c), _) => Some(json!(c)),
+            // Waiting for an entity, its bare form counts: "10251" is an order number here.
+            (None, Some(e)) => entities
+                .get(e)
+                .cloned()
+                .or_else(|| self.pack.extract_bare(e, text)),
+            (None, None) if !text.trim().is_empty() => Some(json!(text.trim())),
+            (None, None) => None,
+        };
+        value.map(Answer::Capture)
+    }
+
+    /// Takes the step's answer (see [`Run::answer_of`]), or counts a reply not understood:
+    /// asks again, varied when the pack has `settings.reprompt`, and hands off after the
+    /// retries.
+    pub(super) async fn step_flow(
+        &mut self,
+        fs: &FlowState,
+        text: &str,
+        answer: Option<Answer>,
     ) -> Result<(), EngineError> {
         let Some(st) = self
             .pack
@@ -221,50 +296,25 @@ impl<'a> Run<'a> {
             return self.lost_step(fs).await;
         };
         let actor = format!("flow:{}", fs.flow);
-        let typed = text.trim().to_lowercase();
-        let hit = st.on.iter().find(|(m, _)| match m {
-            Matcher::Choice(id) => choice == Some(id.as_str()) || typed == id.to_lowercase(),
-            Matcher::Intent(i) => i == intent,
-            Matcher::Regex(r) => r.is_match(text),
-        });
-        if let Some((m, next)) = hit {
-            let how = match m {
-                Matcher::Choice(id) => format!("choice {id}"),
-                Matcher::Intent(i) => format!("intent {i}"),
-                Matcher::Regex(r) => format!("pattern {r}"),
-            };
-            self.trace.push(Step::Answered {
-                flow: fs.flow.clone(),
-                step: fs.step.clone(),
-                answer: how.to_string(),
-            });
-            self.cs
-                .cancel_jobs
-                .push((JobKind::FlowTimeout, format!("{}/{}", fs.flow, fs.step)));
-            let next = next.clone();
-            return self.follow(&fs.flow, &next, &actor).await;
-        }
-        if let Some((into, entity)) = &st.capture {
-            // A row tapped in a list built from data is captured by its id (the rows are
-            // ours, so no entity check).
-            let rows_from = matches!(
-                &st.send,
-                Some(MessageRt::List {
-                    rows_from: Some(_),
-                    ..
-                })
-            );
-            let value = match (choice.filter(|_| rows_from), entity) {
-                (Some(c), _) => Some(json!(c)),
-                (None, Some(e)) => entities.get(e).cloned(),
-                (None, None) if !text.trim().is_empty() => Some(json!(text.trim())),
-                (None, None) => None,
-            };
-            if let Some(v) = value {
+        match answer {
+            Some(Answer::On(i, how)) => {
+                self.trace.push(Step::Answered {
+                    flow: fs.flow.clone(),
+                    step: fs.step.clone(),
+                    answer: how,
+                });
+                self.cs
+                    .cancel_jobs
+                    .push((JobKind::FlowTimeout, format!("{}/{}", fs.flow, fs.step)));
+                let next = st.on[i].1.clone();
+                return self.follow(&fs.flow, &next, &actor).await;
+            }
+            Some(Answer::Capture(v)) => {
+                let into = st.capture.as_ref().map(|c| c.0.clone()).unwrap_or_default();
                 let before = self
                     .conv
                     .attributes
-                    .get(into)
+                    .get(&into)
                     .cloned()
                     .unwrap_or(Value::Null);
                 self.emit(
@@ -280,7 +330,7 @@ impl<'a> Run<'a> {
                 self.trace.push(Step::Captured {
                     flow: fs.flow.clone(),
                     step: fs.step.clone(),
-                    into: into.to_string(),
+                    into,
                 });
                 self.cs
                     .cancel_jobs
@@ -289,6 +339,7 @@ impl<'a> Run<'a> {
                 let next = st.next.clone();
                 return self.follow(&fs.flow, &next, &actor).await;
             }
+            None => {}
         }
         // Not understood: ask again, or hand off after the retries.
         let retries = fs.retries + 1;
@@ -304,6 +355,7 @@ impl<'a> Run<'a> {
                 fs.flow, fs.step, retries, text
             );
             self.end_flow(false, "unrecognised replies", &actor, 0);
+            self.handoff_reason.get_or_insert(HandoffReason::Retries);
             self.handoff(None, None, Some(note), &actor, 0).await?;
             return Ok(());
         }
@@ -316,8 +368,17 @@ impl<'a> Run<'a> {
             tries: retries,
             handed_off: false,
         });
+        self.ask_again(&st, &actor).await
+    }
+
+    /// Sends a waiting step's message again, after the pack's `settings.reprompt` (so the
+    /// customer does not read the same words twice in a row).
+    pub(super) async fn ask_again(&mut self, st: &StepRt, actor: &str) -> Result<(), EngineError> {
+        if let Some(t) = self.pack.settings.reprompt.clone() {
+            self.send(&MessageRt::Template(t), actor, 0).await?;
+        }
         if let Some(m) = &st.send {
-            self.send(m, &actor, 0).await?;
+            self.send(m, actor, 0).await?;
         }
         Ok(())
     }

@@ -115,11 +115,13 @@ impl<'a> Run<'a> {
                 if self.conv.flow.is_some() {
                     self.end_flow(false, "a lookup failed", actor, depth);
                 }
-                // The store is down (not "nothing found"): the pack's apology, if it has one.
-                if store_down && self.pack.templates.contains_key(STORE_UNAVAILABLE) {
-                    let m = MessageRt::Template(STORE_UNAVAILABLE.into());
-                    Box::pin(self.send(&m, actor, depth)).await?;
-                }
+                // What the customer is told (`Run::acknowledge`): the store is down, or it
+                // found nothing.
+                self.handoff_reason.get_or_insert(if store_down {
+                    HandoffReason::StoreUnavailable
+                } else {
+                    HandoffReason::NotFound
+                });
                 self.handoff(None, None, Some(note), actor, depth).await?;
                 Ok(Flow::Abort)
             }

@@ -13,8 +13,10 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use rhai::Dynamic;
 use serde_json::{json, Map, Value};
+use switchyard_rules::config::InterruptThen;
 use switchyard_rules::pack::{
-    ActionRt, LookupAction, Matcher, MessageRt, Next, Pack, RowsFrom, RuleOutcome,
+    ActionRt, HandoffReason, LookupAction, Matcher, MessageRt, Next, Pack, RowsFrom, RuleOutcome,
+    StepRt,
 };
 use switchyard_rules::script::{dynamic_to_json, Clock, Vars};
 use switchyard_rules::{ChannelCaps, Channels};
@@ -44,9 +46,6 @@ pub use act::{approved_templates, ActError, Acted, Actor, AgentAction, TicketUpd
 /// cause in all.
 pub const MAX_EVENT_DEPTH: u32 = 6;
 pub const MAX_CAUSED_EVENTS: usize = 64;
-/// The template sent to the customer when a lookup fails (the store is down), if the pack has
-/// one, before a person takes over.
-pub const STORE_UNAVAILABLE: &str = "store_unavailable";
 /// Most `goto`s one event may follow inside a flow.
 const MAX_STEPS_PER_EVENT: u32 = 20;
 
@@ -407,6 +406,8 @@ impl Engine {
             }
         }
         run.drain_caused().await?;
+        run.acknowledge(matches!(row.event, Inbound::Message { .. }))
+            .await?;
         let freed = run.freed_queue();
         let changeset = run.finish();
         let processed = Processed {
@@ -522,6 +523,7 @@ impl Engine {
         run.cs.job_id = Some(job.id);
         run.on_job(job).await?;
         run.drain_caused().await?;
+        run.acknowledge(false).await?;
         let freed = run.freed_queue();
         let out = run.finish();
         let processed = Processed {
@@ -556,6 +558,15 @@ enum Flow {
 }
 
 /// The state of one event's processing.
+/// What a waiting flow step made of a message (see [`Run::answer_of`]).
+#[derive(Debug, Clone)]
+enum Answer {
+    /// The `on` entry at this index, and how it matched (for the trace).
+    On(usize, String),
+    /// The value its `capture` takes.
+    Capture(Value),
+}
+
 struct Run<'a> {
     eng: &'a Engine,
     pack: &'a Pack,
@@ -581,6 +592,12 @@ struct Run<'a> {
     blocked: Option<String>,
     /// While reassigning: the agent the conversation is taken from.
     not_to: Option<String>,
+    /// The bot queued a message for the customer in this run.
+    said: bool,
+    /// The conversation was handed to a person (a hand-off, or a route to another queue).
+    handed: bool,
+    /// Why, when the bot knows: the acknowledgement [`Run::acknowledge`] sends.
+    handoff_reason: Option<HandoffReason>,
     /// The state the scope's `conversation`, `contact` and `ticket` were last built from:
     /// [`Run::refresh_vars`] rebuilds only what changed since.
     vars_of: (

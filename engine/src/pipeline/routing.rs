@@ -19,6 +19,7 @@ impl<'a> Run<'a> {
         if let Some(n) = note {
             self.note(actor, n);
         }
+        self.handed = true;
         let q = queue.unwrap_or_else(|| self.eng.default_queue(&self.conv.channel, self.pack));
         self.route(&q, actor, depth).await?;
         if let Some(a) = agent {
@@ -94,6 +95,7 @@ impl<'a> Run<'a> {
             );
             self.conv.queue = Some(queue.to_string());
             self.conv.queued_at = Some(self.now);
+            self.handed = true;
             if self.conv.status == Status::New {
                 self.set_status(Status::Open, actor, depth);
             }

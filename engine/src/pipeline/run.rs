@@ -59,6 +59,9 @@ impl<'a> Run<'a> {
             holes: Vec::new(),
             blocked: None,
             not_to: None,
+            said: false,
+            handed: false,
+            handoff_reason: None,
             vars_of: (None, None, None),
         }
     }
@@ -222,6 +225,32 @@ impl<'a> Run<'a> {
         );
         self.conv.priority = p;
         self.sla_recompute();
+    }
+
+    /// Sets the contact's language explicitly (kept until a person or a rule changes it), or
+    /// with `None` lets the customer's messages decide again.
+    pub(super) fn set_language(&mut self, lang: Option<String>, actor: &str) {
+        let by = lang.as_ref().map(|_| actor.to_string());
+        if self.contact.language_set_by == by && (lang.is_none() || self.contact.language == lang) {
+            return;
+        }
+        self.emit(
+            actor,
+            DomainEvent::LanguageSet {
+                before: self.contact.language.clone(),
+                after: lang.clone(),
+            },
+            0,
+        );
+        self.trace.push(Step::LanguageSet {
+            language: lang.clone().unwrap_or_else(|| "auto".into()),
+            by: actor.to_string(),
+        });
+        if lang.is_some() {
+            self.contact.language = lang;
+        }
+        self.contact.language_set_by = by;
+        self.contact_changed = true;
     }
 
     /// Puts the conversation aside (`waiting`) until `d` passes or the customer writes.

@@ -112,8 +112,6 @@ impl<'a> Run<'a> {
         self.refresh_vars();
         self.holes.clear();
         self.blocked = None;
-        let lang = self.contact.language.clone();
-        let default_lang = self.pack.settings.default_language.clone();
         let mut out = Outbound {
             channel: self.conv.channel.clone(),
             to: self.contact.external_id.clone(),
@@ -137,7 +135,9 @@ impl<'a> Run<'a> {
                 let Some(tpl) = self.pack.templates.get(name) else {
                     return Ok(());
                 };
-                if let Some(v) = tpl.variant(lang.as_deref(), &default_lang) {
+                let settings = &self.pack.settings;
+                let chain = settings.language_chain(self.contact.language.as_deref());
+                if let Some((_, v)) = tpl.variant(&chain, &settings.default_language) {
                     out.text = self.render(v, actor);
                 }
                 if let Some(wa) = &tpl.whatsapp {
@@ -251,6 +251,8 @@ impl<'a> Run<'a> {
         });
         if author != "bot" {
             self.sla_on_agent_reply(actor);
+        } else {
+            self.said = true;
         }
         self.cs.messages.push(NewMessage {
             direction: Direction::Out,

@@ -63,6 +63,7 @@ pub(crate) fn contact(r: &impl Cols, p: &str) -> Result<Contact> {
         name: r.opt_text(&c("name"))?,
         phone: r.opt_text(&c("phone"))?,
         language: r.opt_text(&c("language"))?,
+        language_set_by: r.opt_text(&c("language_set_by"))?,
         attributes: parse(&r.text(&c("attributes"))?, "contact attributes")?,
     })
 }
@@ -138,7 +139,7 @@ pub(crate) fn ticket(r: &impl Cols, p: &str) -> Result<Ticket> {
 /// Conversation, contact and open ticket in one row (append `WHERE …`).
 pub(crate) const CONTEXT_SELECT: &str = "SELECT v.*, \
     c.id AS c_id, c.channel AS c_channel, c.external_id AS c_external_id, c.name AS c_name, c.phone AS c_phone, \
-    c.language AS c_language, c.attributes AS c_attributes, \
+    c.language AS c_language, c.language_set_by AS c_language_set_by, c.attributes AS c_attributes, \
     t.id AS t_id, t.conversation_id AS t_conversation_id, t.title AS t_title, t.category AS t_category, \
     t.priority AS t_priority, t.status AS t_status, t.owner AS t_owner, t.queue AS t_queue, t.due_at AS t_due_at, \
     t.created_at AS t_created_at, t.updated_at AS t_updated_at \

@@ -296,8 +296,8 @@ async fn run(events: Vec<Ev>) -> Result<(), TestCaseError> {
             p
         );
     }
-    // Every customer whose message was the last thing to happen is answered, in a flow, or
-    // in a queue.
+    // Every customer whose message was the last thing to happen is answered, in a flow, in a
+    // queue, or with the person who owns the conversation.
     for (who, w) in waiting.iter().enumerate() {
         if !w {
             continue;
@@ -312,7 +312,7 @@ async fn run(events: Vec<Ev>) -> Result<(), TestCaseError> {
         let answered =
             last_in.is_some_and(|i| ms[i + 1..].iter().any(|m| m.direction == Direction::Out));
         prop_assert!(
-            answered || c.flow.is_some() || c.queue.is_some(),
+            answered || c.flow.is_some() || c.queue.is_some() || c.assignee.is_some(),
             "customer {} left alone: status {:?}, messages {:?}",
             who,
             c.status,

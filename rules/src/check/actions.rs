@@ -53,6 +53,17 @@ impl Ctx<'_> {
                 self.tag(f, t).then_some(())?;
                 ActionRt::Untag(t.value.clone())
             }
+            Action::Set(s) if s.key.value.starts_with("contact.language") => {
+                self.err(
+                    f,
+                    s.key.pos,
+                    "the contact's language is not a conversation attribute",
+                )
+                .hint(
+                    "write `set_language: ur` (or `roman_ur`, `en`, …; `auto` to detect it again)",
+                );
+                return None;
+            }
             Action::Set(s) => {
                 let key_ok = self.ident(f, &s.key, "attribute name");
                 let value = self.script(f, &s.value.value);
@@ -64,6 +75,15 @@ impl Ctx<'_> {
             }
             Action::SetStatus(s) => ActionRt::SetStatus(s.value),
             Action::SetPriority(p) => ActionRt::SetPriority(p.value),
+            Action::SetLanguage(l) if l.value == "auto" => ActionRt::SetLanguage(None),
+            Action::SetLanguage(l) => {
+                if !crate::lang::is_code(&l.value) {
+                    self.err(f, l.pos, format!("`{}` is not a language code", l.value))
+                        .hint("use `en`, `ur`, `roman_ur`, … as in the templates, or `auto`");
+                    return None;
+                }
+                ActionRt::SetLanguage(Some(l.value.clone()))
+            }
             Action::Ticket(t) => {
                 let q_ok = t
                     .queue

@@ -254,6 +254,23 @@ impl Ctx<'_> {
                         .collect(),
                     "priority",
                 ),
+                // What detection can say of a message.
+                "message.language" => (
+                    crate::lang::DETECTED
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
+                    "language a message is detected in",
+                ),
+                // Any code a person or a rule may set.
+                "contact.language" if crate::lang::is_code(&lit) => continue,
+                "contact.language" => (
+                    crate::lang::DETECTED
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
+                    "language code",
+                ),
                 _ => continue,
             };
             if names.contains(&lit) {
@@ -766,7 +783,31 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics, channels: &Channels) -> Option<
         return None;
     }
     let settings = settings?;
-    let classifier = Classifier::train(&intent_specs, settings.intent_threshold);
+    let mut intent_specs = intent_specs;
+    if !settings.unrelated.is_empty() {
+        // The "none of these" class: a message nearest to it is `unknown`.
+        intent_specs.push(crate::classify::IntentSpec {
+            name: crate::UNKNOWN.to_string(),
+            examples: settings.unrelated.clone(),
+            keywords: vec![],
+            patterns: vec![],
+            description: None,
+        });
+    }
+    let intents_described = intent_specs
+        .iter()
+        .filter(|s| s.name != crate::UNKNOWN)
+        .map(|s| crate::pack::IntentInfo {
+            name: s.name.clone(),
+            description: s.description.clone(),
+            examples: s.examples.iter().take(4).cloned().collect(),
+        })
+        .collect();
+    let classifier = Classifier::train(
+        &intent_specs,
+        settings.intent_threshold,
+        crate::lexicon::Lexicon::new(&settings.synonyms),
+    );
     let index = index_rules(&rules);
     let mut hasher = Sha256::new();
     for f in &raw.files {
@@ -780,6 +821,7 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics, channels: &Channels) -> Option<
         files: raw.files.iter().map(|f| f.rel.clone()).collect(),
         settings,
         classifier,
+        intents: intents_described,
         entities,
         templates,
         snippets,

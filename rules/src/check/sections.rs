@@ -229,12 +229,183 @@ pub(super) fn settings(cx: &mut Ctx, tz: chrono_tz::Tz) -> Option<SettingsRt> {
             .cloned()
             .collect(),
     };
+    let mut language_fallbacks = std::collections::BTreeMap::new();
+    for (lang, next) in s.language_fallbacks.iter().flat_map(|m| m.iter()) {
+        for l in std::iter::once(lang).chain(next.iter()) {
+            if !crate::lang::is_code(&l.value) {
+                cx.err(f, l.pos, format!("`{}` is not a language code", l.value))
+                    .hint("use `en`, `ur`, `roman_ur`, … as in the templates");
+            }
+        }
+        language_fallbacks.insert(
+            lang.value.clone(),
+            next.iter().map(|l| l.value.clone()).collect(),
+        );
+    }
+    let mut handoff = crate::pack::HandoffRt::default();
+    match &s.handoff {
+        Some(h) => {
+            use crate::pack::HandoffReason as R;
+            let named = [
+                (R::Unhandled, &h.value.unhandled),
+                (R::NotFound, &h.value.not_found),
+                (R::Retries, &h.value.retries),
+                (R::StoreUnavailable, &h.value.store_unavailable),
+                (R::Asked, &h.value.asked),
+            ];
+            let mut written = [false; 5];
+            for (r, t) in named {
+                if let Some(t) = t {
+                    written[r as usize] = true;
+                    if cx.reference(f, t, "templates", "template") {
+                        handoff.templates[r as usize] = Some(t.value.clone());
+                    }
+                }
+            }
+            // What is not written at all (an undefined template is its own error).
+            let missing: Vec<&str> = R::ALL
+                .iter()
+                .filter(|r| !written[**r as usize])
+                .map(|r| r.as_str())
+                .collect();
+            if !missing.is_empty() && missing.len() < R::ALL.len() {
+                cx.warn(
+                    f,
+                    h.pos,
+                    format!(
+                        "`settings.handoff` says nothing when the bot hands off for: {}",
+                        missing.join(", ")
+                    ),
+                )
+                .hint(
+                    "name a template for each reason: a customer must never be left without a word",
+                );
+            }
+            match (&h.value.calendar, &h.value.closed) {
+                (Some(c), Some(t)) => {
+                    if cx.reference(f, c, "calendars", "calendar") {
+                        handoff.calendar = Some(c.value.clone());
+                    }
+                    if cx.reference(f, t, "templates", "template") {
+                        handoff.closed = Some(t.value.clone());
+                    }
+                }
+                (Some(c), None) => {
+                    cx.err(f, c.pos, "`settings.handoff.calendar` without `closed`")
+                        .hint("name the template sent outside the calendar's hours: `closed: …`");
+                }
+                (None, Some(t)) => {
+                    cx.err(f, t.pos, "`settings.handoff.closed` without `calendar`")
+                        .hint("name the calendar whose hours decide: `calendar: store_hours`");
+                }
+                (None, None) => {}
+            }
+        }
+        None => {
+            if !cx.raw.broken.contains_key("settings") {
+                cx.warn(f, s.pos, "the pack does not say what a customer is told when the bot hands off to a person")
+                    .hint("add `settings.handoff` with a template per reason (unhandled, not_found, retries, store_unavailable, asked): otherwise the customer hears nothing");
+            }
+            // A pack written before `settings.handoff` keeps its store apology.
+            if cx.templates.contains(crate::pack::STORE_UNAVAILABLE) {
+                handoff.templates[crate::pack::HandoffReason::StoreUnavailable as usize] =
+                    Some(crate::pack::STORE_UNAVAILABLE.to_string());
+            }
+        }
+    }
+    let mut interrupt_min_confidence = 0.8f32;
+    let (interrupt, interrupt_then) = match &s.interrupt {
+        Some(i) => {
+            for n in &i.value.intents {
+                cx.reference(f, n, "intents", "intent");
+            }
+            if let Some(m) = &i.value.min_confidence {
+                if !(0.0..=1.0).contains(&m.value) {
+                    cx.err(
+                        f,
+                        m.pos,
+                        format!("min_confidence {} is outside 0–1", m.value),
+                    );
+                }
+                interrupt_min_confidence = m.value as f32;
+            }
+            (
+                i.value.intents.iter().map(|n| n.value.clone()).collect(),
+                i.value
+                    .then
+                    .as_ref()
+                    .map(|t| t.value)
+                    .unwrap_or(crate::config::InterruptThen::Leave),
+            )
+        }
+        None => (Vec::new(), crate::config::InterruptThen::Leave),
+    };
+    let reprompt = s.reprompt.as_ref().and_then(|t| {
+        cx.reference(f, t, "templates", "template")
+            .then(|| t.value.clone())
+    });
+    let mut synonyms = Vec::new();
+    let mut fallback = None;
+    let mut unrelated = Vec::new();
+    if let Some(c) = &s.classifier {
+        unrelated = c.value.unrelated.iter().map(|u| u.value.clone()).collect();
+        for (word, variants) in c.value.synonyms.iter().flat_map(|m| m.iter()) {
+            if variants.is_empty() {
+                cx.warn(
+                    f,
+                    word.pos,
+                    format!("synonym `{}` lists nothing", word.value),
+                )
+                .hint("write what customers say for it: `refund: [money back, paisay wapis]`");
+            }
+            synonyms.push((
+                word.value.clone(),
+                variants.iter().map(|v| v.value.clone()).collect(),
+            ));
+        }
+        if let Some(fb) = &c.value.fallback {
+            let fb = &fb.value;
+            let timeout = match &fb.timeout {
+                Some(t) => cx.duration(f, t),
+                None => Some(std::time::Duration::from_secs(3)),
+            };
+            let min_confidence = fb.min_confidence.as_ref().map_or(0.6, |m| m.value);
+            if let Some(m) = &fb.min_confidence {
+                if !(0.0..=1.0).contains(&m.value) {
+                    cx.err(
+                        f,
+                        m.pos,
+                        format!("min_confidence {} is outside 0–1", m.value),
+                    );
+                }
+            }
+            if let Some(timeout) = timeout {
+                fallback = Some(crate::pack::FallbackRt {
+                    url_env: fb.url_env.value.clone(),
+                    key_env: fb.key_env.as_ref().map(|k| k.value.clone()),
+                    model: fb.model.value.clone(),
+                    timeout,
+                    per_minute: fb.per_minute.as_ref().map_or(60, |p| p.value),
+                    min_confidence: min_confidence as f32,
+                });
+            }
+        }
+    }
     q_ok.then_some(SettingsRt {
         timezone: tz,
         default_queue: s.default_queue.value.clone(),
         intent_threshold: threshold as f32,
         default_language,
         escape_intents,
+        language_fallbacks,
+        handoff,
+        interrupt,
+        interrupt_then,
+        interrupt_min_confidence,
+        reprompt,
+        synonyms,
+        unrelated,
+        fallback,
     })
 }
 
@@ -344,6 +515,7 @@ pub(super) fn intents(cx: &mut Ctx) -> Vec<IntentSpec> {
             examples: i.examples.iter().map(|e| e.value.clone()).collect(),
             keywords: i.keywords.iter().map(|k| k.value.clone()).collect(),
             patterns,
+            description: i.description.clone(),
         });
     }
     specs
@@ -401,17 +573,7 @@ pub(super) fn template_def(cx: &mut Ctx, it: &Item<Sp<TemplateDef>>) -> Option<T
     let t = &it.value.value;
     let mut ok = true;
     let mut variants = Vec::new();
-    let lang_re = |s: &str| {
-        let mut parts = s.splitn(2, ['_', '-']);
-        let base = parts.next().unwrap_or("");
-        let region_ok = parts.next().is_none_or(|r| {
-            (2..=4).contains(&r.len()) && r.chars().all(|c| c.is_ascii_alphanumeric())
-        });
-        s == "text"
-            || ((2..=3).contains(&base.len())
-                && base.chars().all(|c| c.is_ascii_lowercase())
-                && region_ok)
-    };
+    let lang_re = |s: &str| s == "text" || crate::lang::is_code(s);
     for (lang, body) in &t.variants {
         // A plain-string template has no position of its own: use the template's.
         let body = if body.pos == Pos::UNKNOWN {
@@ -510,6 +672,16 @@ pub(super) fn test_case(cx: &mut Ctx, f: usize, t: &Sp<TestCase>) {
     for a in &t.agents {
         if let Some(sh) = &a.shift {
             cx.reference(f, sh, "calendars", "calendar");
+        }
+    }
+    for u in &t.fixtures.unavailable {
+        if crate::pack::LookupAction::parse(&u.value).is_none() {
+            let names: Vec<&str> = crate::pack::LookupAction::ALL
+                .iter()
+                .map(|(n, _)| *n)
+                .collect();
+            cx.err(f, u.pos, format!("`{}` is not a store action", u.value))
+                .hint(format!("one of: {}", names.join(", ")));
         }
     }
     for turn in &t.conversation {

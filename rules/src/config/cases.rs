@@ -39,6 +39,13 @@ pub struct Fixtures {
     /// Orders the store connectors answer with during this test.
     #[serde(default)]
     pub orders: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Store actions that fail during this test as if the store did not answer
+    /// (`confirm_order`, `find_order`, …).
+    #[serde(default)]
+    pub unavailable: Vec<Sp<String>>,
+    /// What the classifier's language-model fallback answers, by message text (an intent).
+    #[serde(default)]
+    pub understood: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, serde::Deserialize, JsonSchema)]

@@ -79,6 +79,92 @@ pub struct Settings {
     pub default_language: Option<Sp<String>>,
     /// Intents that interrupt any running flow (default: `human_agent` when the pack has it).
     pub escape_intents: Option<Vec<Sp<String>>>,
+    /// For each language, the languages to try next when a template has no text for it,
+    /// before `default_language` (default: `roman_ur: [ur]`, `ur: [roman_ur]`).
+    pub language_fallbacks: Option<Entries<Vec<Sp<String>>>>,
+    /// What the customer is told when the bot hands the conversation to a person.
+    pub handoff: Option<Sp<HandoffAcks>>,
+    /// What a recognised intent other than the step's does while a flow waits for an answer.
+    pub interrupt: Option<Sp<Interrupt>>,
+    /// A template sent before a step's message is asked again (the answer was not understood).
+    pub reprompt: Option<Sp<String>>,
+    /// The classifier's lexicon and its optional language-model fallback.
+    pub classifier: Option<Sp<ClassifierSettings>>,
+}
+
+/// Templates sent when the bot hands a conversation to a person and has said nothing itself
+/// in that turn, by reason. Each names a template of the pack.
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffAcks {
+    /// Nothing in the pack handled the message (or a rule handed off without a word).
+    pub unhandled: Option<Sp<String>>,
+    /// A lookup found nothing (e.g. no order with that number).
+    pub not_found: Option<Sp<String>>,
+    /// A flow asked again as many times as it may and still did not understand.
+    pub retries: Option<Sp<String>>,
+    /// The store or another connector did not answer.
+    pub store_unavailable: Option<Sp<String>>,
+    /// The customer asked for a person (an escape intent).
+    pub asked: Option<Sp<String>>,
+    /// Outside this calendar's hours, `closed` is sent instead (its scope has
+    /// `handoff.opens_at`, e.g. `10:00`, and `handoff.opens_on`, e.g. `Monday`).
+    pub calendar: Option<Sp<String>>,
+    pub closed: Option<Sp<String>>,
+}
+
+/// Strong intents typed while a flow waits for an answer.
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Interrupt {
+    /// Intents that interrupt a waiting step unless the step answers them (the escape
+    /// intents always do).
+    pub intents: Vec<Sp<String>>,
+    /// How sure the classifier must be before a message interrupts (default 0.8): a flow's
+    /// question is not abandoned for a guess.
+    pub min_confidence: Option<Sp<f64>>,
+    /// `leave` (default): the flow ends and the rules handle the message at once; `resume`:
+    /// the rules handle the message, then the step asks its question again and keeps waiting
+    /// (unless the rules ended the flow or handed off).
+    pub then: Option<Sp<InterruptThen>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InterruptThen {
+    Leave,
+    Resume,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierSettings {
+    /// Words and phrases read as another before classifying, by the word they stand for:
+    /// `refund: [money back, paisay wapis]`. Added to the built-in lexicon.
+    pub synonyms: Option<Entries<Vec<Sp<String>>>>,
+    /// Messages that are none of the intents (questions about products, opening hours,
+    /// chit-chat): a message closest to these is `unknown`, however sure the nearest intent.
+    #[serde(default)]
+    pub unrelated: Vec<Sp<String>>,
+    /// A language model asked when no intent reaches the threshold.
+    pub fallback: Option<Sp<ClassifierFallback>>,
+}
+
+/// An OpenAI-compatible chat-completions endpoint asked for one of the pack's intents.
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierFallback {
+    /// Environment variable holding the endpoint's base URL (e.g. `https://api.openai.com/v1`).
+    pub url_env: Sp<String>,
+    /// Environment variable holding the API key (optional for a local server).
+    pub key_env: Option<Sp<String>>,
+    pub model: Sp<String>,
+    /// How long to wait for an answer (default `3s`).
+    pub timeout: Option<Sp<String>>,
+    /// At most this many questions a minute (default 60); beyond it the message stays `unknown`.
+    pub per_minute: Option<Sp<u32>>,
+    /// The answer is used only at or above this confidence (default 0.6).
+    pub min_confidence: Option<Sp<f64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, JsonSchema)]
@@ -695,6 +781,10 @@ pub enum Action {
     Set(Sp<SetAttr>),
     SetStatus(Sp<Status>),
     SetPriority(Sp<Priority>),
+    /// Set the contact's language (`en`, `ur`, `roman_ur`, …) for the templates from now on,
+    /// kept until a person or a rule changes it; `auto` goes back to the language of the
+    /// customer's latest message.
+    SetLanguage(Sp<String>),
     /// Open a ticket (or update the open one of this conversation).
     Ticket(Sp<TicketArgs>),
     /// Move to a queue with higher priority and a reason; opens a ticket if none is open.
@@ -728,6 +818,7 @@ impl Action {
             Action::Set(_) => "set",
             Action::SetStatus(_) => "set_status",
             Action::SetPriority(_) => "set_priority",
+            Action::SetLanguage(_) => "set_language",
             Action::Ticket(_) => "ticket",
             Action::Escalate(_) => "escalate",
             Action::Note(_) => "note",

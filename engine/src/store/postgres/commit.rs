@@ -31,13 +31,14 @@ pub(super) async fn apply(tx: &mut Transaction<'_, Postgres>, cs: &Changeset) ->
     let at = cs.at;
     if let Some(c) = &cs.contact {
         sqlx::query(
-            "UPDATE contacts SET name = $1, phone = $2, language = $3, attributes = $4 WHERE id = $5",
+            "UPDATE contacts SET name = $1, phone = $2, language = $3, attributes = $4, language_set_by = $6 WHERE id = $5",
         )
         .bind(&c.name)
         .bind(&c.phone)
         .bind(&c.language)
         .bind(json(&c.attributes))
         .bind(c.id)
+        .bind(&c.language_set_by)
         .execute(&mut **tx)
         .await?;
     }

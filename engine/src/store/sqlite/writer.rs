@@ -301,7 +301,7 @@ fn insert_inbox(
 /// Writes changesets, row by row through cached statements.
 fn apply(tx: &Transaction<'_>, ids: &AtomicI64, group: &[&Encoded]) -> Result<()> {
     let mut contact = tx.prepare_cached(
-        "UPDATE contacts SET name = ?1, phone = ?2, language = ?3, attributes = ?4 WHERE id = ?5",
+        "UPDATE contacts SET name = ?1, phone = ?2, language = ?3, attributes = ?4, language_set_by = ?6 WHERE id = ?5",
     )?;
     let mut conversation = tx.prepare_cached(
         "INSERT INTO conversations (id, contact_id, channel, status, queue, assignee, priority, tags, attributes, flow, \
@@ -356,7 +356,8 @@ fn apply(tx: &Transaction<'_>, ids: &AtomicI64, group: &[&Encoded]) -> Result<()
                 c.phone,
                 c.language,
                 json(&c.attributes),
-                c.id
+                c.id,
+                c.language_set_by
             ])?;
         }
         if let Some(c) = &cs.conversation {
