@@ -142,6 +142,56 @@ enum Command {
         )]
         db: String,
     },
+    /// Write the inbound events a database received (customer messages and taps, order
+    /// events, delivery statuses) as JSON lines, in order: what `diff` replays.
+    Export {
+        #[arg(
+            long,
+            env = "SWITCHYARD_DB",
+            hide_env_values = true,
+            default_value = "sqlite://switchyard.db"
+        )]
+        db: String,
+        /// Only events received this long ago or later (`7d`, `12h`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Replace phone numbers, names and e-mail addresses by stable pseudonyms (a
+        /// conversation stays one conversation) and drop the channels' raw payloads.
+        #[arg(long)]
+        mask: bool,
+        /// With --mask: the pseudonyms' salt (default: a fresh random one per export).
+        #[arg(long, requires = "mask")]
+        salt: Option<String>,
+    },
+    /// What a new pack would have decided differently: replays recorded events through both
+    /// packs on isolated temporary stores and reports what changed (Markdown, or --json).
+    Diff {
+        /// The pack running now.
+        old: PathBuf,
+        /// The changed pack.
+        new: PathBuf,
+        /// Recorded events (`switchyard export`).
+        #[arg(long, conflicts_with = "db")]
+        events: Option<PathBuf>,
+        /// Or read them from a database.
+        #[arg(long)]
+        db: Option<String>,
+        /// With --db: only events this recent (`7d`).
+        #[arg(long, requires = "db")]
+        since: Option<String>,
+        /// Orders the store answers lookups with (a JSON array), besides those the events carry.
+        #[arg(long)]
+        orders: Option<PathBuf>,
+        /// Example conversations shown per kind of change.
+        #[arg(long, default_value_t = 5)]
+        examples: usize,
+        #[arg(long)]
+        json: bool,
+        /// Exit 1 when any of these changed (`routes,tickets`; also intents, replies, flows,
+        /// handoffs), for CI.
+        #[arg(long, value_delimiter = ',')]
+        fail_on: Vec<String>,
+    },
     /// Agents' log-ins for the browser workspace.
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -252,6 +302,33 @@ fn main() -> ExitCode {
         Command::Token(cmd) => token_cmd(cmd),
         Command::Agent(cmd) => agent_cmd(cmd),
         Command::Trace { id, json, db } => trace_cmd(id, json, &db),
+        Command::Export {
+            db,
+            since,
+            mask,
+            salt,
+        } => cmd::diff::export_cmd(&db, since.as_deref(), mask, salt.as_deref()),
+        Command::Diff {
+            old,
+            new,
+            events,
+            db,
+            since,
+            orders,
+            examples,
+            json,
+            fail_on,
+        } => cmd::diff::diff_cmd(cmd::diff::DiffArgs {
+            old: &old,
+            new: &new,
+            events: events.as_deref(),
+            db: db.as_deref(),
+            since: since.as_deref(),
+            orders: orders.as_deref(),
+            examples,
+            json,
+            fail_on: &fail_on,
+        }),
     };
     match r {
         Ok(code) => code,

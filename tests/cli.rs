@@ -957,3 +957,140 @@ tests:
     assert!(text.contains("below --min-coverage 60%"), "{text}");
     assert_eq!(run(&["--min-coverage", "50"]).0, Some(0));
 }
+
+fn customer_says(from: &str, id: &str, text: &str) -> switchyard_engine::model::Inbound {
+    switchyard_engine::model::Inbound::Message {
+        channel: "whatsapp".into(),
+        from: from.into(),
+        name: Some(format!("Name of {from}")),
+        phone: Some(format!("+{from}")),
+        provider_id: id.into(),
+        kind: "text".into(),
+        text: text.into(),
+        choice: None,
+        payload: serde_json::json!({ "raw": "the channel's payload" }),
+    }
+}
+
+/// `export` writes what a database received, in order, masked on request (the same customer
+/// under the same pseudonym, no phone or name left); `diff` replays it through two packs.
+#[test]
+fn export_writes_the_recorded_events_masked_and_diff_replays_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("e.db").display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = switchyard_engine::store::open(&db).await.unwrap();
+        store
+            .ingest(
+                vec![
+                    customer_says("923001110001", "wamid.e1", "call me on 0300-1112223, parcel toota hua aaya hai"),
+                    customer_says("923001110002", "wamid.e2", "the shirt is torn, very bad quality"),
+                    customer_says("923001110001", "wamid.e3", "hello?"),
+                ],
+                switchyard_engine::model::now_millis(),
+            )
+            .await
+            .unwrap();
+    });
+    let (code, out, err) = run(&["export", "--db", &db]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["event"]["from"], "923001110001");
+    assert_eq!(lines[2]["event"]["text"], "hello?");
+    let (code, masked, err) = run(&["export", "--db", &db, "--mask", "--salt", "test"]);
+    assert_eq!(code, 0, "{err}");
+    for secret in ["923001110001", "923001110002", "Name of", "0300-1112223", "1112223", "the channel's payload"] {
+        assert!(!masked.contains(secret), "{secret} in {masked}");
+    }
+    let m: Vec<serde_json::Value> = masked.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(m[0]["event"]["from"], m[2]["event"]["from"], "one customer, one pseudonym");
+    assert_ne!(m[0]["event"]["from"], m[1]["event"]["from"]);
+    assert!(m[0]["event"]["text"].as_str().unwrap().ends_with("parcel toota hua aaya hai"));
+    // A file of them replays through two packs: the same pack changes nothing.
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(&file, &masked).unwrap();
+    let (code, report, err) = run(&["diff", "examples/pk-ecommerce", "examples/pk-ecommerce", "--events", file.to_str().unwrap(), "--fail-on", "routes,tickets"]);
+    assert_eq!(code, 0, "{report}{err}");
+    assert!(report.contains("3 events of 2 conversations replayed"), "{report}");
+    assert!(report.contains("**No difference**"), "{report}");
+    // A line that is not an event stops everything, naming it.
+    std::fs::write(&file, format!("{}\n{{\"nope\": 1}}\n", masked.lines().next().unwrap())).unwrap();
+    let (code, _, err) = run(&["diff", "examples/pk-ecommerce", "examples/pk-ecommerce", "--events", file.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("events.jsonl:2: not a recorded event"), "{err}");
+}
+
+/// A rule change that sends complaints to supervisors moves exactly the recorded complaint
+/// conversations, and the report names exactly them; `--fail-on routes` fails CI for it.
+#[test]
+fn diff_names_exactly_the_conversations_a_rule_change_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    // The new pack: the example with complaints routed to supervisors.
+    let new = dir.path().join("new");
+    std::fs::create_dir(&new).unwrap();
+    for e in std::fs::read_dir("examples/pk-ecommerce").unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, new.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let rules = std::fs::read_to_string(new.join("rules.yaml")).unwrap();
+    let from = "      - ticket: { category: complaint, priority: high, queue: complaints, title: \"Complaint from {{contact.name}}\" }\n      - route: { queue: complaints }";
+    assert!(rules.contains(from));
+    std::fs::write(
+        new.join("rules.yaml"),
+        rules.replace(from, "      - ticket: { category: complaint, priority: high, queue: supervisors, title: \"Complaint from {{contact.name}}\" }\n      - route: { queue: supervisors }"),
+    )
+    .unwrap();
+    let at = 1_795_420_000_000i64; // a Monday, 12:00 in Karachi
+    let events = [
+        ("923002220001", "parcel toota hua aaya hai"),
+        ("923002220002", "mera order kahan hai #10234"),
+        ("923002220003", "the stitching came apart, worst quality"),
+        ("923002220004", "size chota hai, exchange karna hai"),
+        ("923002220001", "and nobody replies"),
+        ("923002220005", "talk to a human please"),
+    ];
+    let lines: Vec<String> = events
+        .iter()
+        .enumerate()
+        .map(|(i, (from, text))| {
+            serde_json::json!({ "at": at + i as i64 * 1000, "event": customer_says(from, &format!("wamid.d{i}"), text) }).to_string()
+        })
+        .collect();
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let args = |extra: &[&str]| {
+        let mut v = vec!["diff", "examples/pk-ecommerce", new.to_str().unwrap(), "--events", file.to_str().unwrap()];
+        v.extend_from_slice(extra);
+        v.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let o = bin().args(args(&["--json"])).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(d["events"], 6);
+    assert_eq!(d["conversations"], 5);
+    assert_eq!(
+        d["conversations_changed"]["routes"],
+        serde_json::json!(["whatsapp:923002220001", "whatsapp:923002220003"])
+    );
+    assert_eq!(d["totals"]["routes"], serde_json::json!([3, 2]), "three events of two conversations");
+    assert!(d["totals"].get("intents").is_none(), "the classifier did not change: {d}");
+    assert!(d["totals"].get("flows").is_none());
+    let ex = &d["examples"]["routes"][0];
+    assert_eq!(ex["old"]["queue"], "complaints");
+    assert_eq!(ex["new"]["queue"], "supervisors");
+    assert!(ex["old_trace"].as_str().unwrap().contains("rule “complaints become tickets”"));
+    // The Markdown report, and CI's gate.
+    let (code, md, _) = run(&args(&["--fail-on", "routes"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 1, "{md}");
+    assert!(md.contains("| routes | 3 | 2 |"), "{md}");
+    assert!(md.contains("queue: complaints → supervisors"), "{md}");
+    let (code, _, _) = run(&args(&["--fail-on", "flows,intents"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0);
+    let (code, _, err) = run(&args(&["--fail-on", "moods"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 2);
+    assert!(err.contains("not a kind of change"), "{err}");
+}

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod ports;
+pub mod replay;
 pub mod reports;
 pub mod store;
 

@@ -531,6 +531,35 @@ impl Classifier {
         }
     }
 
+    /// Which intents the classifier confuses on the pack's own examples: each example is
+    /// classified with itself left out; `(intent, taken for, examples so taken)` for every
+    /// pair, most confused first (what `validate` warns about).
+    pub fn confusions(&self, specs: &[IntentSpec]) -> Vec<(String, String, Vec<String>)> {
+        let mut out: Vec<(String, String, Vec<String>)> = Vec::new();
+        for (ii, s) in specs.iter().enumerate() {
+            if s.name == UNKNOWN {
+                continue;
+            }
+            for (ei, ex) in s.examples.iter().enumerate() {
+                let norm = normalize(ex);
+                let canon = self.lexicon.canon(&norm);
+                let v = self.vectorize(&canon);
+                let scores = self.raw_scores(&norm, &canon, &v, Some(self.intents[ii].first + ei));
+                let (top_i, _, _) = top_two(&scores);
+                if top_i == ii {
+                    continue;
+                }
+                let other = &self.intents[top_i].name;
+                match out.iter_mut().find(|(a, b, _)| a == &s.name && b == other) {
+                    Some(e) => e.2.push(ex.clone()),
+                    None => out.push((s.name.clone(), other.clone(), vec![ex.clone()])),
+                }
+            }
+        }
+        out.sort_by(|a, b| b.2.len().cmp(&a.2.len()).then_with(|| (&a.0, &a.1).cmp(&(&b.0, &b.1))));
+        out
+    }
+
     /// A text as the classifier reads it: normalised, accents dropped, the lexicon's words
     /// for synonyms, stemmed. Two texts that read the same mean the same to the bot (a typed
     /// "Replacement" and a button titled "replacement", "haan" and "Yes").

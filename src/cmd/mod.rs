@@ -14,6 +14,7 @@ use crate::{AgentCommand, TokenCommand};
 
 pub(crate) mod admin;
 pub(crate) mod demo;
+pub(crate) mod diff;
 pub(crate) mod pack;
 pub(crate) mod serve;
 

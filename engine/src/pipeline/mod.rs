@@ -312,6 +312,26 @@ impl Engine {
         Ok((d.processed, None))
     }
 
+    /// [`Engine::process`], showing the changeset to `see` before it is committed (the
+    /// replay's observations).
+    pub async fn process_with<T>(
+        &self,
+        row: &InboxRow,
+        now: Millis,
+        see: impl FnOnce(&Changeset, &Processed) -> T,
+    ) -> Result<T, EngineError> {
+        let d = self.decide(row, now).await?;
+        let t = see(&d.changeset, &d.processed);
+        if d.skipped.is_none() {
+            self.commit(d.changeset).await?;
+        }
+        drop(d.guard);
+        if let Some(q) = d.freed {
+            self.assign_waiting(&q, now).await?;
+        }
+        Ok(t)
+    }
+
     /// Everything [`Engine::process`] does but the commit: loads the context and decides.
     /// The returned decision holds the conversation's lock until it is dropped.
     pub async fn decide(&self, row: &InboxRow, now: Millis) -> Result<Decision, EngineError> {

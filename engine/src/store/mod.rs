@@ -321,6 +321,14 @@ pub trait Store: Send + Sync {
     async fn ingest(&self, events: Vec<Inbound>, now: Millis) -> Result<Vec<Ingested>>;
     /// Unprocessed inbox rows with `id > after`, oldest first.
     async fn pending_inbox(&self, after: i64, limit: i64) -> Result<Vec<InboxRow>>;
+    /// Inbound events received at or after `since`, after inbox id `after`, in inbox order:
+    /// `(id, received_at, event)` (what `switchyard export` writes).
+    async fn inbox_since(
+        &self,
+        since: Millis,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Millis, Inbound)>>;
     /// Marks an inbox row processed without changes (e.g. an event that cannot be processed).
     async fn skip_inbox(&self, inbox_id: i64, now: Millis, why: &str) -> Result<()>;
 

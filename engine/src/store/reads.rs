@@ -299,6 +299,29 @@ macro_rules! reads {
             all(&rows, rows::job)
         }
 
+        pub(crate) async fn inbox_since(
+            &self,
+            since: Millis,
+            after: i64,
+            limit: i64,
+        ) -> Result<Vec<(i64, Millis, Inbound)>> {
+            let rows = sqlx::query(
+                "SELECT id, received_at, event FROM inbox WHERE received_at >= $1 AND id > $2 ORDER BY id LIMIT $3",
+            )
+            .bind(since)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(self.0)
+            .await?;
+            all(&rows, |r| {
+                Ok((
+                    r.try_get::<i64, _>("id")?,
+                    r.try_get::<i64, _>("received_at")?,
+                    parse(&r.try_get::<String, _>("event")?, "inbox event")?,
+                ))
+            })
+        }
+
         pub(crate) async fn pending_inbox(&self, after: i64, limit: i64) -> Result<Vec<InboxRow>> {
             let rows = sqlx::query(
                 "SELECT id, key, event FROM inbox WHERE processed_at IS NULL AND id > $1 ORDER BY id LIMIT $2",

@@ -779,9 +779,8 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics, channels: &Channels) -> Option<
         test_case(&mut cx, *f, t);
     }
 
-    if cx.d.has_errors() {
-        return None;
-    }
+    // The classifier, trained even when other sections have errors: what it confuses is
+    // worth knowing at the same time.
     let settings = settings?;
     let mut intent_specs = intent_specs;
     if !settings.unrelated.is_empty() {
@@ -808,6 +807,35 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics, channels: &Channels) -> Option<
         settings.intent_threshold,
         crate::lexicon::Lexicon::new(&settings.synonyms),
     );
+    // Intents the classifier confuses on their own examples (each left out in turn): a
+    // fifth or more of one intent's examples read as another.
+    let mut warned: Vec<(String, String)> = Vec::new();
+    for (a, b, exs) in classifier.confusions(&intent_specs) {
+        let Some(it) = raw.intents.iter().find(|i| i.name.value == a) else {
+            continue;
+        };
+        let total = it.value.examples.len();
+        // Once per pair: the more confused side (an intent defined twice is its own error).
+        if a == b || exs.len() < 2 || exs.len() * 5 < total || warned.contains(&(b.clone(), a.clone())) {
+            continue;
+        }
+        warned.push((a.clone(), b.clone()));
+        let shown: Vec<String> = exs.iter().take(3).map(|e| format!("\"{e}\"")).collect();
+        let many = if exs.len() == 1 { "example" } else { "examples" };
+        cx.warn(
+            it.file,
+            it.name.pos,
+            format!(
+                "intents `{a}` and `{b}` are confused: {} of {total} {many} of `{a}` read as `{b}` ({})",
+                exs.len(),
+                shown.join(", ")
+            ),
+        )
+        .hint(format!("make the examples of `{a}` and `{b}` say what tells them apart, or merge the two intents"));
+    }
+    if cx.d.has_errors() {
+        return None;
+    }
     let index = index_rules(&rules);
     let mut hasher = Sha256::new();
     for f in &raw.files {

@@ -266,6 +266,15 @@ impl Store for PgStore {
         });
     }
 
+    async fn inbox_since(
+        &self,
+        since: Millis,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Millis, Inbound)>> {
+        self.reads().inbox_since(since, after, limit).await
+    }
+
     async fn pending_inbox(&self, after: i64, limit: i64) -> Result<Vec<InboxRow>> {
         self.reads().pending_inbox(after, limit).await
     }
