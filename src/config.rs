@@ -89,6 +89,11 @@ pub struct ServeArgs {
     /// serving keeps serving).
     #[arg(long)]
     pub watch: bool,
+    /// A candidate pack to run in shadow: it decides every live event too, with no effect,
+    /// and what it would do differently is counted (`/metrics`) and listed
+    /// (`GET /api/v1/rules/shadow`) until it is promoted or stopped.
+    #[arg(long, value_name = "CANDIDATE_DIR")]
+    pub shadow: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]

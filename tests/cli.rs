@@ -984,8 +984,16 @@ fn export_writes_the_recorded_events_masked_and_diff_replays_them() {
         store
             .ingest(
                 vec![
-                    customer_says("923001110001", "wamid.e1", "call me on 0300-1112223, parcel toota hua aaya hai"),
-                    customer_says("923001110002", "wamid.e2", "the shirt is torn, very bad quality"),
+                    customer_says(
+                        "923001110001",
+                        "wamid.e1",
+                        "call me on 0300-1112223, parcel toota hua aaya hai",
+                    ),
+                    customer_says(
+                        "923001110002",
+                        "wamid.e2",
+                        "the shirt is torn, very bad quality",
+                    ),
                     customer_says("923001110001", "wamid.e3", "hello?"),
                 ],
                 switchyard_engine::model::now_millis(),
@@ -995,31 +1003,74 @@ fn export_writes_the_recorded_events_masked_and_diff_replays_them() {
     });
     let (code, out, err) = run(&["export", "--db", &db]);
     assert_eq!(code, 0, "{err}");
-    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0]["event"]["from"], "923001110001");
     assert_eq!(lines[2]["event"]["text"], "hello?");
     let (code, masked, err) = run(&["export", "--db", &db, "--mask", "--salt", "test"]);
     assert_eq!(code, 0, "{err}");
-    for secret in ["923001110001", "923001110002", "Name of", "0300-1112223", "1112223", "the channel's payload"] {
+    for secret in [
+        "923001110001",
+        "923001110002",
+        "Name of",
+        "0300-1112223",
+        "1112223",
+        "the channel's payload",
+    ] {
         assert!(!masked.contains(secret), "{secret} in {masked}");
     }
-    let m: Vec<serde_json::Value> = masked.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(m[0]["event"]["from"], m[2]["event"]["from"], "one customer, one pseudonym");
+    let m: Vec<serde_json::Value> = masked
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        m[0]["event"]["from"], m[2]["event"]["from"],
+        "one customer, one pseudonym"
+    );
     assert_ne!(m[0]["event"]["from"], m[1]["event"]["from"]);
-    assert!(m[0]["event"]["text"].as_str().unwrap().ends_with("parcel toota hua aaya hai"));
+    assert!(m[0]["event"]["text"]
+        .as_str()
+        .unwrap()
+        .ends_with("parcel toota hua aaya hai"));
     // A file of them replays through two packs: the same pack changes nothing.
     let file = dir.path().join("events.jsonl");
     std::fs::write(&file, &masked).unwrap();
-    let (code, report, err) = run(&["diff", "examples/pk-ecommerce", "examples/pk-ecommerce", "--events", file.to_str().unwrap(), "--fail-on", "routes,tickets"]);
+    let (code, report, err) = run(&[
+        "diff",
+        "examples/pk-ecommerce",
+        "examples/pk-ecommerce",
+        "--events",
+        file.to_str().unwrap(),
+        "--fail-on",
+        "routes,tickets",
+    ]);
     assert_eq!(code, 0, "{report}{err}");
-    assert!(report.contains("3 events of 2 conversations replayed"), "{report}");
+    assert!(
+        report.contains("3 events of 2 conversations replayed"),
+        "{report}"
+    );
     assert!(report.contains("**No difference**"), "{report}");
     // A line that is not an event stops everything, naming it.
-    std::fs::write(&file, format!("{}\n{{\"nope\": 1}}\n", masked.lines().next().unwrap())).unwrap();
-    let (code, _, err) = run(&["diff", "examples/pk-ecommerce", "examples/pk-ecommerce", "--events", file.to_str().unwrap()]);
+    std::fs::write(
+        &file,
+        format!("{}\n{{\"nope\": 1}}\n", masked.lines().next().unwrap()),
+    )
+    .unwrap();
+    let (code, _, err) = run(&[
+        "diff",
+        "examples/pk-ecommerce",
+        "examples/pk-ecommerce",
+        "--events",
+        file.to_str().unwrap(),
+    ]);
     assert_eq!(code, 2);
-    assert!(err.contains("events.jsonl:2: not a recorded event"), "{err}");
+    assert!(
+        err.contains("events.jsonl:2: not a recorded event"),
+        "{err}"
+    );
 }
 
 /// A rule change that sends complaints to supervisors moves exactly the recorded complaint
@@ -1063,12 +1114,23 @@ fn diff_names_exactly_the_conversations_a_rule_change_moves() {
     let file = dir.path().join("events.jsonl");
     std::fs::write(&file, lines.join("\n")).unwrap();
     let args = |extra: &[&str]| {
-        let mut v = vec!["diff", "examples/pk-ecommerce", new.to_str().unwrap(), "--events", file.to_str().unwrap()];
+        let mut v = vec![
+            "diff",
+            "examples/pk-ecommerce",
+            new.to_str().unwrap(),
+            "--events",
+            file.to_str().unwrap(),
+        ];
         v.extend_from_slice(extra);
         v.into_iter().map(String::from).collect::<Vec<_>>()
     };
     let o = bin().args(args(&["--json"])).output().unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(d["events"], 6);
     assert_eq!(d["conversations"], 5);
@@ -1076,21 +1138,40 @@ fn diff_names_exactly_the_conversations_a_rule_change_moves() {
         d["conversations_changed"]["routes"],
         serde_json::json!(["whatsapp:923002220001", "whatsapp:923002220003"])
     );
-    assert_eq!(d["totals"]["routes"], serde_json::json!([3, 2]), "three events of two conversations");
-    assert!(d["totals"].get("intents").is_none(), "the classifier did not change: {d}");
+    assert_eq!(
+        d["totals"]["routes"],
+        serde_json::json!([3, 2]),
+        "three events of two conversations"
+    );
+    assert!(
+        d["totals"].get("intents").is_none(),
+        "the classifier did not change: {d}"
+    );
     assert!(d["totals"].get("flows").is_none());
     let ex = &d["examples"]["routes"][0];
     assert_eq!(ex["old"]["queue"], "complaints");
     assert_eq!(ex["new"]["queue"], "supervisors");
-    assert!(ex["old_trace"].as_str().unwrap().contains("rule “complaints become tickets”"));
+    assert!(ex["old_trace"]
+        .as_str()
+        .unwrap()
+        .contains("rule “complaints become tickets”"));
     // The Markdown report, and CI's gate.
-    let (code, md, _) = run(&args(&["--fail-on", "routes"]).iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, md, _) = run(&args(&["--fail-on", "routes"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
     assert_eq!(code, 1, "{md}");
     assert!(md.contains("| routes | 3 | 2 |"), "{md}");
     assert!(md.contains("queue: complaints → supervisors"), "{md}");
-    let (code, _, _) = run(&args(&["--fail-on", "flows,intents"]).iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, _, _) = run(&args(&["--fail-on", "flows,intents"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
     assert_eq!(code, 0);
-    let (code, _, err) = run(&args(&["--fail-on", "moods"]).iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, _, err) = run(&args(&["--fail-on", "moods"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
     assert_eq!(code, 2);
     assert!(err.contains("not a kind of change"), "{err}");
 }

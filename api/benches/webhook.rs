@@ -286,6 +286,18 @@ fn main() {
     let (switchyard, _) = serve(2, move || {
         Box::pin(async move { router(app(workers(&d2, "switchyard.db").await)) })
     });
+    // The same, with a candidate pack (the example itself) in shadow: every event decided a
+    // second and a third time, off the acknowledgement's path.
+    let d4 = dir.path().to_path_buf();
+    let (shadowed, _) = serve(2, move || {
+        Box::pin(async move {
+            let state = app(workers(&d4, "shadowed.db").await);
+            switchyard_api::shadow::start(&state, std::path::Path::new(PACK))
+                .await
+                .expect("the example pack in shadow");
+            router(state)
+        })
+    });
     let d3 = dir.path().to_path_buf();
     let (ack_only, _) = serve(1, move || {
         Box::pin(async move {
@@ -323,6 +335,7 @@ fn main() {
         ("axum + group-commit inbox insert (durable-ack ceiling)", durable, "/webhooks/whatsapp".into()),
         ("Switchyard POST /webhooks/whatsapp: signature + parse + commit (acknowledgement alone)", ack_only, "/webhooks/whatsapp".into()),
         ("Switchyard POST /webhooks/whatsapp with the pipeline running (2 runtime threads, as `serve`)", switchyard, "/webhooks/whatsapp".into()),
+        ("the same with a candidate pack in shadow (`serve --shadow`)", shadowed, "/webhooks/whatsapp".into()),
     ];
     if let Some((a, p)) = &node_red {
         targets.push((
@@ -370,14 +383,18 @@ fn main() {
         "Switchyard with the pipeline running / durable-ack ceiling: {:.2}",
         rates[3] / rates[1]
     );
-    if rates.len() > 4 {
+    println!(
+        "With a pack in shadow / without: {:.2}",
+        rates[4] / rates[3]
+    );
+    if rates.len() > 5 {
         println!(
             "Switchyard acknowledgement / Node-RED + SQLite: {:.1} (target ≥ 5)",
-            rates[2] / rates[4]
+            rates[2] / rates[5]
         );
         println!(
             "Switchyard with the pipeline running / Node-RED + SQLite: {:.1}",
-            rates[3] / rates[4]
+            rates[3] / rates[5]
         );
     } else {
         println!("Node-RED: not measured (run benches/webhook-load.sh, or set NODE_RED_URL)");

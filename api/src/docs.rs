@@ -11,7 +11,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Doc, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin, oversight, team, work};
+use crate::{admin, oversight, shadow, team, work};
 
 struct Bearer;
 
@@ -78,6 +78,10 @@ impl Modify for Bearer {
         oversight::rules,
         oversight::validate,
         oversight::reload,
+        shadow::get,
+        shadow::post,
+        shadow::delete,
+        shadow::promote,
         oversight::audit,
         oversight::kpis,
         oversight::events,

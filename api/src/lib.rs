@@ -8,6 +8,7 @@ mod extract;
 pub mod guard;
 pub mod oversight;
 pub mod presence;
+pub mod shadow;
 pub mod team;
 pub mod watch;
 pub mod web;
@@ -81,6 +82,8 @@ pub struct AppState {
     /// Session cookies are `Secure` (served over TLS, or behind a proxy that is); also set
     /// for a request that arrives with `X-Forwarded-Proto: https`.
     pub secure_cookies: bool,
+    /// The candidate pack in shadow, if one runs.
+    pub shadow: shadow::ShadowSlot,
 }
 
 /// Builds a pack's connectors: `(lookups, webhook sender)`, or why not.
@@ -130,6 +133,7 @@ impl AppState {
             session_ttl: std::time::Duration::from_secs(12 * 3600),
             presence: Default::default(),
             secure_cookies: false,
+            shadow: Default::default(),
         }
     }
 }
@@ -432,6 +436,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/rules", get(oversight::rules))
         .route("/api/v1/rules/validate", post(oversight::validate))
         .route("/api/v1/rules/reload", post(oversight::reload))
+        .route(
+            "/api/v1/rules/shadow",
+            get(shadow::get).post(shadow::post).delete(shadow::delete),
+        )
+        .route("/api/v1/rules/shadow/promote", post(shadow::promote))
         .route("/api/v1/audit", get(oversight::audit))
         .route("/api/v1/reports/kpis", get(oversight::kpis))
         .route("/api/v1/events", get(oversight::events))

@@ -477,6 +477,14 @@ pub async fn reload_from_disk(s: &AppState) -> Result<Reload, String> {
     let Some(dir) = s.rules.dir.clone() else {
         return Err("this server was not started from a pack directory".into());
     };
+    reload_from(s, &dir).await
+}
+
+/// [`reload_from_disk`] from another directory (a shadow's candidate being promoted); its
+/// connectors are built relative to that directory.
+pub async fn reload_from(s: &AppState, dir: &Path) -> Result<Reload, String> {
+    let dir = dir.to_path_buf();
+    let base = dir.clone();
     let _one = s.rules.reloading.lock().await;
     let loaded: Loaded = tokio::task::spawn_blocking(move || switchyard_rules::load_dir(&dir))
         .await
@@ -493,7 +501,7 @@ pub async fn reload_from_disk(s: &AppState) -> Result<Reload, String> {
         match &s.assemble {
             // The connectors are rebuilt from the new pack, and swapped in with it: a changed
             // courier URL or a connector the reload adds serves at once.
-            Some(build) => match build(&pack, s.rules.dir.as_deref().unwrap_or(Path::new("."))) {
+            Some(build) => match build(&pack, &base) {
                 Ok((lookup, notifier)) => s.runtime.replace_rules(pack, lookup, notifier),
                 Err(why) => {
                     let mut d = switchyard_rules::Diagnostics::default();
@@ -563,6 +571,10 @@ pub struct ApiMetrics {
     registry: Registry,
     /// Requests by route pattern and status.
     pub requests: Family<Labels, Counter>,
+    /// Events the shadow's candidate decided beside the live pack, and how many differed by
+    /// kind.
+    pub shadow_events: Counter,
+    pub shadow_differences: Family<Labels, Counter>,
     inbox: Gauge,
     outbox: Family<Labels, Gauge>,
 }
@@ -588,10 +600,24 @@ impl ApiMetrics {
             "Outbox rows by status (pending is the backlog)",
             outbox.clone(),
         );
+        let shadow_events = Counter::default();
+        let shadow_differences = Family::<Labels, Counter>::default();
+        registry.register(
+            "switchyard_shadow_events",
+            "Live events the candidate pack in shadow decided",
+            shadow_events.clone(),
+        );
+        registry.register(
+            "switchyard_shadow_differences",
+            "Events the candidate in shadow decided differently, by kind of change",
+            shadow_differences.clone(),
+        );
         engine.metrics.register(&mut registry);
         ApiMetrics {
             registry,
             requests,
+            shadow_events,
+            shadow_differences,
             inbox,
             outbox,
         }

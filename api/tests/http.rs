@@ -3657,3 +3657,5 @@ mod presence {
 
 #[path = "http/languages.rs"]
 mod languages;
+#[path = "http/shadow.rs"]
+mod shadow;

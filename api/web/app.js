@@ -509,7 +509,7 @@ function actions(d, mine, owner) {
       el("button", { id: "resolve", type: "button", onclick: () => act("status", { status: "resolved" }, "Resolved") }, "Resolve"),
       el(
         "select",
-        { id: "status", "aria-label": "Status", onchange: (e) => act("status", { status: e.target.value }, "Status set") },
+        { id: "conv-status", "aria-label": "Status", onchange: (e) => act("status", { status: e.target.value }, "Status set") },
         ...["open", "waiting", "escalated", "resolved"].map((x) => el("option", { value: x, selected: x === c.status }, `status ${x}`)),
         c.status === "new" ? el("option", { value: "new", selected: true, disabled: true }, "status new") : null,
       ),

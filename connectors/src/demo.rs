@@ -51,6 +51,14 @@ impl DemoStore {
         self
     }
 
+    /// One more order (the newest): a shadow's store learns the orders the events carry.
+    pub fn add(&self, order: Map<String, Value>) {
+        self.orders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(order);
+    }
+
     /// The orders as they are now (after confirmations and cancellations).
     pub fn orders(&self) -> Vec<Map<String, Value>> {
         self.orders

@@ -66,6 +66,17 @@ pub struct CustomerView {
 type R<T> = Result<T, StoreError>;
 
 impl Engine {
+    /// Inbound events received at or after `since`, after inbox id `after` (a shadow pack
+    /// reads what the live one decided on).
+    pub async fn inbox_since(
+        &self,
+        since: Millis,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Millis, crate::model::Inbound)>, crate::store::StoreError> {
+        self.store.inbox_since(since, after, limit).await
+    }
+
     /// The queues an agent belongs to (none for a caller who is no agent).
     pub async fn queues_of(&self, a: &Actor) -> R<Vec<String>> {
         Ok(match &a.agent {

@@ -108,7 +108,11 @@ fn mask_phone(p: &str, salt: &str) -> String {
     let digits: String = p.chars().filter(|c| c.is_ascii_digit()).collect();
     let key = switchyard_rules::entities::phone_pk(p).unwrap_or_else(|| digits.clone());
     let d = digest(&key, salt);
-    let n: String = d.iter().take(9).map(|b| char::from(b'0' + b % 10)).collect();
+    let n: String = d
+        .iter()
+        .take(9)
+        .map(|b| char::from(b'0' + b % 10))
+        .collect();
     let plus = p.trim_start().starts_with('+');
     let local = p.trim_start().starts_with('0') && !plus;
     // 3 + nine digits: a mobile number.
@@ -130,9 +134,8 @@ fn mask_text(t: &str, salt: &str) -> String {
     static EMAIL: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
         regex::Regex::new(r"(?i)\b[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}\b").expect("valid regex")
     });
-    static LONG: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"\+?\d[\d\s-]{8,}\d").expect("valid regex")
-    });
+    static LONG: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"\+?\d[\d\s-]{8,}\d").expect("valid regex"));
     let t = EMAIL.replace_all(t, |c: &regex::Captures| {
         format!("user{}@example.com", hex::encode(&digest(&c[0], salt)[..3]))
     });
@@ -215,9 +218,11 @@ fn observe(cs: &Changeset, conversation: String, what: String, trace: Arc<Trace>
     }
     for e in &cs.events {
         match e {
-            DomainEvent::TicketCreated { ticket, .. } => o
-                .tickets
-                .push(format!("{}/{}", ticket.category.as_deref().unwrap_or("-"), ticket.priority.as_str())),
+            DomainEvent::TicketCreated { ticket, .. } => o.tickets.push(format!(
+                "{}/{}",
+                ticket.category.as_deref().unwrap_or("-"),
+                ticket.priority.as_str()
+            )),
             DomainEvent::FlowStarted { flow } => o.flows.push(flow.clone()),
             _ => {}
         }
@@ -231,6 +236,103 @@ fn observe(cs: &Changeset, conversation: String, what: String, trace: Arc<Trace>
     o
 }
 
+/// A pack deciding recorded events on a temporary store of its own, one at a time.
+pub struct Replayer {
+    engine: Engine,
+    store: Arc<dyn Store>,
+}
+
+impl Replayer {
+    pub async fn new(pack: Arc<Pack>, lookup: Arc<dyn Lookup>) -> Result<Replayer, EngineError> {
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::sqlite::SqliteStore::open("sqlite::memory:").await?);
+        Ok(Replayer {
+            engine: Engine::new(store.clone(), pack, lookup),
+            store,
+        })
+    }
+
+    /// The pack deciding from now on.
+    pub fn replace_pack(&self, pack: Arc<Pack>) {
+        self.engine.replace_pack(pack);
+    }
+
+    pub fn pack(&self) -> Arc<Pack> {
+        self.engine.pack()
+    }
+
+    /// Decides `events` in order; one observation per event replayed (statuses and events
+    /// seen before are skipped).
+    pub async fn replay(&self, events: &[Recorded]) -> Result<Vec<Observed>, EngineError> {
+        let mut out = Vec::with_capacity(events.len());
+        // Committed in batches (one ingest per thousand), processed one at a time in order.
+        for chunk in events.chunks(1000) {
+            let batch: Vec<&Recorded> = chunk
+                .iter()
+                .filter(|r| !matches!(r.event, Inbound::Status { .. }))
+                .collect();
+            if batch.is_empty() {
+                continue;
+            }
+            let at = batch[0].at;
+            let ingested = self
+                .store
+                .ingest(batch.iter().map(|r| r.event.clone()).collect(), at)
+                .await?;
+            let mut rows = Vec::new();
+            let mut after = 0;
+            loop {
+                let page = self.store.pending_inbox(after, 1000).await?;
+                let Some(last) = page.last() else { break };
+                after = last.id;
+                rows.extend(page);
+            }
+            // A replayed file may hold the same event twice (a redelivery): processed once.
+            let mut by_row = rows.into_iter();
+            for (r, ing) in batch.iter().zip(ingested) {
+                if !matches!(ing, crate::store::Ingested::New(_)) {
+                    continue;
+                }
+                let Some(row) = by_row.next() else { break };
+                let (conversation, what) = match &r.event {
+                    Inbound::Message {
+                        channel,
+                        from,
+                        text,
+                        choice,
+                        ..
+                    } => (
+                        format!("{channel}:{from}"),
+                        match choice {
+                            Some(c) => format!("[taps {c}]"),
+                            None => text.clone(),
+                        },
+                    ),
+                    Inbound::Order {
+                        channel,
+                        to,
+                        event,
+                        order,
+                        ..
+                    } => (
+                        format!("{channel}:{to}"),
+                        format!("[{event} {}]", order["name"].as_str().unwrap_or("")),
+                    ),
+                    Inbound::Status { .. } => continue,
+                };
+                let o = self
+                    .engine
+                    .process_with(&row, r.at, |cs, p| {
+                        observe(cs, conversation, what, p.trace.clone())
+                    })
+                    .await?;
+                out.push(o);
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Replays `events` through `pack` on a fresh temporary store; one observation per replayed
 /// event (statuses are skipped), in order.
 pub async fn replay(
@@ -238,58 +340,7 @@ pub async fn replay(
     lookup: Arc<dyn Lookup>,
     events: &[Recorded],
 ) -> Result<Vec<Observed>, EngineError> {
-    let store: Arc<dyn Store> =
-        Arc::new(crate::store::sqlite::SqliteStore::open("sqlite::memory:").await?);
-    let engine = Engine::new(store.clone(), pack, lookup);
-    let mut out = Vec::with_capacity(events.len());
-    // Committed in batches (one ingest per thousand), processed one at a time in order.
-    for chunk in events.chunks(1000) {
-        let batch: Vec<&Recorded> = chunk
-            .iter()
-            .filter(|r| !matches!(r.event, Inbound::Status { .. }))
-            .collect();
-        let at = batch.first().map_or(0, |r| r.at);
-        let ingested = store
-            .ingest(batch.iter().map(|r| r.event.clone()).collect(), at)
-            .await?;
-        let mut rows = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = store.pending_inbox(after, 1000).await?;
-            let Some(last) = page.last() else { break };
-            after = last.id;
-            rows.extend(page);
-        }
-        // A replayed file may hold the same event twice (a redelivery): processed once.
-        let mut by_row = rows.into_iter();
-        for (r, ing) in batch.iter().zip(ingested) {
-            if !matches!(ing, crate::store::Ingested::New(_)) {
-                continue;
-            }
-            let Some(row) = by_row.next() else { break };
-            let (conversation, what) = match &r.event {
-                Inbound::Message { channel, from, text, choice, .. } => (
-                    format!("{channel}:{from}"),
-                    match choice {
-                        Some(c) => format!("[taps {c}]"),
-                        None => text.clone(),
-                    },
-                ),
-                Inbound::Order { channel, to, event, order, .. } => (
-                    format!("{channel}:{to}"),
-                    format!("[{event} {}]", order["name"].as_str().unwrap_or("")),
-                ),
-                Inbound::Status { .. } => continue,
-            };
-            let o = engine
-                .process_with(&row, r.at, |cs, p| {
-                    observe(cs, conversation, what, p.trace.clone())
-                })
-                .await?;
-            out.push(o);
-        }
-    }
-    Ok(out)
+    Replayer::new(pack, lookup).await?.replay(events).await
 }
 
 /// What can change between two packs for one event.
@@ -382,6 +433,13 @@ impl Diff {
     }
 }
 
+impl Change {
+    /// What differs between two observations of one event.
+    pub fn between(a: &Observed, b: &Observed) -> Vec<Change> {
+        Change::of(a, b)
+    }
+}
+
 /// Compares the replays of the same events through two packs.
 pub fn diff(old: &[Observed], new: &[Observed], examples: usize) -> Diff {
     let mut totals: BTreeMap<Change, (usize, usize)> = BTreeMap::new();
@@ -449,7 +507,13 @@ impl Diff {
         for (k, list) in &self.examples {
             let _ = writeln!(s, "\n### {}\n", k.as_str());
             for x in list {
-                let _ = writeln!(s, "- `{}` (event {}): \"{}\"", x.old.conversation, x.index + 1, x.old.what.replace('\n', " "));
+                let _ = writeln!(
+                    s,
+                    "- `{}` (event {}): \"{}\"",
+                    x.old.conversation,
+                    x.index + 1,
+                    x.old.what.replace('\n', " ")
+                );
                 let (a, b) = (&x.old, &x.new);
                 let line = |label: &str, a: String, b: String| {
                     if a != b {
@@ -458,12 +522,24 @@ impl Diff {
                         String::new()
                     }
                 };
-                s.push_str(&line("intent", a.intent.clone().unwrap_or("—".into()), b.intent.clone().unwrap_or("—".into())));
-                s.push_str(&line("queue", a.queue.clone().unwrap_or("—".into()), b.queue.clone().unwrap_or("—".into())));
+                s.push_str(&line(
+                    "intent",
+                    a.intent.clone().unwrap_or("—".into()),
+                    b.intent.clone().unwrap_or("—".into()),
+                ));
+                s.push_str(&line(
+                    "queue",
+                    a.queue.clone().unwrap_or("—".into()),
+                    b.queue.clone().unwrap_or("—".into()),
+                ));
                 s.push_str(&line("replies", show(&a.replies), show(&b.replies)));
                 s.push_str(&line("tickets", show(&a.tickets), show(&b.tickets)));
                 s.push_str(&line("flows", show(&a.flows), show(&b.flows)));
-                s.push_str(&line("handed off", a.handed_off.to_string(), b.handed_off.to_string()));
+                s.push_str(&line(
+                    "handed off",
+                    a.handed_off.to_string(),
+                    b.handed_off.to_string(),
+                ));
                 let _ = writeln!(s, "  - old: {}", x.old_trace);
                 let _ = writeln!(s, "  - new: {}", x.new_trace);
             }
@@ -485,14 +561,20 @@ mod tests {
         // The same number however written: the same line.
         assert_eq!(mask_phone("+92 300 1234567", "s"), format!("+{a}"));
         assert!(switchyard_rules::entities::phone_pk(&a).is_some(), "{a}");
-        let t = mask_text("call me on 0300-1234567 or a@b.com about order #10234 Rs 2500", "s");
+        let t = mask_text(
+            "call me on 0300-1234567 or a@b.com about order #10234 Rs 2500",
+            "s",
+        );
         assert!(!t.contains("1234567") && !t.contains("a@b.com"), "{t}");
         assert!(t.contains("#10234") && t.contains("Rs 2500"), "{t}");
         let mut o = serde_json::json!({ "name": "#10234", "phone": "+923001234567", "customer": { "first_name": "Ayesha", "email": "a@b.com" }, "shipping_address": { "address1": "House 1" } });
         mask_value(&mut o, "s");
         assert_eq!(o["name"], "#10234");
         assert_eq!(o["phone"], format!("+{a}"));
-        assert!(o["customer"]["first_name"].as_str().unwrap().starts_with("Customer "));
+        assert!(o["customer"]["first_name"]
+            .as_str()
+            .unwrap()
+            .starts_with("Customer "));
         assert!(!o.to_string().contains("Ayesha") && !o.to_string().contains("House 1"));
     }
 }

@@ -556,7 +556,11 @@ impl Classifier {
                 }
             }
         }
-        out.sort_by(|a, b| b.2.len().cmp(&a.2.len()).then_with(|| (&a.0, &a.1).cmp(&(&b.0, &b.1))));
+        out.sort_by(|a, b| {
+            b.2.len()
+                .cmp(&a.2.len())
+                .then_with(|| (&a.0, &a.1).cmp(&(&b.0, &b.1)))
+        });
         out
     }
 

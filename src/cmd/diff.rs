@@ -28,12 +28,20 @@ async fn read_db(db: &str, since: Option<&str>, limit: usize) -> Result<Vec<Reco
         }
     }
     let store = switchyard_engine::store::open(db).await.with_context(|| {
-        format!("cannot open the database {}", switchyard_engine::store::redact(db))
+        format!(
+            "cannot open the database {}",
+            switchyard_engine::store::redact(db)
+        )
     })?;
     Ok(replay::export(store.as_ref(), since_ms(since)?, limit).await?)
 }
 
-pub(crate) fn export_cmd(db: &str, since: Option<&str>, mask: bool, salt: Option<&str>) -> Result<ExitCode> {
+pub(crate) fn export_cmd(
+    db: &str,
+    since: Option<&str>,
+    mask: bool,
+    salt: Option<&str>,
+) -> Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     let events = rt.block_on(read_db(db, since, usize::MAX))?;
     let salt = match (mask, salt) {
@@ -125,12 +133,17 @@ pub(crate) fn diff_cmd(a: DiffArgs<'_>) -> Result<ExitCode> {
     // the `--orders` file.
     let mut orders: Vec<Map<String, Value>> = Vec::new();
     if let Some(p) = a.orders {
-        let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
         orders = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a JSON array of orders", p.display()))?;
     }
     for r in &events {
-        if let Inbound::Order { order: Value::Object(o), .. } = &r.event {
+        if let Inbound::Order {
+            order: Value::Object(o),
+            ..
+        } = &r.event
+        {
             orders.push(o.clone());
         }
     }
@@ -152,7 +165,11 @@ pub(crate) fn diff_cmd(a: DiffArgs<'_>) -> Result<ExitCode> {
         serde_json::to_writer_pretty(&mut out, &d)?;
         writeln!(out)?;
     } else {
-        write!(out, "{}", d.markdown(&a.old.display().to_string(), &a.new.display().to_string()))?;
+        write!(
+            out,
+            "{}",
+            d.markdown(&a.old.display().to_string(), &a.new.display().to_string())
+        )?;
     }
     eprintln!(
         "replayed {} events through each pack in {:.2} s",

@@ -184,6 +184,16 @@ pub(crate) fn serve(a: ServeArgs) -> Result<ExitCode> {
         if a.watch {
             tokio::spawn(switchyard_api::watch::watch_rules(state.clone()));
         }
+        if let Some(dir) = &a.shadow {
+            let sh = switchyard_api::shadow::start(&state, dir)
+                .await
+                .map_err(|e| anyhow::anyhow!("--shadow {}: {e}", dir.display()))?;
+            eprintln!(
+                "switchyard: the pack in {} ({}) runs in shadow: GET /api/v1/rules/shadow says what it would do differently",
+                dir.display(),
+                &sh.candidate[..12.min(sh.candidate.len())]
+            );
+        }
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let from = cfg.file.as_ref().map(|f| format!(" (configuration: {})", f.display())).unwrap_or_default();
         let shown_db = switchyard_engine::store::redact(db);

@@ -464,7 +464,7 @@ def main():
                 expect(lang).to_have_value("auto")
                 expect(lang.locator("option[value=auto]")).to_contain_text("Roman Urdu")
                 p.select_option("#language", "ur")
-                expect(p.locator("#status")).to_contain_text("Replies in Urdu")
+                expect(p.locator("div#status")).to_contain_text("Replies in Urdu")
                 contact = lambda: srv.call("GET", f"/api/v1/conversations/{conv}")[1]["contact"]
                 until(lambda: contact()["language"] == "ur" and contact()["language_set_by"] == "sara",
                       "the language set by sara")

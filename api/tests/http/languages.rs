@@ -6,15 +6,18 @@
 
 use super::*;
 
-struct Desk {
-    base: String,
-    channel: Arc<SandboxChannel>,
-    _dir: tempfile::TempDir,
+pub(crate) struct Desk {
+    pub(crate) base: String,
+    pub(crate) channel: Arc<SandboxChannel>,
+    /// The copy of the example pack serving.
+    pub(crate) pack_dir: std::path::PathBuf,
+    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
 /// The example pack with its store open all week round the clock (`open`), or closed on every
 /// date from yesterday to the day after tomorrow; its store holds `orders`.
-async fn desk(open: bool, orders: Vec<Value>) -> Desk {
+pub(crate) async fn desk(open: bool, orders: Vec<Value>) -> Desk {
     let dir = tempfile::tempdir().unwrap();
     let pack_dir = dir.path().join("pack");
     std::fs::create_dir(&pack_dir).unwrap();
@@ -76,7 +79,8 @@ async fn desk(open: bool, orders: Vec<Value>) -> Desk {
     );
     let state = Arc::new(AppState {
         unsigned_webhooks: true,
-        ..AppState::new(runtime)
+        admin_token: Some(super::ADMIN.into()),
+        ..AppState::new(runtime.clone())
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -84,12 +88,14 @@ async fn desk(open: bool, orders: Vec<Value>) -> Desk {
     Desk {
         base,
         channel,
+        pack_dir,
+        runtime,
         _dir: dir,
     }
 }
 
 /// A customer's text message through the webhook; 200 means committed.
-async fn says(d: &Desk, from: &str, id: &str, text: &str) {
+pub(crate) async fn says(d: &Desk, from: &str, id: &str, text: &str) {
     let body = json!({ "object": "whatsapp_business_account", "entry": [ { "id": "1", "changes": [ { "field": "messages", "value": {
         "messaging_product": "whatsapp", "metadata": { "display_phone_number": "15550000000", "phone_number_id": "111" },
         "contacts": [ { "profile": { "name": "Customer" }, "wa_id": from } ],
@@ -104,7 +110,7 @@ async fn says(d: &Desk, from: &str, id: &str, text: &str) {
 }
 
 /// What `to` has been sent, once `n` messages have gone to them.
-async fn told(d: &Desk, to: &str, n: usize) -> Vec<String> {
+pub(crate) async fn told(d: &Desk, to: &str, n: usize) -> Vec<String> {
     let of = || -> Vec<String> {
         d.channel
             .sent()

@@ -816,12 +816,20 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics, channels: &Channels) -> Option<
         };
         let total = it.value.examples.len();
         // Once per pair: the more confused side (an intent defined twice is its own error).
-        if a == b || exs.len() < 2 || exs.len() * 5 < total || warned.contains(&(b.clone(), a.clone())) {
+        if a == b
+            || exs.len() < 2
+            || exs.len() * 5 < total
+            || warned.contains(&(b.clone(), a.clone()))
+        {
             continue;
         }
         warned.push((a.clone(), b.clone()));
         let shown: Vec<String> = exs.iter().take(3).map(|e| format!("\"{e}\"")).collect();
-        let many = if exs.len() == 1 { "example" } else { "examples" };
+        let many = if exs.len() == 1 {
+            "example"
+        } else {
+            "examples"
+        };
         cx.warn(
             it.file,
             it.name.pos,

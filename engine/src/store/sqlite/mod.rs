@@ -33,7 +33,7 @@ use serde_json::Value;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Connection, Row, Sqlite};
+use sqlx::{Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::model::*;
@@ -104,9 +104,15 @@ impl SqliteStore {
             .pragma("cache_size", "-16384")
             .pragma("temp_store", "memory");
         {
-            let mut conn = opts.connect().await?;
-            MIGRATOR.run(&mut conn).await?;
-            conn.close().await?;
+            // Through a one-connection pool: `Migrator::run` on a `&mut SqliteConnection` makes
+            // the future not provably `Send` (sqlx's `Acquire` lifetimes), and a replay store is
+            // opened from tasks that must be.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(opts.clone())
+                .await?;
+            MIGRATOR.run(&pool).await?;
+            pool.close().await;
         }
         let read = SqlitePoolOptions::new()
             .max_connections(4)
