@@ -36,8 +36,9 @@ pub struct Shadow {
     pub dir: PathBuf,
     pub candidate: String,
     pub since: Millis,
-    state: Mutex<Seen>,
-    task: tokio::task::JoinHandle<()>,
+    state: Arc<Mutex<Seen>>,
+    /// Set when the shadow is stopped or replaced: its thread ends.
+    stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Default)]
@@ -51,7 +52,91 @@ struct Seen {
 
 impl Drop for Shadow {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// This thread, and the threads it starts, at the lowest CPU priority (Linux: a thread's nice
+/// value; elsewhere nothing changes).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on this thread's own id, no memory involved.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+    }
+}
+
+/// The shadow's loop: the inbox read behind the workers, each event decided twice.
+async fn run(
+    app: std::sync::Weak<AppState>,
+    candidate: Arc<switchyard_rules::Pack>,
+    since: Millis,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    ready: tokio::sync::oneshot::Sender<Result<(), String>>,
+) {
+    let Some(serving) = app.upgrade().map(|a| a.runtime.engine.pack()) else {
+        return;
+    };
+    let (live_orders, cand_orders) = (
+        Arc::new(DemoStore::new(vec![])),
+        Arc::new(DemoStore::new(vec![])),
+    );
+    let replicas = async {
+        Ok::<_, switchyard_engine::EngineError>((
+            Replayer::new(serving, live_orders.clone()).await?,
+            Replayer::new(candidate, cand_orders.clone()).await?,
+        ))
+    };
+    let (live, cand) = match replicas.await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let mut after = 0i64;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let Some(app) = app.upgrade() else { return };
+        let rows = match app.runtime.engine.inbox_since(since, after, 500).await {
+            Ok(r) => r,
+            Err(e) => {
+                seen.lock().unwrap_or_else(|e| e.into_inner()).error = Some(e.to_string());
+                continue;
+            }
+        };
+        // The pack serving may have been reloaded: its replica follows.
+        let serving = app.runtime.engine.pack();
+        if serving.hash != live.pack().hash {
+            live.replace_pack(serving);
+        }
+        for (id, at, event) in rows {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            after = id;
+            if let Inbound::Order { order, .. } = &event {
+                if let Some(o) = order.as_object() {
+                    live_orders.add(o.clone());
+                    cand_orders.add(o.clone());
+                }
+            }
+            let r = [Recorded { at, event }];
+            let (a, b) = tokio::join!(live.replay(&r), cand.replay(&r));
+            match (a, b) {
+                (Ok(a), Ok(b)) => {
+                    if let (Some(a), Some(b)) = (a.into_iter().next(), b.into_iter().next()) {
+                        record(&seen, &app, a, b);
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    seen.lock().unwrap_or_else(|e| e.into_inner()).error = Some(e.to_string())
+                }
+            }
+        }
     }
 }
 
@@ -91,67 +176,40 @@ pub async fn start(s: &Arc<AppState>, dir: &Path) -> Result<Arc<Shadow>, String>
     };
     let candidate = Arc::new(pack);
     let since = now();
-    let (live_orders, cand_orders) = (
-        Arc::new(DemoStore::new(vec![])),
-        Arc::new(DemoStore::new(vec![])),
-    );
-    let live = Replayer::new(s.runtime.engine.pack(), live_orders.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    let cand = Replayer::new(candidate.clone(), cand_orders.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    let shadow = Arc::new_cyclic(|me: &std::sync::Weak<Shadow>| {
-        let me = me.clone();
-        let app = Arc::downgrade(s);
-        let task = tokio::spawn(async move {
-            let mut after = 0i64;
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                let (Some(app), Some(me)) = (app.upgrade(), me.upgrade()) else {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The shadow works on a thread of its own at the lowest CPU priority, with its own
+    // runtime: the replicas' stores (and their SQLite threads, which inherit the priority)
+    // are created there, so the live acknowledgement and pipeline are served first.
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+    let app = Arc::downgrade(s);
+    let (seen2, stop2, cand2) = (seen.clone(), stop.clone(), candidate.clone());
+    std::thread::Builder::new()
+        .name("switchyard-shadow".into())
+        .spawn(move || {
+            lower_priority();
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
                     return;
-                };
-                let rows = match app.runtime.engine.inbox_since(since, after, 500).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        me.seen().error = Some(e.to_string());
-                        continue;
-                    }
-                };
-                // The pack serving may have been reloaded: its replica follows.
-                let serving = app.runtime.engine.pack();
-                if serving.hash != live.pack().hash {
-                    live.replace_pack(serving);
                 }
-                for (id, at, event) in rows {
-                    after = id;
-                    if let Inbound::Order { order, .. } = &event {
-                        if let Some(o) = order.as_object() {
-                            live_orders.add(o.clone());
-                            cand_orders.add(o.clone());
-                        }
-                    }
-                    let r = [Recorded { at, event }];
-                    let (a, b) = tokio::join!(live.replay(&r), cand.replay(&r));
-                    match (a, b) {
-                        (Ok(a), Ok(b)) => {
-                            if let (Some(a), Some(b)) = (a.into_iter().next(), b.into_iter().next())
-                            {
-                                me.record(&app, a, b);
-                            }
-                        }
-                        (Err(e), _) | (_, Err(e)) => me.seen().error = Some(e.to_string()),
-                    }
-                }
-            }
-        });
-        Shadow {
-            dir: dir.to_path_buf(),
-            candidate: candidate.hash.clone(),
-            since,
-            state: Mutex::new(Seen::default()),
-            task,
-        }
+            };
+            rt.block_on(run(app, cand2, since, seen2, stop2, ready_tx));
+        })
+        .map_err(|e| e.to_string())?;
+    ready_rx
+        .await
+        .map_err(|_| "the shadow's thread ended at start".to_string())??;
+    let shadow = Arc::new(Shadow {
+        dir: dir.to_path_buf(),
+        candidate: candidate.hash.clone(),
+        since,
+        state: seen,
+        stop,
     });
     s.shadow.set(Some(shadow.clone()));
     Ok(shadow)
@@ -161,11 +219,14 @@ impl Shadow {
     fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    fn record(&self, app: &AppState, live: Observed, cand: Observed) {
+/// Counts one event both packs decided, and keeps it when they differ.
+fn record(seen: &Mutex<Seen>, app: &AppState, live: Observed, cand: Observed) {
+    {
         let changes = Change::between(&live, &cand);
         app.metrics.shadow_events.inc();
-        let mut seen = self.seen();
+        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
         seen.events += 1;
         if changes.is_empty() {
             return;

@@ -287,11 +287,14 @@ pub enum MessageRt {
     Template(String),
     Buttons {
         body: Template,
+        /// `(language, body)`: the body in other languages.
+        translations: Vec<(String, Template)>,
         footer: Option<String>,
         buttons: Vec<(String, String)>,
     },
     List {
         body: Template,
+        translations: Vec<(String, Template)>,
         button: String,
         footer: Option<String>,
         /// `(section title, rows of (id, title, description))`.
@@ -299,6 +302,21 @@ pub enum MessageRt {
         /// Rows built from data at send time (instead of `sections`).
         rows_from: Option<Box<RowsFrom>>,
     },
+}
+
+impl MessageRt {
+    /// An interactive message's body for a contact whose language chain is `chain`: the first
+    /// translation in it, else the body as written.
+    pub fn body_for<'m>(
+        body: &'m Template,
+        translations: &'m [(String, Template)],
+        chain: &[&str],
+    ) -> &'m Template {
+        chain
+            .iter()
+            .find_map(|l| translations.iter().find(|(k, _)| k == l).map(|(_, t)| t))
+            .unwrap_or(body)
+    }
 }
 
 /// A list's rows from data: `from` evaluates to an array; each element is `item` for the

@@ -150,19 +150,35 @@ impl<'a> Run<'a> {
                     });
                 }
             }
-            MessageRt::Buttons { body, buttons, .. } => {
+            MessageRt::Buttons {
+                body,
+                translations,
+                buttons,
+                ..
+            } => {
                 kind = "buttons";
+                let chain = self
+                    .pack
+                    .settings
+                    .language_chain(self.contact.language.as_deref());
+                let body = MessageRt::body_for(body, translations, &chain);
                 out.text = self.render(body, actor);
                 out.buttons = buttons.clone();
             }
             MessageRt::List {
                 body,
+                translations,
                 button,
                 sections,
                 rows_from,
                 ..
             } => {
                 kind = "list";
+                let chain = self
+                    .pack
+                    .settings
+                    .language_chain(self.contact.language.as_deref());
+                let body = MessageRt::body_for(body, translations, &chain);
                 out.text = self.render(body, actor);
                 let rows = match rows_from {
                     Some(rf) => self.rows_from(rf, actor),

@@ -4,6 +4,36 @@
 use super::*;
 
 impl Ctx<'_> {
+    /// An interactive body's `translations`: language codes, limits, templates.
+    fn translations(
+        &mut self,
+        f: usize,
+        t: Option<&crate::span::Entries<Sp<String>>>,
+        what: &str,
+        max: usize,
+    ) -> Option<Vec<(String, crate::template::Template)>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (lang, body) in t.iter().flat_map(|m| m.iter()) {
+            if !crate::lang::is_code(&lang.value) {
+                self.err(
+                    f,
+                    lang.pos,
+                    format!("`{}` is not a language code", lang.value),
+                )
+                .hint("use `en`, `ur`, `roman_ur`, … as in the templates");
+                ok = false;
+                continue;
+            }
+            self.limit(f, body, what, max);
+            match self.template(f, body) {
+                Some(c) => out.push((lang.value.clone(), c)),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
     pub(super) fn message(&mut self, f: usize, send: &Sp<Send>) -> Option<MessageRt> {
         match &send.value {
             Send::Text(t) => {
@@ -58,8 +88,15 @@ impl Ctx<'_> {
                     }
                 }
                 let body = self.template(f, &b.body)?;
+                let translations = self.translations(
+                    f,
+                    b.translations.as_ref(),
+                    "button message body",
+                    self.caps.button_body,
+                )?;
                 Some(MessageRt::Buttons {
                     body,
+                    translations,
                     footer: b.footer.as_ref().map(|x| x.value.clone()),
                     buttons: b
                         .buttons
@@ -154,9 +191,12 @@ impl Ctx<'_> {
                     }
                 }
                 let body = self.template(f, &l.body)?;
+                let translations =
+                    self.translations(f, l.translations.as_ref(), "list body", self.caps.text)?;
                 Some(MessageRt::List {
                     rows_from,
                     body,
+                    translations,
                     button: l.button.value.clone(),
                     footer: l.footer.as_ref().map(|x| x.value.clone()),
                     sections: l

@@ -588,6 +588,8 @@ pub enum Send {
 pub struct Buttons {
     /// Message text above the buttons (≤ 1024 characters).
     pub body: Sp<String>,
+    /// The body in other languages (`roman_ur: "…"`, `ur: "…"`), picked like a template's.
+    pub translations: Option<Entries<Sp<String>>>,
     pub footer: Option<Sp<String>>,
     pub buttons: Vec<Sp<Choice>>,
 }
@@ -608,6 +610,8 @@ pub struct Choice {
 pub struct List {
     /// Message text (≤ 4096 characters).
     pub body: Sp<String>,
+    /// The body in other languages, picked like a template's.
+    pub translations: Option<Entries<Sp<String>>>,
     /// The button that opens the list (≤ 20 characters).
     pub button: Sp<String>,
     pub footer: Option<Sp<String>>,

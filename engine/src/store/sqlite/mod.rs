@@ -86,7 +86,18 @@ impl SqliteStore {
         // A throwaway database (pack tests, replays) has nothing to keep across a power cut.
         let sync = if memory { "OFF" } else { sync };
         let (path, temp): (PathBuf, _) = if memory {
-            let dir = tempfile::tempdir().map_err(|e| {
+            // In RAM where the system has a tmpfs (`/dev/shm`): a throwaway store's writes
+            // never reach the disk a durable store on the same machine fsyncs to.
+            let shm = std::path::Path::new("/dev/shm");
+            let dir = if shm.is_dir() {
+                tempfile::Builder::new()
+                    .prefix("switchyard-")
+                    .tempdir_in(shm)
+            } else {
+                Err(std::io::Error::other("no /dev/shm"))
+            }
+            .or_else(|_| tempfile::tempdir())
+            .map_err(|e| {
                 StoreError::Corrupt(format!("cannot create a temporary directory: {e}"))
             })?;
             (dir.path().join("switchyard.db"), Some(dir))
