@@ -762,6 +762,7 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics, channels: &Channels) -> Option<
             rules.push(rt);
         }
     }
+    rules::shadowed_rules(&mut cx);
 
     // Schedules.
     let mut schedules = Vec::new();

@@ -181,3 +181,104 @@ pub(super) fn index_rules(rules: &[RuleRt]) -> RuleIndex {
     }
     idx
 }
+
+/// The top-level `&&` parts of a condition, each with its spaces collapsed (outside string
+/// literals the text is compared as written).
+fn conjuncts(src: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let (mut depth, mut quote, mut start) = (0i32, None::<char>, 0usize);
+    let bytes: Vec<(usize, char)> = src.char_indices().collect();
+    let mut i = 0;
+    while i < bytes.len() {
+        let (at, c) = bytes[i];
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), '\\') => i += 1,
+            (Some(_), _) => {}
+            (None, '"' | '\'' | '`') => quote = Some(c),
+            (None, '(' | '[' | '{') => depth += 1,
+            (None, ')' | ']' | '}') => depth -= 1,
+            (None, '&') if depth == 0 && bytes.get(i + 1).map(|b| b.1) == Some('&') => {
+                out.insert(src[start..at].to_string());
+                start = at + 2;
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.insert(src[start..].to_string());
+    out.into_iter()
+        .map(|p| {
+            let mut p = p.split_whitespace().collect::<Vec<_>>().join(" ");
+            while p.starts_with('(') && p.ends_with(')') && conjuncts_balanced(&p[1..p.len() - 1]) {
+                p = p[1..p.len() - 1].trim().to_string();
+            }
+            p
+        })
+        .filter(|p| !p.is_empty() && p != "true")
+        .collect()
+}
+
+fn conjuncts_balanced(s: &str) -> bool {
+    let mut d = 0i32;
+    for c in s.chars() {
+        match c {
+            '(' => d += 1,
+            ')' => {
+                d -= 1;
+                if d < 0 {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    d == 0
+}
+
+/// Rules that can never run: an earlier rule for the same event stops, and its condition is
+/// part of theirs (every event theirs would match, it matches first) — a warning naming it.
+pub(super) fn shadowed_rules(cx: &mut Ctx) {
+    let rules: Vec<(usize, Sp<Rule>)> = cx.raw.rules.clone();
+    for (j, (fj, later)) in rules.iter().enumerate() {
+        let theirs = later.condition.as_ref().map(|c| conjuncts(&c.value)).unwrap_or_default();
+        let hit = rules[..j].iter().find(|(_, earlier)| {
+            earlier.stop
+                && earlier.when.value == later.when.value
+                && earlier
+                    .condition
+                    .as_ref()
+                    .map(|c| conjuncts(&c.value))
+                    .unwrap_or_default()
+                    .is_subset(&theirs)
+        });
+        if let Some((fi, earlier)) = hit {
+            let there = format!("{}:{}", cx.file(*fi), earlier.name.pos);
+            let (name, first) = (later.name.value.clone(), earlier.name.value.clone());
+            cx.warn(
+                *fj,
+                later.name.pos,
+                format!("rule `{name}` can never run: rule `{first}` matches every event it would, first, and stops"),
+            )
+            .hint(format!("`{first}` is at {there}: move `{name}` before it, or narrow `{first}`'s `if`"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::conjuncts;
+
+    #[test]
+    fn conditions_split_into_their_parts() {
+        let c = conjuncts(r#"intent == "complaint" && (conversation.status == "new")"#);
+        assert_eq!(c.len(), 2);
+        assert!(c.contains(r#"conversation.status == "new""#));
+        let c = conjuncts(r#"message.text.contains("a && b") && intent == "x""#);
+        assert!(c.contains(r#"message.text.contains("a && b")"#), "{c:?}");
+        let c = conjuncts(r#"(a || b) && c"#);
+        assert!(c.contains("a || b") && c.contains("c"), "{c:?}");
+        assert!(conjuncts("  intent  ==  \"x\" ").contains("intent == \"x\""));
+    }
+}
