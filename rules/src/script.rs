@@ -98,6 +98,20 @@ pub fn unknown_fields(ast: &AST) -> Vec<(&'static str, String)> {
     out
 }
 
+/// The methods a script calls on values (`contact.phone.starts_with(…)`): a name the sandbox
+/// has no function for fails every time the script runs.
+pub fn method_calls(ast: &AST) -> Vec<String> {
+    use rhai::{ASTNode, Expr};
+    let mut out = Vec::new();
+    ast.walk(&mut |path: &[ASTNode]| {
+        if let Some(ASTNode::Expr(Expr::MethodCall(call, _))) = path.last() {
+            out.push(call.name.to_string());
+        }
+        true
+    });
+    out
+}
+
 /// String literals a script compares (`==`, `!=`) with a field: `("conversation.queue",
 /// "complaint")`, for the validator to check against the pack's names and the closed sets.
 pub fn compared_literals(ast: &AST) -> Vec<(String, String)> {
@@ -316,6 +330,8 @@ pub fn display(v: &Dynamic) -> String {
 /// The pack's sandboxed engine.
 pub struct Sandbox {
     engine: Engine,
+    /// The names of every function scripts can call (the packages' and ours).
+    functions: std::collections::BTreeSet<String>,
     /// Extra scope names a pack declares (`lookup: { as: NAME }`).
     extra_names: Vec<String>,
 }
@@ -388,10 +404,30 @@ impl Sandbox {
                 .with(|c| c.borrow().map(|c| c.window_open))
                 .unwrap_or(false)
         });
+        let functions = engine
+            .gen_fn_signatures(true)
+            .iter()
+            .filter_map(|s| s.split('(').next())
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
         Sandbox {
             engine,
+            functions,
             extra_names,
         }
+    }
+
+    /// Whether scripts can call a function or method of this name.
+    pub fn has_function(&self, name: &str) -> bool {
+        self.functions.contains(name)
+    }
+
+    /// The names of the functions scripts can call (for "did you mean").
+    pub fn function_names(&self) -> impl Iterator<Item = &str> {
+        self.functions.iter().map(String::as_str).filter(|n| {
+            n.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) && !n.contains('$')
+        })
     }
 
     /// The names `lookup … as:` adds to the scope.

@@ -289,6 +289,17 @@ impl Ctx<'_> {
 
     fn known_fields(&mut self, f: usize, src: &Sp<String>, asts: &[rhai::AST]) {
         for ast in asts {
+            for m in crate::script::method_calls(ast) {
+                if self.sandbox.has_function(&m) {
+                    continue;
+                }
+                let sandbox = self.sandbox;
+                let d = self.err(f, src.pos, format!("scripts have no method `{m}`"));
+                match crate::diag::did_you_mean(&m, sandbox.function_names()) {
+                    Some(h) => d.hint(h),
+                    None => d.hint("strings have e.g. `contains`, `starts_with`, `to_lower`, `len`; arrays `contains`, `len`"),
+                };
+            }
             for (obj, field) in crate::script::unknown_fields(ast) {
                 let fields = crate::script::KNOWN_FIELDS
                     .iter()

@@ -242,7 +242,11 @@ fn conjuncts_balanced(s: &str) -> bool {
 pub(super) fn shadowed_rules(cx: &mut Ctx) {
     let rules: Vec<(usize, Sp<Rule>)> = cx.raw.rules.clone();
     for (j, (fj, later)) in rules.iter().enumerate() {
-        let theirs = later.condition.as_ref().map(|c| conjuncts(&c.value)).unwrap_or_default();
+        let theirs = later
+            .condition
+            .as_ref()
+            .map(|c| conjuncts(&c.value))
+            .unwrap_or_default();
         let hit = rules[..j].iter().find(|(_, earlier)| {
             earlier.stop
                 && earlier.when.value == later.when.value
