@@ -1175,3 +1175,12 @@ fn diff_names_exactly_the_conversations_a_rule_change_moves() {
     assert_eq!(code, 2);
     assert!(err.contains("not a kind of change"), "{err}");
 }
+
+/// A pack's rules read `message.language` and set the contact's language; a language set by a
+/// rule holds against detection until `set_language: auto`; `language_fallbacks` is followed.
+#[test]
+fn rules_read_and_set_the_customers_language() {
+    let (code, out, err) = run(&["test", "tests/packs/languages"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.ends_with("2 passed, 0 failed\n"), "{out}");
+}

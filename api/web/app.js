@@ -749,7 +749,7 @@ const LANGUAGES = { en: "English", roman_ur: "Roman Urdu", ur: "Urdu (اردو)"
 function languageSelect(id, ct) {
   const detected = !ct.language_set_by;
   const name = (l) => LANGUAGES[l] || l || "not known yet";
-  const options = [el("option", { value: "auto" }, `as they write (${detected ? name(ct.language) : "detect again"})`)];
+  const options = [el("option", { value: "auto" }, `auto: ${detected ? name(ct.language) : "detect again"}`)];
   for (const [code, label] of Object.entries(LANGUAGES)) options.push(el("option", { value: code }, label));
   if (ct.language && !LANGUAGES[ct.language]) options.push(el("option", { value: ct.language }, ct.language));
   const s = el("select", { id: "language", name: "language" }, ...options);

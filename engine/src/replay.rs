@@ -377,7 +377,8 @@ impl Change {
     pub fn parse(s: &str) -> Option<Change> {
         Change::ALL.into_iter().find(|c| c.as_str() == s)
     }
-    fn of(a: &Observed, b: &Observed) -> Vec<Change> {
+    /// What differs between two observations of one event.
+    pub fn between(a: &Observed, b: &Observed) -> Vec<Change> {
         let mut out = Vec::new();
         if a.intent != b.intent {
             out.push(Change::Intents);
@@ -433,13 +434,6 @@ impl Diff {
     }
 }
 
-impl Change {
-    /// What differs between two observations of one event.
-    pub fn between(a: &Observed, b: &Observed) -> Vec<Change> {
-        Change::of(a, b)
-    }
-}
-
 /// Compares the replays of the same events through two packs.
 pub fn diff(old: &[Observed], new: &[Observed], examples: usize) -> Diff {
     let mut totals: BTreeMap<Change, (usize, usize)> = BTreeMap::new();
@@ -448,7 +442,7 @@ pub fn diff(old: &[Observed], new: &[Observed], examples: usize) -> Diff {
     let mut all = std::collections::BTreeSet::new();
     for (i, (a, b)) in old.iter().zip(new).enumerate() {
         all.insert(a.conversation.clone());
-        for c in Change::of(a, b) {
+        for c in Change::between(a, b) {
             let t = totals.entry(c).or_default();
             t.0 += 1;
             let cs = convs.entry(c).or_default();
@@ -459,7 +453,7 @@ pub fn diff(old: &[Observed], new: &[Observed], examples: usize) -> Diff {
                 if list.len() < examples {
                     list.push(Changed {
                         index: i,
-                        changes: Change::of(a, b),
+                        changes: Change::between(a, b),
                         old: a.clone(),
                         new: b.clone(),
                         old_trace: a.trace.summary(),
