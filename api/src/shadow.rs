@@ -83,19 +83,10 @@ async fn run(
         Arc::new(DemoStore::new(vec![])),
         Arc::new(DemoStore::new(vec![])),
     );
-    let replicas = async {
-        Ok::<_, switchyard_engine::EngineError>((
-            Replayer::new(serving, live_orders.clone()).await?,
-            Replayer::new(candidate, cand_orders.clone()).await?,
-        ))
-    };
-    let (live, cand) = match replicas.await {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = ready.send(Err(e.to_string()));
-            return;
-        }
-    };
+    let (live, cand) = (
+        Replayer::new(serving, live_orders.clone()),
+        Replayer::new(candidate, cand_orders.clone()),
+    );
     let _ = ready.send(Ok(()));
     let mut after = 0i64;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {

@@ -243,13 +243,15 @@ pub struct Replayer {
 }
 
 impl Replayer {
-    pub async fn new(pack: Arc<Pack>, lookup: Arc<dyn Lookup>) -> Result<Replayer, EngineError> {
-        let store: Arc<dyn Store> =
-            Arc::new(crate::store::sqlite::SqliteStore::open("sqlite::memory:").await?);
-        Ok(Replayer {
+    /// A replayer on a fresh store in memory.
+    pub fn new(pack: Arc<Pack>, lookup: Arc<dyn Lookup>) -> Replayer {
+        // The observations are taken from each changeset as it is decided; the store keeps
+        // only what the next decision reads, so a week of traffic fits in memory.
+        let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::without_history());
+        Replayer {
             engine: Engine::new(store.clone(), pack, lookup),
             store,
-        })
+        }
     }
 
     /// The pack deciding from now on.
@@ -262,7 +264,7 @@ impl Replayer {
     }
 
     /// Decides `events` in order; one observation per event replayed (statuses and events
-    /// seen before are skipped).
+    /// seen before are skipped). Called again, it goes on from where the last call left off.
     pub async fn replay(&self, events: &[Recorded]) -> Result<Vec<Observed>, EngineError> {
         let mut out = Vec::with_capacity(events.len());
         // Committed in batches (one ingest per thousand), processed one at a time in order.
@@ -279,21 +281,16 @@ impl Replayer {
                 .store
                 .ingest(batch.iter().map(|r| r.event.clone()).collect(), at)
                 .await?;
-            let mut rows = Vec::new();
-            let mut after = 0;
-            loop {
-                let page = self.store.pending_inbox(after, 1000).await?;
-                let Some(last) = page.last() else { break };
-                after = last.id;
-                rows.extend(page);
-            }
             // A replayed file may hold the same event twice (a redelivery): processed once.
-            let mut by_row = rows.into_iter();
             for (r, ing) in batch.iter().zip(ingested) {
-                if !matches!(ing, crate::store::Ingested::New(_)) {
+                let crate::store::Ingested::New(id) = ing else {
                     continue;
-                }
-                let Some(row) = by_row.next() else { break };
+                };
+                let row = crate::model::InboxRow {
+                    id,
+                    key: r.event.contact_key(),
+                    event: r.event.clone(),
+                };
                 let (conversation, what) = match &r.event {
                     Inbound::Message {
                         channel,
@@ -333,6 +330,37 @@ impl Replayer {
     }
 }
 
+/// Events replayed per round of [`replay_and_diff`]: what is held in memory at once.
+const ROUND: usize = 10_000;
+
+/// Replays `events` through two packs side by side (each on its own task, so on its own
+/// core), a round at a time, and compares them; only the examples' observations are kept.
+pub async fn replay_and_diff(
+    old: Replayer,
+    new: Replayer,
+    events: Arc<Vec<Recorded>>,
+    examples: usize,
+) -> Result<Diff, EngineError> {
+    let (old, new) = (Arc::new(old), Arc::new(new));
+    let mut differ = Differ::new(examples);
+    let mut start = 0;
+    while start < events.len() {
+        let end = (start + ROUND).min(events.len());
+        let round = |r: &Arc<Replayer>| {
+            let (r, events) = (r.clone(), events.clone());
+            tokio::spawn(async move { r.replay(&events[start..end]).await })
+        };
+        let (a, b) = (round(&old), round(&new));
+        let joined = |j: Result<_, tokio::task::JoinError>| {
+            j.unwrap_or_else(|e| Err(EngineError::Stopped(format!("a replay stopped: {e}"))))
+        };
+        let (a, b) = (joined(a.await)?, joined(b.await)?);
+        differ.add(&a, &b);
+        start = end;
+    }
+    Ok(differ.finish())
+}
+
 /// Replays `events` through `pack` on a fresh temporary store; one observation per replayed
 /// event (statuses are skipped), in order.
 pub async fn replay(
@@ -340,11 +368,11 @@ pub async fn replay(
     lookup: Arc<dyn Lookup>,
     events: &[Recorded],
 ) -> Result<Vec<Observed>, EngineError> {
-    Replayer::new(pack, lookup).await?.replay(events).await
+    Replayer::new(pack, lookup).replay(events).await
 }
 
 /// What can change between two packs for one event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Change {
     Intents,
@@ -436,39 +464,77 @@ impl Diff {
 
 /// Compares the replays of the same events through two packs.
 pub fn diff(old: &[Observed], new: &[Observed], examples: usize) -> Diff {
-    let mut totals: BTreeMap<Change, (usize, usize)> = BTreeMap::new();
-    let mut convs: BTreeMap<Change, Vec<String>> = BTreeMap::new();
-    let mut ex: BTreeMap<Change, Vec<Changed>> = BTreeMap::new();
-    let mut all = std::collections::BTreeSet::new();
-    for (i, (a, b)) in old.iter().zip(new).enumerate() {
-        all.insert(a.conversation.clone());
-        for c in Change::between(a, b) {
-            let t = totals.entry(c).or_default();
-            t.0 += 1;
-            let cs = convs.entry(c).or_default();
-            if !cs.contains(&a.conversation) {
-                cs.push(a.conversation.clone());
-                t.1 += 1;
-                let list = ex.entry(c).or_default();
-                if list.len() < examples {
-                    list.push(Changed {
-                        index: i,
-                        changes: Change::between(a, b),
-                        old: a.clone(),
-                        new: b.clone(),
-                        old_trace: a.trace.summary(),
-                        new_trace: b.trace.summary(),
-                    });
+    let mut d = Differ::new(examples);
+    d.add(old, new);
+    d.finish()
+}
+
+/// A [`Diff`] built a round of observations at a time.
+pub struct Differ {
+    examples: usize,
+    events: usize,
+    totals: BTreeMap<Change, (usize, usize)>,
+    convs: BTreeMap<Change, Vec<String>>,
+    seen: std::collections::HashSet<(Change, String)>,
+    ex: BTreeMap<Change, Vec<Changed>>,
+    all: std::collections::HashSet<String>,
+}
+
+impl Differ {
+    pub fn new(examples: usize) -> Differ {
+        Differ {
+            examples,
+            events: 0,
+            totals: BTreeMap::new(),
+            convs: BTreeMap::new(),
+            seen: Default::default(),
+            ex: BTreeMap::new(),
+            all: Default::default(),
+        }
+    }
+
+    /// The next observations of the same events through the old and the new pack.
+    pub fn add(&mut self, old: &[Observed], new: &[Observed]) {
+        for (a, b) in old.iter().zip(new) {
+            let i = self.events;
+            self.events += 1;
+            if !self.all.contains(&a.conversation) {
+                self.all.insert(a.conversation.clone());
+            }
+            let changes = Change::between(a, b);
+            for &c in &changes {
+                let t = self.totals.entry(c).or_default();
+                t.0 += 1;
+                if self.seen.insert((c, a.conversation.clone())) {
+                    self.convs
+                        .entry(c)
+                        .or_default()
+                        .push(a.conversation.clone());
+                    t.1 += 1;
+                    let list = self.ex.entry(c).or_default();
+                    if list.len() < self.examples {
+                        list.push(Changed {
+                            index: i,
+                            changes: changes.clone(),
+                            old: a.clone(),
+                            new: b.clone(),
+                            old_trace: a.trace.summary(),
+                            new_trace: b.trace.summary(),
+                        });
+                    }
                 }
             }
         }
     }
-    Diff {
-        events: old.len().min(new.len()),
-        conversations: all.len(),
-        totals,
-        examples: ex,
-        conversations_changed: convs,
+
+    pub fn finish(self) -> Diff {
+        Diff {
+            events: self.events,
+            conversations: self.all.len(),
+            totals: self.totals,
+            examples: self.ex,
+            conversations_changed: self.convs,
+        }
     }
 }
 

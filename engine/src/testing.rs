@@ -1,6 +1,6 @@
-//! `switchyard test`: runs a pack's `tests:` through the real pipeline, on a throwaway
-//! SQLite store (`sqlite::memory:`, a temporary file), with lookups from each test's fixtures
-//! and a virtual clock.
+//! `switchyard test`: runs a pack's `tests:` through the real pipeline, on a throwaway store
+//! in memory ([`MemoryStore`], the same records as SQLite's), with lookups from each test's
+//! fixtures and a virtual clock.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use switchyard_rules::Pack;
 use crate::model::*;
 use crate::pipeline::{millis, Engine, EngineError};
 use crate::ports::Lookup;
-use crate::store::sqlite::SqliteStore;
+use crate::store::memory::MemoryStore;
 use crate::store::{Changeset, Store};
 
 /// Monday 2026-11-23, 12:00 in Karachi: inside the example pack's store hours.
@@ -49,7 +49,7 @@ pub async fn run_case(
     case: &TestCase,
     lookup: Arc<dyn Lookup>,
 ) -> Result<CaseReport, EngineError> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open("sqlite::memory:").await?);
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let start = case
         .start
         .as_ref()

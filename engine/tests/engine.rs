@@ -585,8 +585,9 @@ impl PgDb {
     }
 }
 
-/// Runs each story against a fresh SQLite file, and against a fresh PostgreSQL database when
-/// `SWITCHYARD_TEST_PG_URL` is set (`.ci/run` sets it).
+/// Runs each story against a fresh SQLite file, a fresh in-memory store (what replays and pack
+/// tests use), and a fresh PostgreSQL database when `SWITCHYARD_TEST_PG_URL` is set (`.ci/run`
+/// sets it).
 macro_rules! stories {
     ($($story:ident),* $(,)?) => {
         mod sqlite_stories {
@@ -596,6 +597,15 @@ macro_rules! stories {
                 async fn $story() {
                     let d = tmp();
                     super::$story(sqlite(d.path()).await).await;
+                }
+            )*
+        }
+        mod memory_stories {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $story() {
+                    super::$story(Arc::new(switchyard_engine::store::memory::MemoryStore::new())).await;
                 }
             )*
         }

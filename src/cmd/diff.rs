@@ -148,18 +148,16 @@ pub(crate) fn diff_cmd(a: DiffArgs<'_>) -> Result<ExitCode> {
         }
     }
     let started = std::time::Instant::now();
-    let (a_obs, b_obs) = rt.block_on(async {
+    let events = Arc::new(events);
+    let d = rt.block_on(async {
         let store = |o: &Vec<Map<String, Value>>| -> Arc<dyn switchyard_engine::ports::Lookup> {
             Arc::new(switchyard_connectors::demo::DemoStore::new(o.clone()))
         };
-        let (x, y) = tokio::join!(
-            replay::replay(old.clone(), store(&orders), &events),
-            replay::replay(new.clone(), store(&orders), &events),
-        );
-        Ok::<_, anyhow::Error>((x?, y?))
+        let old = replay::Replayer::new(old.clone(), store(&orders));
+        let new = replay::Replayer::new(new.clone(), store(&orders));
+        replay::replay_and_diff(old, new, events, a.examples).await
     })?;
     let took = started.elapsed();
-    let d = replay::diff(&a_obs, &b_obs, a.examples);
     let mut out = std::io::stdout().lock();
     if a.json {
         serde_json::to_writer_pretty(&mut out, &d)?;

@@ -55,6 +55,9 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("conversation {0} vanished")]
     Missing(i64),
+    /// A task doing the work stopped before it finished (it panicked).
+    #[error("{0}")]
+    Stopped(String),
 }
 
 pub fn millis(t: DateTime<Utc>) -> Millis {

@@ -149,7 +149,12 @@ impl<'a> Run<'a> {
         t: &switchyard_rules::template::Template,
         actor: &str,
     ) -> String {
-        let mut scope = self.vars.scope();
+        // A text without holes reads nothing: no scope to build.
+        let mut scope = if t.holes().next().is_none() {
+            rhai::Scope::new()
+        } else {
+            self.vars.scope()
+        };
         match t.render(&self.pack.sandbox, &mut scope, self.clock) {
             Ok(s) => s,
             Err(e) => {

@@ -1,6 +1,8 @@
-//! The `Store` port: everything the engine keeps. Two implementations live beside it: SQLite,
-//! embedded ([`sqlite::SqliteStore`]), and PostgreSQL ([`postgres::PgStore`]); [`open`] picks
-//! one by the URL's scheme. `rows.rs` and `queries.rs` are written once for both.
+//! The `Store` port: everything the engine keeps. Two durable implementations live beside it:
+//! SQLite, embedded ([`sqlite::SqliteStore`]), and PostgreSQL ([`postgres::PgStore`]); [`open`]
+//! picks one by the URL's scheme. `rows.rs` and `queries.rs` are written once for both. A
+//! third, [`memory::MemoryStore`], keeps the same records in the process's memory for what is
+//! thrown away at the end (replays, pack tests); nothing that acknowledges a customer uses it.
 //!
 //! The pipeline reads a conversation's context, decides in memory, and hands the store one
 //! [`Changeset`]: the new state, its audit records, the outbound messages and the trace, which
@@ -11,6 +13,7 @@ use serde_json::Value;
 
 use crate::model::*;
 
+pub mod memory;
 pub mod postgres;
 pub(crate) mod queries;
 pub(crate) mod reads;
