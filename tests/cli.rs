@@ -32,9 +32,9 @@ fn validate_prints_every_error_with_its_position_and_exits_1() {
     let (code, out, _) = run(&["validate", "rules/tests/packs/undefined_refs"]);
     assert_eq!(code, 1);
     assert!(out.contains("rules/tests/packs/undefined_refs/pack.yaml:3:18: error: undefined queue `suport`\n  hint: did you mean `support`?"), "{out}");
-    assert_eq!(out.matches(": error: ").count(), 11, "{out}");
+    assert_eq!(out.matches(": error: ").count(), 12, "{out}");
     assert!(
-        out.trim_end().ends_with("invalid: 11 errors, 1 warning"),
+        out.trim_end().ends_with("invalid: 12 errors, 1 warning"),
         "{out}"
     );
 }

@@ -19,6 +19,9 @@ pub struct Diagnostic {
     pub message: String,
     /// What to do about it, when we can tell.
     pub hint: Option<String>,
+    /// A YAML syntax error: its file could not be read at all. Listed before every other
+    /// error, since what the file defines is missing from the checks that follow.
+    pub syntax: bool,
 }
 
 impl fmt::Display for Diagnostic {
@@ -67,6 +70,7 @@ impl Diagnostics {
             pos,
             message: message.into(),
             hint: None,
+            syntax: false,
         });
         self.items.last_mut().expect("just pushed")
     }
@@ -85,10 +89,12 @@ impl Diagnostics {
         self.errors().next().is_some()
     }
 
-    /// Sorted by file and position, duplicates removed, so output is stable.
+    /// Errors before warnings, YAML syntax errors first of all (what they cause comes after
+    /// them), then by file and position; duplicates removed, so output is stable.
     pub fn sort(&mut self) {
         self.items.sort_by(|a, b| {
-            (a.severity, &a.file, a.pos, &a.message).cmp(&(b.severity, &b.file, b.pos, &b.message))
+            (a.severity, !a.syntax, &a.file, a.pos, &a.message)
+                .cmp(&(b.severity, !b.syntax, &b.file, b.pos, &b.message))
         });
         self.items.dedup();
     }

@@ -385,7 +385,11 @@ fn parse_items(raw: &mut RawPack, file: usize, f: &SourceFile, diags: &mut Diagn
     let shape = match serde_saphyr::from_str_with_options::<Entries<Shape>>(&f.text, options()) {
         Ok(s) => s,
         Err(e) => {
+            let n = diags.items.len();
             report(diags, f, &e);
+            for d in &mut diags.items[n..] {
+                d.syntax = true;
+            }
             raw.broken.entry("file").or_default().insert(f.rel.clone());
             return;
         }

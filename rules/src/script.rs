@@ -522,3 +522,42 @@ fn canonical_phone(s: &str) -> Option<String> {
         .collect();
     (digits.len() >= 8).then_some(digits)
 }
+
+#[cfg(test)]
+mod constant_scope_tests {
+    use super::*;
+
+    #[test]
+    fn scripts_cannot_change_what_they_read_and_copies_are_their_own() {
+        let sb = Sandbox::new(Default::default(), vec![]);
+        let mut v = Vars::empty();
+        v.set_json(
+            "order",
+            &serde_json::json!({ "status": "pending", "items": [1, 2] }),
+        );
+        let clock = Clock {
+            now: chrono::Utc::now(),
+            window_open: true,
+        };
+        let run = |src: &str, v: &Vars| {
+            let ast = sb.compile(src).unwrap();
+            sb.eval(&ast, &mut v.scope(), clock)
+                .map(|d| dynamic_to_json(&d))
+        };
+        assert!(run(r#"order.status = "paid""#, &v).is_err());
+        assert!(run("order.items.push(3)", &v).is_err());
+        assert_eq!(
+            run(r#"let o = order; o.status = "paid"; o.status"#, &v).unwrap(),
+            serde_json::json!("paid")
+        );
+        assert_eq!(
+            run("order.status", &v).unwrap(),
+            serde_json::json!("pending")
+        );
+        assert_eq!(run("order.items.len()", &v).unwrap(), serde_json::json!(2));
+        assert_eq!(
+            dynamic_to_json(v.get("order").unwrap()),
+            serde_json::json!({ "status": "pending", "items": [1, 2] })
+        );
+    }
+}

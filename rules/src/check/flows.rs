@@ -247,7 +247,10 @@ pub(super) fn flow(cx: &mut Ctx, it: &Item<Sp<Flow>>) -> Option<FlowRt> {
             }
             None => None,
         };
-        if s.retries.is_some() && on.is_empty() && capture.is_none() {
+        // What the author wrote, not what survived its own errors: an `on` arm with a typo is
+        // reported once, not again as "retries without on".
+        let waits = s.on.as_ref().is_some_and(|o| !o.0.is_empty()) || s.capture.is_some();
+        if s.retries.is_some() && !waits {
             let p = s.retries.as_ref().map(|r| r.pos).unwrap_or(st.pos);
             cx.warn(f, p, "`retries` without `on` or `capture` has no effect");
         }

@@ -121,10 +121,34 @@ impl Ctx<'_> {
         if self.broken(section, &name.value) {
             return false;
         }
-        let hint = name_hint(&name.value, section, set.iter().map(String::as_str));
+        // Names whose definitions have errors of their own are still defined as far as the
+        // hint goes: a typo in a queue's keys does not make `retruns` lose its "did you mean".
+        let broken = self.raw.broken.get(section).into_iter().flatten();
+        let names = set
+            .iter()
+            .chain(broken)
+            .filter(|n| !n.is_empty())
+            .map(String::as_str);
+        let hint = self.unread_files(name_hint(&name.value, section, names));
         self.err(f, name.pos, format!("undefined {kind} `{}`", name.value))
             .hint(hint);
         false
+    }
+
+    /// `hint`, saying as well which files could not be read (a YAML error, reported first):
+    /// a name "undefined" may be defined there.
+    fn unread_files(&self, hint: String) -> String {
+        match self.raw.broken.get("file").filter(|s| !s.is_empty()) {
+            Some(_) if hint.starts_with("did you mean") => hint,
+            None => hint,
+            Some(files) => {
+                let files: Vec<String> = files.iter().map(|f| format!("`{f}`")).collect();
+                format!(
+                    "{hint} — {} could not be read (its YAML error comes first) and may define it",
+                    files.join(", ")
+                )
+            }
+        }
     }
 
     fn connector(&mut self, f: usize, name: &Sp<String>, want: ConnectorKind) -> bool {

@@ -60,7 +60,9 @@ pub(super) fn rule(cx: &mut Ctx, f: usize, r: &Sp<Rule>) -> Option<RuleRt> {
     if let Some(set) = &intents {
         for i in set {
             if !cx.intents.contains(i) && i != UNKNOWN {
-                let hint = name_hint(i, "intents", cx.intents.iter().map(String::as_str));
+                let broken = cx.raw.broken.get("intents").into_iter().flatten();
+                let names = cx.intents.iter().chain(broken).filter(|n| !n.is_empty());
+                let hint = cx.unread_files(name_hint(i, "intents", names.map(String::as_str)));
                 let pos = r.condition.as_ref().map(|c| c.pos).unwrap_or(r.pos);
                 cx.err(
                     f,
@@ -125,22 +127,23 @@ pub(super) fn schedule(cx: &mut Ctx, f: usize, s: &Sp<Schedule>) -> Option<Sched
 /// either inside `&&`. `None` when the condition can match any intent.
 pub(super) fn required_intents(ast: &rhai::AST) -> Option<BTreeSet<String>> {
     use rhai::{Expr, Stmt};
+    fn of_call(call: &rhai::FnCallExpr) -> Option<BTreeSet<String>> {
+        if call.name != "==" || call.args.len() != 2 {
+            return None;
+        }
+        match (&call.args[0], &call.args[1]) {
+            (Expr::Variable(v, ..), Expr::StringConstant(s, _))
+            | (Expr::StringConstant(s, _), Expr::Variable(v, ..))
+                if v.1 == "intent" =>
+            {
+                Some([s.to_string()].into())
+            }
+            _ => None,
+        }
+    }
     pub(super) fn of(e: &Expr) -> Option<BTreeSet<String>> {
         match e {
-            Expr::FnCall(call, _) if call.name == "==" && call.args.len() == 2 => {
-                let (a, b) = (&call.args[0], &call.args[1]);
-                let pair = match (a, b) {
-                    (Expr::Variable(v, ..), Expr::StringConstant(s, _))
-                    | (Expr::StringConstant(s, _), Expr::Variable(v, ..)) => {
-                        Some((v.1.as_str(), s.as_str()))
-                    }
-                    _ => None,
-                };
-                match pair {
-                    Some(("intent", s)) => Some([s.to_string()].into()),
-                    _ => None,
-                }
-            }
+            Expr::FnCall(call, _) => of_call(call),
             Expr::And(list, _) => {
                 let sets: Vec<BTreeSet<String>> = list.iter().filter_map(of).collect();
                 sets.into_iter()
@@ -153,17 +156,19 @@ pub(super) fn required_intents(ast: &rhai::AST) -> Option<BTreeSet<String>> {
                 }
                 Some(out)
             }
-            Expr::Stmt(block) => match block.statements() {
-                [Stmt::Expr(e)] => of(e),
-                _ => None,
-            },
+            Expr::Stmt(block) => of_statements(block.statements()),
             _ => None,
         }
     }
-    match ast.statements() {
-        [Stmt::Expr(e)] => of(e),
-        _ => None,
+    // A lone comparison is a statement of its own (`Stmt::FnCall`), not an expression.
+    fn of_statements(s: &[Stmt]) -> Option<BTreeSet<String>> {
+        match s {
+            [Stmt::Expr(e)] => of(e),
+            [Stmt::FnCall(call, _)] => of_call(call),
+            _ => None,
+        }
     }
+    of_statements(ast.statements())
 }
 
 pub(super) fn index_rules(rules: &[RuleRt]) -> RuleIndex {
