@@ -347,17 +347,21 @@ fn main() {
     println!("{secs} s per measurement, {CONNECTIONS} connections, ~{} byte bodies; servers and client on separate 1-thread runtimes", body().len());
     println!("| target | saturation req/s | p50 | p99 | failed | at {FIXED_RATE} req/s: p50 | p99 | failed |");
     println!("|---|---|---|---|---|---|---|---|");
-    let mut rates = Vec::new();
-    for (name, addr, path) in &targets {
-        let (mut sat, mut fixed) = client.block_on(async {
-            // Warm up (connections, caches, the first WAL pages) at the fixed rate, then the
-            // fixed rate, then saturation: the backlog a saturation run leaves for the
-            // pipeline would otherwise still be draining during the fixed-rate run.
+    // Every target at the fixed rate first (after a warm-up), then every target at
+    // saturation: a saturation run leaves the pipeline a backlog that drains for tens of
+    // seconds, and a fixed-rate run measured during another server's drain would be charged
+    // for it (an earlier version measured the shadow's server right after the plain one's
+    // saturation, and blamed the shadow for the plain server's backlog).
+    let mut fixed_runs = Vec::new();
+    for (_, addr, path) in &targets {
+        fixed_runs.push(client.block_on(async {
             let _ = load(*addr, path, 1, true).await;
-            let fixed = load(*addr, path, secs, true).await;
-            let sat = load(*addr, path, secs, false).await;
-            (sat, fixed)
-        });
+            load(*addr, path, secs, true).await
+        }));
+    }
+    let mut rates = Vec::new();
+    for ((name, addr, path), mut fixed) in targets.iter().zip(fixed_runs) {
+        let mut sat = client.block_on(load(*addr, path, secs, false));
         println!(
             "| {name} | {:.0} | {:.2} ms | {:.2} ms | {} | {:.2} ms | {:.2} ms | {} |",
             sat.rate(),
@@ -371,7 +375,7 @@ fn main() {
         rates.push(sat.rate());
         // A server with the pipeline running is left with the saturation run's backlog: let
         // it drain before the next target is measured on the same cores.
-        if name.contains("pipeline") {
+        if name.contains("pipeline") || name.contains("shadow") {
             std::thread::sleep(std::time::Duration::from_secs(25));
         }
     }

@@ -56,14 +56,20 @@ impl Drop for Shadow {
     }
 }
 
-/// This thread, and the threads it starts, at the lowest CPU priority (Linux: a thread's nice
-/// value; elsewhere nothing changes).
+/// This thread, and the threads it starts, runs only on a core nothing else wants (Linux:
+/// `SCHED_IDLE`, and nice 19 should that be refused; elsewhere nothing changes). A niced thread
+/// still takes its turn against the acknowledgement's threads; an idle-class one is preempted
+/// as soon as any of them wakes.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: setpriority on this thread's own id, no memory involved.
+    // SAFETY: scheduling calls on this thread's own id, with a parameter that lives across
+    // the call; no other memory involved.
     unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+        let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) != 0 {
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+        }
     }
 }
 

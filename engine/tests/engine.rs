@@ -101,7 +101,9 @@ impl Channel for Recorder {
                 .append(true)
                 .open(path)
                 .unwrap();
-            writeln!(f, "{}", m.text).unwrap();
+            // One write per line: the sends run concurrently, and `writeln!` may write the
+            // text and its newline separately, interleaving two sends into one line.
+            f.write_all(format!("{}\n", m.text).as_bytes()).unwrap();
             f.sync_all().unwrap();
         }
         self.sent.lock().unwrap().push(m.clone());

@@ -528,9 +528,61 @@ pub(crate) fn report(diags: &mut Diagnostics, f: &SourceFile, e: &serde_saphyr::
         }
         other => {
             let msg = friendly(&strip_location(&other.to_string()));
-            diags.error(&f.display, pos, msg);
+            let d = diags.error(&f.display, pos, msg.clone());
+            // `id: yes` is a boolean to YAML, not the word.
+            let boolean = |w: &String| BOOLEAN_WORDS.contains(&w.as_str());
+            let word = word_at(&f.text, pos).filter(boolean).or_else(|| {
+                // The position may be the mapping's start (`{ id: no, … }`): the line's first
+                // boolean word after it.
+                let line = f.text.lines().nth((pos.line as usize).checked_sub(1)?)?;
+                let rest: String = line
+                    .chars()
+                    .skip((pos.col as usize).saturating_sub(1))
+                    .collect();
+                rest.split(|c: char| !c.is_alphanumeric())
+                    .map(str::to_string)
+                    .find(boolean)
+            });
+            if let Some(word) = word.filter(|_| msg.contains("string")) {
+                d.hint(format!(
+                    "YAML reads `{word}` as true or false here: write it in quotes (\"{word}\")"
+                ));
+            }
         }
     }
+}
+
+/// Plain words YAML may read as a boolean.
+const BOOLEAN_WORDS: &[&str] = &[
+    "yes", "no", "on", "off", "y", "n", "true", "false", "Yes", "No", "YES", "NO", "On", "Off",
+    "True", "False",
+];
+
+/// The key written on the line of `pos` (`yes` in `  yes: { … }`), if the line has one.
+pub(crate) fn key_on_line(text: &str, pos: Pos) -> Option<String> {
+    let line = text.lines().nth((pos.line as usize).checked_sub(1)?)?;
+    let key = line
+        .trim_start()
+        .trim_start_matches("- ")
+        .split(':')
+        .next()?
+        .trim();
+    (!key.is_empty() && key.chars().all(|c| c.is_alphanumeric() || c == '_'))
+        .then(|| key.to_string())
+}
+
+/// The plain word starting at `pos` in `text`, if any.
+pub(crate) fn word_at(text: &str, pos: Pos) -> Option<String> {
+    if pos == Pos::UNKNOWN {
+        return None;
+    }
+    let line = text.lines().nth((pos.line as usize).checked_sub(1)?)?;
+    let rest: String = line
+        .chars()
+        .skip((pos.col as usize).checked_sub(1)?)
+        .collect();
+    let word: String = rest.chars().take_while(|c| c.is_alphanumeric()).collect();
+    (!word.is_empty()).then_some(word)
 }
 
 /// Plain words for the type errors an ops manager meets most.

@@ -7,6 +7,20 @@ pub(super) fn duplicates(raw: &RawPack, d: &mut Diagnostics) {
     pub(super) fn keyed<T>(raw: &RawPack, d: &mut Diagnostics, items: &[Item<T>], kind: &str) {
         let mut seen: HashMap<&str, (usize, Pos)> = HashMap::new();
         for it in items {
+            // `yes:` as a name is the boolean `true` to YAML: the pack would define `true`.
+            if matches!(it.name.value.as_str(), "true" | "false") {
+                let file = &raw.files[it.file];
+                if let Some(w) = crate::load::key_on_line(&file.text, it.name.pos)
+                    .filter(|w| w != "true" && w != "false")
+                {
+                    d.error(
+                        &file.display,
+                        it.name.pos,
+                        format!("YAML reads the {kind} name `{w}` as `{}`", it.name.value),
+                    )
+                    .hint(format!("write it in quotes: \"{w}\":"));
+                }
+            }
             if let Some((f0, p0)) = seen.get(it.name.value.as_str()) {
                 let here = raw.files[it.file].display.clone();
                 let there = format!("{}:{}", raw.files[*f0].display, p0);
