@@ -39,6 +39,9 @@ impl<'a> Run<'a> {
             outbound: None,
         });
         self.conv.last_customer_message_at = Some(self.now);
+        // A conversation someone closed, opened again by the customer: if the bot does not
+        // answer, the customer is told a person will (as on a first hand-off).
+        let reopened = self.conv.status == Status::Resolved;
         if matches!(self.conv.status, Status::Resolved | Status::Waiting) {
             self.cs.cancel_jobs.push((JobKind::Snooze, "snooze".into()));
             self.set_status(Status::Open, "customer", 0);
@@ -177,6 +180,13 @@ impl<'a> Run<'a> {
                 queue: q.to_string(),
             });
             self.route(&q, "system", 0).await?;
+        } else if !handled && reopened {
+            // Still in its queue (and with its owner, if it had one): back to them, and
+            // acknowledged.
+            if let Some(q) = self.conv.queue.clone() {
+                self.trace.push(Step::Unhandled { queue: q });
+                self.handed = true;
+            }
         }
         // The flow the message interrupted goes on where it was (`interrupt: resume`), unless
         // the rules ended it, started another or handed the conversation to a person.
