@@ -276,6 +276,8 @@ enum Pick {
     Whole,
     Key(String),
     Index(usize),
+    /// Deeper: keys of mappings (`Ok`) and indexes of sequences (`Err`), outermost first.
+    Path(Vec<Result<String, usize>>),
 }
 
 /// Deserializes the top-level mapping, picking one section (and in it one item) as `T` and
@@ -322,13 +324,19 @@ struct PickIn<T> {
 impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for PickIn<T> {
     type Value = Option<T>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
-        let key = match self.pick {
+        let (key, rest) = match self.pick {
             Pick::Whole => return T::deserialize(d).map(Some),
-            Pick::Key(k) => Ok(k),
-            Pick::Index(i) => Err(i),
+            Pick::Key(k) => (Ok(k), vec![]),
+            Pick::Index(i) => (Err(i), vec![]),
+            Pick::Path(mut p) if !p.is_empty() => (p.remove(0), p),
+            Pick::Path(_) => return T::deserialize(d).map(Some),
         };
-        struct V<T>(Result<String, usize>, std::marker::PhantomData<T>);
-        impl<'de, T: DeserializeOwned> Visitor<'de> for V<T> {
+        let inner = move || PickIn::<T> {
+            pick: Pick::Path(rest.clone()),
+            _t: std::marker::PhantomData,
+        };
+        struct V<T, F>(Result<String, usize>, F, std::marker::PhantomData<T>);
+        impl<'de, T: DeserializeOwned, F: Fn() -> PickIn<T>> Visitor<'de> for V<T, F> {
             type Value = Option<T>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a mapping or a sequence")
@@ -337,7 +345,7 @@ impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for PickIn<T> {
                 let mut out = None;
                 while let Some(k) = m.next_key::<KeyText>()? {
                     if self.0.as_ref().ok() == Some(&k.0) && out.is_none() {
-                        out = Some(m.next_value::<T>()?);
+                        out = m.next_value_seed((self.1)())?;
                     } else {
                         m.next_value::<IgnoredAny>()?;
                     }
@@ -349,8 +357,8 @@ impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for PickIn<T> {
                 let mut i = 0;
                 loop {
                     if self.0 == Err(i) {
-                        match s.next_element::<T>()? {
-                            Some(v) => out = Some(v),
+                        match s.next_element_seed((self.1)())? {
+                            Some(v) => out = v,
                             None => break,
                         }
                     } else if s.next_element::<IgnoredAny>()?.is_none() {
@@ -361,7 +369,7 @@ impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for PickIn<T> {
                 Ok(out)
             }
         }
-        d.deserialize_any(V::<T>(key, std::marker::PhantomData))
+        d.deserialize_any(V::<T, _>(key, inner, std::marker::PhantomData))
     }
 }
 
@@ -434,6 +442,7 @@ fn parse_items(raw: &mut RawPack, file: usize, f: &SourceFile, diags: &mut Diagn
                         Err(e) => {
                             report(diags, f, &e);
                             raw.broken.entry(section).or_default().insert(k.clone());
+                            deeper(diags, f, section, Ok(k.clone()));
                         }
                     }
                 }
@@ -454,6 +463,7 @@ fn parse_items(raw: &mut RawPack, file: usize, f: &SourceFile, diags: &mut Diagn
                         Err(e) => {
                             report(diags, f, &e);
                             raw.broken.entry(section).or_default().insert(i.to_string());
+                            deeper(diags, f, section, Err(i));
                         }
                     }
                 }
@@ -497,6 +507,36 @@ fn key_pos(text: &str, section: &str, key: &str) -> Option<Pos> {
 }
 
 /// Turns a serde-saphyr error into a diagnostic, with "did you mean" for unknown keys.
+/// A flow or a rule that did not parse: serde stops at its first mistake, so its parts — a
+/// flow's steps, a rule's actions — are read one by one as well, each reporting its own. The
+/// first mistake is found twice; sorting the diagnostics merges the two.
+fn deeper(diags: &mut Diagnostics, f: &SourceFile, section: &str, item: Result<String, usize>) {
+    let (part, list) = match section {
+        "flows" => ("steps", false),
+        "rules" => ("then", true),
+        _ => return,
+    };
+    let base = vec![item, Ok(part.to_string())];
+    let parts: Vec<Result<String, usize>> =
+        match pick::<Shape>(&f.text, section, Pick::Path(base.clone())) {
+            Ok(Some(Shape::Keys(keys))) if !list => keys.into_iter().map(Ok).collect(),
+            Ok(Some(Shape::Len(n))) if list => (0..n).map(Err).collect(),
+            _ => return,
+        };
+    for p in parts {
+        let mut path = base.clone();
+        path.push(p);
+        let r = if list {
+            pick::<Sp<Action>>(&f.text, section, Pick::Path(path)).map(|_| ())
+        } else {
+            pick::<Sp<Step>>(&f.text, section, Pick::Path(path)).map(|_| ())
+        };
+        if let Err(e) = r {
+            report(diags, f, &e);
+        }
+    }
+}
+
 pub(crate) fn report(diags: &mut Diagnostics, f: &SourceFile, e: &serde_saphyr::Error) {
     let e = e.without_snippet();
     let pos = e.location().map(Pos::from_location).unwrap_or(Pos::UNKNOWN);
@@ -506,7 +546,12 @@ pub(crate) fn report(diags: &mut Diagnostics, f: &SourceFile, e: &serde_saphyr::
             field, expected, ..
         } => {
             let d = diags.error(&f.display, pos, format!("unknown key `{field}`"));
-            match did_you_mean(field, expected.iter().copied()) {
+            // Words other tools use for the same key (`on:` in GitHub Actions is our `when:`).
+            let alias = ALIASES
+                .iter()
+                .find(|(a, to)| *a == field.as_str() && expected.contains(to))
+                .map(|(_, to)| format!("did you mean `{to}`?"));
+            match alias.or_else(|| did_you_mean(field, expected.iter().copied())) {
                 Some(h) => d.hint(h),
                 None if expected.is_empty() => d.hint("this mapping takes no keys"),
                 None => d.hint(format!("expected one of: {}", expected.join(", "))),
@@ -551,6 +596,18 @@ pub(crate) fn report(diags: &mut Diagnostics, f: &SourceFile, e: &serde_saphyr::
         }
     }
 }
+
+/// Keys other rule tools use, and ours for the same thing (offered only where ours is expected).
+const ALIASES: &[(&str, &str)] = &[
+    ("on", "when"),
+    ("trigger", "when"),
+    ("event", "when"),
+    ("condition", "if"),
+    ("where", "if"),
+    ("do", "then"),
+    ("actions", "then"),
+    ("action", "then"),
+];
 
 /// Plain words YAML may read as a boolean.
 const BOOLEAN_WORDS: &[&str] = &[

@@ -860,6 +860,15 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics, channels: &Channels) -> Option<
             continue;
         }
         warned.push((a.clone(), b.clone()));
+        // An intent whose name is an error already (`yes:` read as `true`) is not also warned.
+        let file = &raw.files[it.file].display;
+        if cx
+            .d
+            .errors()
+            .any(|d| &d.file == file && d.pos == it.name.pos)
+        {
+            continue;
+        }
         let shown: Vec<String> = exs.iter().take(3).map(|e| format!("\"{e}\"")).collect();
         let many = if exs.len() == 1 {
             "example"
