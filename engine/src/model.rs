@@ -118,16 +118,16 @@ pub struct SlaClock {
 }
 
 impl Conversation {
-    /// An open WhatsApp conversation with nothing else set, for unit tests.
-    #[cfg(test)]
-    pub(crate) fn for_tests(id: i64, queue: Option<&str>, assignee: Option<&str>) -> Conversation {
+    /// A new conversation of a contact on a channel, as a store creates it: `new`, normal
+    /// priority, in no queue, nothing else set.
+    pub fn new(id: i64, contact_id: i64, channel: &str, now: Millis) -> Conversation {
         Conversation {
             id,
-            contact_id: 1,
-            channel: "whatsapp".into(),
-            status: Status::Open,
-            queue: queue.map(String::from),
-            assignee: assignee.map(String::from),
+            contact_id,
+            channel: channel.to_string(),
+            status: Status::New,
+            queue: None,
+            assignee: None,
             priority: Priority::Normal,
             tags: vec![],
             attributes: Default::default(),
@@ -135,8 +135,19 @@ impl Conversation {
             last_customer_message_at: None,
             queued_at: None,
             sla: Default::default(),
-            created_at: 0,
-            updated_at: 0,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// An open WhatsApp conversation with nothing else set, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(id: i64, queue: Option<&str>, assignee: Option<&str>) -> Conversation {
+        Conversation {
+            status: Status::Open,
+            queue: queue.map(String::from),
+            assignee: assignee.map(String::from),
+            ..Conversation::new(id, 1, "whatsapp", 0)
         }
     }
 

@@ -253,26 +253,8 @@ impl State {
             return (id, false);
         }
         let id = self.conversations.keys().next_back().copied().unwrap_or(0) + 1;
-        self.conversations.insert(
-            id,
-            Conversation {
-                id,
-                contact_id,
-                channel: channel.to_string(),
-                status: Status::New,
-                queue: None,
-                assignee: None,
-                priority: Priority::Normal,
-                tags: vec![],
-                attributes: Default::default(),
-                flow: None,
-                last_customer_message_at: None,
-                queued_at: None,
-                sla: Default::default(),
-                created_at: now,
-                updated_at: now,
-            },
-        );
+        self.conversations
+            .insert(id, Conversation::new(id, contact_id, channel, now));
         self.conversation_ids.insert(ckey, id);
         self.add_audit(AuditRecord {
             at: now,

@@ -98,20 +98,6 @@ impl Store for MemoryStore {
         Ok((ctx.contact, ctx.conversation, created))
     }
 
-    async fn load_context(
-        &self,
-        channel: &str,
-        external_id: &str,
-        name: Option<&str>,
-        phone: Option<&str>,
-        now: Millis,
-    ) -> Result<Context> {
-        let mut s = self.lock();
-        let (id, created) = s.open_conversation(channel, external_id, name, phone, now);
-        s.context(id, created)
-            .ok_or_else(|| StoreError::Corrupt("conversation without contact".into()))
-    }
-
     async fn context_of(&self, conversation_id: i64) -> Result<Option<Context>> {
         Ok(self.lock().context(conversation_id, false))
     }
