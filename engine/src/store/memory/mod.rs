@@ -103,6 +103,9 @@ struct State {
     inbox: BTreeMap<i64, InboxEntry>,
     /// `(channel, provider_id)` of every event ingested: the deduplication.
     seen: HashSet<(String, String)>,
+    /// Without history: the order events were seen in, so that only the newest
+    /// [`SEEN_WITHOUT_HISTORY`] are remembered (a shadow runs for days).
+    seen_order: std::collections::VecDeque<(String, String)>,
     next_inbox: i64,
     contacts: BTreeMap<i64, Contact>,
     contact_ids: HashMap<(String, String), i64>,
@@ -142,6 +145,11 @@ struct State {
     next_trace: i64,
 }
 
+/// How many events a store without history remembers having seen: a redelivery further back
+/// than this is taken as new (channels redeliver within hours; a busy store receives ~100,000
+/// events a day).
+pub const SEEN_WITHOUT_HISTORY: usize = 1_000_000;
+
 /// How far a message has come; a delivery status only ever moves it forward.
 fn rank(status: &str) -> u8 {
     match status {
@@ -169,6 +177,22 @@ fn contains_ignoring_case(text: &str, needle: &str) -> bool {
 }
 
 impl State {
+    /// Records an event's `(channel, provider_id)`; `false` if it was seen before.
+    fn first_sighting(&mut self, key: (String, String)) -> bool {
+        if !self.seen.insert(key.clone()) {
+            return false;
+        }
+        if self.forget {
+            self.seen_order.push_back(key);
+            if self.seen_order.len() > SEEN_WITHOUT_HISTORY {
+                if let Some(old) = self.seen_order.pop_front() {
+                    self.seen.remove(&old);
+                }
+            }
+        }
+        true
+    }
+
     fn add_audit(&mut self, a: AuditRecord) {
         if self.forget {
             return;
@@ -545,5 +569,103 @@ impl State {
             })
             && q.after
                 .is_none_or(|after| (c.queued_at.unwrap_or(c.created_at), c.id) > after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(id: &str) -> Inbound {
+        Inbound::Message {
+            channel: "whatsapp".into(),
+            from: "923001234567".into(),
+            name: None,
+            phone: None,
+            provider_id: id.into(),
+            kind: "text".into(),
+            text: "hello".into(),
+            choice: None,
+            payload: Value::Null,
+        }
+    }
+
+    /// A replay's store keeps what the next decision reads and drops the record: the
+    /// conversation and a redelivery's duplicate are known, the messages are not kept.
+    #[tokio::test]
+    async fn without_history_keeps_state_and_drops_the_record() {
+        let s = MemoryStore::without_history();
+        let got = s.ingest(vec![text("w1"), text("w1")], 10).await.unwrap();
+        assert!(matches!(got[..], [Ingested::New(_), Ingested::Duplicate]));
+        let Ingested::New(inbox) = got[0] else {
+            unreachable!()
+        };
+        let ctx = s
+            .load_context("whatsapp", "923001234567", None, None, 10)
+            .await
+            .unwrap();
+        assert!(ctx.created);
+        let mut conv = ctx.conversation.clone();
+        conv.tags.push("seen".into());
+        s.commit(Changeset {
+            at: 11,
+            conversation_id: conv.id,
+            inbox_id: Some(inbox),
+            conversation: Some(conv.clone()),
+            messages: vec![NewMessage {
+                direction: Direction::In,
+                kind: "text".into(),
+                body: "hello".into(),
+                payload: Value::Null,
+                provider_id: Some("w1".into()),
+                author: "customer".into(),
+                status: "received".into(),
+                outbound: None,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let again = s.context_of(conv.id).await.unwrap().expect("kept");
+        assert_eq!(again.conversation.tags, ["seen"], "state is kept");
+        assert!(
+            s.messages(conv.id).await.unwrap().is_empty(),
+            "the record is not"
+        );
+        assert!(
+            s.pending_inbox(0, 10).await.unwrap().is_empty(),
+            "processed, gone"
+        );
+        assert_eq!(
+            s.ingest(vec![text("w1")], 12).await.unwrap(),
+            [Ingested::Duplicate],
+            "a redelivery after the commit is still a duplicate"
+        );
+        // A store with history keeps the message.
+        let full = MemoryStore::new();
+        full.ingest(vec![text("w1")], 10).await.unwrap();
+        let ctx = full
+            .load_context("whatsapp", "923001234567", None, None, 10)
+            .await
+            .unwrap();
+        full.commit(Changeset {
+            at: 11,
+            conversation_id: ctx.conversation.id,
+            conversation: Some(ctx.conversation.clone()),
+            messages: vec![NewMessage {
+                direction: Direction::In,
+                kind: "text".into(),
+                body: "hello".into(),
+                payload: Value::Null,
+                provider_id: Some("w1".into()),
+                author: "customer".into(),
+                status: "received".into(),
+                outbound: None,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(full.messages(ctx.conversation.id).await.unwrap().len(), 1);
     }
 }

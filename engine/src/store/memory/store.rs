@@ -15,10 +15,7 @@ impl Store for MemoryStore {
         Ok(events
             .into_iter()
             .map(|e| {
-                if !s
-                    .seen
-                    .insert((e.channel().to_string(), e.provider_id().to_string()))
-                {
+                if !s.first_sighting((e.channel().to_string(), e.provider_id().to_string())) {
                     return Ingested::Duplicate;
                 }
                 s.next_inbox += 1;
