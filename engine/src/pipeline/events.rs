@@ -46,6 +46,9 @@ impl<'a> Run<'a> {
             self.cs.cancel_jobs.push((JobKind::Snooze, "snooze".into()));
             self.set_status(Status::Open, "customer", 0);
         }
+        if reopened {
+            self.reopened().await?;
+        }
         self.sla_on_customer_message();
 
         // The customer's language: the latest message's, unless a person or a rule set it.

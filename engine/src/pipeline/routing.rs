@@ -112,6 +112,45 @@ impl<'a> Run<'a> {
             });
         }
         self.sla_on_route();
+        self.assign_by_policy(queue, actor, depth).await
+    }
+
+    /// Whether an agent works now by their shift (no shift, or a calendar the pack no longer
+    /// has: always).
+    fn on_shift(&self, a: &AgentLoad) -> bool {
+        match a.shift.as_ref().and_then(|c| self.pack.calendars.get(c)) {
+            Some(cal) => cal.is_open(time(self.now)),
+            None => true,
+        }
+    }
+
+    /// A resolved conversation the customer opened again: its owner keeps it if they can
+    /// take it now (online, on shift, under capacity); if not, it waits in its queue again
+    /// and goes to whoever the queue's policy picks.
+    pub(super) async fn reopened(&mut self) -> Result<(), EngineError> {
+        let (Some(owner), Some(queue)) = (self.conv.assignee.clone(), self.conv.queue.clone())
+        else {
+            return Ok(());
+        };
+        let agents = self.eng.store.eligible_agents(&queue).await?;
+        if agents
+            .iter()
+            .any(|a| a.id == owner && a.open < a.capacity && self.on_shift(a))
+        {
+            return Ok(());
+        }
+        self.unassign("system", "reopened while its owner is away");
+        self.conv.queued_at = Some(self.now);
+        self.route_without(&queue, Some(owner), "system", 0).await
+    }
+
+    /// Assigns a conversation nobody owns by its queue's policy, if anyone can take it.
+    async fn assign_by_policy(
+        &mut self,
+        queue: &str,
+        actor: &str,
+        depth: u32,
+    ) -> Result<(), EngineError> {
         if self.conv.assignee.is_some() {
             return Ok(());
         }
@@ -125,15 +164,9 @@ impl<'a> Run<'a> {
         for a in &mut agents {
             a.open += self.cs.assigned.iter().filter(|x| **x == a.id).count() as u32;
         }
-        let now = time(self.now);
-        let in_shift =
-            |a: &AgentLoad| match a.shift.as_ref().and_then(|c| self.pack.calendars.get(c)) {
-                Some(cal) => cal.is_open(now),
-                // No shift, or a calendar the pack no longer has: always on.
-                None => true,
-            };
-        agents
-            .retain(|a| a.open < a.capacity && Some(&a.id) != self.not_to.as_ref() && in_shift(a));
+        agents.retain(|a| {
+            a.open < a.capacity && Some(&a.id) != self.not_to.as_ref() && self.on_shift(a)
+        });
         let pick = match policy {
             A::LeastLoaded => agents.iter().min_by(|a, b| {
                 (a.open, a.last_assigned_at, &a.id).cmp(&(b.open, b.last_assigned_at, &b.id))
