@@ -590,6 +590,20 @@ mod tests {
         }
     }
 
+    /// The customer's "hello" as the pipeline stores it.
+    fn hello() -> NewMessage {
+        NewMessage {
+            direction: Direction::In,
+            kind: "text".into(),
+            body: "hello".into(),
+            payload: Value::Null,
+            provider_id: Some("w1".into()),
+            author: "customer".into(),
+            status: "received".into(),
+            outbound: None,
+        }
+    }
+
     /// A replay's store keeps what the next decision reads and drops the record: the
     /// conversation and a redelivery's duplicate are known, the messages are not kept.
     #[tokio::test]
@@ -612,16 +626,7 @@ mod tests {
             conversation_id: conv.id,
             inbox_id: Some(inbox),
             conversation: Some(conv.clone()),
-            messages: vec![NewMessage {
-                direction: Direction::In,
-                kind: "text".into(),
-                body: "hello".into(),
-                payload: Value::Null,
-                provider_id: Some("w1".into()),
-                author: "customer".into(),
-                status: "received".into(),
-                outbound: None,
-            }],
+            messages: vec![hello()],
             ..Default::default()
         })
         .await
@@ -652,16 +657,7 @@ mod tests {
             at: 11,
             conversation_id: ctx.conversation.id,
             conversation: Some(ctx.conversation.clone()),
-            messages: vec![NewMessage {
-                direction: Direction::In,
-                kind: "text".into(),
-                body: "hello".into(),
-                payload: Value::Null,
-                provider_id: Some("w1".into()),
-                author: "customer".into(),
-                status: "received".into(),
-                outbound: None,
-            }],
+            messages: vec![hello()],
             ..Default::default()
         })
         .await
