@@ -3,10 +3,11 @@
 //! [`export`] reads the inbound events a store committed (customer messages and taps, order
 //! events, delivery statuses) in inbox order, optionally masked ([`mask`]: phone numbers,
 //! names and e-mail addresses replaced by stable pseudonyms, so conversations stay together
-//! and an order's phone still matches its customer). [`replay`] runs recorded events through
-//! a pack on an isolated temporary store — lookups answered by the `Lookup` given (the orders
+//! and an order's phone still matches its customer). A [`Replayer`] runs recorded events through
+//! a pack on an isolated store in memory — lookups answered by the `Lookup` given (the orders
 //! the events carried, or fixtures) — and observes what each event decided: intent, queue,
-//! replies, tickets, flows, hand-offs. [`diff`] compares two replays event by event.
+//! replies, tickets, flows, hand-offs. [`replay_and_diff`] runs two packs side by side and a
+//! [`Differ`] compares them event by event.
 //!
 //! Replays are deterministic: one event at a time, in order, at the time it was received, on
 //! a store without agents (nothing is assigned), so two runs of a pack agree and every
@@ -361,16 +362,6 @@ pub async fn replay_and_diff(
     Ok(differ.finish())
 }
 
-/// Replays `events` through `pack` on a fresh temporary store; one observation per replayed
-/// event (statuses are skipped), in order.
-pub async fn replay(
-    pack: Arc<Pack>,
-    lookup: Arc<dyn Lookup>,
-    events: &[Recorded],
-) -> Result<Vec<Observed>, EngineError> {
-    Replayer::new(pack, lookup).replay(events).await
-}
-
 /// What can change between two packs for one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -460,13 +451,6 @@ impl Diff {
     pub fn any(&self, kinds: &[Change]) -> bool {
         kinds.iter().any(|k| self.totals.contains_key(k))
     }
-}
-
-/// Compares the replays of the same events through two packs.
-pub fn diff(old: &[Observed], new: &[Observed], examples: usize) -> Diff {
-    let mut d = Differ::new(examples);
-    d.add(old, new);
-    d.finish()
 }
 
 /// A [`Diff`] built a round of observations at a time.
