@@ -15,11 +15,13 @@ fn intents() -> Vec<IntentInfo> {
             name: "cancel_order".into(),
             description: Some("The customer wants an order cancelled.".into()),
             examples: vec!["cancel my order".into()],
+            label: vec![],
         },
         IntentInfo {
             name: "order_status".into(),
             description: None,
             examples: vec!["where is my parcel".into()],
+            label: vec![],
         },
     ]
 }

@@ -363,6 +363,7 @@ fn courier(
         timeout: Duration::from_millis(500),
         retries: 1,
         cache,
+        irreversible: false,
     };
     let env = |v: &str| (v == "POSTEX_TOKEN").then(|| "tok-123".to_string());
     switchyard_connectors::http_lookup::HttpLookup::new("postex", rt, env).unwrap()
@@ -433,6 +434,7 @@ async fn an_http_lookup_maps_the_answer_retries_a_5xx_and_caches() {
         timeout: Duration::from_secs(1),
         retries: 0,
         cache: None,
+        irreversible: false,
     };
     let Err(e) = switchyard_connectors::http_lookup::HttpLookup::new("postex", rt, |_| None) else {
         panic!("a missing header variable is an error");

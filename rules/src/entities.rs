@@ -20,8 +20,27 @@ static PHONE_PK: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?:^|[^\d+])((?:\+|00)?92[\s-]?|0)?(3\d{2})[\s-]?(\d{3})[\s-]?(\d{4})(?:\D|$)")
         .expect("valid regex")
 });
+/// An order number after `#`, or after the words for "order (number)" in English, Roman Urdu
+/// ("order nambar", "ord-5531") or Urdu ("آرڈر نمبر ۱۰۲۳۴"), with a filler word or two in
+/// between ("order number is 10234", "order number hai 10234").
 static ORDER_NO: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)(?:#\s?|\border\s*(?:no\.?|number|num|id|#)?\s*[:#]?\s*)(\d{3,10})\b")
+    Regex::new(
+        r"(?ix)
+        (?:
+            \#\s?
+          | \b(?:order|ordr|oder|ord)\s*[-\#]?\s*
+            (?:no\.?|number|numbr|nmbr|nambar|num|id|\#)?\s*[:\#-]?\s*
+            (?:(?:is|hai|he|hy|ye|yeh|ka|=)\s*[:\#-]?\s*){0,2}
+          | (?:آرڈر|ارڈر)\s*(?:نمبر)?\s*[:\#-]?\s*(?:(?:ہے|یہ)\s*[:\#-]?\s*){0,2}
+          | نمبر\s*[:\#-]?\s*
+        )
+        (\d{3,10})\b",
+    )
+    .expect("valid regex")
+});
+/// An order number before the word for it ("31118 wala order", "10234 order kahan hai").
+static ORDER_NO_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)(?:^|[^\d+#])(\d{4,10})\s*(?:wala|wali|waala|walay|wale|number)?\s+(?:order|ordr|parcel|آرڈر|والا)\b")
         .expect("valid regex")
 });
 static AMOUNT: LazyLock<Regex> = LazyLock::new(|| {
@@ -98,6 +117,44 @@ impl Extractor {
     }
 }
 
+/// Words that say nothing besides naming the entity next to them: "order no 10234",
+/// "mera number hai 0300…", "it's #10234", "آرڈر نمبر ۱۰۲۳۴".
+const ENTITY_FILLER: &[&str] = &[
+    "order", "ordr", "oder", "ord", "no", "number", "numbr", "nmbr", "nambar", "num", "id", "is",
+    "it", "its", "s", "my", "mera", "meri", "ka", "ki", "hai", "he", "hy", "ye", "yeh", "here",
+    "this", "the", "phone", "mobile", "contact", "email", "mail", "tracking", "cn", "آرڈر", "ارڈر",
+    "نمبر", "ہے", "میرا", "یہ", "فون",
+];
+
+/// Whether `text` (digits ASCII) is only an entity — an order number, a phone number, an
+/// e-mail — with at most the words that name it: what a customer sends when asked for one,
+/// or to follow up. Such a message means nothing its digits happen to resemble.
+pub fn entity_only(text: &str) -> bool {
+    let without = EMAIL.replace_all(text, " 1234 ");
+    let mut digits = false;
+    for word in without
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        if word.chars().all(|c| c.is_ascii_digit()) {
+            digits |= word.len() >= 3;
+            continue;
+        }
+        let lower = word.to_lowercase();
+        // A store's prefix glued to the number ("ORD5531") or a letter on its own.
+        let letters = lower.trim_end_matches(|c: char| c.is_ascii_digit());
+        if letters.len() < lower.len() && letters.len() <= 4 {
+            digits = true;
+            continue;
+        }
+        if lower.chars().count() == 1 || ENTITY_FILLER.contains(&lower.as_str()) {
+            continue;
+        }
+        return false;
+    }
+    digits
+}
+
 /// A Pakistani mobile number in E.164 (`+923001234567`).
 pub fn phone_pk(text: &str) -> Option<String> {
     let c = PHONE_PK.captures(text)?;
@@ -109,12 +166,15 @@ fn builtin(b: Builtin, text: &str) -> Option<Value> {
         Builtin::PhonePk => phone_pk(text).map(Value::String),
         Builtin::OrderNo => {
             // A phone number is not an order number.
-            ORDER_NO.captures_iter(text).find_map(|c| {
-                let m = c.get(1)?;
-                let digits = m.as_str();
-                (!(digits.len() >= 10 && digits.starts_with('0')))
-                    .then(|| Value::String(digits.to_string()))
-            })
+            ORDER_NO
+                .captures_iter(text)
+                .chain(ORDER_NO_BEFORE.captures_iter(text))
+                .find_map(|c| {
+                    let m = c.get(1)?;
+                    let digits = m.as_str();
+                    (!(digits.len() >= 10 && digits.starts_with('0')))
+                        .then(|| Value::String(digits.to_string()))
+                })
         }
         Builtin::Amount => {
             let c = AMOUNT.captures(text)?;
@@ -210,6 +270,59 @@ mod tests {
             Some(Value::from("5512"))
         );
         assert_eq!(b(Builtin::OrderNo, "where is my order"), None);
+        // After the words for "order number" in Roman Urdu and Urdu, and in store formats.
+        for (text, want) in [
+            ("mera order number hai 10234", "10234"),
+            ("order nambar 10234 hai", "10234"),
+            ("my order number is 10234", "10234"),
+            ("ORD-5531", "5531"),
+            ("میرا آرڈر نمبر ۱۰۲۳۴ ہے", "10234"),
+            ("آرڈر نمبر: 10234", "10234"),
+            ("ارڈر 10234 کہاں ہے", "10234"),
+            ("31118 wala order kahan hai", "31118"),
+            ("10234 order kab aye ga", "10234"),
+        ] {
+            let text = ascii_digits(text);
+            assert_eq!(
+                b(Builtin::OrderNo, &text),
+                Some(Value::from(want)),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn entity_only_messages() {
+        for yes in [
+            "10234",
+            "#10234",
+            "ORD-5531",
+            "order no 10234",
+            "it's 10234",
+            "0300-1234567",
+            "ali@example.com",
+            "آرڈر نمبر 10234",
+        ] {
+            assert!(entity_only(yes), "{yes}");
+        }
+        for no in [
+            "10234 kahan hai",
+            "my order 10234 arrived broken",
+            "hello",
+            "order",
+            "👍",
+            "12",
+        ] {
+            assert!(!entity_only(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn bare_follow_ups() {
+        let ex = Extractor::Builtin(Builtin::OrderNo);
+        assert_eq!(ex.extract_bare("it's 10234"), Some(Value::from("10234")));
+        assert_eq!(ex.extract_bare("10234"), Some(Value::from("10234")));
+        assert_eq!(ex.extract_bare("03001234567"), None);
     }
 
     #[test]

@@ -199,18 +199,234 @@ const ROMAN_UR_WORDS: &[&str] = &[
     "g",
 ];
 
-/// Words that mark English. Function words and the verbs customers use most.
+/// Words that mark English. Function words and the verbs customers use most — not the
+/// English words Roman Urdu borrows ("cancel", "return", "refund", "please", "thanks", "yes",
+/// "wrong", "change"…): "order cancel karna hai please" is Roman Urdu.
 const EN_WORDS: &[&str] = &[
-    "the", "is", "are", "was", "were", "am", "i", "i'm", "im", "my", "me", "you", "your", "we",
-    "our", "it", "it's", "its", "this", "that", "these", "what", "where", "when", "why", "how",
-    "who", "which", "will", "would", "can", "could", "should", "please", "not", "don't", "dont",
-    "didn't", "didnt", "haven't", "hasn't", "have", "has", "had", "do", "does", "did", "to", "of",
-    "for", "with", "from", "and", "but", "or", "on", "in", "at", "an", "a", "yet", "still", "want",
-    "need", "get", "got", "send", "sent", "received", "arrive", "arrived", "thanks", "thank",
-    "hello", "hi", "hey", "yes", "no", "there", "here", "some", "any", "one", "be", "been",
-    "being", "just", "also", "very", "too", "wrong", "broken", "damaged", "change", "cancel",
-    "return", "refund", "money", "back", "talk", "speak", "person", "someone", "help", "good",
-    "morning", "evening", "dear",
+    "the",
+    "is",
+    "are",
+    "was",
+    "were",
+    "am",
+    "i",
+    "i'm",
+    "im",
+    "my",
+    "me",
+    "you",
+    "your",
+    "we",
+    "our",
+    "it",
+    "it's",
+    "its",
+    "this",
+    "that",
+    "these",
+    "what",
+    "where",
+    "when",
+    "why",
+    "how",
+    "who",
+    "which",
+    "will",
+    "would",
+    "can",
+    "could",
+    "should",
+    "not",
+    "don't",
+    "dont",
+    "didn't",
+    "didnt",
+    "haven't",
+    "hasn't",
+    "have",
+    "has",
+    "had",
+    "do",
+    "does",
+    "did",
+    "to",
+    "of",
+    "for",
+    "with",
+    "from",
+    "and",
+    "but",
+    "or",
+    "on",
+    "in",
+    "at",
+    "an",
+    "a",
+    "yet",
+    "still",
+    "want",
+    "need",
+    "get",
+    "got",
+    "sent",
+    "received",
+    "arrive",
+    "arrived",
+    "there",
+    "here",
+    "some",
+    "any",
+    "one",
+    "be",
+    "been",
+    "being",
+    "just",
+    "also",
+    "very",
+    "too",
+    "money",
+    "back",
+    "talk",
+    "speak",
+    "person",
+    "someone",
+    "good",
+    "morning",
+    "evening",
+    "they",
+    "them",
+    "she",
+    "his",
+    "her",
+    "if",
+    "then",
+    "than",
+    "only",
+    "already",
+    "again",
+    "yesterday",
+    "today",
+    "tomorrow",
+    "week",
+    "days",
+    "ago",
+    "since",
+    "because",
+    "after",
+    "before",
+    "by",
+    "ordered",
+    "haven't",
+    "isn't",
+    "wasn't",
+    "doesn't",
+    "won't",
+    "can't",
+    "cant",
+    "wont",
+    "let",
+    "know",
+];
+
+/// English words Roman Urdu borrows: half the evidence of an English word, so that "cancel"
+/// alone is English but "order cancel karna hai please" Roman Urdu.
+const EN_LOANS: &[&str] = &[
+    "please",
+    "pls",
+    "plz",
+    "cancel",
+    "cancelled",
+    "confirm",
+    "confirmed",
+    "confirming",
+    "refund",
+    "return",
+    "exchange",
+    "hello",
+    "hi",
+    "hey",
+    "sup",
+    "status",
+    "price",
+    "eta",
+    "agent",
+    "damaged",
+    "broken",
+    "wrong",
+    "thanks",
+    "thank",
+    "yes",
+    "no",
+    "change",
+    "update",
+    "tracking",
+    "delivery",
+    "received",
+    "cash",
+    "size",
+    "sorry",
+];
+
+/// More Roman Urdu: greetings, address, and what complaints and questions say.
+const ROMAN_UR_MORE: &[&str] = &[
+    "aoa",
+    "asalam",
+    "assalam",
+    "salam",
+    "alekum",
+    "alaikum",
+    "walaikum",
+    "beta",
+    "inshallah",
+    "mashallah",
+    "aa",
+    "jo",
+    "lag",
+    "rahe",
+    "raha",
+    "rahi",
+    "purana",
+    "purane",
+    "lagta",
+    "h",
+    "ji",
+    "kiya",
+    "kia",
+    "krna",
+    "karna",
+    "karo",
+    "krdo",
+    "kardo",
+    "chahie",
+    "hogya",
+    "hogaya",
+    "tha",
+    "thay",
+    "hy",
+    "nai",
+    "nhi",
+    "ni",
+    "mujhe",
+    "mjhe",
+    "mera",
+    "meri",
+    "mere",
+    "apka",
+    "ka",
+    "ki",
+    "ke",
+    "ko",
+    "se",
+    "pe",
+    "par",
+    "mein",
+    "tou",
+    "to",
+    "bhi",
+    "kb",
+    "kab",
+    "kaha",
+    "kahan",
 ];
 
 /// The language of a message, or `None` when it shows none (numbers, emoji, one shared word).
@@ -237,23 +453,38 @@ pub fn detect(text: &str) -> Option<&'static str> {
     if latin == 0 {
         return None;
     }
+    // In half points: a borrowed English word counts one, any other word two.
     let (mut ur, mut en) = (0u32, 0u32);
     let lower = text.to_lowercase();
     for w in lower
         .split(|c: char| !(c.is_alphanumeric() || c == '\''))
         .filter(|w| !w.is_empty())
     {
-        let in_ur = ROMAN_UR_WORDS.contains(&w) || is_stretched_of(w, ROMAN_UR_WORDS);
-        let in_en = EN_WORDS.contains(&w);
-        match (in_ur, in_en) {
-            (true, false) => ur += 1,
-            (false, true) => en += 1,
-            // "do", "main", "me"… both use: half a point each way is no evidence.
+        let in_ur = ROMAN_UR_WORDS.contains(&w)
+            || ROMAN_UR_MORE.contains(&w)
+            || is_stretched_of(w, ROMAN_UR_WORDS)
+            || is_stretched_of(w, ROMAN_UR_MORE);
+        let in_en = EN_WORDS.contains(&w) || is_stretched_of(w, EN_WORDS);
+        let loan = EN_LOANS.contains(&w) || is_stretched_of(w, EN_LOANS);
+        match (in_ur, in_en, loan) {
+            (true, false, _) => ur += 2,
+            (false, true, _) => en += 2,
+            (false, false, true) => en += 1,
+            // "do", "main", "me"… both use: no evidence either way.
             _ => {}
         }
     }
-    if arabic > 0 && ur >= en {
-        // Urdu script with a few Latin words ("order" in a Urdu sentence) is Urdu.
+    // Urdu script with English words in it ("size exchange کرنا ہے", "order confirm ہے"):
+    // each Urdu-script word counts as much as an English one.
+    let urdu_words = text
+        .split(|c: char| c.is_whitespace() || c.is_ascii_punctuation() || c == '،' || c == '؟')
+        .filter(|w| {
+            w.chars().any(|c| {
+                ('\u{0600}'..='\u{06FF}').contains(&c) && !('\u{06F0}'..='\u{06F9}').contains(&c)
+            })
+        })
+        .count() as u32;
+    if arabic > 0 && ur + 2 * urdu_words >= en {
         return Some(UR);
     }
     match ur.cmp(&en) {
@@ -276,7 +507,8 @@ fn is_stretched_of(w: &str, words: &[&str]) -> bool {
         folded.push(c);
         last = Some(c);
     }
-    changed && words.contains(&folded.as_str())
+    // "aa" is not a stretched "a": one letter is no word to recognise.
+    changed && folded.chars().count() > 1 && words.contains(&folded.as_str())
 }
 
 /// Whether `code` is a language code a template or `set_language` may use: `en`, `ur`,
@@ -321,8 +553,18 @@ mod tests {
                 "bhai mera parcel abhi tak nahi aya, please check",
                 Some(ROMAN_UR),
             ),
+            // English words Roman Urdu borrows are no evidence either way.
+            ("order cancel karna hai please", Some(ROMAN_UR)),
+            ("wrong size aa gaya hai", Some(ROMAN_UR)),
+            ("please cancel my order", Some(EN)),
             // No evidence: the contact keeps its language.
             ("10251", None),
+            ("#10251", None),
+            // A borrowed word alone is English; among Roman Urdu it is Roman Urdu's.
+            ("cancel", Some(EN)),
+            ("heyyy 👋", Some(EN)),
+            ("aoa", Some(ROMAN_UR)),
+            ("jo joote aye wo purane he", Some(ROMAN_UR)),
             ("👍", None),
             ("ok", None),
             ("۱۰۲۵۱", None),

@@ -24,6 +24,9 @@ const BUILT_IN: &[(&str, &[&str])] = &[
             "ordered",
             "ordr",
             "oredr",
+            "ordar",
+            "ordor",
+            "oder",
         ],
     ),
     (
@@ -46,7 +49,7 @@ const BUILT_IN: &[(&str, &[&str])] = &[
         "cancel",
         &[
             "call off", "calloff", "revoke", "abort", "cancle", "cancell", "cansel", "kancel",
-            "cancl", "cncl", "radd", "mansookh",
+            "cancl", "cncl", "radd", "mansookh", "cansal", "cancal", "kansal", "kensal", "cencel",
         ],
     ),
     (

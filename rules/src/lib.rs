@@ -18,6 +18,7 @@ pub mod lang;
 pub mod lexicon;
 pub mod load;
 pub mod pack;
+pub mod reply;
 pub mod script;
 pub mod span;
 pub mod template;

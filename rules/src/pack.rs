@@ -43,6 +43,20 @@ pub struct SettingsRt {
     pub unrelated: Vec<String>,
     /// The language model asked when no intent reaches the threshold.
     pub fallback: Option<FallbackRt>,
+    /// The intent of a message that is only an entity (`settings.classifier.entity_only`).
+    pub entity_only: Option<String>,
+    /// When and how to ask instead of guessing (`settings.clarify`).
+    pub clarify: Option<ClarifyRt>,
+}
+
+/// `settings.clarify`, with its defaults applied.
+#[derive(Debug, Clone)]
+pub struct ClarifyRt {
+    pub floor: f32,
+    pub margin: f32,
+    pub template: String,
+    /// The third button's title by language (or `text`).
+    pub other: Vec<(String, String)>,
 }
 
 /// `settings.classifier.fallback`: an OpenAI-compatible chat-completions endpoint.
@@ -248,6 +262,24 @@ pub struct HttpLookupRt {
     pub timeout: Duration,
     pub retries: u32,
     pub cache: Option<Duration>,
+    /// A write that cannot be undone: called only right after the customer confirmed it.
+    pub irreversible: bool,
+}
+
+/// Whether `action` on `connector` cannot be undone: cancelling an order always; an `http`
+/// connector's call when the pack marks it `irreversible: true`.
+pub fn is_irreversible(
+    connectors: &BTreeMap<String, ConnectorRt>,
+    connector: &str,
+    action: LookupAction,
+) -> bool {
+    match action {
+        LookupAction::CancelOrder => true,
+        LookupAction::Fetch => {
+            matches!(connectors.get(connector), Some(ConnectorRt::Http(h)) if h.irreversible)
+        }
+        _ => false,
+    }
 }
 
 /// What a store connector can be asked to do.
@@ -516,6 +548,8 @@ pub struct IntentInfo {
     pub name: String,
     pub description: Option<String>,
     pub examples: Vec<String>,
+    /// What a button naming it says, by language (or `text`).
+    pub label: Vec<(String, String)>,
 }
 
 /// A loaded, validated and compiled rule pack.
@@ -548,11 +582,80 @@ pub struct Pack {
     pub sandbox: Sandbox,
 }
 
+/// The text for the first language of `chain` that `by_language` has, else its `text`, else
+/// its first.
+pub fn pick_language(by_language: &[(String, String)], chain: &[&str]) -> Option<String> {
+    chain
+        .iter()
+        .chain(&["text"])
+        .find_map(|l| by_language.iter().find(|(k, _)| k == l))
+        .or(by_language.first())
+        .map(|(_, t)| t.clone())
+}
+
 impl Pack {
     /// Classifies a message and extracts its entities.
+    ///
+    /// A message that is only an entity ("10234", "#10234", a phone number) is
+    /// `settings.classifier.entity_only` (or `unknown`), never what its digits resemble; an
+    /// unsure reading carries the two intents to ask between (`settings.clarify`).
     pub fn classify(&self, text: &str) -> (Classification, serde_json::Map<String, Value>) {
-        let c = self.classifier.classify(text);
-        (c, self.extract_entities(text))
+        let entities = self.extract_entities(text);
+        if crate::entities::entity_only(&ascii_digits(text)) {
+            let intent = self
+                .settings
+                .entity_only
+                .clone()
+                .unwrap_or_else(|| crate::UNKNOWN.to_string());
+            let c = Classification {
+                confidence: if intent == crate::UNKNOWN { 0.0 } else { 1.0 },
+                best: intent.clone(),
+                scores: vec![(intent.clone(), 1.0)],
+                intent,
+                clarify: None,
+            };
+            return (c, entities);
+        }
+        let mut c = self.classifier.classify(text);
+        // A bare "no" or "thanks" is an answer to something, not a request to ask about.
+        if crate::reply::polarity(text).is_none() && !crate::reply::is_closing(text) {
+            c.clarify = self.clarify_between(&c);
+        }
+        (c, entities)
+    }
+
+    /// The two intents to ask between, when `settings.clarify` says the reading is unsure:
+    /// the best is at least `floor` but under the threshold, or the second is within
+    /// `margin` of it — and the two together are at least even odds. A message nearest the
+    /// pack's `unrelated` ones is not asked about.
+    fn clarify_between(&self, c: &Classification) -> Option<(String, String)> {
+        let cl = self.settings.clarify.as_ref()?;
+        if c.scores.first()?.0 == crate::UNKNOWN {
+            return None;
+        }
+        let mut real = c.scores.iter().filter(|(n, _)| n != crate::UNKNOWN);
+        let (a, pa) = real.next()?;
+        let (b, pb) = real.next()?;
+        // Both unlikely: neither is worth offering; a person reads it.
+        if *pa < cl.floor || pa + pb < 0.5 {
+            return None;
+        }
+        if *pa >= self.settings.intent_threshold && pa - pb >= cl.margin {
+            return None;
+        }
+        Some((a.clone(), b.clone()))
+    }
+
+    /// An intent's button title for a language chain (its `label`; else its name, words
+    /// spaced).
+    pub fn intent_label(&self, intent: &str, chain: &[&str]) -> String {
+        let label = self
+            .intents
+            .iter()
+            .find(|i| i.name == intent)
+            .map(|i| &i.label);
+        pick_language(label.map(Vec::as_slice).unwrap_or(&[]), chain)
+            .unwrap_or_else(|| intent.replace('_', " "))
     }
 
     /// Entity `name` in `text` for a step waiting for it, bare forms included

@@ -26,6 +26,9 @@ pub const MAX_STRING_SIZE: usize = 256 * 1024;
 pub const MAX_ARRAY_SIZE: usize = 1_000;
 pub const MAX_MAP_SIZE: usize = 500;
 
+/// `settings.values`: expression → value → `(language or "text", words)`.
+pub type Values = BTreeMap<String, BTreeMap<String, Vec<(String, String)>>>;
+
 /// The names every script and template may use (DESIGN.md §4).
 pub const SCOPE_NAMES: &[&str] = &[
     "message",
@@ -41,6 +44,7 @@ pub const SCOPE_NAMES: &[&str] = &[
     "event",
     "stats",
     "handoff",
+    "clarify",
     "now",
 ];
 
@@ -70,8 +74,12 @@ pub const KNOWN_FIELDS: &[(&str, &[&str])] = &[
             "step",
         ],
     ),
-    ("message", &["text", "kind", "choice", "language"]),
+    (
+        "message",
+        &["text", "kind", "choice", "language", "closing", "question"],
+    ),
     ("handoff", &["reason", "opens_at", "opens_on"]),
+    ("clarify", &["first", "second", "intents"]),
     (
         "sla",
         &["kind", "due_at", "late_s", "owner", "queue", "breaches"],
@@ -330,6 +338,11 @@ pub fn display(v: &Dynamic) -> String {
 /// The pack's sandboxed engine.
 pub struct Sandbox {
     engine: Engine,
+    /// What values mean in each language, by the expression that shows them
+    /// (`settings.values`: `order.status` → `dispatched` → `ur` → "روانہ ہو چکا").
+    values: Values,
+    /// The pack's default language: the last resort for a value's words.
+    default_language: String,
     /// The names of every function scripts can call (the packages' and ours).
     functions: std::collections::BTreeSet<String>,
     /// Extra scope names a pack declares (`lookup: { as: NAME }`).
@@ -415,7 +428,45 @@ impl Sandbox {
             engine,
             functions,
             extra_names,
+            values: Values::new(),
+            default_language: "en".into(),
         }
+    }
+
+    /// With the pack's `settings.values` (what values mean in each language) and its default
+    /// language.
+    pub fn with_values(mut self, values: Values, default_language: &str) -> Sandbox {
+        self.values = values;
+        self.default_language = default_language.to_string();
+        self
+    }
+
+    /// Whether the values an expression shows have words per language (`settings.values`).
+    pub fn has_values(&self, expr: &str) -> bool {
+        self.values.contains_key(expr)
+    }
+
+    /// `shown` (what the expression `expr` gave) in the words of `language` — its fallbacks,
+    /// `text`, the default language — when `settings.values` has them; else as it is.
+    pub fn value_words(&self, expr: &str, shown: String, language: Option<&str>) -> String {
+        let Some(words) = self.values.get(expr).and_then(|v| v.get(&shown)) else {
+            return shown;
+        };
+        let chain = language
+            .into_iter()
+            .chain(
+                language
+                    .map_or(&[][..], crate::lang::default_fallbacks)
+                    .iter()
+                    .copied(),
+            )
+            .chain(["text", self.default_language.as_str()]);
+        for l in chain {
+            if let Some((_, w)) = words.iter().find(|(k, _)| k == l) {
+                return w.clone();
+            }
+        }
+        shown
     }
 
     /// Whether scripts can call a function or method of this name.

@@ -2,12 +2,19 @@
 
 use rhai::{Scope, AST};
 
+#[cfg(test)]
+use crate::script::Values;
 use crate::script::{display, Clock, CompileError, Sandbox, ScriptError};
 
 #[derive(Debug, Clone)]
 enum Part {
     Lit(String),
     Expr(AST),
+    /// A hole whose values have words per language (`settings.values`): the expression.
+    Worded(AST, String),
+    /// `[[ … ]]`: left out, brackets and all, when a hole in it shows nothing (an order
+    /// without tracking: `[[Tracking: {{order.tracking_url}}]]`).
+    Optional(Vec<Part>),
 }
 
 /// A compiled template.
@@ -29,10 +36,18 @@ pub struct TemplateError {
 impl Template {
     /// The compiled holes.
     pub fn holes(&self) -> impl Iterator<Item = &AST> {
-        self.parts.iter().filter_map(|p| match p {
-            Part::Expr(a) => Some(a),
-            Part::Lit(_) => None,
-        })
+        fn walk<'p>(parts: &'p [Part], out: &mut Vec<&'p AST>) {
+            for p in parts {
+                match p {
+                    Part::Expr(a) | Part::Worded(a, _) => out.push(a),
+                    Part::Optional(inner) => walk(inner, out),
+                    Part::Lit(_) => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.parts, &mut out);
+        out.into_iter()
     }
 
     /// Text taken as it is: `{{` in it is not a hole (what an agent types).
@@ -56,43 +71,35 @@ impl Template {
         let mut parts = Vec::new();
         let mut rest = src;
         let mut base = 0;
-        while let Some(open) = rest.find("{{") {
-            if open > 0 {
-                parts.push(Part::Lit(rest[..open].to_string()));
-            }
+        while let Some(open) = rest.find("[[") {
+            holes(sandbox, &rest[..open], base, local, &mut parts)?;
             let after = &rest[open + 2..];
-            let Some(close) = after.find("}}") else {
+            let Some(close) = after.find("]]") else {
                 return Err(TemplateError {
-                    message: "`{{` is not closed by `}}`".into(),
+                    message: "`[[` is not closed by `]]`".into(),
                     offset: base + open,
                     inner: None,
                 });
             };
-            let expr = &after[..close];
-            let lead = expr.len() - expr.trim_start().len();
-            let expr_offset = base + open + 2 + lead;
-            if expr.trim().is_empty() {
+            let mut inner = Vec::new();
+            holes(sandbox, &after[..close], base + open + 2, local, &mut inner)?;
+            if !inner
+                .iter()
+                .any(|p| matches!(p, Part::Expr(_) | Part::Worded(..)))
+            {
                 return Err(TemplateError {
-                    message: "empty `{{ }}`".into(),
+                    message: "`[[ … ]]` has no `{{ }}` hole: nothing would ever leave it out"
+                        .into(),
                     offset: base + open,
                     inner: None,
                 });
             }
-            let ast = sandbox
-                .compile_expression(expr.trim(), local)
-                .map_err(|e| TemplateError {
-                    message: e.message.clone(),
-                    offset: expr_offset,
-                    inner: Some(e),
-                })?;
-            parts.push(Part::Expr(ast));
+            parts.push(Part::Optional(inner));
             let consumed = open + 2 + close + 2;
             base += consumed;
             rest = &rest[consumed..];
         }
-        if !rest.is_empty() {
-            parts.push(Part::Lit(rest.to_string()));
-        }
+        holes(sandbox, rest, base, local, &mut parts)?;
         Ok(Template {
             parts,
             source: src.to_string(),
@@ -111,14 +118,107 @@ impl Template {
         clock: Clock,
     ) -> Result<String, ScriptError> {
         let mut out = String::with_capacity(self.source.len());
-        for p in &self.parts {
-            match p {
-                Part::Lit(s) => out.push_str(s),
-                Part::Expr(ast) => out.push_str(&display(&sandbox.eval(ast, scope, clock)?)),
-            }
-        }
+        render_parts(&self.parts, sandbox, scope, clock, &mut out)?;
         Ok(out)
     }
+}
+
+/// Appends the rendered parts; `false` when a hole showed nothing (what leaves an optional
+/// part out).
+fn render_parts(
+    parts: &[Part],
+    sandbox: &Sandbox,
+    scope: &mut Scope<'static>,
+    clock: Clock,
+    out: &mut String,
+) -> Result<bool, ScriptError> {
+    let mut all = true;
+    for p in parts {
+        match p {
+            Part::Lit(s) => out.push_str(s),
+            Part::Expr(ast) => {
+                let shown = display(&sandbox.eval(ast, scope, clock)?);
+                all &= !shown.trim().is_empty();
+                out.push_str(&shown);
+            }
+            Part::Worded(ast, expr) => {
+                let shown = display(&sandbox.eval(ast, scope, clock)?);
+                all &= !shown.trim().is_empty();
+                out.push_str(&sandbox.value_words(expr, shown, language(scope).as_deref()));
+            }
+            Part::Optional(inner) => {
+                let mut part = String::new();
+                if render_parts(inner, sandbox, scope, clock, &mut part)? {
+                    out.push_str(&part);
+                }
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// The contact's language in the scope (`contact.language`), if set.
+fn language(scope: &Scope<'static>) -> Option<String> {
+    let contact = scope.get_value::<rhai::Map>("contact")?;
+    contact
+        .get("language")
+        .and_then(|l| l.clone().into_immutable_string().ok())
+        .map(|l| l.to_string())
+}
+
+/// The literal text and `{{ }}` holes of `src` (at byte `base` of the template), onto `parts`.
+fn holes(
+    sandbox: &Sandbox,
+    src: &str,
+    base: usize,
+    local: &[&str],
+    parts: &mut Vec<Part>,
+) -> Result<(), TemplateError> {
+    let mut rest = src;
+    let mut base = base;
+    while let Some(open) = rest.find("{{") {
+        if open > 0 {
+            parts.push(Part::Lit(rest[..open].to_string()));
+        }
+        let after = &rest[open + 2..];
+        let Some(close) = after.find("}}") else {
+            return Err(TemplateError {
+                message: "`{{` is not closed by `}}`".into(),
+                offset: base + open,
+                inner: None,
+            });
+        };
+        let expr = &after[..close];
+        let lead = expr.len() - expr.trim_start().len();
+        let expr_offset = base + open + 2 + lead;
+        if expr.trim().is_empty() {
+            return Err(TemplateError {
+                message: "empty `{{ }}`".into(),
+                offset: base + open,
+                inner: None,
+            });
+        }
+        let ast = sandbox
+            .compile_expression(expr.trim(), local)
+            .map_err(|e| TemplateError {
+                message: e.message.clone(),
+                offset: expr_offset,
+                inner: Some(e),
+            })?;
+        let key = expr.trim();
+        parts.push(if sandbox.has_values(key) {
+            Part::Worded(ast, key.to_string())
+        } else {
+            Part::Expr(ast)
+        });
+        let consumed = open + 2 + close + 2;
+        base += consumed;
+        rest = &rest[consumed..];
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Lit(rest.to_string()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -149,6 +249,64 @@ mod tests {
         };
         let s = t.render(&sb, &mut v.scope(), clock).unwrap();
         assert_eq!(s, "Order #10234 is dispatched; total Rs 2499");
+    }
+
+    #[test]
+    fn optional_parts_and_values_in_the_contacts_language() {
+        let mut values = Values::new();
+        values.insert(
+            "order.status".into(),
+            [(
+                "dispatched".to_string(),
+                vec![
+                    ("en".to_string(), "on its way".to_string()),
+                    ("ur".to_string(), "روانہ ہو چکا".to_string()),
+                ],
+            )]
+            .into(),
+        );
+        let sb = sandbox().with_values(values, "en");
+        let t = Template::compile(
+            &sb,
+            "{{order.name}} is {{order.status}}.[[ Tracking: {{order.tracking_url}}]]",
+        )
+        .unwrap();
+        let clock = Clock {
+            now: chrono::Utc::now(),
+            window_open: true,
+        };
+        let mut v = Vars::empty();
+        v.set_json(
+            "order",
+            &serde_json::json!({"name": "#1", "status": "dispatched"}),
+        );
+        v.set_json("contact", &serde_json::json!({"language": "ur"}));
+        assert_eq!(
+            t.render(&sb, &mut v.scope(), clock).unwrap(),
+            "#1 is روانہ ہو چکا."
+        );
+        v.set_json(
+            "order",
+            &serde_json::json!({"name": "#1", "status": "packed", "tracking_url": "https://t/1"}),
+        );
+        v.set_json("contact", &serde_json::json!({"language": "roman_ur"}));
+        // A value without words shows as it is; a hole with something keeps its part.
+        assert_eq!(
+            t.render(&sb, &mut v.scope(), clock).unwrap(),
+            "#1 is packed. Tracking: https://t/1"
+        );
+        // No language: the default's words.
+        v.set_json(
+            "order",
+            &serde_json::json!({"name": "#1", "status": "dispatched"}),
+        );
+        v.set_json("contact", &serde_json::json!({}));
+        assert_eq!(
+            t.render(&sb, &mut v.scope(), clock).unwrap(),
+            "#1 is on its way."
+        );
+        assert!(Template::compile(&sb, "[[ nothing to leave out ]]").is_err());
+        assert!(Template::compile(&sb, "[[ {{order.name}}").is_err());
     }
 
     #[test]

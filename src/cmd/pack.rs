@@ -103,6 +103,8 @@ pub(crate) fn classify(dir: &Path) -> Result<ExitCode> {
             "text": line,
             "intent": c.intent,
             "confidence": (c.confidence as f64 * 1000.0).round() / 1000.0,
+            "best": c.best,
+            "clarify": c.clarify.map(|(a, b)| [a, b]),
             "entities": entities,
         });
         writeln!(out, "{v}")?;
@@ -120,13 +122,21 @@ pub(crate) fn eval_cmd(dir: &Path, file: &Path, min_accuracy: Option<f64>) -> Re
     let headers = rdr.headers()?.clone();
     let col = |name: &str| headers.iter().position(|h| h.trim() == name);
     let (Some(ti), Some(ii)) = (col("text"), col("intent")) else {
-        anyhow::bail!("{}: needs the columns `text` and `intent`", file.display());
+        anyhow::bail!(
+            "{}: needs the columns `text` and `intent` (and, optionally, `language`)",
+            file.display()
+        );
     };
+    let li = col("language");
     let mut labelled = Vec::new();
     for (n, rec) in rdr.records().enumerate() {
         let rec = rec.with_context(|| format!("{}: row {}", file.display(), n + 2))?;
         let field = |i: usize| rec.get(i).unwrap_or("").to_string();
-        labelled.push((field(ti), field(ii)));
+        labelled.push(switchyard_rules::eval::Labelled {
+            text: field(ti),
+            intent: field(ii),
+            language: li.map(field),
+        });
     }
     if labelled.is_empty() {
         anyhow::bail!("{}: no rows", file.display());
@@ -158,6 +168,25 @@ pub(crate) fn eval_cmd(dir: &Path, file: &Path, min_accuracy: Option<f64>) -> Re
             "{:<18} {:>9.2} {:>7.2} {:>8}",
             s.intent, s.precision, s.recall, s.support
         )?;
+    }
+    let wrong = ev.confident_wrong();
+    writeln!(
+        out,
+        "\nconfident-wrong: {:.3} ({}/{}): a wrong intent at or above intent_threshold {}, which the bot would act on",
+        ev.confident_wrong_rate(),
+        wrong.len(),
+        ev.rows.len(),
+        ev.threshold
+    )?;
+    for (t, w, g, c) in &wrong {
+        writeln!(out, "  {w} → {g} ({c:.2}): {t:?}")?;
+    }
+    if let Some(acc) = ev.language_accuracy() {
+        let right = ev.languages.iter().filter(|(_, w, g)| w == g).count();
+        writeln!(out, "\nlanguage: {acc:.3} ({right}/{})", ev.languages.len())?;
+        for (t, w, g) in ev.languages.iter().filter(|(_, w, g)| w != g) {
+            writeln!(out, "  {w} → {g}: {t:?}")?;
+        }
     }
     let confusions = ev.confusions();
     if !confusions.is_empty() {

@@ -26,6 +26,7 @@ use crate::template::Template;
 
 mod actions;
 mod flows;
+mod irreversible;
 mod messages;
 mod rules;
 mod sections;
@@ -487,7 +488,13 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics, channels: &Channels) -> Option<
     let calendars = Arc::new(calendars);
 
     let extra_names = lookup_binds(raw);
-    let sandbox = Sandbox::new(calendars.clone(), extra_names);
+    let sandbox = Sandbox::new(calendars.clone(), extra_names).with_values(
+        sections::values(raw),
+        raw.settings
+            .first()
+            .and_then(|(_, s)| s.default_language.as_ref())
+            .map_or("en", |l| l.value.as_str()),
+    );
 
     fn names<T>(v: &[Item<T>]) -> BTreeSet<String> {
         v.iter().map(|i| i.name.value.clone()).collect()
@@ -679,6 +686,7 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics, channels: &Channels) -> Option<
                     timeout,
                     retries,
                     cache,
+                    irreversible,
                 } => ConnectorRt::Http(HttpLookupRt {
                     method: method
                         .clone()
@@ -694,6 +702,7 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics, channels: &Channels) -> Option<
                         .unwrap_or(Duration::from_secs(5)),
                     retries: retries.unwrap_or(1),
                     cache: cache.as_deref().and_then(|t| parse_duration(t).ok()),
+                    irreversible: *irreversible,
                 }),
                 Connector::Webhook {
                     url_env,
@@ -798,6 +807,7 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics, channels: &Channels) -> Option<
         }
     }
     rules::shadowed_rules(&mut cx);
+    irreversible::unconfirmed(&mut cx, &flows, &rules, &connectors);
 
     // Schedules.
     let mut schedules = Vec::new();
@@ -818,6 +828,23 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics, channels: &Channels) -> Option<
     // The classifier, trained even when other sections have errors: what it confuses is
     // worth knowing at the same time.
     let settings = settings?;
+    // Asking which intent: every intent it may name should say how, in the customers' words.
+    if settings.clarify.is_some() {
+        for it in &raw.intents {
+            if it.value.value.label.is_none() {
+                cx.warn(
+                    it.file,
+                    it.name.pos,
+                    format!(
+                        "intent `{}` has no `label`: the clarifying question names it `{}`",
+                        it.name.value,
+                        it.name.value.replace('_', " ")
+                    ),
+                )
+                .hint("add `label: { en: \"Cancel my order\", roman_ur: …, ur: … }` (at most 20 characters each)");
+            }
+        }
+    }
     let mut intent_specs = intent_specs;
     if !settings.unrelated.is_empty() {
         // The "none of these" class: a message nearest to it is `unknown`.
@@ -827,6 +854,7 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics, channels: &Channels) -> Option<
             keywords: vec![],
             patterns: vec![],
             description: None,
+            label: vec![],
         });
     }
     let intents_described = intent_specs
@@ -836,6 +864,7 @@ pub fn build(raw: &RawPack, d: &mut Diagnostics, channels: &Channels) -> Option<
             name: s.name.clone(),
             description: s.description.clone(),
             examples: s.examples.iter().take(4).cloned().collect(),
+            label: s.label.clone(),
         })
         .collect();
     let classifier = Classifier::train(

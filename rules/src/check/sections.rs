@@ -361,8 +361,18 @@ pub(super) fn settings(cx: &mut Ctx, tz: chrono_tz::Tz) -> Option<SettingsRt> {
     let mut synonyms = Vec::new();
     let mut fallback = None;
     let mut unrelated = Vec::new();
+    let mut entity_only = None;
+    let clarify = s.clarify.as_ref().and_then(|c| clarify(cx, f, &c.value));
+    if let Some(v) = &s.values {
+        check_values(cx, f, v);
+    }
     if let Some(c) = &s.classifier {
         unrelated = c.value.unrelated.iter().map(|u| u.value.clone()).collect();
+        if let Some(e) = &c.value.entity_only {
+            if cx.reference(f, e, "intents", "intent") {
+                entity_only = Some(e.value.clone());
+            }
+        }
         for (word, variants) in c.value.synonyms.iter().flat_map(|m| m.iter()) {
             if variants.is_empty() {
                 cx.warn(
@@ -420,11 +430,114 @@ pub(super) fn settings(cx: &mut Ctx, tz: chrono_tz::Tz) -> Option<SettingsRt> {
         synonyms,
         unrelated,
         fallback,
+        entity_only,
+        clarify,
     })
 }
 
-/// The most examples a pack may have in all: the classifier is trained and calibrated on them
-/// at every load (leave-one-out, quadratic in their number), and a pack is validated on upload.
+/// `settings.values` as the sandbox reads them (checked by [`check_values`]).
+pub(super) fn values(raw: &crate::load::RawPack) -> crate::script::Values {
+    let mut out = crate::script::Values::new();
+    let Some(v) = raw.settings.first().and_then(|(_, s)| s.values.as_ref()) else {
+        return out;
+    };
+    for (expr, by_value) in v.iter() {
+        let entry = out.entry(expr.value.trim().to_string()).or_default();
+        for (value, words) in by_value.iter() {
+            entry.insert(
+                value.value.clone(),
+                words
+                    .iter()
+                    .map(|(l, w)| (l.value.clone(), w.value.clone()))
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+/// `settings.values`: each expression a scope object's field (`order.status`), each language
+/// a code or `text`, no words empty.
+fn check_values(
+    cx: &mut Ctx,
+    f: usize,
+    v: &crate::span::Entries<crate::span::Entries<crate::span::Entries<Sp<String>>>>,
+) {
+    for (expr, by_value) in v.iter() {
+        let path = expr.value.trim();
+        let object = path.split('.').next().unwrap_or("");
+        let simple = path.split('.').count() >= 2
+            && path
+                .split('.')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        if !simple || !crate::script::SCOPE_NAMES.contains(&object) {
+            cx.err(f, expr.pos, format!("`{path}` is not a field of the scope"))
+                .hint("name what templates show, as they write it: `order.status`, `order.courier`, `order.payment`");
+        }
+        for (value, words) in by_value.iter() {
+            if words.is_empty() {
+                cx.err(f, value.pos, format!("`{}` has no words", value.value))
+                    .hint("give it per language: `{ en: on its way, roman_ur: raste mein, ur: راستے میں }`");
+            }
+            for (lang, w) in words.iter() {
+                if lang.value != "text" && !crate::lang::is_code(&lang.value) {
+                    cx.err(
+                        f,
+                        lang.pos,
+                        format!("`{}` is not a language code", lang.value),
+                    )
+                    .hint("use `en`, `roman_ur`, `ur` (or any ll / ll_Xxxx code), or `text`");
+                }
+                if w.value.trim().is_empty() {
+                    cx.err(f, w.pos, "empty words")
+                        .hint("say what the value means, or leave the language out");
+                }
+            }
+        }
+    }
+}
+
+/// `settings.clarify`, checked.
+fn clarify(cx: &mut Ctx, f: usize, c: &crate::config::Clarify) -> Option<crate::pack::ClarifyRt> {
+    let mut ok = cx.reference(f, &c.template, "templates", "template");
+    let mut share = |cx: &mut Ctx, v: &Option<Sp<f64>>, default: f64, what: &str| match v {
+        Some(m) if !(0.0..=1.0).contains(&m.value) => {
+            cx.err(f, m.pos, format!("{what} {} is outside 0–1", m.value))
+                .hint("a confidence: 0.25 asks about anything a quarter sure or more");
+            ok = false;
+            default as f32
+        }
+        Some(m) => m.value as f32,
+        None => default as f32,
+    };
+    let floor = share(cx, &c.floor, 0.25, "floor");
+    let margin = share(cx, &c.margin, 0.15, "margin");
+    let mut other = Vec::new();
+    for (lang, title) in c.other.iter() {
+        if button_title(cx, f, lang, title) {
+            other.push((lang.value.clone(), title.value.clone()));
+        } else {
+            ok = false;
+        }
+    }
+    if c.other.is_empty() {
+        cx.err(f, c.template.pos, "`clarify.other` names no title")
+            .hint(
+            "the third button: `other: { en: Something else, roman_ur: Kuch aur, ur: کچھ اور }`",
+        );
+        ok = false;
+    }
+    ok.then(|| crate::pack::ClarifyRt {
+        floor,
+        margin,
+        template: c.template.value.clone(),
+        other,
+    })
+}
+
+/// The most examples a pack may have in all: the classifier is trained on them at every load
+/// and its confusions measured leave-one-out (quadratic in their number), and a pack is
+/// validated on upload.
 pub const MAX_EXAMPLES: usize = 5_000;
 
 pub(super) fn intents(cx: &mut Ctx) -> Vec<IntentSpec> {
@@ -524,15 +637,50 @@ pub(super) fn intents(cx: &mut Ctx) -> Vec<IntentSpec> {
                 }
             }
         }
+        let mut label = Vec::new();
+        for (lang, title) in i.label.iter().flat_map(|l| l.iter()) {
+            if button_title(cx, f, lang, title) {
+                label.push((lang.value.clone(), title.value.clone()));
+            }
+        }
         specs.push(IntentSpec {
             name: name.value.clone(),
             examples: i.examples.iter().map(|e| e.value.clone()).collect(),
             keywords: i.keywords.iter().map(|k| k.value.clone()).collect(),
             patterns,
             description: i.description.clone(),
+            label,
         });
     }
     specs
+}
+
+/// A button title by language (an intent's `label`, `settings.clarify.other`): a language
+/// code or `text`, at most 20 characters (WhatsApp refuses longer), not empty.
+fn button_title(cx: &mut Ctx, f: usize, lang: &Sp<String>, title: &Sp<String>) -> bool {
+    let mut ok = true;
+    if lang.value != "text" && !crate::lang::is_code(&lang.value) {
+        cx.err(
+            f,
+            lang.pos,
+            format!("`{}` is not a language code", lang.value),
+        )
+        .hint(
+            "use `en`, `roman_ur`, `ur` (or any ll / ll_Xxxx code), or `text` for every language",
+        );
+        ok = false;
+    }
+    let n = title.value.trim().chars().count();
+    if n == 0 || n > 20 {
+        cx.err(
+            f,
+            title.pos,
+            format!("a button title has 1 to 20 characters; this one has {n}"),
+        )
+        .hint("WhatsApp refuses longer button titles; say it in fewer words");
+        ok = false;
+    }
+    ok
 }
 
 /// The line of a library's multi-line error that says what is wrong (its last non-empty

@@ -90,6 +90,14 @@ pub struct Settings {
     pub reprompt: Option<Sp<String>>,
     /// The classifier's lexicon and its optional language-model fallback.
     pub classifier: Option<Sp<ClassifierSettings>>,
+    /// Ask the customer instead of guessing when the classifier is unsure (two-stage
+    /// fallback): buttons naming the two likeliest intents and "something else".
+    pub clarify: Option<Sp<Clarify>>,
+    /// What values shown to customers mean in each language, by the expression that shows
+    /// them: `order.status: { dispatched: { en: "on its way", ur: "روانہ ہو چکا" } }`. A
+    /// template's `{{order.status}}` then speaks the contact's language; a value not listed
+    /// shows as it is.
+    pub values: Option<Entries<Entries<Entries<Sp<String>>>>>,
 }
 
 /// Templates sent when the bot hands a conversation to a person and has said nothing itself
@@ -148,6 +156,28 @@ pub struct ClassifierSettings {
     pub unrelated: Vec<Sp<String>>,
     /// A language model asked when no intent reaches the threshold.
     pub fallback: Option<Sp<ClassifierFallback>>,
+    /// The intent of a message that is only an entity — an order number ("10234",
+    /// "#10234", "ORD-5531"), a phone number, an e-mail: never read as anything else.
+    /// Without it such a message is `unknown` (a person reads it).
+    pub entity_only: Option<Sp<String>>,
+}
+
+/// `settings.clarify`: when to ask which of two intents the customer means, and how.
+#[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Clarify {
+    /// Ask when the best intent's confidence is at least this but below
+    /// `intent_threshold` (default 0.25); below it the message is `unknown`.
+    pub floor: Option<Sp<f64>>,
+    /// Ask, too, when the best intent reaches the threshold but the second is within this
+    /// of it (default 0.15).
+    pub margin: Option<Sp<f64>>,
+    /// The question: a template, rendered with `clarify.first` and `clarify.second` (the two
+    /// intents' labels in the customer's language).
+    pub template: Sp<String>,
+    /// The title of the third button, by language (`en`, `roman_ur`, `ur`, or `text`):
+    /// "Something else" (at most 20 characters, WhatsApp's limit).
+    pub other: Entries<Sp<String>>,
 }
 
 /// An OpenAI-compatible chat-completions endpoint asked for one of the pack's intents.
@@ -207,6 +237,10 @@ pub struct Intent {
     #[serde(default)]
     pub patterns: Vec<Sp<String>>,
     pub description: Option<String>,
+    /// What a button naming this intent says, by language (`en`, `roman_ur`, `ur`, or
+    /// `text`), when the bot asks which intent the customer means (`settings.clarify`); at
+    /// most 20 characters.
+    pub label: Option<Entries<Sp<String>>>,
 }
 
 #[derive(Debug, Clone, serde::Deserialize, JsonSchema)]
@@ -421,6 +455,11 @@ pub enum Connector {
         retries: Option<u32>,
         /// How long an answer is reused, e.g. `60s` (default: not cached).
         cache: Option<String>,
+        /// The call changes something that cannot be undone (cancels, refunds, re-addresses):
+        /// the bot makes it only right after the customer confirmed with a button, and
+        /// `validate` warns a rule or flow that reaches it otherwise. Default `false`.
+        #[serde(default)]
+        irreversible: bool,
     },
     /// Orders from a JSON file in the pack's directory (an array of orders, each with at least
     /// `name`); lookups and writes work on an in-memory copy.

@@ -1,16 +1,23 @@
 //! The intent classifier, trained at load time from each intent's examples and keywords.
 //!
 //! Text is normalised for the way Pakistani customers write (Roman Urdu spelling variants,
-//! Urdu script, Urdu digits, emoji, stretched letters), turned into word and character n-gram
-//! features weighted by TF-IDF, and compared with every example (nearest neighbours) and with
-//! each intent's centroid. The raw score is calibrated into a confidence with a logistic curve
-//! fitted on the pack's own examples, leave-one-out, so `settings.intent_threshold` means
-//! roughly "how sure must the bot be". Everything is deterministic: features are numbered in
-//! the order the pack defines them and no hash map is ever iterated.
+//! Urdu script, Urdu digits, emoji, stretched letters, invisible direction marks), read
+//! through the lexicon (synonyms, English stems) and turned into features weighted by TF-IDF:
+//! words, word pairs, character 3- to 5-grams (which carry spelling variants no word list
+//! can: "kahan/kahaan/kaha", "nahi/nai/nhi") and the words a negation reaches ("not
+//! received", "order nahi kiya"). Two readers share them: a multinomial logistic regression
+//! trained at load ([`linear`]) and nearest neighbours (every example and each intent's
+//! centroid). Their probabilities are mixed; the best intent's is the confidence, so
+//! `settings.intent_threshold` means "how sure must the bot be". The pack's `unrelated`
+//! messages are one more class, "none of these". Everything is deterministic: features are
+//! numbered in the order the pack defines them, training visits examples in a fixed-seed
+//! order, and no hash map is ever iterated.
 
 use std::collections::HashMap;
 
 use unicode_normalization::UnicodeNormalization;
+
+mod linear;
 
 /// The intent reported when no intent reaches the threshold.
 pub const UNKNOWN: &str = "unknown";
@@ -22,7 +29,23 @@ pub fn normalize(text: &str) -> String {
     for c in text.nfkc() {
         let c = fold_char(c);
         let Some(c) = c else { continue };
+        // An emoji is a word of its own ("👋", "📦❓" say something); other symbols are space.
+        if is_emoji(c) {
+            if last != Some(c) {
+                if !out.is_empty() && !out.ends_with(' ') {
+                    out.push(' ');
+                }
+                out.push(c);
+                out.push(' ');
+            }
+            last = Some(c);
+            continue;
+        }
         let c = if c.is_alphanumeric() { c } else { ' ' };
+        if c == ' ' && last.is_some_and(is_emoji) {
+            last = Some(' ');
+            continue;
+        }
         for lc in c.to_lowercase() {
             // Stretched letters ("plzzz", "kahaan", "nahiii") fold to one; digits too, so a
             // number becomes one short token.
@@ -49,6 +72,11 @@ pub fn normalize(text: &str) -> String {
     words.join(" ")
 }
 
+/// Pictographs and the symbols customers send as words (👋, 📦, ❓, 😡, 👍).
+fn is_emoji(c: char) -> bool {
+    matches!(c, '\u{1F300}'..='\u{1FAFF}' | '\u{2600}'..='\u{27BF}' | '\u{2B50}' | '\u{2B55}')
+}
+
 /// Maps Urdu/Arabic letter and digit variants to one form; drops diacritics and tatweel.
 fn fold_char(c: char) -> Option<char> {
     if let Some(d) = crate::entities::ascii_digit(c) {
@@ -57,11 +85,21 @@ fn fold_char(c: char) -> Option<char> {
     Some(match c {
         '\u{064A}' | '\u{0649}' => '\u{06CC}', // Arabic yeh, alef maksura → Farsi yeh
         '\u{0643}' => '\u{06A9}',              // Arabic kaf → keheh
-        '\u{0647}' | '\u{06C3}' | '\u{0629}' => '\u{06C1}', // heh, teh marbuta → heh goal
+        // heh, teh marbuta, heh goal with hamza, and do-chashmi heh (customers use them
+        // interchangeably: "بھیج" / "بہیج") → heh goal
+        '\u{0647}' | '\u{06C3}' | '\u{0629}' | '\u{06C2}' | '\u{06BE}' => '\u{06C1}',
+        '\u{0626}' => '\u{06CC}', // yeh with hamza → yeh (the hamza is a mark, dropped below)
         '\u{0623}' | '\u{0625}' | '\u{0622}' => '\u{0627}', // alef with hamza/madda → alef
         '\u{06D3}' => '\u{06D2}',
         '\u{064B}'..='\u{065F}' | '\u{0670}' | '\u{06D6}'..='\u{06ED}' | '\u{0640}' => return None,
-        '\u{200C}' | '\u{200D}' | '\u{FE0F}' => return None,
+        // Zero-width joiners, the variation selector, and the invisible direction marks
+        // phones insert around Urdu text.
+        '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{061C}'
+        | '\u{FEFF}'
+        | '\u{FE0F}' => return None,
         _ => c,
     })
 }
@@ -110,6 +148,8 @@ struct SparseVec {
 const W_WORD: f32 = 1.0;
 const W_BIGRAM: f32 = 0.6;
 const W_CHAR: f32 = 0.35;
+const W_CHAR5: f32 = 0.3;
+const W_NEGATED: f32 = 0.6;
 /// Raw score: nearest example, second nearest, centroid.
 const MIX_MAX: f32 = 0.55;
 const MIX_SECOND: f32 = 0.2;
@@ -141,8 +181,30 @@ impl Fnv {
     }
 }
 
-/// Hashed features of a normalised text (words, word pairs, character 3- and 4-grams with
-/// word boundaries), with their family weight. No allocation per feature.
+/// Words that negate what follows (or, in Urdu's word order, what comes before): "not
+/// received", "order nahi kiya", "maine nahi mangwaya". `t` is the tail of "didn't", "don't"
+/// once the apostrophe became a space.
+fn is_negation(w: &str) -> bool {
+    matches!(
+        w,
+        "not"
+            | "no"
+            | "never"
+            | "nahi"
+            | "na"
+            | "mat"
+            | "nope"
+            | "t"
+            | "without"
+            | "نہیں"
+            | "نہ"
+            | "مت"
+    )
+}
+
+/// Hashed features of a normalised text (words, word pairs, character 3- to 5-grams with word
+/// boundaries, and the words a negation reaches), with their family weight. No allocation per
+/// feature.
 fn raw_features(norm: &str, out: &mut Vec<(u64, f32)>) {
     out.clear();
     let words: Vec<&str> = norm.split(' ').filter(|w| !w.is_empty()).collect();
@@ -158,17 +220,26 @@ fn raw_features(norm: &str, out: &mut Vec<(u64, f32)>) {
             h.bytes(next.as_bytes());
             out.push((h.0, W_BIGRAM));
         }
+        if is_negation(w) {
+            // Two words after, one before: the negated verb in English and in Urdu.
+            let reach = words[i.saturating_sub(1)..(i + 3).min(words.len())].iter();
+            for other in reach.filter(|o| !is_negation(o)) {
+                let mut h = Fnv::new(b'n');
+                h.bytes(other.as_bytes());
+                out.push((h.0, W_NEGATED));
+            }
+        }
         chars.clear();
         chars.push('<');
         chars.extend(w.chars());
         chars.push('>');
-        for n in 3..=4 {
+        for n in 3..=5 {
             for win in chars.windows(n) {
                 let mut h = Fnv::new(b'c');
                 for c in win {
                     h.char(*c);
                 }
-                out.push((h.0, W_CHAR));
+                out.push((h.0, if n == 5 { W_CHAR5 } else { W_CHAR }));
             }
         }
     }
@@ -183,6 +254,8 @@ pub struct IntentSpec {
     pub patterns: Vec<regex::Regex>,
     /// What the pack says the intent is (for the language-model fallback).
     pub description: Option<String>,
+    /// What a button naming it says, by language (`settings.clarify`); not a feature.
+    pub label: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -216,8 +289,16 @@ pub struct Classifier {
     n_examples: usize,
     /// Synonyms and stems applied to examples and messages alike.
     lexicon: crate::lexicon::Lexicon,
-    /// Logistic calibration: confidence = σ(a·top + b·margin + c).
-    calib: [f32; 3],
+    /// The softmax regression over the same features.
+    linear: linear::Linear,
+    /// How much of the answer is the regression's (the rest is the neighbours').
+    mix: f32,
+    /// The neighbours' raw scores become a distribution as softmax(raw · `temperature`).
+    temperature: f32,
+    /// How near the nearest example must be for the answer to count in full: below it the
+    /// confidence shrinks in proportion (a message sharing nothing with the pack is no
+    /// intent, however the probabilities split between two intents).
+    evidence: f32,
     pub threshold: f32,
 }
 
@@ -230,8 +311,11 @@ pub struct Classification {
     pub confidence: f32,
     /// The best intent even when below the threshold.
     pub best: String,
-    /// Raw score of every intent, best first (for the decision trace).
+    /// The probability of every intent, best first (for the decision trace).
     pub scores: Vec<(String, f32)>,
+    /// The two intents the bot asks the customer to choose between instead of acting
+    /// (`settings.clarify`; set by [`crate::Pack::classify`]).
+    pub clarify: Option<(String, String)>,
 }
 
 impl Classifier {
@@ -288,9 +372,13 @@ impl Classifier {
             self_dot: Vec::new(),
             n_examples: 0,
             lexicon,
-            calib: [8.0, 6.0, -4.0],
+            linear: linear::Linear::default(),
+            mix: 0.6,
+            temperature: 12.0,
+            evidence: 0.1,
             threshold,
         };
+        let opt = linear::Options::default();
         let mut example_vecs: Vec<SparseVec> = Vec::new();
         for (ii, (s, t)) in specs.iter().zip(&texts).enumerate() {
             let first = example_vecs.len();
@@ -348,8 +436,43 @@ impl Classifier {
             }
         }
         c.n_examples = example_vecs.len();
-        c.calibrate(specs);
+        // The regression: every example and keyword, an intent with few examples weighted up
+        // so it is not drowned by one with many.
+        let mean = example_vecs.len() as f32 / c.intents.len().max(1) as f32;
+        let docs: Vec<(&SparseVec, usize, f32)> = c
+            .intents
+            .iter()
+            .enumerate()
+            .flat_map(|(ii, m)| {
+                let weight = (mean / m.count.max(1) as f32).sqrt().clamp(0.5, 2.0);
+                example_vecs[m.first..m.first + m.count]
+                    .iter()
+                    .map(move |v| (v, ii, weight))
+            })
+            .collect();
+        c.linear = linear::Linear::train(&docs, c.idf.len(), c.intents.len(), opt);
         c
+    }
+
+    /// The probability of each intent for a message: the regression's and the neighbours'
+    /// answers mixed; an intent whose pattern matches is at least [`PATTERN_SCORE`].
+    fn probabilities(&self, norm: &str, v: &SparseVec, raw: &[f32]) -> Vec<f32> {
+        let k = self.intents.len();
+        let mut lin = vec![0.0f32; k];
+        self.linear.probs_into(v, &mut lin);
+        let mut knn: Vec<f32> = raw.iter().map(|r| r * self.temperature).collect();
+        linear::softmax(&mut knn);
+        let mut p: Vec<f32> = lin
+            .iter()
+            .zip(&knn)
+            .map(|(a, b)| self.mix * a + (1.0 - self.mix) * b)
+            .collect();
+        for (pi, m) in p.iter_mut().zip(&self.intents) {
+            if m.patterns.iter().any(|re| re.is_match(norm)) {
+                *pi = pi.max(PATTERN_SCORE);
+            }
+        }
+        p
     }
 
     fn vectorize(&self, norm: &str) -> SparseVec {
@@ -390,7 +513,7 @@ impl Classifier {
     }
 
     /// Raw score of each intent for a vector of `canon` (the lexicon's reading of `norm`);
-    /// `skip` leaves one example out (calibration).
+    /// `skip` leaves one example out (what `confusions` measures).
     fn raw_scores(&self, norm: &str, canon: &str, v: &SparseVec, skip: Option<usize>) -> Vec<f32> {
         let mut sims = vec![0.0f32; self.n_examples];
         let mut sums = vec![0.0f32; self.intents.len()];
@@ -444,62 +567,18 @@ impl Classifier {
             .collect()
     }
 
-    fn confidence(&self, top: f32, margin: f32) -> f32 {
-        let [a, b, c] = self.calib;
-        1.0 / (1.0 + (-(a * top + b * margin + c)).exp())
-    }
-
-    /// Fits the logistic calibration on leave-one-out predictions of the pack's examples.
-    fn calibrate(&mut self, specs: &[IntentSpec]) {
-        let mut rows: Vec<(f32, f32, f32)> = Vec::new();
-        for (ii, s) in specs.iter().enumerate() {
-            for (ei, ex) in s.examples.iter().enumerate() {
-                let norm = normalize(ex);
-                let canon = self.lexicon.canon(&norm);
-                let v = self.vectorize(&canon);
-                let scores = self.raw_scores(&norm, &canon, &v, Some(self.intents[ii].first + ei));
-                let (top_i, top, margin) = top_two(&scores);
-                rows.push((top, margin, if top_i == ii { 1.0 } else { 0.0 }));
-            }
-        }
-        // Anchors so the curve stays sensible on small packs: nothing in common → no
-        // confidence; a near-copy of an example with a clear margin → confident.
-        for _ in 0..3 {
-            rows.push((0.0, 0.0, 0.0));
-            rows.push((0.1, 0.05, 0.0));
-            rows.push((0.9, 0.5, 1.0));
-        }
-        // Plain gradient descent with a little L2: deterministic and small (a few hundred rows).
-        let (mut a, mut b, mut c) = (4.0f32, 4.0f32, -2.0f32);
-        let lr = 0.5f32;
-        let l2 = 0.001f32;
-        let n = rows.len() as f32;
-        for _ in 0..3000 {
-            let (mut ga, mut gb, mut gc) = (0.0, 0.0, 0.0);
-            for (t, m, y) in &rows {
-                let p = 1.0 / (1.0 + (-(a * t + b * m + c)).exp());
-                let d = p - y;
-                ga += d * t;
-                gb += d * m;
-                gc += d;
-            }
-            a -= lr * (ga / n + l2 * a);
-            b -= lr * (gb / n + l2 * b);
-            c -= lr * gc / n;
-        }
-        self.calib = [a, b, c];
-    }
-
     pub fn classify(&self, text: &str) -> Classification {
         let norm = normalize(text);
         let canon = self.lexicon.canon(&norm);
         let v = self.vectorize(&canon);
-        let scores = self.raw_scores(&norm, &canon, &v, None);
-        let (top_i, top, margin) = top_two(&scores);
+        let raw = self.raw_scores(&norm, &canon, &v, None);
+        let scores = self.probabilities(&norm, &v, &raw);
+        let (top_i, top, _) = top_two(&scores);
+        let nearest = raw.iter().copied().fold(0.0f32, f32::max);
         let confidence = if self.intents.is_empty() || norm.is_empty() {
             0.0
         } else {
-            self.confidence(top, margin)
+            top * (nearest / self.evidence).min(1.0)
         };
         // Nearest to the pack's `unrelated` messages: none of the intents. `best` is still the
         // nearest real intent, for the trace.
@@ -528,6 +607,7 @@ impl Classifier {
             confidence,
             best,
             scores: ranked,
+            clarify: None,
         }
     }
 
@@ -619,14 +699,19 @@ mod tests {
     fn normalisation_copes_with_real_writing() {
         assert_eq!(
             normalize("Kahaan hai mera ORDER??? 😡😡"),
-            "kahan hai mera order"
+            "kahan hai mera order 😡"
         );
         assert_eq!(normalize("plzzz jaldi"), "please jaldi");
         assert_eq!(normalize("order #10234 kb milega"), "order 0 kab milega");
         // Urdu digits and Arabic letter variants.
         assert_eq!(normalize("آرڈر ۱۰۲۳۴"), normalize("ارڈر 10234"));
         assert_eq!(normalize("كيا"), normalize("کیا"));
+        // Direction marks and hamza spellings phones produce.
+        assert_eq!(normalize("\u{200F}آرڈر\u{200E}"), normalize("آرڈر"));
+        assert_eq!(normalize("گئے"), normalize("گیے"));
         assert_eq!(normalize("  "), "");
+        assert_eq!(normalize("📦❓"), "📦 ❓");
+        assert_eq!(normalize("hi👋👋"), "hi 👋");
     }
 
     fn spec(name: &str, ex: &[&str]) -> IntentSpec {
@@ -636,6 +721,7 @@ mod tests {
             keywords: vec![],
             patterns: vec![],
             description: None,
+            label: vec![],
         }
     }
 
