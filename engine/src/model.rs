@@ -39,6 +39,17 @@ pub struct Contact {
     pub attributes: Map<String, Value>,
 }
 
+/// A question the bot asked outside any flow and waits to hear answered: which of two
+/// intents an unsure message meant (`settings.clarify`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Asking {
+    /// The message the question is about: run again with the intent the customer picks.
+    pub text: String,
+    /// The intents offered, in the buttons' order.
+    pub intents: Vec<String>,
+}
+
 /// A running flow: where the customer is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -50,6 +61,10 @@ pub struct FlowState {
     /// The order (or other lookup results) the flow works on, kept between messages.
     #[serde(default)]
     pub bound: Map<String, Value>,
+    /// The steps of this flow that asked the customer before the current one, latest last:
+    /// a tap on one of their buttons is still understood (the customer changed their mind).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub asked: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +84,9 @@ pub struct Conversation {
     pub tags: Vec<String>,
     pub attributes: Map<String, Value>,
     pub flow: Option<FlowState>,
+    /// What the bot asked outside a flow and waits to hear answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asking: Option<Asking>,
     pub last_customer_message_at: Option<Millis>,
     /// When it entered its current queue (waiting time for agents).
     pub queued_at: Option<Millis>,
@@ -132,6 +150,7 @@ impl Conversation {
             tags: vec![],
             attributes: Default::default(),
             flow: None,
+            asking: None,
             last_customer_message_at: None,
             queued_at: None,
             sla: Default::default(),

@@ -102,6 +102,37 @@ pub enum Step {
     },
     /// The contact's language was set explicitly.
     LanguageSet { language: String, by: String },
+    /// A tap (or typed title) of an earlier step's button in the same flow: the customer
+    /// changed their mind; taken as that step's answer.
+    EarlierAnswer {
+        flow: String,
+        step: String,
+        answer: String,
+    },
+    /// A question at a waiting step ("if I confirm, when will it come?"): never taken as the
+    /// step's answer; the rules answered it (`answered`) and the step asked again.
+    Question {
+        flow: String,
+        step: String,
+        intent: String,
+        answered: bool,
+    },
+    /// The bot was unsure which intent the message meant and asked: the candidates with
+    /// their probabilities.
+    Clarify { candidates: Vec<(String, f64)> },
+    /// The customer answered the clarifying question: the `intent` picked, or none (an
+    /// unclear answer goes to a person).
+    Clarified {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        intent: Option<String>,
+    },
+    /// An irreversible store action (`action` on `key`) was not done: the customer had not
+    /// confirmed it with a button in this message; a person was asked to check.
+    Withheld {
+        connector: String,
+        action: String,
+        key: String,
+    },
     /// The answer was not understood `tries` times: asked again, or handed to a person.
     Unrecognised {
         flow: String,

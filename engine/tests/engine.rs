@@ -648,6 +648,8 @@ stories!(
     a_slow_webhook_endpoint_delays_only_its_own_rows,
     a_tickets_queue_routes_its_conversation_and_its_owner_works_the_ticket,
     media_is_found_kept_and_retried_in_the_store,
+    an_unsure_message_is_asked_about_and_the_answer_runs_it,
+    an_irreversible_action_waits_for_the_customers_tap,
 );
 
 /// The media fetcher's view of the store: a new media message is to fetch; once kept it is
@@ -2392,3 +2394,7 @@ rules:
 
 #[path = "engine/properties.rs"]
 mod properties;
+
+#[path = "engine/careful.rs"]
+mod careful;
+use careful::*;

@@ -51,8 +51,13 @@ impl<'a> Run<'a> {
         }
         self.sla_on_customer_message();
 
-        // The customer's language: the latest message's, unless a person or a rule set it.
-        let language = switchyard_rules::lang::detect(text);
+        // The customer's language: the latest message's, unless a person or a rule set it. A
+        // tapped button says nothing about it (its title is the bot's words).
+        let language = if choice.is_some() {
+            None
+        } else {
+            switchyard_rules::lang::detect(text)
+        };
         if let Some(l) = language {
             if self.contact.language_set_by.is_none() && self.contact.language.as_deref() != Some(l)
             {
@@ -61,9 +66,42 @@ impl<'a> Run<'a> {
             }
         }
 
+        // An answer to the bot's clarifying question: the message it asked about runs again,
+        // with the intent the customer picked. Anything else is read as it is — a clear new
+        // request is handled; an unclear one goes to a person.
+        let mut picked = None;
+        let asked_about;
+        let mut text = text;
+        if let Some(asking) = self.conv.asking.take() {
+            match self.picked(&asking, text, choice) {
+                clarify::Picked::Intent(i) => {
+                    self.trace.push(Step::Clarified {
+                        intent: Some(i.clone()),
+                    });
+                    picked = Some(i);
+                    asked_about = asking.text;
+                    text = asked_about.as_str();
+                }
+                clarify::Picked::Unclear => {
+                    let (c, _) = self.pack.classify(text);
+                    let clear = c.intent != UNKNOWN && c.clarify.is_none();
+                    if choice.is_some() || !clear {
+                        return self.clarify_unclear(&asking, text).await;
+                    }
+                }
+            }
+        }
+        let choice = if picked.is_some() { None } else { choice };
+
         // Classify; below the threshold, the pack's language-model fallback (if it has one).
         let (mut cls, entities) = self.pack.classify(text);
         let mut source = None;
+        if let Some(i) = picked {
+            cls.intent = i;
+            cls.confidence = 1.0;
+            cls.clarify = None;
+            source = Some("clarified");
+        }
         if cls.intent == UNKNOWN
             && cls.confidence < self.pack.settings.intent_threshold
             && self.pack.settings.fallback.is_some()
@@ -104,7 +142,14 @@ impl<'a> Run<'a> {
         });
         self.vars.set_json(
             "message",
-            &json!({ "text": text, "kind": kind, "choice": choice, "language": language }),
+            &json!({
+                "text": text,
+                "kind": kind,
+                "choice": choice,
+                "language": language,
+                "closing": choice.is_none() && switchyard_rules::reply::is_closing(text),
+                "question": choice.is_none() && switchyard_rules::reply::is_question(text),
+            }),
         );
         self.vars.set("intent", Dynamic::from(cls.intent.clone()));
         self.vars
@@ -125,16 +170,44 @@ impl<'a> Run<'a> {
                 .get(&fs.flow)
                 .and_then(|f| f.steps.get(&fs.step))
                 .cloned();
-            let answer = step
+            let mut answer = step
                 .as_ref()
                 .and_then(|st| self.answer_of(st, text, choice, &cls.intent, &entities));
+            // Not the current step's: a button of a step asked before (the customer changed
+            // their mind — "no", then a tap on Confirm) is that step's answer, never text.
+            // Before a free-text capture takes it as text.
+            let mut earlier = None;
+            if !matches!(answer, Some(Answer::On(..))) {
+                earlier = self.earlier_answer(&fs, text, choice);
+                if earlier.is_some() {
+                    answer = earlier.as_ref().map(|(_, a)| a.clone());
+                }
+            }
             // A tapped button of the current step is an answer, whatever its text classifies
             // as; so is one of its `on` answers typed (a button's title). A free-text capture
             // does not keep a customer who asks for a person.
             let answered =
                 (choice.is_some() && answer.is_some()) || matches!(answer, Some(Answer::On(..)));
             let settings = &self.pack.settings;
-            if !answered && settings.escape_intents.contains(&cls.intent) {
+            let question = answer.is_none()
+                && choice.is_none()
+                && cls.intent != UNKNOWN
+                && switchyard_rules::reply::is_question(text);
+            if let Some((step, a)) = earlier {
+                self.cs
+                    .cancel_jobs
+                    .push((JobKind::FlowTimeout, format!("{}/{}", fs.flow, fs.step)));
+                if let Answer::On(_, how, _) = &a {
+                    self.trace.push(Step::EarlierAnswer {
+                        flow: fs.flow.clone(),
+                        step: step.clone(),
+                        answer: how.clone(),
+                    });
+                }
+                let at = FlowState { step, ..fs.clone() };
+                self.step_flow(&at, text, Some(a)).await?;
+                handled = true;
+            } else if !answered && settings.escape_intents.contains(&cls.intent) {
                 self.trace.push(Step::Escaped {
                     flow: fs.flow.clone(),
                     step: fs.step.clone(),
@@ -169,9 +242,40 @@ impl<'a> Run<'a> {
                         1,
                     );
                 }
+            } else if question {
+                // A question of the customer's own at a waiting step is never its answer: the
+                // rules answer it and the step asks again; one nothing answers counts as a
+                // reply not understood.
+                let answered = self.run_rules("message.received", &cls.intent, 0).await?;
+                self.trace.push(Step::Question {
+                    flow: fs.flow.clone(),
+                    step: fs.step.clone(),
+                    intent: cls.intent.clone(),
+                    answered,
+                });
+                let same = self
+                    .conv
+                    .flow
+                    .as_ref()
+                    .is_some_and(|f| f.flow == fs.flow && f.step == fs.step);
+                if !answered {
+                    self.step_flow(&fs, text, None).await?;
+                } else if same && !self.handed {
+                    if let Some(st) = &step {
+                        self.send_again(st, &format!("flow:{}", fs.flow)).await?;
+                    }
+                }
+                handled = true;
             } else {
                 self.step_flow(&fs, text, answer).await?;
                 handled = true;
+            }
+        }
+        // Unsure between two intents, and no flow took the message: ask, do not guess.
+        if !handled && self.conv.flow.is_none() {
+            if let Some(candidates) = cls.clarify.clone() {
+                self.ask_clarify(text, candidates, &cls.scores).await?;
+                handled = self.conv.asking.is_some();
             }
         }
         if !handled {

@@ -28,6 +28,7 @@ impl<'a> Run<'a> {
             step: start.clone(),
             retries: 0,
             bound,
+            asked: vec![],
         });
         self.emit(
             actor,
@@ -88,6 +89,7 @@ impl<'a> Run<'a> {
                 step: step.into(),
                 retries: 0,
                 bound: Map::new(),
+                asked: vec![],
             };
             return self.lost_step(&fs).await;
         };
@@ -96,6 +98,20 @@ impl<'a> Run<'a> {
                 self.cs
                     .cancel_jobs
                     .push((JobKind::FlowTimeout, format!("{}/{}", fs.flow, fs.step)));
+                // The step left behind asked the customer: its buttons stay understood.
+                let left = self
+                    .pack
+                    .flows
+                    .get(&fs.flow)
+                    .and_then(|f| f.steps.get(&fs.step));
+                if left.is_some_and(has_choices) {
+                    let prev = std::mem::take(&mut fs.step);
+                    fs.asked.retain(|s| *s != prev && *s != step);
+                    fs.asked.push(prev);
+                    if fs.asked.len() > MAX_ASKED {
+                        fs.asked.remove(0);
+                    }
+                }
             }
             fs.step = step.to_string();
             fs.retries = 0;
@@ -234,14 +250,50 @@ impl<'a> Run<'a> {
         };
         let titles = st.titles();
         let title_of = |id: &str| titles.iter().find(|(i, _)| *i == id).map(|(_, t)| *t);
+        // A question of the customer's own ("if I confirm, when will it come?") is never a
+        // decision: only a tap answers for it.
+        let question = choice.is_none() && switchyard_rules::reply::is_question(text);
+        // A plain yes or no ("haan ji", "nahi", "👍") to a step whose choices say yes and
+        // no: the one it stands for, before what the classifier guessed. It is the
+        // customer's choice when the title itself starts with that yes or no ("Yes, cancel
+        // it"), not when a bare "no" is read as "Cancel".
+        if choice.is_none() && !question {
+            if let Some(yes) = switchyard_rules::reply::polarity(text) {
+                if let Some((i, id, chose)) = polar_choice(st, yes) {
+                    let said = if yes { "yes" } else { "no" };
+                    return Some(Answer::On(i, format!("choice {id} (said {said})"), chose));
+                }
+            }
+            // Only a choice's own words ("haan, cancel kar dein" to "Yes, cancel it").
+            let said: Vec<&str> = words
+                .iter()
+                .copied()
+                .filter(|w| !switchyard_rules::reply::is_filler(w))
+                .collect();
+            if !said.is_empty() {
+                let mut hits = st.on.iter().enumerate().filter_map(|(i, (m, _))| match m {
+                    Matcher::Choice(id) => {
+                        let t = self.pack.canon(title_of(id).unwrap_or(id));
+                        let tw: Vec<&str> = t.split(' ').collect();
+                        (tw.len() > 1 && said.iter().all(|w| tw.contains(w))).then_some((i, id))
+                    }
+                    _ => None,
+                });
+                if let (Some((i, id)), None) = (hits.next(), hits.next()) {
+                    return Some(Answer::On(i, format!("choice {id} (its words)"), true));
+                }
+            }
+        }
         for (i, (m, _)) in st.on.iter().enumerate() {
             let hit = match m {
                 Matcher::Choice(id) => {
                     choice == Some(id.as_str())
-                        || typed == id.to_lowercase()
-                        || (!canon.is_empty() && (names(id) || title_of(id).is_some_and(names)))
+                        || (!question
+                            && (typed == id.to_lowercase()
+                                || (!canon.is_empty()
+                                    && (names(id) || title_of(id).is_some_and(names)))))
                 }
-                Matcher::Intent(x) => x == intent,
+                Matcher::Intent(x) => !question && x == intent,
                 Matcher::Regex(r) => r.is_match(text),
             };
             if hit {
@@ -251,7 +303,22 @@ impl<'a> Run<'a> {
                     Matcher::Intent(x) => format!("intent {x}"),
                     Matcher::Regex(r) => format!("pattern {r}"),
                 };
-                return Some(Answer::On(i, how));
+                let chose = matches!(m, Matcher::Choice(_));
+                return Some(Answer::On(i, how, chose));
+            }
+        }
+        // A sentence that opens with yes or no ("yes cancel it, I didn't order this"), when
+        // nothing above took it: the choice a plain yes or no would be.
+        if choice.is_none() && !question {
+            if let Some(yes) = switchyard_rules::reply::leading_polarity(text) {
+                if let Some((i, id, chose)) = polar_choice(st, yes) {
+                    let said = if yes { "yes" } else { "no" };
+                    return Some(Answer::On(
+                        i,
+                        format!("choice {id} (opens with {said})"),
+                        chose,
+                    ));
+                }
             }
         }
         let (_, entity) = st.capture.as_ref()?;
@@ -297,7 +364,9 @@ impl<'a> Run<'a> {
         };
         let actor = format!("flow:{}", fs.flow);
         match answer {
-            Some(Answer::On(i, how)) => {
+            Some(Answer::On(i, how, chose)) => {
+                // What an irreversible action waits for.
+                self.chose |= chose;
                 self.trace.push(Step::Answered {
                     flow: fs.flow.clone(),
                     step: fs.step.clone(),
@@ -371,6 +440,57 @@ impl<'a> Run<'a> {
         self.ask_again(&st, &actor).await
     }
 
+    /// A tap (or a typed title) of a button of a step this flow asked before, newest first:
+    /// `(that step, its answer)`. Only choices count — an earlier step's intents or free text
+    /// would swallow what the customer says now.
+    pub(super) fn earlier_answer(
+        &self,
+        fs: &FlowState,
+        text: &str,
+        choice: Option<&str>,
+    ) -> Option<(String, Answer)> {
+        let flow = self.pack.flows.get(&fs.flow)?;
+        for name in fs.asked.iter().rev().filter(|s| **s != fs.step) {
+            let Some(st) = flow.steps.get(name) else {
+                continue;
+            };
+            let typed = choice.is_none().then(|| self.pack.canon(text));
+            let titles = st.titles();
+            for (i, (m, _)) in st.on.iter().enumerate() {
+                let Matcher::Choice(id) = m else { continue };
+                let hit = match (&typed, choice) {
+                    (_, Some(c)) => c == id,
+                    (Some(t), None) => {
+                        !t.is_empty()
+                            && (self.pack.canon(id) == *t
+                                || titles
+                                    .iter()
+                                    .any(|(tid, title)| tid == id && self.pack.canon(title) == *t))
+                    }
+                    _ => false,
+                };
+                if hit {
+                    let how = if choice.is_some() {
+                        format!("choice {id}")
+                    } else {
+                        format!("choice {id} (typed)")
+                    };
+                    return Some((name.clone(), Answer::On(i, how, true)));
+                }
+            }
+        }
+        None
+    }
+
+    /// Sends a waiting step's message again, without the reprompt (the customer was
+    /// answered, not misunderstood).
+    pub(super) async fn send_again(&mut self, st: &StepRt, actor: &str) -> Result<(), EngineError> {
+        if let Some(m) = &st.send {
+            self.send(m, actor, 0).await?;
+        }
+        Ok(())
+    }
+
     /// Sends a waiting step's message again, after the pack's `settings.reprompt` (so the
     /// customer does not read the same words twice in a row).
     pub(super) async fn ask_again(&mut self, st: &StepRt, actor: &str) -> Result<(), EngineError> {
@@ -398,4 +518,35 @@ impl<'a> Run<'a> {
     }
 
     // ---- actions -----------------------------------------------------------------------
+}
+
+/// How many earlier steps of a flow are remembered ([`FlowState::asked`]).
+const MAX_ASKED: usize = 8;
+
+/// Whether a step offers choices (buttons, list rows, a template's quick replies).
+pub(super) fn has_choices(st: &StepRt) -> bool {
+    st.on.iter().any(|(m, _)| matches!(m, Matcher::Choice(_)))
+}
+
+/// The one choice of a step a yes (`true`) or a no stands for — its title's (else its id's)
+/// first word says so — and whether that is the customer's own choice: the title itself
+/// starts with that yes or no ("Yes, cancel it"), unlike a bare "no" read as "Cancel".
+fn polar_choice(st: &StepRt, yes: bool) -> Option<(usize, &str, bool)> {
+    use switchyard_rules::reply::{choice_polarity, yes_no_title};
+    let titles = st.titles();
+    let mut hits = st.on.iter().enumerate().filter_map(|(i, (m, _))| match m {
+        Matcher::Choice(id) => {
+            let said = titles
+                .iter()
+                .find(|(t, _)| *t == id)
+                .map_or(id.as_str(), |(_, t)| *t);
+            (choice_polarity(said).or_else(|| choice_polarity(id)) == Some(yes))
+                .then(|| (i, id.as_str(), yes_no_title(said) == Some(yes)))
+        }
+        _ => None,
+    });
+    match (hits.next(), hits.next()) {
+        (Some(hit), None) => Some(hit),
+        _ => None,
+    }
 }

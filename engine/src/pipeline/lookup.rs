@@ -40,6 +40,30 @@ impl<'a> Run<'a> {
         };
         let value = value.map(|v| self.render(v, actor));
         let name = format!("{action:?}");
+        // Nothing irreversible on a guess: only right after the customer chose it with a
+        // button (or its title, or a plain yes for it) in this message.
+        if switchyard_rules::pack::is_irreversible(&self.pack.connectors, connector, action)
+            && !self.chose
+        {
+            self.trace.push(Step::Withheld {
+                connector: connector.to_string(),
+                action: name.clone(),
+                key: key.to_string(),
+            });
+            let note = format!(
+                "The bot did not run `{name}` on `{connector}` for {key}: the customer had not confirmed it with a button. Please check with the customer."
+            );
+            if self.conv.flow.is_some() {
+                self.end_flow(
+                    false,
+                    "an irreversible action was not confirmed",
+                    actor,
+                    depth,
+                );
+            }
+            self.handoff(None, None, Some(note), actor, depth).await?;
+            return Ok(Flow::Abort);
+        }
         let result = if key.is_null() || key == json!("") {
             if action == LookupAction::FindOrders {
                 // Nothing to look up by: no orders, and the flow asks for a number.

@@ -31,6 +31,7 @@ use crate::trace::{IntentTrace, Step, Trace};
 
 mod act;
 mod actions;
+mod clarify;
 mod events;
 mod flows;
 mod lookup;
@@ -584,8 +585,11 @@ enum Flow {
 /// What a waiting flow step made of a message (see [`Run::answer_of`]).
 #[derive(Debug, Clone)]
 enum Answer {
-    /// The `on` entry at this index, and how it matched (for the trace).
-    On(usize, String),
+    /// The `on` entry at this index, how it matched (for the trace), and whether the
+    /// customer chose it: tapped it, typed its title, or said what its title says ("haan"
+    /// to "Yes, cancel it") — not a guess from the classifier or a bare "no" read as
+    /// "Cancel". Only a chosen answer lets an irreversible action run.
+    On(usize, String, bool),
     /// The value its `capture` takes.
     Capture(Value),
 }
@@ -621,6 +625,10 @@ struct Run<'a> {
     handed: bool,
     /// Why, when the bot knows: the acknowledgement [`Run::acknowledge`] sends.
     handoff_reason: Option<HandoffReason>,
+    /// The customer's message in this run answered a waiting step with one of its choices
+    /// (a button tapped, its title typed, or a plain yes/no for it): what an irreversible
+    /// store action needs ([`switchyard_rules::pack::LookupAction::irreversible`]).
+    chose: bool,
     /// The state the scope's `conversation`, `contact` and `ticket` were last built from:
     /// [`Run::refresh_vars`] rebuilds only what changed since.
     vars_of: (

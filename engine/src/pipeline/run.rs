@@ -62,6 +62,7 @@ impl<'a> Run<'a> {
             said: false,
             handed: false,
             handoff_reason: None,
+            chose: false,
             vars_of: (None, None, None),
         }
     }

@@ -83,6 +83,10 @@ pub(crate) fn conversation(r: &impl Cols) -> Result<Conversation> {
             .opt_text("flow")?
             .map(|f| parse(&f, "flow state"))
             .transpose()?,
+        asking: r
+            .opt_text("asking")?
+            .map(|a| parse(&a, "question asked"))
+            .transpose()?,
         last_customer_message_at: r.opt_int("last_customer_message_at")?,
         queued_at: r.opt_int("queued_at")?,
         sla: r

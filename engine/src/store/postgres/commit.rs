@@ -45,7 +45,7 @@ pub(super) async fn apply(tx: &mut Transaction<'_, Postgres>, cs: &Changeset) ->
     if let Some(c) = &cs.conversation {
         sqlx::query(
             "UPDATE conversations SET status = $1, queue = $2, assignee = $3, priority = $4, tags = $5, attributes = $6, \
-             flow = $7, last_customer_message_at = $8, queued_at = $9, updated_at = $10, sla = $11 WHERE id = $12",
+             flow = $7, last_customer_message_at = $8, queued_at = $9, updated_at = $10, sla = $11, asking = $13 WHERE id = $12",
         )
         .bind(c.status.as_str())
         .bind(&c.queue)
@@ -59,6 +59,7 @@ pub(super) async fn apply(tx: &mut Transaction<'_, Postgres>, cs: &Changeset) ->
         .bind(at)
         .bind((!c.sla.is_empty()).then(|| json(&c.sla)))
         .bind(c.id)
+        .bind(c.asking.as_ref().map(json))
         .execute(&mut **tx)
         .await?;
     }

@@ -305,11 +305,11 @@ fn apply(tx: &Transaction<'_>, ids: &AtomicI64, group: &[&Encoded]) -> Result<()
     )?;
     let mut conversation = tx.prepare_cached(
         "INSERT INTO conversations (id, contact_id, channel, status, queue, assignee, priority, tags, attributes, flow, \
-         last_customer_message_at, queued_at, created_at, updated_at, sla) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+         last_customer_message_at, queued_at, created_at, updated_at, sla, asking) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, queue = excluded.queue, assignee = excluded.assignee, \
          priority = excluded.priority, tags = excluded.tags, attributes = excluded.attributes, flow = excluded.flow, \
          last_customer_message_at = excluded.last_customer_message_at, queued_at = excluded.queued_at, updated_at = excluded.updated_at, \
-         sla = excluded.sla",
+         sla = excluded.sla, asking = excluded.asking",
     )?;
     let mut message = tx.prepare_cached(
         "INSERT INTO messages (id, conversation_id, channel, direction, kind, body, payload, provider_id, author, status, created_at) \
@@ -377,6 +377,7 @@ fn apply(tx: &Transaction<'_>, ids: &AtomicI64, group: &[&Encoded]) -> Result<()
                 c.created_at,
                 at,
                 (!c.sla.is_empty()).then(|| json(&c.sla)),
+                c.asking.as_ref().map(json),
             ])?;
         }
         let channel = cs
