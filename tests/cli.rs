@@ -130,6 +130,17 @@ fn classify_eval_reports_accuracy_per_intent_and_confusions() {
         out.contains("precision") && out.contains("order_status"),
         "{out}"
     );
+    // With a `language` column: the confident-wrong rate and the language accuracy too.
+    let (code, out, _) = run(&[
+        "classify",
+        "--rules",
+        "examples/pk-ecommerce",
+        "--eval",
+        "examples/pk-ecommerce/eval/fresh.csv",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\nconfident-wrong: 0.0"), "{out}");
+    assert!(out.contains("\nlanguage: 0.9"), "{out}");
     let (code, out, _) = run(&[
         "classify",
         "--rules",
@@ -419,7 +430,7 @@ fn chat_talks_to_a_pack_and_numbers_the_choices() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     // Roman Urdu in, Roman Urdu out.
     assert!(
-        text.contains("bot: Aap ka order #10234 dispatched hai"),
+        text.contains("bot: Aap ka order #10234 raste mein hai"),
         "{text}"
     );
     // `chat` runs on the wall clock: told a person will reply, or (outside store hours)
