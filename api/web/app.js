@@ -707,6 +707,16 @@ function stepText(s) {
       return `told the customer a person will reply (${s.reason}${s.closed ? ", outside hours" : ""}): ${s.template}`;
     case "language_set":
       return `language set to ${s.language} by ${s.by}`;
+    case "clarify":
+      return `unsure, asked the customer: ${s.candidates.map(([i, p]) => `${i} (${Number(p).toFixed(2)})`).join(" or ")}`;
+    case "clarified":
+      return s.intent ? `the customer picked ${s.intent}` : "the customer's answer named neither: handed to a person";
+    case "withheld":
+      return `did NOT run ${s.action} on ${s.connector} for ${s.key}: not confirmed with a button`;
+    case "earlier_answer":
+      return `answered ${s.answer} of an earlier step ${s.flow}/${s.step}`;
+    case "question":
+      return `a question (${s.intent}) at ${s.flow}/${s.step}: ${s.answered ? "answered, then asked again" : "not answered"}`;
     default:
       return s.kind ? s.kind.replace(/_/g, " ") : null;
   }

@@ -633,9 +633,14 @@ impl Pack {
         if c.scores.first()?.0 == crate::UNKNOWN {
             return None;
         }
+        // The scores as the confidence reads them: lowered for a message far from every
+        // example, so a message that shares a trigram with the pack is not asked about.
+        let top = c.scores.first().map_or(0.0, |(_, p)| *p);
+        let scale = if top > 0.0 { c.confidence / top } else { 0.0 };
         let mut real = c.scores.iter().filter(|(n, _)| n != crate::UNKNOWN);
         let (a, pa) = real.next()?;
         let (b, pb) = real.next()?;
+        let (pa, pb) = (&(pa * scale), &(pb * scale));
         // Both unlikely: neither is worth offering; a person reads it.
         if *pa < cl.floor || pa + pb < 0.5 {
             return None;
@@ -654,8 +659,10 @@ impl Pack {
             .iter()
             .find(|i| i.name == intent)
             .map(|i| &i.label);
-        pick_language(label.map(Vec::as_slice).unwrap_or(&[]), chain)
-            .unwrap_or_else(|| intent.replace('_', " "))
+        pick_language(label.map(Vec::as_slice).unwrap_or(&[]), chain).unwrap_or_else(|| {
+            // An intent without a label: its name, cut to a button title's 20 characters.
+            intent.replace('_', " ").chars().take(20).collect()
+        })
     }
 
     /// Entity `name` in `text` for a step waiting for it, bare forms included

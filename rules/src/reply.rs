@@ -22,6 +22,7 @@ folded! {
     NO_F = NO;
     FILLER_F = FILLER;
     CLOSING_F = CLOSING;
+    NEGATION_F = NEGATION;
     CLOSING_WITH_F = CLOSING_WITH;
     CONDITIONAL_F = CONDITIONAL;
     QUESTION_F = QUESTION;
@@ -260,6 +261,19 @@ pub fn is_closing(text: &str) -> bool {
             .all(|w| has(&CLOSING_F, w) || has(&FILLER_F, w) || has(&CLOSING_WITH_F, w))
 }
 
+/// Words that negate: "don't cancel", "cancel mat karo", "not now", "نہیں".
+const NEGATION: &[&str] = &[
+    "not", "t", "dont", "don", "didn", "never", "no", "nahi", "na", "mat", "without", "نہیں", "نہ",
+    "مت",
+];
+
+/// Whether the message negates something ("don't cancel it", "cancel mat karo", "yes keep
+/// it"): then it is no plain choice of a button that does not say so itself.
+pub fn negated(text: &str) -> bool {
+    let norm = normalize(text);
+    norm.split(' ').any(|w| has(&NEGATION_F, &w))
+}
+
 /// Words that make a message conditional: it asks about a decision, it does not take one.
 const CONDITIONAL: &[&str] = &["if", "agar", "agr", "اگر", "suppose", "incase"];
 
@@ -319,6 +333,42 @@ pub fn leading_polarity(text: &str) -> Option<bool> {
         }
     };
     (!words.any(|w| against(&w))).then_some(yes)
+}
+
+/// Whether a reply read as choosing `chosen` (a button's title) says otherwise: it uses the
+/// words of another choice ("yes keep it" against "No, keep it"), or negates a word of the
+/// chosen one ("yes please don't cancel it" against "Yes, cancel it"). A negation elsewhere
+/// ("yes cancel it, I didn't order anything") is the customer's reason, not a contradiction.
+pub fn contradicts(reply: &str, chosen: &str, others: &[&str]) -> bool {
+    let content = |t: &str| -> Vec<String> {
+        normalize(t)
+            .split(' ')
+            .filter(|w| {
+                !w.is_empty()
+                    && !has(&FILLER_F, w)
+                    && !has(&YES_F, w)
+                    && !has(&NO_F, w)
+                    && !has(&CHOICE_YES_F, w)
+            })
+            .map(String::from)
+            .collect()
+    };
+    let norm = normalize(reply);
+    let words: Vec<&str> = norm.split(' ').filter(|w| !w.is_empty()).collect();
+    let mine = content(chosen);
+    if others
+        .iter()
+        .flat_map(|o| content(o))
+        .any(|w| !mine.contains(&w) && words.contains(&w.as_str()))
+    {
+        return true;
+    }
+    words.iter().enumerate().any(|(i, w)| {
+        mine.iter().any(|m| m == w)
+            && words[i.saturating_sub(2)..(i + 3).min(words.len())]
+                .iter()
+                .any(|n| has(&NEGATION_F, n))
+    })
 }
 
 /// What a choice (its title, else its id) stands for as an answer to a yes/no question: its
@@ -457,6 +507,18 @@ mod tests {
         assert_eq!(leading_polarity("no, keep it please"), Some(false));
         assert_eq!(leading_polarity("yes no maybe"), None);
         assert_eq!(leading_polarity("cancel it"), None);
+        let (chosen, others) = ("Yes, cancel it", ["No, keep it"]);
+        assert!(contradicts("yes please don't cancel it", chosen, &others));
+        assert!(contradicts("yes keep it", chosen, &others));
+        assert!(contradicts("haan cancel mat karo", chosen, &others));
+        assert!(!contradicts(
+            "yes cancel it, I didn't order anything",
+            chosen,
+            &others
+        ));
+        assert!(!contradicts("haan g cancel hi krna hai", chosen, &others));
+        assert!(negated("cancel mat karo") && negated("don't cancel order"));
+        assert!(!negated("yes cancel it"));
     }
 
     #[test]

@@ -72,7 +72,18 @@ impl<'a> Run<'a> {
         let mut picked = None;
         let asked_about;
         let mut text = text;
-        if let Some(asking) = self.conv.asking.take() {
+        // A reaction (👍 on an earlier message) answers no question and takes no choice.
+        let reaction = kind == "reaction";
+        let asking = self.conv.asking.take();
+        // Only while no flow runs and no person has the conversation (a flow started since,
+        // or a hand-off, cleared it already), and only a `clarify:` button among taps.
+        let asking = asking.filter(|_| {
+            self.conv.flow.is_none()
+                && self.conv.assignee.is_none()
+                && !reaction
+                && choice.is_none_or(|c| c.starts_with("clarify:"))
+        });
+        if let Some(asking) = asking {
             match self.picked(&asking, text, choice) {
                 clarify::Picked::Intent(i) => {
                     self.trace.push(Step::Clarified {
@@ -115,6 +126,7 @@ impl<'a> Run<'a> {
                     });
                     cls.intent = u.intent;
                     cls.confidence = u.confidence;
+                    cls.clarify = None;
                 }
                 Ok(_) => {}
                 Err(e) => self.trace.push(Step::Lookup {
@@ -147,8 +159,8 @@ impl<'a> Run<'a> {
                 "kind": kind,
                 "choice": choice,
                 "language": language,
-                "closing": choice.is_none() && switchyard_rules::reply::is_closing(text),
-                "question": choice.is_none() && switchyard_rules::reply::is_question(text),
+                "closing": choice.is_none() && !reaction && switchyard_rules::reply::is_closing(text),
+                "question": choice.is_none() && !reaction && switchyard_rules::reply::is_question(text),
             }),
         );
         self.vars.set("intent", Dynamic::from(cls.intent.clone()));
@@ -170,15 +182,17 @@ impl<'a> Run<'a> {
                 .get(&fs.flow)
                 .and_then(|f| f.steps.get(&fs.step))
                 .cloned();
+            // A reaction is no answer: never a yes, a typed title or a captured text.
+            let said = if reaction { "" } else { text };
             let mut answer = step
                 .as_ref()
-                .and_then(|st| self.answer_of(st, text, choice, &cls.intent, &entities));
+                .and_then(|st| self.answer_of(st, said, choice, &cls.intent, &entities));
             // Not the current step's: a button of a step asked before (the customer changed
             // their mind — "no", then a tap on Confirm) is that step's answer, never text.
             // Before a free-text capture takes it as text.
             let mut earlier = None;
             if !matches!(answer, Some(Answer::On(..))) {
-                earlier = self.earlier_answer(&fs, text, choice);
+                earlier = self.earlier_answer(&fs, said, choice);
                 if earlier.is_some() {
                     answer = earlier.as_ref().map(|(_, a)| a.clone());
                 }
@@ -191,6 +205,7 @@ impl<'a> Run<'a> {
             let settings = &self.pack.settings;
             let question = answer.is_none()
                 && choice.is_none()
+                && !reaction
                 && cls.intent != UNKNOWN
                 && switchyard_rules::reply::is_question(text);
             if let Some((step, a)) = earlier {
@@ -271,8 +286,14 @@ impl<'a> Run<'a> {
                 handled = true;
             }
         }
-        // Unsure between two intents, and no flow took the message: ask, do not guess.
-        if !handled && self.conv.flow.is_none() {
+        // Unsure between two intents, no flow took the message and no person has it: ask, do
+        // not guess.
+        if !handled
+            && !reaction
+            && self.conv.flow.is_none()
+            && self.conv.assignee.is_none()
+            && self.conv.queue.is_none()
+        {
             if let Some(candidates) = cls.clarify.clone() {
                 self.ask_clarify(text, candidates, &cls.scores).await?;
                 handled = self.conv.asking.is_some();

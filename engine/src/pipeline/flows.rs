@@ -23,6 +23,8 @@ impl<'a> Run<'a> {
         };
         let start = f.start.clone();
         let bound = std::mem::take(&mut self.pending_bound);
+        // A question the bot asked outside a flow is no longer the one waiting.
+        self.conv.asking = None;
         self.conv.flow = Some(FlowState {
             flow: name.to_string(),
             step: start.clone(),
@@ -253,6 +255,7 @@ impl<'a> Run<'a> {
         // A question of the customer's own ("if I confirm, when will it come?") is never a
         // decision: only a tap answers for it.
         let question = choice.is_none() && switchyard_rules::reply::is_question(text);
+        let negated = choice.is_none() && switchyard_rules::reply::negated(text);
         // A plain yes or no ("haan ji", "nahi", "👍") to a step whose choices say yes and
         // no: the one it stands for, before what the classifier guessed. It is the
         // customer's choice when the title itself starts with that yes or no ("Yes, cancel
@@ -287,8 +290,12 @@ impl<'a> Run<'a> {
         for (i, (m, _)) in st.on.iter().enumerate() {
             let hit = match m {
                 Matcher::Choice(id) => {
+                    // "don't cancel order" does not choose "Cancel order".
+                    let said = title_of(id).unwrap_or(id);
+                    let against = negated && !switchyard_rules::reply::negated(said);
                     choice == Some(id.as_str())
                         || (!question
+                            && !against
                             && (typed == id.to_lowercase()
                                 || (!canon.is_empty()
                                     && (names(id) || title_of(id).is_some_and(names)))))
@@ -311,7 +318,20 @@ impl<'a> Run<'a> {
         // nothing above took it: the choice a plain yes or no would be.
         if choice.is_none() && !question {
             if let Some(yes) = switchyard_rules::reply::leading_polarity(text) {
-                if let Some((i, id, chose)) = polar_choice(st, yes) {
+                let said = |id: &str| title_of(id).unwrap_or(id).to_string();
+                let polar = polar_choice(st, yes).filter(|(_, id, _)| {
+                    let others: Vec<String> = st
+                        .on
+                        .iter()
+                        .filter_map(|(m, _)| match m {
+                            Matcher::Choice(o) if o != id => Some(said(o)),
+                            _ => None,
+                        })
+                        .collect();
+                    let others: Vec<&str> = others.iter().map(String::as_str).collect();
+                    !switchyard_rules::reply::contradicts(text, &said(id), &others)
+                });
+                if let Some((i, id, chose)) = polar {
                     let said = if yes { "yes" } else { "no" };
                     return Some(Answer::On(
                         i,

@@ -104,9 +104,19 @@ impl<'a> Run<'a> {
                     depth,
                 );
                 self.vars.set_json(bind, &v);
-                // Kept by the running flow, and by a flow started later in this event.
+                // Kept by the running flow, and by a flow started later in this event. After
+                // an irreversible action, earlier buttons no longer decide anything (a second
+                // tap on "Yes, cancel it", an old "Confirm").
+                let done = switchyard_rules::pack::is_irreversible(
+                    &self.pack.connectors,
+                    connector,
+                    action,
+                );
                 if let Some(fs) = self.conv.flow.as_mut() {
                     fs.bound.insert(bind.to_string(), v.clone());
+                    if done {
+                        fs.asked.clear();
+                    }
                 }
                 self.pending_bound.insert(bind.to_string(), v);
                 Ok(Flow::Continue)

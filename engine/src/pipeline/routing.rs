@@ -19,6 +19,8 @@ impl<'a> Run<'a> {
         if let Some(n) = note {
             self.note(actor, n);
         }
+        // A person answers now: no question of the bot's is waiting.
+        self.conv.asking = None;
         self.handed = true;
         let q = queue.unwrap_or_else(|| self.eng.default_queue(&self.conv.channel, self.pack));
         self.route(&q, actor, depth).await?;

@@ -100,6 +100,8 @@ fn fold_char(c: char) -> Option<char> {
         | '\u{061C}'
         | '\u{FEFF}'
         | '\u{FE0F}' => return None,
+        // Skin tones: "👍🏽" is "👍".
+        '\u{1F3FB}'..='\u{1F3FF}' => return None,
         _ => c,
     })
 }
@@ -712,6 +714,7 @@ mod tests {
         assert_eq!(normalize("  "), "");
         assert_eq!(normalize("📦❓"), "📦 ❓");
         assert_eq!(normalize("hi👋👋"), "hi 👋");
+        assert_eq!(normalize("👍🏽"), "👍");
     }
 
     fn spec(name: &str, ex: &[&str]) -> IntentSpec {
