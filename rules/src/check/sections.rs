@@ -361,7 +361,12 @@ pub(super) fn settings(cx: &mut Ctx, tz: chrono_tz::Tz) -> Option<SettingsRt> {
     let mut synonyms = Vec::new();
     let mut fallback = None;
     let mut unrelated = Vec::new();
-    let mut entity_only = None;
+    // By default an order number alone asks about that order, when the pack has the
+    // conventional `order_status` intent.
+    let mut entity_only = cx
+        .intents
+        .contains("order_status")
+        .then(|| "order_status".to_string());
     let clarify = s.clarify.as_ref().and_then(|c| clarify(cx, f, &c.value));
     if let Some(v) = &s.values {
         check_values(cx, f, v);

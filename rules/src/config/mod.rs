@@ -158,7 +158,8 @@ pub struct ClassifierSettings {
     pub fallback: Option<Sp<ClassifierFallback>>,
     /// The intent of a message that is only an entity — an order number ("10234",
     /// "#10234", "ORD-5531"), a phone number, an e-mail: never read as anything else.
-    /// Without it such a message is `unknown` (a person reads it).
+    /// Default: `order_status` when the pack has that intent, else `unknown` (a person
+    /// reads it).
     pub entity_only: Option<Sp<String>>,
 }
 
