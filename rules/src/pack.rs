@@ -600,8 +600,21 @@ impl Pack {
     /// `settings.classifier.entity_only` (or `unknown`), never what its digits resemble; an
     /// unsure reading carries the two intents to ask between (`settings.clarify`).
     pub fn classify(&self, text: &str) -> (Classification, serde_json::Map<String, Value>) {
-        let entities = self.extract_entities(text);
+        let mut entities = self.extract_entities(text);
         if crate::entities::entity_only(&ascii_digits(text)) {
+            // A bare number alone is the order number it asks about ("10234"), not an amount.
+            for (name, ex) in &self.entities {
+                let order_no = matches!(
+                    ex,
+                    crate::entities::Extractor::Builtin(crate::config::Builtin::OrderNo)
+                );
+                let phone = crate::entities::phone_pk(&ascii_digits(text)).is_some();
+                if order_no && !phone && !entities.contains_key(name) {
+                    if let Some(v) = ex.extract_bare(&ascii_digits(text)) {
+                        entities.insert(name.clone(), v);
+                    }
+                }
+            }
             let intent = self
                 .settings
                 .entity_only

@@ -244,6 +244,16 @@ fn classification_is_deterministic_and_handles_real_writing() {
     let (_, e) = p.classify("mera order #10234 kahan hai, number 0300-1234567");
     assert_eq!(e["order_no"], "10234");
     assert_eq!(e["phone"], "+923001234567");
+    // Only an entity: the order it asks about (the pack's `entity_only`), never a complaint;
+    // a bare number is its order number, a phone number is no order number.
+    for text in ["10234", "#10234", "it's 10234", "۱۰۲۳۴"] {
+        let (c, e) = p.classify(text);
+        assert_eq!(c.intent, "order_status", "{text}");
+        assert_eq!(e["order_no"], "10234", "{text}");
+    }
+    let (c, e) = p.classify("0300-1234567");
+    assert_eq!(c.intent, "order_status");
+    assert!(e.get("order_no").is_none(), "{e:?}");
 }
 
 fn clock() -> Clock {
