@@ -630,10 +630,11 @@ impl Pack {
             return (c, entities);
         }
         let mut c = self.classifier.classify(text);
-        // A bare "no" or "thanks" is an answer to something, not a request to ask about.
-        if crate::reply::polarity(text).is_none() && !crate::reply::is_closing(text) {
-            c.clarify = self.clarify_between(&c);
-        }
+        // A bare "no" or "thanks" is an answer to something, not a request to ask about (read
+        // only when there is something to ask: most messages are not normalised again).
+        c.clarify = self
+            .clarify_between(&c)
+            .filter(|_| crate::reply::polarity(text).is_none() && !crate::reply::is_closing(text));
         (c, entities)
     }
 
